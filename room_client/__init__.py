@@ -1,0 +1,1 @@
+"""BidBridge remote agents: a bidder's office agent and an evaluation room's agent."""

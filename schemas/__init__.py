@@ -1,0 +1,1 @@
+"""BidBridge schemas: pydantic models of every wire message and document."""

@@ -1,0 +1,1 @@
+"""BidBridge lead-site coordination server."""

@@ -1,0 +1,1 @@
+"""BidBridge: server/audit."""
