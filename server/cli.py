@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from crypto import ca_cli
+from crypto import ca_cli, token_cli
 from crypto import cli as crypto_cli
 from server import demo
 from crypto.errors import BidBridgeError
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     ca_cli.register(sub)
     crypto_cli.register(sub)
+    token_cli.register(sub)
     demo.register(sub)
     return parser
 

@@ -1,0 +1,178 @@
+"""crypto.bid: seal a package, open it whole or split (unwrap + decrypt with key)."""
+
+from __future__ import annotations
+
+import zipfile
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from crypto import ca
+from crypto.bid import decrypt_with_key, open_bid, seal_bid, unwrap, verify_envelope
+from crypto.envelope import Recipient
+from crypto.errors import (
+    CertificateExpired,
+    CertificateRevoked,
+    EnvelopeTampered,
+    SignerNotBidder,
+    SummaryInvalid,
+    UnknownIssuer,
+)
+from crypto.keys import SoftwareKey
+from crypto.package import verify_package
+from tests.conftest import CODE_A, CODE_B, CODE_C, Pki, make_package, summary_for
+
+
+def _seal(tmp_path: Path, pair: ca.CompanyPair, code: str = CODE_A, **kw: object) -> Path:
+    pkg = make_package(tmp_path / "pkg", code, **kw)  # type: ignore[arg-type]
+    out = tmp_path / "bid.p7m"
+    assert pair.signing.key is not None
+    seal_bid(
+        pkg,
+        out,
+        signer=SoftwareKey(pair.signing.key),
+        signer_cert=pair.signing.certificate,
+        recipients=[Recipient(pair.encryption.certificate)],
+    )
+    return out
+
+
+def _key(issued: ca.Issued) -> SoftwareKey:
+    assert issued.key is not None
+    return SoftwareKey(issued.key)
+
+
+def test_sealed_bid_opens_to_the_same_files_with_a_manifest(pki: Pki, tmp_path: Path) -> None:
+    docs = {"商务标.pdf": b"a" * 5000, "技术标/方案.docx": b"b" * 7000}
+    bid = _seal(tmp_path, pki.bidder_rsa, documents=docs)
+    opened = open_bid(bid, tmp_path / "out", key=_key(pki.bidder_rsa.encryption))
+    assert opened.credit_code == CODE_A
+    assert opened.summary.price_fen == 12_800_000_000
+    for name, data in docs.items():
+        assert (tmp_path / "out" / name).read_bytes() == data
+    assert {e.path for e in opened.package.manifest.files} == {"summary.json", *docs}
+
+
+def test_split_form_unwrap_then_decrypt_with_key_gives_the_package_zip(
+    pki: Pki, tmp_path: Path
+) -> None:
+    bid = _seal(tmp_path, pki.bidder_ec, CODE_B)
+    cek = unwrap(bid, _key(pki.bidder_ec.encryption), pki.bidder_ec.encryption.certificate)
+    assert len(cek) == 32
+    opened = decrypt_with_key(bid, cek, tmp_path / "pkg.zip", expected_credit_code=CODE_B)
+    assert zipfile.is_zipfile(tmp_path / "pkg.zip")
+    assert verify_package(tmp_path / "pkg.zip").summary == opened.summary
+
+
+def test_two_envelope_bid_seals_technical_and_commercial_separately(
+    pki: Pki, tmp_path: Path
+) -> None:
+    pair = pki.bidder_rsa
+    assert pair.signing.key is not None
+    opened = {}
+    for kind in ("technical", "commercial"):
+        summary = summary_for(CODE_A, envelope=kind)
+        if kind == "technical":
+            del summary["price_fen"]
+        pkg = make_package(tmp_path / kind, CODE_A, summary=summary)
+        out = tmp_path / f"{kind}.p7m"
+        seal_bid(
+            pkg,
+            out,
+            signer=SoftwareKey(pair.signing.key),
+            signer_cert=pair.signing.certificate,
+            recipients=[Recipient(pair.encryption.certificate)],
+            envelope_kind=kind,
+        )  # type: ignore[arg-type]
+        opened[kind] = open_bid(out, tmp_path / f"{kind}-out", key=_key(pair.encryption))
+    assert opened["technical"].summary.price_fen is None
+    assert opened["commercial"].summary.price_fen == 12_800_000_000
+
+
+def test_sealing_a_package_whose_summary_names_another_bidder_is_refused(
+    pki: Pki, tmp_path: Path
+) -> None:
+    with pytest.raises(SignerNotBidder):
+        _seal(tmp_path, pki.bidder_rsa, CODE_C)
+
+
+def test_sealing_without_summary_is_refused_and_writes_nothing(pki: Pki, tmp_path: Path) -> None:
+    with pytest.raises(SummaryInvalid):
+        _seal(tmp_path, pki.bidder_rsa, summary="absent")
+    assert not (tmp_path / "bid.p7m").exists()
+    assert not list(tmp_path.glob(".bid.p7m*"))
+
+
+def test_a_bid_signed_by_someone_else_than_the_expected_bidder_is_refused(
+    pki: Pki, tmp_path: Path
+) -> None:
+    bid = _seal(tmp_path, pki.bidder_rsa)
+    cek = unwrap(bid, _key(pki.bidder_rsa.encryption))
+    with pytest.raises(SignerNotBidder):
+        decrypt_with_key(bid, cek, tmp_path / "out", expected_credit_code=CODE_C)
+    assert not (tmp_path / "out").exists()
+
+
+def test_tampered_ciphertext_writes_no_plaintext_anywhere(pki: Pki, tmp_path: Path) -> None:
+    bid = _seal(tmp_path, pki.bidder_rsa, documents={"big.bin": bytes(3_000_000)})
+    data = bytearray(bid.read_bytes())
+    data[len(data) - 1000] ^= 0x01
+    bid.write_bytes(bytes(data))
+    cek = unwrap(bid, _key(pki.bidder_rsa.encryption))
+    before = set(tmp_path.rglob("*"))
+    with pytest.raises(EnvelopeTampered):
+        decrypt_with_key(bid, cek, tmp_path / "out.zip")
+    assert set(tmp_path.rglob("*")) == before
+
+
+def test_signer_validated_against_two_independent_roots(pki: Pki, tmp_path: Path) -> None:
+    trust = pki.trust()
+    for pair, code, sub in ((pki.bidder_rsa, CODE_A, "a"), (pki.bidder_ec, CODE_B, "b")):
+        bid = _seal(tmp_path / sub, pair, code)
+        opened = open_bid(
+            bid, tmp_path / sub / "out", key=_key(pair.encryption), trust=trust, at=pki.now
+        )
+        assert opened.credit_code == code
+
+
+def test_revoked_signer_is_refused_at_an_instant_after_revocation(pki: Pki, tmp_path: Path) -> None:
+    bid = _seal(tmp_path, pki.bidder_rsa)
+    trust = pki.trust(crls=False)
+    revoked = ca.RevokedEntry(
+        pki.bidder_rsa.signing.certificate.serial_number, pki.now - timedelta(minutes=30)
+    )
+    trust.add_crl(pki.crl(pki.root_a, [revoked], number=2))
+    with pytest.raises(CertificateRevoked):
+        open_bid(
+            bid, tmp_path / "out", key=_key(pki.bidder_rsa.encryption), trust=trust, at=pki.now
+        )
+
+
+def test_expired_signer_is_refused(pki: Pki, tmp_path: Path) -> None:
+    bid = _seal(tmp_path, pki.bidder_rsa)
+    with pytest.raises(CertificateExpired):
+        open_bid(
+            bid,
+            tmp_path / "out",
+            key=_key(pki.bidder_rsa.encryption),
+            trust=pki.trust(),
+            at=pki.now + timedelta(days=800),
+        )
+
+
+def test_untrusted_signer_is_refused(pki: Pki, tmp_path: Path) -> None:
+    rogue_root = ca.create_root_ca("Rogue CA", key_type="ec-p256")
+    rogue = ca.issue_company_pair(
+        rogue_root, credit_code=CODE_A, company_name="甲建设工程有限公司", key_type="ec-p256"
+    )
+    bid = _seal(tmp_path, rogue)
+    with pytest.raises(UnknownIssuer):
+        open_bid(bid, tmp_path / "out", key=_key(rogue.encryption), trust=pki.trust(), at=pki.now)
+
+
+def test_verify_envelope_checks_without_writing(pki: Pki, tmp_path: Path) -> None:
+    bid = _seal(tmp_path, pki.bidder_rsa)
+    report = verify_envelope(bid, unwrap(bid, _key(pki.bidder_rsa.encryption)))
+    assert report.certificate == pki.bidder_rsa.signing.certificate
+    assert report.signing_time is not None
