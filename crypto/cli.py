@@ -23,6 +23,11 @@ from crypto.keys import (
 )
 
 PASSWORD_ENV = "BIDBRIDGE_KEY_PASSWORD"
+RSA_PADDINGS = {
+    "oaep-sha256": KeyTransportPadding("oaep", "sha256", "sha256"),
+    "oaep-sha1": KeyTransportPadding("oaep", "sha1", "sha1"),
+    "pkcs1v15": KeyTransportPadding("pkcs1v15"),
+}
 
 
 def _password() -> bytes | None:
@@ -72,13 +77,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
         signer = load_private_key(args.sign_key, _password()).key
     else:
         raise KeyLoadFailed("give --sign-key FILE or --sign-token URI")
-    pad = (
-        KeyTransportPadding("pkcs1v15")
-        if args.rsa_padding == "pkcs1v15"
-        else KeyTransportPadding(
-            "oaep", args.rsa_padding.split("-")[1], args.rsa_padding.split("-")[1]
-        )  # type: ignore[arg-type]
-    )
+    pad = RSA_PADDINGS[args.rsa_padding]
     recipients = [Recipient(load_certificate(p), pad) for p in args.recipient]
     chain = [c for p in args.chain for c in load_certificates(p)]
     trust = _trust(args.trust)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from asn1crypto import core
 
 from crypto.errors import EnvelopeMalformed
 
@@ -237,3 +239,13 @@ class ChunkStream:
         data = self._buf[self._pos : self._pos + n]
         self._pos += len(data)
         return data
+
+
+def load_asn1(cls: type[core.Asn1Value], raw: bytes, what: str) -> Any:
+    """Parse ``raw`` as ``cls`` completely, so that a malformed input fails here, typed."""
+    try:
+        value = cls.load(raw)
+        value.native  # noqa: B018  (asn1crypto parses lazily; force every child now)
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise EnvelopeMalformed(f"{what}: {exc}") from None
+    return value

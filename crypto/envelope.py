@@ -309,15 +309,6 @@ class _SeekableSource:
         return self.f.read(n)
 
 
-def _load(cls: type[core.Asn1Value], raw: bytes, what: str) -> core.Asn1Value:
-    try:
-        value = cls.load(raw)
-        value.native  # noqa: B018  (force a full parse so errors surface here)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise EnvelopeMalformed(f"{what}: {exc}") from None
-    return value
-
-
 def inspect_envelope(path: str | Path) -> EnvelopeInfo:
     """Parse an envelope's structure without decrypting, skipping over the content by seeking."""
     with open(path, "rb") as f:
@@ -341,7 +332,7 @@ def inspect_stream(f: BinaryIO) -> EnvelopeInfo:
     oid_h = r.read_header()
     if not oid_h.is_universal(der.TAG_OID):
         raise EnvelopeMalformed("not a DER ContentInfo")
-    ctype = _load(cms.ContentType, r.read_element(oid_h, 64), "content type").dotted
+    ctype = der.load_asn1(cms.ContentType, r.read_element(oid_h, 64), "content type").dotted
     if ctype == ID_SIGNED:
         raise EnvelopeNotEncrypted("the file is signed but not encrypted")
     if ctype not in (ID_AUTH_ENVELOPED, ID_ENVELOPED):
@@ -352,20 +343,20 @@ def inspect_stream(f: BinaryIO) -> EnvelopeInfo:
     explicit = r.expect(der.CLASS_CONTEXT, 0, True, "the ContentInfo content")
     body = r.expect(der.CLASS_UNIVERSAL, der.TAG_SEQUENCE, True, "the envelope")
     body_end = None if body.length is None else r.consumed + body.length
-    _load(core.Integer, r.read_element(), "version")
+    der.load_asn1(core.Integer, r.read_element(), "version")
     h = r.read_header()
     if h.is_context(0):  # originatorInfo: certificates and CRLs we do not need
         r.read_element(h)
         h = r.read_header()
     if not h.is_universal(der.TAG_SET):
         raise EnvelopeMalformed("recipient infos missing")
-    infos_value = _load(cms.RecipientInfos, r.read_element(h), "recipient infos")
+    infos_value = der.load_asn1(cms.RecipientInfos, r.read_element(h), "recipient infos")
     infos = list(infos_value)
     if not infos or len(infos) > _MAX_RECIPIENTS:
         raise EnvelopeMalformed(f"{len(infos)} recipients")
     eci = r.expect(der.CLASS_UNIVERSAL, der.TAG_SEQUENCE, True, "encrypted content info")
-    content_type = _load(cms.ContentType, r.read_element(), "content type").dotted
-    alg = _load(algos.EncryptionAlgorithm, r.read_element(), "content encryption algorithm")
+    content_type = der.load_asn1(cms.ContentType, r.read_element(), "content type").dotted
+    alg = der.load_asn1(algos.EncryptionAlgorithm, r.read_element(), "content encryption algorithm")
     assert isinstance(alg, algos.EncryptionAlgorithm)
     name = alg["algorithm"].native
     if kind == "auth_enveloped" and name not in _GCM_KEY_BYTES:
@@ -388,7 +379,7 @@ def inspect_stream(f: BinaryIO) -> EnvelopeInfo:
         if kind == "auth_enveloped" and h.is_context(1) and mac is None:
             aad = b"\x31" + raw[1:]
         elif kind == "auth_enveloped" and h.is_universal(der.TAG_OCTET_STRING) and mac is None:
-            mac = _load(core.OctetString, raw, "mac").native
+            mac = der.load_asn1(core.OctetString, raw, "mac").native
         elif h.is_context(2) or (kind == "enveloped" and h.is_context(1)):
             pass  # unprotected / unauthenticated attributes carry nothing we rely on
         else:

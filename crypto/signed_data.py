@@ -200,7 +200,9 @@ def read_signed_data(reader: der.Reader, sink: ContentSink | None = None) -> Sig
         raise ContentNotSigned("the decrypted content is not CMS SignedData")
     first = reader.read_header()
     if first.is_universal(der.TAG_OID):
-        oid = cms.ContentType.load(first.raw + reader.read_body(first, 64)).dotted
+        oid = der.load_asn1(
+            cms.ContentType, first.raw + reader.read_body(first, 64), "content type"
+        ).dotted
         if oid != ID_SIGNED_DATA:
             raise ContentNotSigned(f"the decrypted content is {oid}, not SignedData")
         explicit = reader.expect(der.CLASS_CONTEXT, 0, True, "the ContentInfo content")
@@ -212,9 +214,9 @@ def read_signed_data(reader: der.Reader, sink: ContentSink | None = None) -> Sig
         wrappers = [top]
     else:
         raise ContentNotSigned("the decrypted content is not CMS SignedData")
-    core.Integer.load(version_raw)
+    der.load_asn1(core.Integer, version_raw, "SignedData version")
 
-    digest_algos = cms.DigestAlgorithms.load(reader.read_element())
+    digest_algos = der.load_asn1(cms.DigestAlgorithms, reader.read_element(), "digest algorithms")
     hashers: dict[str, hashlib._Hash] = {}
     for a in digest_algos:
         name = a["algorithm"].native
@@ -225,7 +227,7 @@ def read_signed_data(reader: der.Reader, sink: ContentSink | None = None) -> Sig
 
     encap = reader.expect(der.CLASS_UNIVERSAL, der.TAG_SEQUENCE, True, "EncapsulatedContentInfo")
     encap_end = None if encap.length is None else reader.consumed + encap.length
-    e_type = cms.ContentType.load(reader.read_element()).dotted
+    e_type = der.load_asn1(cms.ContentType, reader.read_element(), "content type").dotted
     content_length = 0
     explicit_header: der.Header | None = None
     if encap_end is None:
@@ -262,7 +264,7 @@ def read_signed_data(reader: der.Reader, sink: ContentSink | None = None) -> Sig
         elif h.is_context(1):
             continue  # CRLs inside the bid are not used; revocation comes from the trust store
         elif h.is_universal(der.TAG_SET):
-            signer_infos = cms.SignerInfos.load(raw)
+            signer_infos = der.load_asn1(cms.SignerInfos, raw, "signer infos")
         else:
             raise EnvelopeMalformed("unexpected element in SignedData")
     for w in reversed(wrappers):
@@ -279,8 +281,8 @@ def read_signed_data(reader: der.Reader, sink: ContentSink | None = None) -> Sig
 
 def _certificates(raw: bytes) -> list[x509.Certificate]:
     """The X.509 certificates of a ``[0] IMPLICIT CertificateSet``; other choices are ignored."""
+    body = der.load_asn1(cms.CertificateSet, b"\x31" + raw[1:], "certificates")
     try:
-        body = cms.CertificateSet.load(b"\x31" + raw[1:])
         return [
             x509.load_der_x509_certificate(choice.chosen.dump())
             for choice in body

@@ -38,9 +38,7 @@ class BidSummary(BaseModel):
                 "单一信封或商务标必须填写报价 price_fen / a single or commercial envelope needs price_fen"
             )
         if self.envelope == "technical" and self.price_fen is not None:
-            raise ValueError(
-                "技术标不得含报价 / a technical envelope must not carry a price"
-            )
+            raise ValueError("技术标不得含报价 / a technical envelope must not carry a price")
         return self
 
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 
 from crypto import ca_cli, token_cli
 from crypto import cli as crypto_cli
-from server import demo
 from crypto.errors import BidBridgeError
+from server import demo
 
 Handler = Callable[[argparse.Namespace], int]
 

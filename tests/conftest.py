@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,7 +100,7 @@ def make_package(
     folder: Path,
     code: str = CODE_A,
     documents: dict[str, bytes] | None = None,
-    summary: dict[str, object] | None | str = None,
+    summary: dict[str, object] | str | None = None,
 ) -> Path:
     """A bid folder: summary.json (unless ``summary`` is the string "absent") and documents."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -170,3 +172,59 @@ def write_pair(
         trust_dir=trust_dir,
         ca_file=ca_file,
     )
+
+
+def openssl(*args: str | Path) -> None:
+    """Run the ``openssl`` command; fail the test with its stderr if it fails."""
+    proc = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def openssl_seal(
+    content: Path,
+    files: PemFiles,
+    out: Path,
+    encrypt_opts: Sequence[str] = ("-aes-256-gcm",),
+    stream: bool = False,
+) -> Path:
+    """Sign ``content`` with ``openssl cms -sign``, then encrypt with ``openssl cms -encrypt``."""
+    signed = out.with_suffix(".signed.der")
+    streaming = ["-stream"] if stream else []
+    openssl(
+        "cms",
+        "-sign",
+        "-binary",
+        "-nodetach",
+        "-md",
+        "sha256",
+        "-in",
+        content,
+        "-signer",
+        files.sign_cert,
+        "-inkey",
+        files.sign_key,
+        "-outform",
+        "DER",
+        "-out",
+        signed,
+        *streaming,
+    )
+    openssl(
+        "cms",
+        "-encrypt",
+        "-binary",
+        "-in",
+        signed,
+        "-recip",
+        files.enc_cert,
+        *encrypt_opts,
+        "-outform",
+        "DER",
+        "-out",
+        out,
+        *streaming,
+    )
+    return out
+
+
+from tests.softhsm import softhsm_token  # noqa: E402, F401  (the SoftHSM2 token fixture)

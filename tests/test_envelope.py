@@ -86,14 +86,18 @@ def test_envelope_for_another_recipient_is_refused(pki: Pki) -> None:
     info = inspect_stream(io.BytesIO(env))
     assert not is_addressed_to(info, pki.other_rsa.encryption.certificate)
     with pytest.raises(NotARecipient):
-        unwrap_content_key(info, _key(pki.other_rsa.encryption), pki.other_rsa.encryption.certificate)
+        unwrap_content_key(
+            info, _key(pki.other_rsa.encryption), pki.other_rsa.encryption.certificate
+        )
 
 
 def test_wrong_key_for_the_named_certificate_fails_to_unwrap(pki: Pki) -> None:
     env = seal_bytes(SECRET, [Recipient(pki.bidder_rsa.encryption.certificate)])
     info = inspect_stream(io.BytesIO(env))
     with pytest.raises(KeyUnwrapFailed):
-        unwrap_content_key(info, _key(pki.other_rsa.encryption), pki.bidder_rsa.encryption.certificate)
+        unwrap_content_key(
+            info, _key(pki.other_rsa.encryption), pki.bidder_rsa.encryption.certificate
+        )
 
 
 def test_sealing_to_a_signing_certificate_is_refused(pki: Pki) -> None:

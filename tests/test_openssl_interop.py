@@ -7,7 +7,6 @@ ECDH recipients; AES-GCM and AES-CBC; definite and streamed indefinite lengths) 
 
 from __future__ import annotations
 
-import subprocess
 import zipfile
 from pathlib import Path
 
@@ -15,12 +14,16 @@ import pytest
 
 from crypto.package import build_package
 from server.cli import main
-from tests.conftest import CODE_A, CODE_B, Pki, PemFiles, make_package, write_pair
-
-
-def openssl(*args: str | Path) -> None:
-    proc = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+from tests.conftest import (
+    CODE_A,
+    CODE_B,
+    PemFiles,
+    Pki,
+    make_package,
+    openssl,
+    openssl_seal,
+    write_pair,
+)
 
 
 @pytest.fixture
@@ -39,44 +42,7 @@ def _openssl_sealed(
     pkg_zip = tmp_path / "pkg.zip"
     with pkg_zip.open("wb") as f:
         build_package(make_package(tmp_path / "pkg", code), f)
-    signed = tmp_path / "signed.der"
-    streaming = ["-stream"] if stream else []
-    openssl(
-        "cms",
-        "-sign",
-        "-binary",
-        "-nodetach",
-        "-md",
-        "sha256",
-        "-in",
-        pkg_zip,
-        "-signer",
-        files.sign_cert,
-        "-inkey",
-        files.sign_key,
-        "-outform",
-        "DER",
-        "-out",
-        signed,
-        *streaming,
-    )
-    bid = tmp_path / "openssl-bid.p7m"
-    openssl(
-        "cms",
-        "-encrypt",
-        "-binary",
-        "-in",
-        signed,
-        "-recip",
-        files.enc_cert,
-        *encrypt_opts,
-        "-outform",
-        "DER",
-        "-out",
-        bid,
-        *streaming,
-    )
-    return bid
+    return openssl_seal(pkg_zip, files, tmp_path / "openssl-bid.p7m", encrypt_opts, stream)
 
 
 def _bidbridge_open(
