@@ -77,6 +77,20 @@ def _file_chunks(f: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
+class _HashingWriter:
+    """Writes through to a file while hashing, so the receipt hash needs no second read."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._f.write(data)
+
+
 def _sha256_file(f: BinaryIO) -> tuple[str, int]:
     f.seek(0)
     h = hashlib.sha256()
@@ -130,9 +144,9 @@ def seal_bid(
             yield frame.suffix
 
         with _atomic_output(out) as f:
-            seal_stream(f, plaintext(), frame.total_length, recipients)
-            sha, size = _sha256_file(f)
-    return SealResult(out, sha, size, summary, pkg_hex, pkg_size)
+            counted = _HashingWriter(f)
+            seal_stream(counted, plaintext(), frame.total_length, recipients)
+    return SealResult(out, counted.sha256.hexdigest(), counted.size, summary, pkg_hex, pkg_size)
 
 
 # --- opening -----------------------------------------------------------------------------------

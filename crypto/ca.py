@@ -201,7 +201,7 @@ def _organization_of(cert: x509.Certificate) -> str | None:
 def _ca_extensions(path_length: int | None) -> list[tuple[x509.ExtensionType, bool]]:
     return [
         (x509.BasicConstraints(ca=True, path_length=path_length), True),
-        (_key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True), True),
+        (_key_usage(key_cert_sign=True, crl_sign=True), True),
     ]
 
 

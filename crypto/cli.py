@@ -222,7 +222,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--rsa-padding",
         default="oaep-sha256",
-        choices=["oaep-sha256", "oaep-sha1", "pkcs1v15"],
+        choices=sorted(RSA_PADDINGS),
         help="RSA key transport (default oaep-sha256)",
     )
     p.add_argument(

@@ -246,6 +246,6 @@ def load_asn1(cls: type[core.Asn1Value], raw: bytes, what: str) -> Any:
     try:
         value = cls.load(raw)
         value.native  # noqa: B018  (asn1crypto parses lazily; force every child now)
-    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise EnvelopeMalformed(f"{what}: {exc}") from None
     return value

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, Protocol
 
 from asn1crypto import algos, cms, core, keys
 from cryptography import x509
@@ -219,16 +219,20 @@ def _recipient_info(r: Recipient, cek: bytes) -> cms.RecipientInfo:
 # --- sealing -----------------------------------------------------------------------------------
 
 
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
 def seal_stream(
-    out: BinaryIO,
+    out: Writable,
     chunks: Iterable[bytes],
     length: int,
     recipients: Sequence[Recipient],
-) -> bytes:
+) -> None:
     """Write a DER ContentInfo(AuthEnvelopedData, AES-256-GCM) around ``length`` bytes.
 
     ``chunks`` must yield exactly ``length`` bytes (the inner DER, typically SignedData).
-    Returns the content-encryption key's SHA-256-free fingerprint: nothing; the key is dropped.
+    The content-encryption key lives only inside this call.
     """
     if not recipients:
         raise NotARecipient("at least one recipient is needed")
@@ -263,7 +267,6 @@ def seal_stream(
         raise ValueError(f"content length changed while sealing ({written} != {length})")
     out.write(enc.finalize())
     out.write(mac_header + enc.tag)
-    return b""
 
 
 def seal_bytes(data: bytes, recipients: Sequence[Recipient]) -> bytes:

@@ -9,9 +9,10 @@ instant:
 - ``bid_signature`` -- keyUsage digitalSignature or contentCommitment (nonRepudiation),
 - ``encryption``    -- keyUsage keyEncipherment (RSA) or keyAgreement (EC).
 
-Extended key usage is not required (Chinese CAs fill it in very differently), but a certificate
-whose EKU names only infrastructure purposes (serverAuth, codeSigning, timeStamping,
-OCSPSigning) is refused for all three purposes. Revocation is checked from the CRLs in the store,
+A CA certificate is never accepted as an end entity; a certificate without a keyUsage extension
+is unrestricted (RFC 5280). Extended key usage is not required (Chinese CAs fill it in very
+differently), but a certificate whose EKU names only infrastructure purposes (serverAuth,
+codeSigning, timeStamping, OCSPSigning) is refused for all three purposes. Revocation is checked from the CRLs in the store,
 never fetched. With ``require_revocation`` every certificate below a root needs a CRL from its
 issuer that is current at the instant (thisUpdate <= at <= nextUpdate).
 
@@ -276,7 +277,10 @@ class TrustStore:
             raise
         except Exception as exc:  # pyhanko's errors never leave this module
             _map_validation_error(exc, cert, [*self._roots.values()], self._others(extras))
-        _check_usage(cert, purpose)
+        try:
+            _check_usage(cert, purpose)
+        except ValueError as exc:  # a malformed extension that cryptography parses lazily
+            raise CertificateError(f"{_subject(cert)}: {exc}") from None
         result: list[x509.Certificate] = []
         for asn1_cert in path.iter_certs(include_root=True):
             der = asn1_cert.dump()
@@ -384,6 +388,11 @@ def _key_usage_names(ku: x509.KeyUsage) -> list[str]:
 def _check_usage(cert: x509.Certificate, purpose: Purpose) -> None:
     """Refuse a certificate whose keyUsage (or clearly contradicting EKU) does not fit."""
     label = f"{_PURPOSE_ZH[purpose]} / {purpose}"
+    if _is_ca(cert):
+        raise WrongKeyUsage(
+            f"{_subject(cert)}: CA 证书不能用于{_PURPOSE_ZH[purpose]} / "
+            f"a CA certificate cannot be used for {purpose}"
+        )
     try:
         ku: x509.KeyUsage | None = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:

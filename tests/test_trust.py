@@ -424,6 +424,8 @@ def test_server_only_extended_key_usage_is_refused_for_a_bid_signature(world: Wo
 def test_ca_certificate_is_not_a_bidder_certificate(world: World) -> None:
     with pytest.raises(WrongKeyUsage):
         world.store().validate(world.sub_a.certificate, "encryption", AT)
+    with pytest.raises(WrongKeyUsage, match="CA"):
+        world.store().validate(world.sub_a.certificate, "login", AT)
 
 
 def test_every_failure_is_a_typed_certificate_error(world: World) -> None:

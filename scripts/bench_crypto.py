@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Benchmark: seal and open large bids; report MB/s, peak RSS and the ratio to OpenSSL's limit.
+
+Opening verifies every byte twice over: AES-256-GCM decryption with its tag, and SHA-256 for the
+bidder's signature. The machine's own limit for that is measured in the same run with
+``openssl speed -evp aes-256-gcm`` and ``openssl speed -evp sha256``; since both run over every
+byte one after the other, the limit is 1 / (1/aes + 1/sha). The ratio printed is the verify pass
+(decrypt + tag + signature digest) over that limit. Each open runs in a child process so that its
+peak RSS is its own.
+
+    .venv/bin/python scripts/bench_crypto.py              # 100 MB and 1 GB
+    .venv/bin/python scripts/bench_crypto.py --sizes 100  # just 100 MB
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MB = 1_000_000
+
+
+def openssl_speed(evp: str, seconds: int = 3) -> float:
+    """Bytes per second of ``openssl speed -evp <evp>`` on 1 MiB blocks."""
+    out = subprocess.run(
+        ["openssl", "speed", "-evp", evp, "-bytes", "1048576", "-seconds", str(seconds)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = out.strip().splitlines()[-1]
+    m = re.search(r"([\d.]+)k\s*$", line)
+    if not m:
+        raise SystemExit(f"cannot read openssl speed output: {line!r}")
+    return float(m.group(1)) * 1000
+
+
+def make_fixture(work: Path, size: int) -> dict[str, str]:
+    """A CA, a bidder's pair and a sealed bid whose document is ``size`` bytes."""
+    from cryptography.hazmat.primitives import serialization
+
+    from crypto import ca
+    from crypto.bid import seal_bid
+    from crypto.envelope import Recipient
+    from crypto.keys import SoftwareKey
+    from schemas.common import uscc_check_char
+
+    code = "91350100M000100Y4" + uscc_check_char("91350100M000100Y4")
+    root = ca.create_root_ca("Bench CA")
+    pair = ca.issue_company_pair(root, credit_code=code, company_name="基准测试有限公司")
+    pkg = work / "pkg"
+    pkg.mkdir()
+    (pkg / "summary.json").write_text(
+        json.dumps(
+            {
+                "project_code": "BENCH",
+                "lot_code": "01",
+                "bidder_credit_code": code,
+                "bidder_name": "基准测试有限公司",
+                "price_fen": 100,
+            }
+        )
+    )
+    block = os.urandom(1 << 20)
+    with (pkg / "document.bin").open("wb") as f:
+        left = size
+        while left:
+            n = min(left, len(block))
+            f.write(block[:n])
+            left -= n
+    bid = work / "bid.p7m"
+    assert pair.signing.key is not None and pair.encryption.key is not None
+    t0 = time.perf_counter()
+    seal_bid(
+        pkg,
+        bid,
+        signer=SoftwareKey(pair.signing.key),
+        signer_cert=pair.signing.certificate,
+        recipients=[Recipient(pair.encryption.certificate)],
+    )
+    seal_s = time.perf_counter() - t0
+    shutil.rmtree(pkg)
+    key = work / "enc.key"
+    key.write_bytes(
+        pair.encryption.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return {"bid": str(bid), "key": str(key), "seal_s": str(seal_s)}
+
+
+def child_open(bid: str, key: str, out: str) -> None:
+    """Run in a child: unwrap, verify pass, then full open to a ZIP; print timings as JSON."""
+    from crypto.bid import decrypt_with_key, unwrap, verify_envelope
+    from crypto.keys import load_private_key
+
+    cek = unwrap(Path(bid), load_private_key(key).key)
+    t0 = time.perf_counter()
+    verify_envelope(Path(bid), cek)
+    verify_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    decrypt_with_key(Path(bid), cek, Path(out))
+    full_s = time.perf_counter() - t0
+    print(json.dumps({"verify_s": verify_s, "full_s": full_s}))
+
+
+def run_child(bid: str, key: str, out: str) -> tuple[dict[str, float], float]:
+    """Run ``child_open`` in a fresh process; return its timings and its peak RSS in MB."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", bid, key, out],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the largest child so far; children here only grow in size.
+    return json.loads(proc.stdout), max(after, before) * 1024 / MB
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="100,1000", help="bid sizes in MB, comma-separated")
+    parser.add_argument("--dir", help="work folder (default: a temporary folder, removed)")
+    parser.add_argument("--child", nargs=3, metavar=("BID", "KEY", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_open(*args.child)
+        return 0
+
+    aes = openssl_speed("aes-256-gcm")
+    sha = openssl_speed("sha256")
+    limit = 1 / (1 / aes + 1 / sha)
+    print(
+        f"openssl speed (1 MiB blocks): aes-256-gcm {aes / MB:.0f} MB/s, sha256 {sha / MB:.0f} MB/s"
+    )
+    print(f"limit for decrypt + tag + digest = 1/(1/aes + 1/sha) = {limit / MB:.0f} MB/s")
+    print()
+    print(
+        f"{'size':>8} {'seal MB/s':>10} {'verify MB/s':>12} {'ratio':>6} {'full open MB/s':>15} {'peak RSS MB':>12}"
+    )
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bidbridge-bench-"))
+    try:
+        for size_mb in (int(s) for s in args.sizes.split(",")):
+            work = base / f"{size_mb}MB"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            size = size_mb * MB
+            fx = make_fixture(work, size)
+            bid_size = Path(fx["bid"]).stat().st_size
+            timings, rss = run_child(fx["bid"], fx["key"], str(work / "opened.zip"))
+            verify = bid_size / timings["verify_s"]
+            print(
+                f"{size_mb:>6}MB {size / float(fx['seal_s']) / MB:>10.0f} {verify / MB:>12.0f} "
+                f"{verify / limit:>6.2f} {bid_size / timings['full_s'] / MB:>15.0f} {rss:>12.0f}"
+            )
+            shutil.rmtree(work)
+    finally:
+        if not args.dir:
+            shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

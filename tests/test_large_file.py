@@ -1,0 +1,72 @@
+"""A 2 GB sealed bid opens in constant memory (peak RSS under 200 MB), checked in a child process.
+
+The bid is sealed in this process; ``bidbridge open`` then runs in a fresh interpreter whose own
+peak resident set size is reported by the kernel (``getrusage``), so nothing of the test counts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from crypto.bid import seal_bid
+from crypto.envelope import Recipient
+from crypto.keys import SoftwareKey
+from tests.conftest import CODE_A, Pki, summary_for, write_key
+
+SIZE = 2 * 1024**3
+PEAK_RSS_LIMIT = 200 * 1024 * 1024
+
+_CHILD = """
+import resource, sys
+from server.cli import main
+rc = main(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+sys.exit(rc)
+"""
+
+
+def test_two_gigabyte_bid_opens_with_peak_rss_under_200_mb(pki: Pki, tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "summary.json").write_text(json.dumps(summary_for(CODE_A)))
+    with (pkg / "drawings.bin").open("wb") as f:
+        f.truncate(SIZE)  # sparse: the bytes are real zeros to every reader, cheap to make
+    pair = pki.bidder_rsa
+    assert pair.signing.key is not None
+    bid = tmp_path / "bid.p7m"
+    seal_bid(
+        pkg,
+        bid,
+        signer=SoftwareKey(pair.signing.key),
+        signer_cert=pair.signing.certificate,
+        recipients=[Recipient(pair.encryption.certificate)],
+    )
+    (pkg / "drawings.bin").unlink()
+    assert bid.stat().st_size > SIZE
+
+    key = write_key(tmp_path / "enc.key", pair.encryption)
+    out = tmp_path / "opened.zip"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _CHILD,
+            "open",
+            "--in",
+            str(bid),
+            "--key",
+            str(key),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert proc.returncode == 0, proc.stderr
+    peak = int(proc.stdout.strip().splitlines()[-1])
+    assert peak < PEAK_RSS_LIMIT, f"peak RSS {peak / 2**20:.0f} MiB"
+    assert out.stat().st_size > SIZE
