@@ -423,8 +423,13 @@ def issue_person(
     public_key: PublicKey | None = None,
     not_before: datetime | None = None,
     days: int = 730,
+    usage: Literal["signing", "encryption"] = "signing",
 ) -> Issued:
-    """A person's signing/login certificate: CN = name, serialNumber = id, OU = role."""
+    """A person's certificate: CN = name, serialNumber = id, OU = role.
+
+    ``usage="signing"`` (the default) gives the login/signing certificate; ``"encryption"`` the
+    second certificate of the pair, for example a custodian's for a backup-key share.
+    """
     if role not in ROLES:
         raise ValueError(f"未知角色 / unknown role {role!r} (use one of {', '.join(ROLES)})")
     if not name or not person_id:
@@ -442,8 +447,10 @@ def issue_person(
         public_key=public_key,
         not_before=not_before,
         days=days,
-        key_usage=_SIGNING_USAGE,
-        eku=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        key_usage=_SIGNING_USAGE if usage == "signing" else _encryption_usage,
+        eku=[ExtendedKeyUsageOID.CLIENT_AUTH]
+        if usage == "signing"
+        else [ExtendedKeyUsageOID.EMAIL_PROTECTION],
     )
 
 

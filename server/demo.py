@@ -20,6 +20,7 @@ from crypto.bid import decrypt_with_key, seal_bid, unwrap
 from crypto.envelope import Recipient
 from crypto.errors import BidBridgeError
 from crypto.keys import SoftwareKey
+from crypto.quorum import open_share, rebuild_backup_key, split_backup_key
 from crypto.trust import TrustStore
 from schemas.common import uscc_check_char
 
@@ -126,7 +127,39 @@ def run_demo(out: Path) -> int:
         assert price is not None
         print(f"   {name:<12} {price / 100:>16,.2f} 元")
 
-    print("== 5. 拒绝的情形 / what is refused ==")
+    print("== 5. 备用解密 (2/3 托管人) / backup decryption, 2 of 3 custodians ==")
+    assert backup.key is not None
+    custodians = [
+        ca.issue_person(root_a, name=who, role=role, person_id=f"ID-{i}", usage="encryption")
+        for i, (who, role) in enumerate(
+            [("主持人", "host"), ("监管人员", "supervisor"), ("交易中心", "centre")], 1
+        )
+    ]
+    bundle = split_backup_key(
+        backup.key, backup.certificate, [c.certificate for c in custodians], 2
+    )
+    (out / "backup-quorum.json").write_text(bundle.to_json())
+    approvals = []
+    for c in custodians[:2]:
+        assert c.key is not None
+        approvals.append(open_share(bundle, SoftwareKey(c.key), c.certificate))
+    rebuilt = rebuild_backup_key(bundle, approvals)
+    name, code, _, bid = sealed[1]
+    opened = decrypt_with_key(
+        bid,
+        unwrap(bid, rebuilt, backup.certificate),
+        bid.with_name("backup-opened"),
+        expected_credit_code=code,
+    )
+    print(
+        f"   host + supervisor rebuilt the backup key; {name} opened: {opened.summary.price_fen} fen"
+    )
+    try:
+        rebuild_backup_key(bundle, approvals[:1])
+    except BidBridgeError as exc:
+        print(f"   one custodian alone: ERROR {exc.line()}")
+
+    print("== 6. 拒绝的情形 / what is refused ==")
     name, code, pair, bid = sealed[0]
     tampered = out / "tampered.p7m"
     data = bytearray(bid.read_bytes())
