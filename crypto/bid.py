@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,13 @@ from crypto.envelope import (
     seal_stream,
     unwrap_content_key,
 )
-from crypto.errors import BidBridgeError, EnvelopeTampered, SignerNotBidder
+from crypto.errors import (
+    BidBridgeError,
+    EnvelopeTampered,
+    OutputExists,
+    SignerNotBidder,
+    SummaryInvalid,
+)
 from crypto.keys import PrivateKeyHandle
 from crypto.package import PackageInfo, build_package, extract_package, verify_package
 from crypto.signed_data import SignerReport, build_signed_data_frame, read_signed_data
@@ -70,6 +77,11 @@ def _atomic_output(path: Path) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _hidden_sibling(path: Path, suffix: str) -> Path:
+    """A fresh hidden name beside ``path`` for work that is renamed into place when done."""
+    return path.with_name(f".{path.name}.{os.urandom(6).hex()}{suffix}.part")
 
 
 def _file_chunks(f: BinaryIO) -> Iterator[bytes]:
@@ -118,7 +130,7 @@ def seal_bid(
         info = build_package(package, zf)
         summary = info.summary
         if envelope_kind is not None and summary.envelope != envelope_kind:
-            raise SignerNotBidder(
+            raise SummaryInvalid(
                 f"summary.json says envelope={summary.envelope}, expected {envelope_kind}"
             )
         signer_code = credit_code_of(signer_cert)
@@ -216,6 +228,8 @@ def decrypt_with_key(
     into the new folder ``out``. With ``trust`` the signer's certificate must be valid for a bid
     signature at the instant ``at`` (default: now), revocation included.
     """
+    if out.exists():
+        raise OutputExists(str(out))
     info = inspect_envelope(envelope)
     with envelope.open("rb") as f:
         first = _verified_pass(f, info, cek, None)
@@ -229,27 +243,30 @@ def decrypt_with_key(
         code = credit_code_of(first.certificate)
         if expected_credit_code is not None and code != expected_credit_code:
             raise SignerNotBidder(f"signed by {code}, expected the bidder {expected_credit_code}")
-        zip_path = out if out.suffix.lower() == ".zip" else out.with_name(out.name + ".zip.part")
+        as_zip = out.suffix.lower() == ".zip"
+        zip_path = out if as_zip else _hidden_sibling(out, ".zip")
         with _atomic_output(zip_path) as sink:
             second = _verified_pass(f, info, cek, sink)
-    if second.content_digest != first.content_digest:
-        zip_path.unlink(missing_ok=True)
-        raise EnvelopeTampered("the file changed while it was being opened")
     try:
+        if second.content_digest != first.content_digest:
+            raise EnvelopeTampered("the file changed while it was being opened")
         pkg = verify_package(zip_path)
         if pkg.summary.bidder_credit_code != code:
             raise SignerNotBidder(
                 f"summary.json names {pkg.summary.bidder_credit_code}, the signer is {code}"
             )
-        if zip_path != out:
-            extract_package(zip_path, out)
+        if not as_zip:
+            folder = _hidden_sibling(out, ".dir")
+            try:
+                extract_package(zip_path, folder)
+                os.replace(folder, out)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
     except BaseException:
-        if zip_path != out:
-            zip_path.unlink(missing_ok=True)
-        else:
-            out.unlink(missing_ok=True)
+        zip_path.unlink(missing_ok=True)
         raise
-    if zip_path != out:
+    if not as_zip:
         zip_path.unlink(missing_ok=True)
     return OpenedBid(second, code, pkg.summary, pkg, out)
 

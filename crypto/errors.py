@@ -177,6 +177,18 @@ class ManifestMismatch(PackageError):
     en = "manifest.json does not match the package's files"
 
 
+class OutputExists(PackageError):
+    code = "OUTPUT_EXISTS"
+    zh = "输出位置已存在，为免覆盖已拒绝：请换一个输出路径"
+    en = "the output path already exists and is not overwritten: choose another output path"
+
+
+class FileUnreadable(BidBridgeError):
+    code = "FILE_IO_ERROR"
+    zh = "文件读写失败"
+    en = "a file could not be read or written"
+
+
 # --- keys and tokens -------------------------------------------------------------------------
 
 

@@ -24,6 +24,8 @@ SUMMARY_NAME = "summary.json"
 MANIFEST_NAME = "manifest.json"
 MAX_SUMMARY_BYTES = 1024 * 1024
 MAX_ENTRIES = 10_000
+MAX_PACKAGE_BYTES = 16 * 1024**3
+"""Largest total uncompressed size accepted when opening (a guard against ZIP bombs)."""
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 _COPY = 1024 * 1024
 
@@ -134,6 +136,8 @@ def verify_package(path: Path) -> PackageInfo:
         infos = [zi for zi in zf.infolist() if not zi.is_dir()]
         if len(infos) > MAX_ENTRIES + 1:
             raise PackageError(f"more than {MAX_ENTRIES} files")
+        if sum(zi.file_size for zi in infos) > MAX_PACKAGE_BYTES:
+            raise PackageError(f"the package unpacks to more than {MAX_PACKAGE_BYTES} bytes")
         names = [check_member_name(zi.filename) for zi in infos]
         if len(set(names)) != len(names):
             raise PackageError("duplicate file names in package")

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from crypto import ca_cli, token_cli
 from crypto import cli as crypto_cli
-from crypto.errors import BidBridgeError
+from crypto.errors import BidBridgeError, FileUnreadable
 from server import demo
 
 Handler = Callable[[argparse.Namespace], int]
@@ -35,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except BidBridgeError as exc:
         print(f"ERROR {exc.line()}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"ERROR {FileUnreadable(where + (exc.strerror or str(exc))).line()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ERROR INTERRUPTED: 已中断 / interrupted", file=sys.stderr)

@@ -384,3 +384,22 @@ def test_console_script_prints_one_line_and_no_traceback(files: PemFiles, tmp_pa
     assert proc.stderr.count("\n") == 1
     assert proc.stderr.startswith("ERROR ENVELOPE_MALFORMED: ")
     assert "Traceback" not in proc.stderr
+
+
+def test_existing_output_is_not_overwritten(
+    good_bid: Path, files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "already-there"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    expect_error("OUTPUT_EXISTS", open_argv(good_bid, files, out), capsys)
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_missing_input_file_is_one_line_not_a_traceback(
+    files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = expect_error(
+        "FILE_IO_ERROR", open_argv(tmp_path / "nowhere.p7m", files, tmp_path / "out"), capsys
+    )
+    assert "nowhere.p7m" in line

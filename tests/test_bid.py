@@ -176,3 +176,30 @@ def test_verify_envelope_checks_without_writing(pki: Pki, tmp_path: Path) -> Non
     report = verify_envelope(bid, unwrap(bid, _key(pki.bidder_rsa.encryption)))
     assert report.certificate == pki.bidder_rsa.signing.certificate
     assert report.signing_time is not None
+
+
+def test_sealing_with_the_wrong_envelope_kind_is_refused(pki: Pki, tmp_path: Path) -> None:
+    pair = pki.bidder_rsa
+    assert pair.signing.key is not None
+    pkg = make_package(tmp_path / "pkg", CODE_A)  # a single-envelope summary
+    with pytest.raises(SummaryInvalid):
+        seal_bid(
+            pkg,
+            tmp_path / "tech.p7m",
+            signer=SoftwareKey(pair.signing.key),
+            signer_cert=pair.signing.certificate,
+            recipients=[Recipient(pair.encryption.certificate)],
+            envelope_kind="technical",
+        )
+    assert not (tmp_path / "tech.p7m").exists()
+
+
+def test_refused_package_leaves_no_folder_and_no_temporary_files(pki: Pki, tmp_path: Path) -> None:
+    bid = _seal(tmp_path / "a", pki.bidder_rsa)
+    cek = unwrap(bid, _key(pki.bidder_rsa.encryption))
+    out_dir = tmp_path / "opened"
+    out_dir.parent.mkdir(exist_ok=True)
+    before = set(tmp_path.rglob("*"))
+    with pytest.raises(SignerNotBidder):
+        decrypt_with_key(bid, cek, out_dir, expected_credit_code=CODE_B)
+    assert set(tmp_path.rglob("*")) == before
