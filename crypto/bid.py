@@ -248,7 +248,7 @@ def decrypt_with_key(
         with _atomic_output(zip_path) as sink:
             second = _verified_pass(f, info, cek, sink)
     try:
-        if second.content_digest != first.content_digest:
+        if second.content_digest != first.content_digest or second.certificate != first.certificate:
             raise EnvelopeTampered("the file changed while it was being opened")
         pkg = verify_package(zip_path)
         if pkg.summary.bidder_credit_code != code:

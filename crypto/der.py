@@ -29,6 +29,14 @@ MAX_SMALL_ELEMENT = 32 * 1024 * 1024
 
 CHUNK = 1024 * 1024
 
+MAX_DEPTH = 32
+"""Deepest nesting of BER indefinite or constructed forms accepted (CMS needs fewer than 10)."""
+
+
+def check_depth(depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise EnvelopeMalformed(f"elements nested deeper than {MAX_DEPTH} levels")
+
 
 class ByteSource(Protocol):
     def read(self, n: int, /) -> bytes: ...
@@ -147,18 +155,19 @@ class Reader:
             raise EnvelopeMalformed(f"unexpected element where {what or 'an element'} belongs")
         return h
 
-    def read_body(self, header: Header, limit: int = MAX_SMALL_ELEMENT) -> bytes:
+    def read_body(self, header: Header, limit: int = MAX_SMALL_ELEMENT, depth: int = 0) -> bytes:
         """The content octets of a small element (indefinite forms included, raw)."""
         if header.length is not None:
             if header.length > limit:
                 raise EnvelopeMalformed("element too large")
             return self.read_exact(header.length)
+        check_depth(depth)
         parts = bytearray()
         while True:
             h = self.read_header()
             if h.is_end_of_contents:
                 return bytes(parts)
-            parts += h.raw + self.read_body(h, limit - len(parts))
+            parts += h.raw + self.read_body(h, limit - len(parts), depth + 1)
             if len(parts) > limit:
                 raise EnvelopeMalformed("element too large")
 
@@ -182,7 +191,7 @@ class Reader:
             if not h.is_end_of_contents:
                 raise EnvelopeMalformed("missing end-of-contents")
 
-    def iter_octets(self, header: Header, *, raw: bool = False) -> Iterator[bytes]:
+    def iter_octets(self, header: Header, *, raw: bool = False, depth: int = 0) -> Iterator[bytes]:
         """The content of an OCTET STRING in chunks, primitive or (BER) constructed.
 
         With ``raw`` the element's contents are streamed as they are, whatever their type.
@@ -194,6 +203,7 @@ class Reader:
                 remaining -= len(chunk)
                 yield chunk
             return
+        check_depth(depth)
         if header.length is None:
             while True:
                 h = self.read_header()
@@ -201,14 +211,14 @@ class Reader:
                     return
                 if not raw and not h.is_universal(TAG_OCTET_STRING):
                     raise EnvelopeMalformed("a constructed OCTET STRING holds another type")
-                yield from self.iter_octets(h, raw=raw)
+                yield from self.iter_octets(h, raw=raw, depth=depth + 1)
         else:
             end = self.consumed + header.length
             while self.consumed < end:
                 h = self.read_header()
                 if not h.is_universal(TAG_OCTET_STRING):
                     raise EnvelopeMalformed("a constructed OCTET STRING holds another type")
-                yield from self.iter_octets(h)
+                yield from self.iter_octets(h, depth=depth + 1)
             if self.consumed != end:
                 raise EnvelopeMalformed("constructed OCTET STRING length mismatch")
 
@@ -246,6 +256,6 @@ def load_asn1(cls: type[core.Asn1Value], raw: bytes, what: str) -> Any:
     try:
         value = cls.load(raw)
         value.native  # noqa: B018  (asn1crypto parses lazily; force every child now)
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
         raise EnvelopeMalformed(f"{what}: {exc}") from None
     return value

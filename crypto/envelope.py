@@ -366,6 +366,13 @@ def inspect_stream(f: BinaryIO) -> EnvelopeInfo:
         raise AlgorithmUnsupported(f"authenticated content encryption {name}")
     if kind == "enveloped" and name not in _CBC_KEY_BYTES:
         raise AlgorithmUnsupported(f"content encryption {name}")
+    params = alg["parameters"]
+    if kind == "auth_enveloped" and not (
+        isinstance(params, GCMParameters) and 8 <= len(params["aes_nonce"].native) <= 128
+    ):
+        raise EnvelopeMalformed("AES-GCM parameters missing or with a bad nonce")
+    if kind == "enveloped" and not (isinstance(params.native, bytes) and len(params.native) == 16):
+        raise EnvelopeMalformed("AES-CBC needs a 16-byte IV")
     content_offset = r.consumed
     ch = r.read_header()
     if not ch.is_context(0):
@@ -379,7 +386,7 @@ def inspect_stream(f: BinaryIO) -> EnvelopeInfo:
         if h.is_end_of_contents and body_end is None:
             break
         raw = r.read_element(h)
-        if kind == "auth_enveloped" and h.is_context(1) and mac is None:
+        if kind == "auth_enveloped" and h.is_context(1) and mac is None and not aad:
             aad = b"\x31" + raw[1:]
         elif kind == "auth_enveloped" and h.is_universal(der.TAG_OCTET_STRING) and mac is None:
             mac = der.load_asn1(core.OctetString, raw, "mac").native
@@ -402,7 +409,7 @@ def inspect_stream(f: BinaryIO) -> EnvelopeInfo:
     return EnvelopeInfo(kind, infos, content_type, alg, content_offset, mac, aad, size)
 
 
-def _skip(f: BinaryIO, r: der.Reader, h: der.Header, size: int) -> None:
+def _skip(f: BinaryIO, r: der.Reader, h: der.Header, size: int, depth: int = 0) -> None:
     """Skip an element's contents, seeking over primitive runs."""
     if h.length is not None and not h.constructed:
         if f.tell() + h.length > size:
@@ -410,15 +417,16 @@ def _skip(f: BinaryIO, r: der.Reader, h: der.Header, size: int) -> None:
         f.seek(h.length, os.SEEK_CUR)
         r.consumed += h.length
         return
+    der.check_depth(depth)
     if h.length is None:
         while True:
             inner = r.read_header()
             if inner.is_end_of_contents:
                 return
-            _skip(f, r, inner, size)
+            _skip(f, r, inner, size, depth + 1)
     end = r.consumed + h.length
     while r.consumed < end:
-        _skip(f, r, r.read_header(), size)
+        _skip(f, r, r.read_header(), size, depth + 1)
     if r.consumed != end:
         raise EnvelopeMalformed("constructed element length mismatch")
 

@@ -24,6 +24,7 @@ SUMMARY_NAME = "summary.json"
 MANIFEST_NAME = "manifest.json"
 MAX_SUMMARY_BYTES = 1024 * 1024
 MAX_ENTRIES = 10_000
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_PACKAGE_BYTES = 16 * 1024**3
 """Largest total uncompressed size accepted when opening (a guard against ZIP bombs)."""
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)
@@ -53,6 +54,7 @@ def check_member_name(name: str) -> str:
     p = PurePosixPath(name)
     if (
         not name
+        or p.as_posix() != name
         or "\\" in name
         or name.startswith("/")
         or ":" in p.parts[0]
@@ -141,11 +143,16 @@ def verify_package(path: Path) -> PackageInfo:
         names = [check_member_name(zi.filename) for zi in infos]
         if len(set(names)) != len(names):
             raise PackageError("duplicate file names in package")
+        folders = {str(parent) for n in names for parent in PurePosixPath(n).parents}
+        if clash := folders.intersection(names):
+            raise PackageError(f"a name is both a file and a folder: {sorted(clash)[0]}")
         if MANIFEST_NAME not in names:
             raise ManifestMismatch("manifest.json is missing")
         if SUMMARY_NAME not in names:
             raise SummaryInvalid("the package has no summary.json")
         try:
+            if zf.getinfo(MANIFEST_NAME).file_size > MAX_MANIFEST_BYTES:
+                raise ManifestMismatch("manifest.json is larger than 16 MiB")
             manifest = Manifest.model_validate_json(zf.read(MANIFEST_NAME))
             listed = {e.path: e for e in manifest.files}
             if set(listed) != set(names) - {MANIFEST_NAME} or len(listed) != len(manifest.files):
@@ -174,6 +181,13 @@ def verify_package(path: Path) -> PackageInfo:
 
 def extract_package(path: Path, dest: Path) -> None:
     """Extract a verified package into a new folder ``dest``."""
+    try:
+        _extract(path, dest)
+    except OSError as exc:
+        raise PackageError(f"cannot extract {exc.filename or ''}: {exc.strerror or exc}") from None
+
+
+def _extract(path: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=False)
     with zipfile.ZipFile(path) as zf:
         for zi in zf.infolist():

@@ -26,6 +26,7 @@ from crypto.errors import (
     AlgorithmUnsupported,
     ContentNotSigned,
     EnvelopeMalformed,
+    KeyLoadFailed,
     SignatureInvalid,
 )
 from crypto.keys import HashName, PrivateKeyHandle, check_key_matches, hash_algorithm
@@ -337,6 +338,7 @@ def _verify_signer(
             raise SignatureInvalid("the signed content-type attribute does not match")
         if values.get("message_digest") != [content_digest]:
             raise SignatureInvalid("the signed content does not match its message digest")
+        _check_ess_certificate(values.get("signing_certificate_v2"), cert)
         st = values.get("signing_time")
         if st and isinstance(st[0], datetime):
             signing_time = st[0].astimezone(UTC)
@@ -355,6 +357,24 @@ def _verify_signer(
         content_length=content_length,
         signing_time=signing_time,
     )
+
+
+def _check_ess_certificate(values: list[object] | None, cert: x509.Certificate) -> None:
+    """RFC 5035: when the signer names its certificate by hash, it must be the one used."""
+    if not values:
+        return
+    first = values[0]
+    try:
+        ess = first["certs"][0]  # type: ignore[index]
+        algo = (ess.get("hash_algorithm") or {}).get("algorithm") or "sha256"
+        expected = ess["cert_hash"]
+    except (KeyError, IndexError, TypeError):
+        raise SignatureInvalid("malformed ESS signing-certificate-v2 attribute") from None
+    if algo not in SUPPORTED_DIGESTS:
+        raise AlgorithmUnsupported(f"ESS certificate hash {algo}")
+    der_cert = cert.public_bytes(serialization.Encoding.DER)
+    if hashlib.new(algo, der_cert).digest() != expected:
+        raise SignatureInvalid("the signed certificate hash (ESS) names another certificate")
 
 
 def _content_type_name(dotted: str) -> str:
@@ -378,6 +398,10 @@ def _check_signature(
             hash_name = sig_algo.hash_algo
     except ValueError as exc:
         raise AlgorithmUnsupported(f"signature algorithm: {exc}") from None
+    if hash_name not in SUPPORTED_DIGESTS:
+        raise AlgorithmUnsupported(f"signature hash {hash_name}")
+    if prehashed and hash_name != digest_name:
+        raise SignatureInvalid("the signature's hash differs from the content digest's")
     h: hashes.HashAlgorithm | Prehashed = hash_algorithm(hash_name)
     if prehashed:
         h = Prehashed(hash_algorithm(hash_name))
@@ -407,6 +431,8 @@ def _check_signature(
         raise SignatureInvalid(
             "the signature does not verify with the signer's certificate"
         ) from None
+    except (ValueError, TypeError, KeyLoadFailed) as exc:
+        raise AlgorithmUnsupported(f"signature parameters: {exc}") from None
 
 
 def iter_chunks(data: bytes, size: int = der.CHUNK) -> Iterator[bytes]:
