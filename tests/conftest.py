@@ -142,6 +142,14 @@ class PemFiles:
     trust_dir: Path
     ca_file: Path
 
+    def seal_argv(self, package: Path, out: Path, *extra: str) -> list[str]:
+        """``bidbridge seal`` arguments for this bidder's own certificates."""
+        return [
+            "seal", "--package", str(package), "--sign-cert", str(self.sign_cert),
+            "--sign-key", str(self.sign_key), "--recipient", str(self.enc_cert),
+            *extra, "--out", str(out),
+        ]  # fmt: skip
+
 
 def write_pair(
     folder: Path, pki: Pki, pair: ca.CompanyPair, chain: ca.Issued | None = None
@@ -180,6 +188,15 @@ def openssl(*args: str | Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def openssl_sign(content: Path, files: PemFiles, out: Path, stream: bool = False) -> Path:
+    """``openssl cms -sign`` with the bidder's signing key: DER SignedData with the content."""
+    streaming = ["-stream"] if stream else []
+    openssl("cms", "-sign", "-binary", "-nodetach", "-md", "sha256", "-in", content,
+            "-signer", files.sign_cert, "-inkey", files.sign_key, "-outform", "DER",
+            "-out", out, *streaming)  # fmt: skip
+    return out
+
+
 def openssl_seal(
     content: Path,
     files: PemFiles,
@@ -188,27 +205,8 @@ def openssl_seal(
     stream: bool = False,
 ) -> Path:
     """Sign ``content`` with ``openssl cms -sign``, then encrypt with ``openssl cms -encrypt``."""
-    signed = out.with_suffix(".signed.der")
+    signed = openssl_sign(content, files, out.with_suffix(".signed.der"), stream)
     streaming = ["-stream"] if stream else []
-    openssl(
-        "cms",
-        "-sign",
-        "-binary",
-        "-nodetach",
-        "-md",
-        "sha256",
-        "-in",
-        content,
-        "-signer",
-        files.sign_cert,
-        "-inkey",
-        files.sign_key,
-        "-outform",
-        "DER",
-        "-out",
-        signed,
-        *streaming,
-    )
     openssl(
         "cms",
         "-encrypt",

@@ -27,7 +27,9 @@ from tests.conftest import (
     PemFiles,
     Pki,
     make_package,
+    openssl,
     openssl_seal,
+    openssl_sign,
     summary_for,
     write_pair,
 )
@@ -42,21 +44,7 @@ def files(pki: Pki, tmp_path: Path) -> PemFiles:
 def good_bid(files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     bid = tmp_path / "good.p7m"
     pkg = make_package(tmp_path / "pkg", CODE_A, documents={"商务标.pdf": b"%PDF-1.7 bid\n" * 3000})
-    rc = main(
-        [
-            "seal",
-            "--package",
-            str(pkg),
-            "--sign-cert",
-            str(files.sign_cert),
-            "--sign-key",
-            str(files.sign_key),
-            "--recipient",
-            str(files.enc_cert),
-            "--out",
-            str(bid),
-        ]
-    )
+    rc = main(files.seal_argv(pkg, bid))
     assert rc == 0
     capsys.readouterr()
     return bid
@@ -193,25 +181,7 @@ def test_changed_signed_content_is_refused_as_signature_invalid(
         build_package(
             make_package(tmp_path / "pkg", CODE_A, documents={"a.pdf": b"PRICE 100\n" * 50}), f
         )
-    signed = tmp_path / "signed.der"
-    from tests.conftest import openssl
-
-    openssl(
-        "cms",
-        "-sign",
-        "-binary",
-        "-nodetach",
-        "-in",
-        pkg,
-        "-signer",
-        files.sign_cert,
-        "-inkey",
-        files.sign_key,
-        "-outform",
-        "DER",
-        "-out",
-        signed,
-    )
+    signed = openssl_sign(pkg, files, tmp_path / "signed.der")
     data = bytearray(signed.read_bytes())
     at = data.index(b"PRICE 100")
     data[at + 6] = ord("9")  # the bidder's signed content changed after signing

@@ -132,22 +132,7 @@ def test_bidbridge_sealed_bid_decrypts_and_verifies_with_openssl(
     pkg = make_package(tmp_path / "pkg", code)
     bid = tmp_path / "bid.p7m"
     chain = ["--chain", str(files.chain)] if files.chain else []
-    rc = main(
-        [
-            "seal",
-            "--package",
-            str(pkg),
-            "--sign-cert",
-            str(files.sign_cert),
-            "--sign-key",
-            str(files.sign_key),
-            "--recipient",
-            str(files.enc_cert),
-            *chain,
-            "--out",
-            str(bid),
-        ]
-    )
+    rc = main(files.seal_argv(pkg, bid, *chain))
     assert rc == 0, capsys.readouterr().err
     signed = tmp_path / "signed.der"
     openssl(
