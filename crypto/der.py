@@ -75,10 +75,6 @@ def encode_header(identifier: int, length: int) -> bytes:
     return bytes([identifier]) + encode_length(length)
 
 
-def wrap(identifier: int, content: bytes) -> bytes:
-    return encode_header(identifier, len(content)) + content
-
-
 class Reader:
     """Reads DER/BER elements from a byte source, counting the bytes consumed."""
 

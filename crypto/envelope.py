@@ -445,76 +445,63 @@ class RecipientSummary:
     algorithm: str
 
 
+def _rids(ri: cms.RecipientInfo) -> list[tuple[core.Choice, bytes | None]]:
+    """A recipient info's identifiers, each with its own wrapped key where ECDH has one."""
+    if ri.name == "ktri":
+        return [(ri.chosen["rid"], None)]
+    if ri.name == "kari":
+        return [
+            (k["rid"], k["encrypted_key"].native) for k in ri.chosen["recipient_encrypted_keys"]
+        ]
+    return []
+
+
+def _rid_ski(rid: core.Choice) -> bytes | None:
+    if rid.name == "subject_key_identifier":
+        return bytes(rid.chosen.native)
+    if rid.name == "r_key_id":
+        return bytes(rid.chosen["subject_key_identifier"].native)
+    return None
+
+
 def _rid_matches(rid: core.Choice, cert: x509.Certificate) -> bool:
-    name = rid.name
-    if name == "issuer_and_serial_number":
+    if rid.name == "issuer_and_serial_number":
         mine = issuer_and_serial(cert)
         return bool(
             rid.chosen["serial_number"].native == mine["serial_number"].native
             and rid.chosen["issuer"] == mine["issuer"]
         )
-    if name in ("subject_key_identifier", "r_key_id"):
-        ski = (
-            rid.chosen.native
-            if name == "subject_key_identifier"
-            else rid.chosen["subject_key_identifier"].native
-        )
-        try:
-            mine_ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        except x509.ExtensionNotFound:
-            return False
-        return bool(ski == mine_ski.digest)
-    return False
-
-
-def _summaries(info: EnvelopeInfo) -> list[RecipientSummary]:
-    out = []
-    for ri in info.recipient_infos:
-        if ri.name == "ktri":
-            rids = [ri.chosen["rid"]]
-            alg = ri.chosen["key_encryption_algorithm"]["algorithm"].native
-        elif ri.name == "kari":
-            rids = [k["rid"] for k in ri.chosen["recipient_encrypted_keys"]]
-            alg = ri.chosen["key_encryption_algorithm"]["algorithm"].native
-        else:
-            out.append(RecipientSummary("other", None, None, None, ri.name))
-            continue
-        for rid in rids:
-            if rid.name == "issuer_and_serial_number":
-                out.append(
-                    RecipientSummary(
-                        ri.name,
-                        rid.chosen["issuer"].human_friendly,
-                        rid.chosen["serial_number"].native,
-                        None,
-                        str(alg),
-                    )
-                )
-            else:
-                ski = (
-                    rid.chosen.native
-                    if rid.name == "subject_key_identifier"
-                    else rid.chosen["subject_key_identifier"].native
-                )
-                out.append(RecipientSummary(ri.name, None, None, ski, str(alg)))
-    return out
+    ski = _rid_ski(rid)
+    if ski is None:
+        return False
+    try:
+        mine_ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return False
+    return ski == mine_ski.digest
 
 
 def recipients_of(info: EnvelopeInfo) -> list[RecipientSummary]:
     """Who an envelope is addressed to."""
-    return _summaries(info)
+    out = []
+    for ri in info.recipient_infos:
+        if ri.name not in ("ktri", "kari"):
+            out.append(RecipientSummary("other", None, None, None, ri.name))
+            continue
+        alg = str(ri.chosen["key_encryption_algorithm"]["algorithm"].native)
+        for rid, _ in _rids(ri):
+            if rid.name == "issuer_and_serial_number":
+                issuer = rid.chosen["issuer"].human_friendly
+                serial = rid.chosen["serial_number"].native
+                out.append(RecipientSummary(ri.name, issuer, serial, None, alg))
+            else:
+                out.append(RecipientSummary(ri.name, None, None, _rid_ski(rid), alg))
+    return out
 
 
 def is_addressed_to(info: EnvelopeInfo, cert: x509.Certificate) -> bool:
     """True when one of the envelope's recipients is ``cert`` (规则: 加密须用登记的加密证书)."""
-    for ri in info.recipient_infos:
-        if ri.name == "ktri" and _rid_matches(ri.chosen["rid"], cert):
-            return True
-        if ri.name == "kari" and any(
-            _rid_matches(k["rid"], cert) for k in ri.chosen["recipient_encrypted_keys"]
-        ):
-            return True
-    return False
+    return any(_rid_matches(rid, cert) for ri in info.recipient_infos for rid, _ in _rids(ri))
 
 
 def _ktri_padding(kea: cms.KeyEncryptionAlgorithm) -> KeyTransportPadding:
@@ -581,15 +568,12 @@ def unwrap_content_key(
     With ``cert`` the recipient is found by its identifier; without it every recipient of a
     type the key can open is tried (OAEP and key wrap fail loudly on a wrong key).
     """
-    candidates: list[tuple[cms.RecipientInfo, bytes | None]] = []
-    for ri in info.recipient_infos:
-        if ri.name == "ktri":
-            if cert is None or _rid_matches(ri.chosen["rid"], cert):
-                candidates.append((ri, None))
-        elif ri.name == "kari":
-            for rek in ri.chosen["recipient_encrypted_keys"]:
-                if cert is None or _rid_matches(rek["rid"], cert):
-                    candidates.append((ri, rek["encrypted_key"].native))
+    candidates = [
+        (ri, ek)
+        for ri in info.recipient_infos
+        for rid, ek in _rids(ri)
+        if cert is None or _rid_matches(rid, cert)
+    ]
     is_rsa = isinstance(key.public_key, rsa.RSAPublicKey)
     candidates = [(ri, ek) for ri, ek in candidates if (ri.name == "ktri") == is_rsa]
     if not candidates:

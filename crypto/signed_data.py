@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from asn1crypto import algos, cms, core, tsp
@@ -184,7 +184,6 @@ class SignerReport:
     content_digest: bytes
     content_length: int
     signing_time: datetime | None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 ContentSink = Callable[[bytes], object]
@@ -433,8 +432,3 @@ def _check_signature(
         ) from None
     except (ValueError, TypeError, KeyLoadFailed) as exc:
         raise AlgorithmUnsupported(f"signature parameters: {exc}") from None
-
-
-def iter_chunks(data: bytes, size: int = der.CHUNK) -> Iterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
