@@ -1,0 +1,598 @@
+"""The store: engines, migrations and every query the server makes (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from crypto.errors import BidBridgeError
+from schemas.events import EventRecord, NewEvent
+from schemas.time import iso
+from server.audit.chain import GENESIS, event_hash
+from server.store.blobs import BlobStore
+from server.store.models import (
+    Account,
+    BackupShare,
+    Base,
+    BidKey,
+    Company,
+    Event,
+    LoginChallenge,
+    Lot,
+    Project,
+    SessionState,
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+ROLES = frozenset({"host", "supervisor", "centre", "expert", "room"})
+# Any constant will do: it only has to be the same for every server process migrating one database.
+_MIGRATION_LOCK = 0x6262_6D69_6772
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class StoreError(BidBridgeError):
+    code = "STORE_ERROR"
+    zh = "数据存储出错"
+    en = "storage error"
+
+
+class AlreadyExists(StoreError):
+    code = "ALREADY_EXISTS"
+    zh = "记录已存在"
+    en = "the record already exists"
+
+
+class NotFound(StoreError):
+    code = "NOT_FOUND"
+    zh = "记录不存在"
+    en = "no such record"
+
+
+class VersionConflict(StoreError):
+    """Another command changed the session first; reload and decide again."""
+
+    code = "VERSION_CONFLICT"
+    zh = "数据已被其他操作更新，请刷新后重试"
+    en = "the session was changed by another operation; reload and retry"
+
+    def __init__(self, session_id: str, expected: int, actual: int | None) -> None:
+        self.session_id = session_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"session {session_id}: expected version {expected}, found {actual}")
+
+
+class StoreUnavailable(StoreError):
+    code = "STORE_UNAVAILABLE"
+    zh = "数据库暂时无法访问，操作未执行，请稍后重试"
+    en = "the database is unreachable; nothing was changed, please retry later"
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means "cannot talk to the database" rather than "the query is wrong"."""
+    if isinstance(exc, OSError | sa_exc.DisconnectionError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return True
+        return exc.orig is not None and _is_unavailable(exc.orig)
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return False
+    return isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.TooManyConnectionsError,
+    )
+
+
+# --- rows ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompanyRow:
+    credit_code: str
+    name: str
+    signing_cert_pem: str
+    encryption_cert_pem: str
+    registered_at: datetime
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    id: str
+    role: str
+    name: str
+    cert_pem: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ProjectRow:
+    code: str
+    name: str
+    tenderer_name: str
+    tenderer_credit_code: str
+
+
+@dataclass(frozen=True)
+class LotRow:
+    id: str
+    project_code: str
+    code: str
+    name: str
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    id: str
+    lot_id: str | None
+    kind: str
+    status: str
+    version: int
+    snapshot: dict[str, Any]
+    next_due: datetime | None
+    created_at: datetime
+
+
+def account_id(cert_pem: str) -> str:
+    """An account's id: the first 32 hex digits of the SHA-256 of its certificate's DER."""
+    der = x509.load_pem_x509_certificate(cert_pem.encode()).public_bytes(Encoding.DER)
+    return hashlib.sha256(der).hexdigest()[:32]
+
+
+def lot_id(project_code: str, lot_code: str) -> str:
+    return f"{project_code}/{lot_code}"
+
+
+def _columns(model: type[Base]) -> list[sa.ColumnElement[Any]]:
+    return list(model.__table__.columns)
+
+
+def _row(cls: type[Any], row: sa.Row[Any]) -> Any:
+    return cls(**row._asdict())
+
+
+def _event(row: sa.Row[Any]) -> EventRecord:
+    return EventRecord.model_validate(row._asdict())
+
+
+def _chain(
+    session_id: str, first_seq: int, prev_hash: str, at: datetime, events: Sequence[NewEvent]
+) -> list[EventRecord]:
+    """Give new events their seq, time and hashes, linked after ``prev_hash``."""
+    at_text = iso(at)
+    records = []
+    for offset, new in enumerate(events):
+        body = {
+            "session_id": session_id,
+            "seq": first_seq + offset,
+            "at": at_text,
+            **new.model_dump(mode="json"),
+        }
+        digest = event_hash(prev_hash, body)
+        records.append(EventRecord(**body, prev_hash=prev_hash, hash=digest))
+        prev_hash = digest
+    return records
+
+
+# --- engine ----------------------------------------------------------------------------------
+
+
+def database_url(url: str | None, data_dir: Path) -> str:
+    """The SQLAlchemy async URL for ``url`` (None: SQLite in ``data_dir``)."""
+    if url is None:
+        return f"sqlite+aiosqlite:///{data_dir.resolve() / 'bidbridge.db'}"
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url.removeprefix("sqlite://")
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _upgrade(connection: sa.Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def open_store(url: str | None, data_dir: Path) -> Store:
+    """Open (and migrate to the newest schema) the database; blobs go to ``data_dir/blobs``."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    full_url = database_url(url, data_dir)
+    is_sqlite = full_url.startswith("sqlite")
+    engine = create_async_engine(full_url, pool_pre_ping=not is_sqlite)
+    if is_sqlite:
+        sa_event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    try:
+        async with engine.begin() as conn:
+            if not is_sqlite:
+                # Two server processes starting at once must not both create the tables.
+                await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+            await conn.run_sync(_upgrade)
+    except BaseException as exc:
+        await engine.dispose()
+        if _is_unavailable(exc):
+            raise StoreUnavailable(str(exc)) from exc
+        raise
+    return Store(engine, BlobStore(data_dir / "blobs"))
+
+
+# --- the store -------------------------------------------------------------------------------
+
+
+class Store:
+    """Every read and write of the server's persistent state; each method is one transaction."""
+
+    def __init__(self, engine: AsyncEngine, blobs: BlobStore) -> None:
+        self.engine = engine
+        self.blobs = blobs
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction: committed if the block finishes, rolled back if it raises."""
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except StoreError:
+            raise
+        except Exception as exc:
+            if _is_unavailable(exc):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+
+    def _insert(self, model: type[Base]) -> Any:
+        """A dialect-specific INSERT, for ON CONFLICT clauses."""
+        if self.dialect == "postgresql":
+            return pg_dialect.insert(model)
+        return sqlite_dialect.insert(model)
+
+    async def _insert_new(self, model: type[Base], what: str, **values: Any) -> None:
+        """INSERT one row; AlreadyExists if its primary key is taken."""
+        async with self._tx() as conn:
+            result = await conn.execute(self._insert(model).values(**values).on_conflict_do_nothing())
+            if result.rowcount != 1:
+                raise AlreadyExists(what)
+
+    # --- companies ---------------------------------------------------------------------------
+
+    async def add_company(
+        self,
+        credit_code: str,
+        name: str,
+        signing_cert_pem: str,
+        encryption_cert_pem: str,
+        at: datetime,
+    ) -> CompanyRow:
+        row = CompanyRow(credit_code, name, signing_cert_pem, encryption_cert_pem, at)
+        await self._insert_new(Company, f"company {credit_code}", **asdict(row))
+        return row
+
+    async def get_company(self, credit_code: str) -> CompanyRow | None:
+        async with self._tx() as conn:
+            query = sa.select(*_columns(Company)).where(Company.credit_code == credit_code)
+            row = (await conn.execute(query)).first()
+        return _row(CompanyRow, row) if row else None
+
+    async def list_companies(self) -> list[CompanyRow]:
+        async with self._tx() as conn:
+            query = sa.select(*_columns(Company)).order_by(Company.credit_code)
+            return [_row(CompanyRow, r) for r in await conn.execute(query)]
+
+    # --- accounts ----------------------------------------------------------------------------
+
+    async def add_account(self, role: str, name: str, cert_pem: str, at: datetime) -> AccountRow:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        row = AccountRow(account_id(cert_pem), role, name, cert_pem, at)
+        await self._insert_new(Account, f"account {row.id}", **asdict(row))
+        return row
+
+    async def get_account(self, id: str) -> AccountRow | None:
+        async with self._tx() as conn:
+            row = (await conn.execute(sa.select(*_columns(Account)).where(Account.id == id))).first()
+        return _row(AccountRow, row) if row else None
+
+    async def list_accounts(self, role: str | None = None) -> list[AccountRow]:
+        query = sa.select(*_columns(Account)).order_by(Account.created_at, Account.id)
+        if role is not None:
+            query = query.where(Account.role == role)
+        async with self._tx() as conn:
+            return [_row(AccountRow, r) for r in await conn.execute(query)]
+
+    # --- projects and lots -------------------------------------------------------------------
+
+    async def add_project(
+        self, code: str, name: str, tenderer_name: str, tenderer_credit_code: str
+    ) -> ProjectRow:
+        row = ProjectRow(code, name, tenderer_name, tenderer_credit_code)
+        await self._insert_new(Project, f"project {code}", **asdict(row))
+        return row
+
+    async def get_project(self, code: str) -> ProjectRow | None:
+        async with self._tx() as conn:
+            row = (await conn.execute(sa.select(*_columns(Project)).where(Project.code == code))).first()
+        return _row(ProjectRow, row) if row else None
+
+    async def add_lot(self, project_code: str, code: str, name: str) -> LotRow:
+        if await self.get_project(project_code) is None:
+            raise NotFound(f"project {project_code}")
+        row = LotRow(lot_id(project_code, code), project_code, code, name)
+        await self._insert_new(Lot, f"lot {row.id}", **asdict(row))
+        return row
+
+    async def get_lot(self, lot_id: str) -> LotRow | None:
+        async with self._tx() as conn:
+            row = (await conn.execute(sa.select(*_columns(Lot)).where(Lot.id == lot_id))).first()
+        return _row(LotRow, row) if row else None
+
+    async def list_lots(self, project_code: str) -> list[LotRow]:
+        query = sa.select(*_columns(Lot)).where(Lot.project_code == project_code).order_by(Lot.code)
+        async with self._tx() as conn:
+            return [_row(LotRow, r) for r in await conn.execute(query)]
+
+    # --- sessions and their event logs -------------------------------------------------------
+
+    async def create_session(
+        self,
+        session_id: str,
+        *,
+        lot_id: str | None,
+        kind: str,
+        status: str,
+        snapshot: dict[str, Any],
+        next_due: datetime | None,
+        events: Sequence[NewEvent],
+        at: datetime,
+    ) -> list[EventRecord]:
+        """Insert a session with its first events, all or nothing."""
+        if lot_id is not None and await self.get_lot(lot_id) is None:
+            raise NotFound(f"lot {lot_id}")
+        records = _chain(session_id, 1, GENESIS, at, events)
+        async with self._tx() as conn:
+            values = {
+                "id": session_id,
+                "lot_id": lot_id,
+                "kind": kind,
+                "status": status,
+                "version": len(records),
+                "snapshot": snapshot,
+                "next_due": next_due,
+                "created_at": at,
+            }
+            result = await conn.execute(
+                self._insert(SessionState).values(**values).on_conflict_do_nothing()
+            )
+            if result.rowcount != 1:
+                raise AlreadyExists(f"session {session_id}")
+            if records:
+                await conn.execute(sa.insert(Event), [r.model_dump() for r in records])
+        return records
+
+    async def load_session(self, session_id: str) -> SessionRow | None:
+        async with self._tx() as conn:
+            query = sa.select(*_columns(SessionState)).where(SessionState.id == session_id)
+            row = (await conn.execute(query)).first()
+        return _row(SessionRow, row) if row else None
+
+    async def list_sessions(self, kind: str | None = None) -> list[SessionRow]:
+        query = sa.select(*_columns(SessionState)).order_by(
+            SessionState.created_at, SessionState.id
+        )
+        if kind is not None:
+            query = query.where(SessionState.kind == kind)
+        async with self._tx() as conn:
+            return [_row(SessionRow, r) for r in await conn.execute(query)]
+
+    async def append(
+        self,
+        session_id: str,
+        *,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        at: datetime,
+        snapshot: dict[str, Any],
+        status: str,
+        next_due: datetime | None,
+    ) -> list[EventRecord]:
+        """Compare-and-set the session on ``expected_version`` and chain ``events`` after it.
+
+        All or nothing: VersionConflict if another append got there first. With no events only
+        the snapshot, status and deadline change (the version stays, still checked).
+        """
+        async with self._tx() as conn:
+            # The UPDATE comes first: on SQLite it takes the write lock before anything is read,
+            # on PostgreSQL it locks the row, so the second of two racing appends sees the new
+            # version and matches no row.
+            update = (
+                sa.update(SessionState)
+                .where(SessionState.id == session_id, SessionState.version == expected_version)
+                .values(
+                    version=expected_version + len(events),
+                    snapshot=snapshot,
+                    status=status,
+                    next_due=next_due,
+                )
+            )
+            if (await conn.execute(update)).rowcount != 1:
+                actual = await conn.scalar(
+                    sa.select(SessionState.version).where(SessionState.id == session_id)
+                )
+                if actual is None:
+                    raise NotFound(f"session {session_id}")
+                raise VersionConflict(session_id, expected_version, actual)
+            if not events:
+                return []
+            prev_hash = GENESIS
+            if expected_version > 0:
+                prev_hash = await conn.scalar(
+                    sa.select(Event.hash).where(
+                        Event.session_id == session_id, Event.seq == expected_version
+                    )
+                )
+                if prev_hash is None:
+                    raise StoreError(f"session {session_id}: event {expected_version} is missing")
+            records = _chain(session_id, expected_version + 1, prev_hash, at, events)
+            await conn.execute(sa.insert(Event), [r.model_dump() for r in records])
+        return records
+
+    async def events_after(
+        self, session_id: str, after_seq: int, limit: int | None = None
+    ) -> list[EventRecord]:
+        query = (
+            sa.select(*_columns(Event))
+            .where(Event.session_id == session_id, Event.seq > after_seq)
+            .order_by(Event.seq)
+            .limit(limit)
+        )
+        async with self._tx() as conn:
+            return [_event(r) for r in await conn.execute(query)]
+
+    async def last_event(self, session_id: str) -> EventRecord | None:
+        query = (
+            sa.select(*_columns(Event))
+            .where(Event.session_id == session_id)
+            .order_by(Event.seq.desc())
+            .limit(1)
+        )
+        async with self._tx() as conn:
+            row = (await conn.execute(query)).first()
+        return _event(row) if row else None
+
+    async def due_sessions(self, now: datetime) -> list[str]:
+        """Sessions whose next deadline has come, earliest first."""
+        query = (
+            sa.select(SessionState.id)
+            .where(SessionState.next_due <= now)
+            .order_by(SessionState.next_due, SessionState.id)
+        )
+        async with self._tx() as conn:
+            return list((await conn.scalars(query)).all())
+
+    async def next_due_at(self) -> datetime | None:
+        """The earliest deadline of any session, for the scheduler's sleep."""
+        async with self._tx() as conn:
+            return await conn.scalar(sa.select(sa.func.min(SessionState.next_due)))
+
+    # --- login challenges --------------------------------------------------------------------
+
+    async def add_challenge(self, nonce: str, expires_at: datetime) -> None:
+        await self._insert_new(
+            LoginChallenge, "login challenge", nonce=nonce, expires_at=expires_at, used=False
+        )
+
+    async def consume_challenge(self, nonce: str, now: datetime) -> bool:
+        """True for the first caller only, and only before the challenge expires."""
+        update = (
+            sa.update(LoginChallenge)
+            .where(
+                LoginChallenge.nonce == nonce,
+                LoginChallenge.used.is_(False),
+                LoginChallenge.expires_at > now,
+            )
+            .values(used=True)
+        )
+        async with self._tx() as conn:
+            return (await conn.execute(update)).rowcount == 1
+
+    async def purge_challenges(self, now: datetime) -> int:
+        """Delete expired challenges; returns how many."""
+        async with self._tx() as conn:
+            result = await conn.execute(
+                sa.delete(LoginChallenge).where(LoginChallenge.expires_at <= now)
+            )
+            return result.rowcount
+
+    # --- bid content keys --------------------------------------------------------------------
+
+    async def put_bid_key(self, session_id: str, envelope_sha256: str, cek_hex: str) -> None:
+        """Keep a decrypted bid's content key; storing the same key again is harmless."""
+        async with self._tx() as conn:
+            await conn.execute(
+                self._insert(BidKey)
+                .values(session_id=session_id, envelope_sha256=envelope_sha256, cek_hex=cek_hex)
+                .on_conflict_do_nothing()
+            )
+            stored = await conn.scalar(
+                sa.select(BidKey.cek_hex).where(
+                    BidKey.session_id == session_id, BidKey.envelope_sha256 == envelope_sha256
+                )
+            )
+            if stored != cek_hex:
+                raise AlreadyExists(f"a different key for envelope {envelope_sha256}")
+
+    async def bid_keys(self, session_id: str) -> dict[str, str]:
+        query = sa.select(BidKey.envelope_sha256, BidKey.cek_hex).where(
+            BidKey.session_id == session_id
+        )
+        async with self._tx() as conn:
+            return {sha: cek for sha, cek in await conn.execute(query)}
+
+    # --- backup decryption shares ------------------------------------------------------------
+
+    async def put_share(self, request_id: str, custodian_id: str, share_json: str) -> None:
+        insert = self._insert(BackupShare).values(
+            request_id=request_id, custodian_id=custodian_id, share_json=share_json
+        )
+        insert = insert.on_conflict_do_update(
+            index_elements=["request_id", "custodian_id"],
+            set_={"share_json": insert.excluded.share_json},
+        )
+        async with self._tx() as conn:
+            await conn.execute(insert)
+
+    async def shares(self, request_id: str) -> dict[str, str]:
+        query = sa.select(BackupShare.custodian_id, BackupShare.share_json).where(
+            BackupShare.request_id == request_id
+        )
+        async with self._tx() as conn:
+            return {custodian: share for custodian, share in await conn.execute(query)}
+
+    async def drop_shares(self, request_id: str) -> int:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                sa.delete(BackupShare).where(BackupShare.request_id == request_id)
+            )
+            return result.rowcount

@@ -1,0 +1,147 @@
+"""The database tables (SQLAlchemy 2 declarative), portable between SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware UTC instant on both databases.
+
+    PostgreSQL keeps ``timestamptz``; SQLite has no time zones, so instants are stored as naive
+    UTC text (which also keeps ``<=`` comparisons right) and made aware again on the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: instants must carry a time zone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UtcDateTime, dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Company(Base):
+    """A bidder company, keyed by its unified social credit code (统一社会信用代码)."""
+
+    __tablename__ = "companies"
+
+    credit_code: Mapped[str] = mapped_column(String(18), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    signing_cert_pem: Mapped[str] = mapped_column(Text)
+    encryption_cert_pem: Mapped[str] = mapped_column(Text)
+    registered_at: Mapped[datetime]
+
+
+class Account(Base):
+    """A staff or room account; the id is derived from its certificate."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200))
+    cert_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    tenderer_name: Mapped[str] = mapped_column(String(200))
+    tenderer_credit_code: Mapped[str] = mapped_column(String(18))
+
+
+class Lot(Base):
+    """A lot (标段); its id is ``<project>/<lot>``."""
+
+    __tablename__ = "lots"
+
+    id: Mapped[str] = mapped_column(String(130), primary_key=True)
+    project_code: Mapped[str] = mapped_column(String(64), ForeignKey("projects.code"))
+    code: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class SessionState(Base):
+    """A session's current state, derived from its event log; ``version`` is the last seq."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_next_due", "next_due"),)
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    lot_id: Mapped[str | None] = mapped_column(String(130), ForeignKey("lots.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)
+    snapshot: Mapped[dict[str, Any]]
+    next_due: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class Event(Base):
+    """One link of a session's hash chain; ``at`` is the exact text that was hashed."""
+
+    __tablename__ = "events"
+
+    session_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("sessions.id"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(200))
+    audience: Mapped[list[str]]
+    payload: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class LoginChallenge(Base):
+    __tablename__ = "login_challenges"
+
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[datetime]
+    used: Mapped[bool] = mapped_column(Boolean)
+
+
+class BidKey(Base):
+    """The content-encryption key of a decrypted bid, kept for the archive."""
+
+    __tablename__ = "bid_keys"
+
+    session_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    envelope_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cek_hex: Mapped[str] = mapped_column(String(128))
+
+
+class BackupShare(Base):
+    """A custodian's key share for a backup decryption request; secret, deleted after use."""
+
+    __tablename__ = "backup_shares"
+
+    request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    custodian_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    share_json: Mapped[str] = mapped_column(Text)
