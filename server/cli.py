@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 from crypto import ca_cli, token_cli
 from crypto import cli as crypto_cli
 from crypto.errors import BidBridgeError, FileUnreadable
-from server import demo
+from server import demo, serve_cli
+from server.audit import cli as audit_cli
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -24,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     crypto_cli.register(sub)
     token_cli.register(sub)
     demo.register(sub)
+    serve_cli.register(sub)
+    audit_cli.register(sub)
     return parser
 
 

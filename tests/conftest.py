@@ -225,4 +225,5 @@ def openssl_seal(
     return out
 
 
+from tests.dbs import store, store_url  # noqa: E402, F401  (SQLite + PostgreSQL store fixtures)
 from tests.softhsm import softhsm_token  # noqa: E402, F401  (the SoftHSM2 token fixture)

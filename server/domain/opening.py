@@ -547,6 +547,8 @@ def _sign_in(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]
 
 def _before_deadline(state: OpeningState, now: datetime) -> None:
     """Rule 1: server time decides; an upload that finishes at or after the deadline is late."""
+    if state.status == "draft":
+        raise E.NotAllowedInState("the session is not published yet / 项目尚未发布")
     if state.status not in BEFORE_DEADLINE or now >= state.timetable.deadline:
         raise E.DeadlinePassed(f"deadline {iso(state.timetable.deadline)}")
 
@@ -641,6 +643,8 @@ def _decryption_result(state: OpeningState, cmd: DecryptionResult, now: datetime
     _require_role(cmd, "server")
     if cmd.via == "backup":
         # Rule 9: only named bids of a completed quorum request, after the deadline.
+        if state.status in BEFORE_DEADLINE:
+            raise E.BeforeDeadline()
         _require_state(state, "opening", "decrypting")
         named = {b for r in state.backup_requests.values() if r.done for b in r.bidders}
         if cmd.bidder not in named:
@@ -685,9 +689,12 @@ def _record_incident(state: OpeningState, cmd: RecordIncident, now: datetime) ->
     reason = _reason(cmd.reason)
     for code in cmd.bidders:
         _own_bid(state, code)
-    audience = ["staff", *(bidder_tag(b) for b in cmd.bidders)]
+    if not cmd.bidders:
+        return [_ev("incident_recorded", cmd.actor, STAFF, reason=reason, bidders=[])]
+    # One event per bid: each bidder sees its own incident, never who else bid (rule 4).
     return [
-        _ev("incident_recorded", cmd.actor, audience, reason=reason, bidders=sorted(cmd.bidders))
+        _ev("incident_recorded", cmd.actor, _bid_audience(code), reason=reason, bidders=[code])
+        for code in sorted(set(cmd.bidders))
     ]
 
 
@@ -698,6 +705,9 @@ def _set_security(state: OpeningState, cmd: SetSecurity, now: datetime) -> list[
         _require_role(cmd, "server")
     if state.status not in (*BEFORE_DEADLINE, "sealed", "opening", "decrypting"):
         raise E.NotAllowedInState(f"status is {state.status}")
+    if cmd.actor.role != "server" and state.status in BEFORE_DEADLINE:
+        # Rule 4: a NoBid answer here would tell staff who has bid before the deadline.
+        raise E.BeforeDeadline("deposits are recorded after the deadline / 截止后登记保证金")
     _own_bid(state, cmd.bidder)
     return [
         _ev(
@@ -767,6 +777,9 @@ def _object(state: OpeningState, cmd: Object, now: datetime) -> list[NewEvent]:
             raise E.NotAllowedInState()
     else:
         _require_state(state, *OBJECTIONS_OPEN)
+    if state.record_pending or state.record_sha256 is not None:
+        # Rules 11-12: the record is being made; an objection now would be left out of it.
+        raise E.WindowClosed("the opening record is being made / 开标记录已在生成")
     if cmd.actor.id not in state.bids:
         raise E.NoBid()
     public = state.table is not None
@@ -791,6 +804,8 @@ def _reply(state: OpeningState, cmd: Reply, now: datetime) -> list[NewEvent]:
     objection = state.objections[cmd.objection_id - 1]
     if objection.reply is not None:
         raise E.AlreadyDone("already answered / 已答复")
+    if state.record_sha256 is not None:
+        raise E.NotAllowedInState("the record has been generated / 开标记录已生成")
     audience = (
         ALL if objection.public or state.table is not None else _bid_audience(objection.bidder)
     )
@@ -843,6 +858,9 @@ def _generate_record(state: OpeningState, cmd: GenerateRecord, now: datetime) ->
     _require_role(cmd, "server")
     if not state.record_pending:
         raise E.NotAllowedInState("no record is due")
+    if any(o.reply is None for o in state.objections):
+        # Rule 11: every objection is answered before the record (which holds both) is made.
+        raise E.ObjectionsPending()
     return [
         _ev(
             "record_generated",
@@ -918,6 +936,16 @@ def _extend(state: OpeningState, cmd: Extend, now: datetime) -> list[NewEvent]:
         raise E.NotAllowedInState(f"no window to extend in status {state.status}")
     if window == "confirmation" and (state.record_pending or state.record_sha256):
         raise E.WindowClosed()
+    closes = {
+        "deadline": state.timetable.deadline,
+        "decryption": state.decrypt_closes_at,
+        "confirmation": state.confirm_closes_at,
+    }[window]
+    if closes is not None and now >= closes:
+        # The scheduler may not have fired yet; server time has already closed the window.
+        if window == "deadline":
+            raise E.DeadlinePassed(f"deadline {iso(closes)}")
+        raise E.WindowClosed(f"{window} closed at {iso(closes)}")
     return [
         _ev(
             "window_extended",
@@ -1080,10 +1108,11 @@ def evolve(state: OpeningState, event: NewEvent, at: datetime | None) -> Opening
         s.status = "suspended"
     elif t == "session_resumed":
         shift = timedelta(microseconds=p["paused_microseconds"])
+        paused_at = s.suspended_at
         s.status = p["status"]
         s.suspended_from = None
         s.suspended_at = None
-        _shift_future(s, shift)
+        _shift_future(s, shift, paused_at)
     elif t == "window_extended":
         extra = timedelta(minutes=p["minutes"])
         if p["window"] == "deadline":
@@ -1096,16 +1125,24 @@ def evolve(state: OpeningState, event: NewEvent, at: datetime | None) -> Opening
     return s
 
 
-def _shift_future(s: OpeningState, shift: timedelta) -> None:
-    """Rule 13 / DESIGN section 5: deadlines that had not passed when paused move by the pause."""
+def _shift_future(s: OpeningState, shift: timedelta, paused_at: datetime | None) -> None:
+    """Rule 13 / DESIGN section 5: deadlines that had not passed when paused move by the pause.
+
+    A deadline that had already passed (the scheduler had not fired yet) stays passed: moving it
+    would reopen uploads or a window after server time had closed it.
+    """
+
+    def pending(at: datetime) -> bool:
+        return paused_at is None or at > paused_at
+
     status = s.status
-    if status in BEFORE_DEADLINE:
+    if status in BEFORE_DEADLINE and pending(s.timetable.deadline):
         s.timetable.deadline += shift
-        if status == "published":
+        if status == "published" and pending(s.timetable.sign_in_opens):
             s.timetable.sign_in_opens += shift
-    if status == "decrypting" and s.decrypt_closes_at is not None:
+    if status == "decrypting" and s.decrypt_closes_at and pending(s.decrypt_closes_at):
         s.decrypt_closes_at += shift
-    if status == "confirming" and s.confirm_closes_at is not None:
+    if status == "confirming" and s.confirm_closes_at and pending(s.confirm_closes_at):
         s.confirm_closes_at += shift
 
 

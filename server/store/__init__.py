@@ -1,1 +1,38 @@
-"""BidBridge: server/store."""
+"""The persistence layer: database (SQLite or PostgreSQL) and content-addressed blob files."""
+
+from server.store.blobs import BadBlobId, Blob, BlobStore, BlobTooLarge
+from server.store.db import (
+    AccountRow,
+    AlreadyExists,
+    CompanyRow,
+    LotRow,
+    NotFound,
+    ProjectRow,
+    SessionRow,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    VersionConflict,
+    account_id,
+    open_store,
+)
+
+__all__ = [
+    "AccountRow",
+    "AlreadyExists",
+    "BadBlobId",
+    "Blob",
+    "BlobStore",
+    "BlobTooLarge",
+    "CompanyRow",
+    "LotRow",
+    "NotFound",
+    "ProjectRow",
+    "SessionRow",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "VersionConflict",
+    "account_id",
+    "open_store",
+]

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -25,7 +25,6 @@ from crypto.errors import BidBridgeError
 from schemas.events import EventRecord, NewEvent
 from schemas.time import iso
 from server.audit.chain import GENESIS, event_hash
-from server.store.blobs import BlobStore
 from server.store.models import (
     Account,
     BackupShare,
@@ -38,6 +37,9 @@ from server.store.models import (
     Project,
     SessionState,
 )
+
+if TYPE_CHECKING:
+    from server.store.blobs import BlobStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 ROLES = frozenset({"host", "supervisor", "centre", "expert", "room"})
@@ -249,6 +251,8 @@ async def open_store(url: str | None, data_dir: Path) -> Store:
         if _is_unavailable(exc):
             raise StoreUnavailable(str(exc)) from exc
         raise
+    from server.store.blobs import BlobStore  # blobs.py imports this module's errors
+
     return Store(engine, BlobStore(data_dir / "blobs"))
 
 
@@ -292,7 +296,9 @@ class Store:
     async def _insert_new(self, model: type[Base], what: str, **values: Any) -> None:
         """INSERT one row; AlreadyExists if its primary key is taken."""
         async with self._tx() as conn:
-            result = await conn.execute(self._insert(model).values(**values).on_conflict_do_nothing())
+            result = await conn.execute(
+                self._insert(model).values(**values).on_conflict_do_nothing()
+            )
             if result.rowcount != 1:
                 raise AlreadyExists(what)
 
@@ -332,7 +338,9 @@ class Store:
 
     async def get_account(self, id: str) -> AccountRow | None:
         async with self._tx() as conn:
-            row = (await conn.execute(sa.select(*_columns(Account)).where(Account.id == id))).first()
+            row = (
+                await conn.execute(sa.select(*_columns(Account)).where(Account.id == id))
+            ).first()
         return _row(AccountRow, row) if row else None
 
     async def list_accounts(self, role: str | None = None) -> list[AccountRow]:
@@ -353,7 +361,9 @@ class Store:
 
     async def get_project(self, code: str) -> ProjectRow | None:
         async with self._tx() as conn:
-            row = (await conn.execute(sa.select(*_columns(Project)).where(Project.code == code))).first()
+            row = (
+                await conn.execute(sa.select(*_columns(Project)).where(Project.code == code))
+            ).first()
         return _row(ProjectRow, row) if row else None
 
     async def add_lot(self, project_code: str, code: str, name: str) -> LotRow:
@@ -465,15 +475,15 @@ class Store:
                 raise VersionConflict(session_id, expected_version, actual)
             if not events:
                 return []
-            prev_hash = GENESIS
+            prev_hash: str | None = GENESIS
             if expected_version > 0:
                 prev_hash = await conn.scalar(
                     sa.select(Event.hash).where(
                         Event.session_id == session_id, Event.seq == expected_version
                     )
                 )
-                if prev_hash is None:
-                    raise StoreError(f"session {session_id}: event {expected_version} is missing")
+            if prev_hash is None:
+                raise StoreError(f"session {session_id}: event {expected_version} is missing")
             records = _chain(session_id, expected_version + 1, prev_hash, at, events)
             await conn.execute(sa.insert(Event), [r.model_dump() for r in records])
         return records

@@ -1,0 +1,209 @@
+"""Bodies of the REST API (requests and responses); the OpenAPI document is built from these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.common import CreditCode, Fen
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorOut(_Out):
+    """Every refusal: a stable code, a message in Chinese and in English, and a detail."""
+
+    code: str
+    zh: str
+    en: str
+    detail: str = ""
+
+
+class OkOut(_Out):
+    ok: bool = True
+    seq: int | None = Field(default=None, description="the last seq this request appended")
+
+
+class TimeOut(_Out):
+    now: datetime
+
+
+class ChallengeOut(_Out):
+    nonce: str
+    server: str
+    expires_at: datetime
+    document: str = Field(description="the exact text to sign (canonical JSON) / 待签名原文")
+
+
+class LoginIn(_In):
+    signature: str = Field(
+        description="base64 CMS SignedData (DER) over the challenge document, with the certificate"
+    )
+
+
+class LoginOut(_Out):
+    token: str
+    role: str
+    party_id: str
+    name: str
+    expires_at: datetime
+
+
+class CompanyIn(_In):
+    credit_code: CreditCode
+    name: str = Field(min_length=1, max_length=200)
+    signing_cert_pem: str
+    encryption_cert_pem: str
+
+
+class AccountIn(_In):
+    role: Literal["host", "supervisor", "centre"]
+    name: str = Field(min_length=1, max_length=100)
+    cert_pem: str
+
+
+class AccountOut(_Out):
+    id: str
+    role: str
+    name: str
+
+
+class ProjectIn(_In):
+    code: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(min_length=1, max_length=200)
+    tenderer_name: str = Field(min_length=1, max_length=200)
+    tenderer_credit_code: CreditCode
+
+
+class LotIn(_In):
+    project_code: str = Field(min_length=1, max_length=64)
+    code: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(min_length=1, max_length=200)
+
+
+class LotOut(_Out):
+    id: str
+
+
+class BackupIn(_In):
+    k: int = Field(ge=1)
+    custodians: list[str] = Field(min_length=1)
+    bundle_json: str = Field(description="crypto.quorum QuorumBundle JSON")
+
+
+class SessionIn(_In):
+    lot_id: str
+    title: str = Field(default="", max_length=200)
+    sign_in_opens: datetime
+    deadline: datetime
+    decrypt_minutes: int = Field(default=30, ge=1, le=1440)
+    confirm_minutes: int = Field(default=30, ge=1, le=1440)
+    min_bids: int = Field(default=3, ge=1, le=1000)
+    table_fields: list[str] = Field(default_factory=list, max_length=20)
+    security_required_fen: Fen | None = None
+    backup: BackupIn | None = None
+
+
+class SessionOut(_Out):
+    """A session as the caller may see it (filtered by role, rule 4)."""
+
+    session_id: str
+    view: dict[str, Any]
+    seq: int
+
+
+class SessionList(_Out):
+    sessions: list[dict[str, Any]]
+
+
+class ReceiptOut(_Out):
+    """回执 (rule 2): the receipt and the server's signature over its canonical JSON."""
+
+    receipt: dict[str, Any]
+    signature: str
+    seq: int
+
+
+class RehearsalIn(_In):
+    passed: bool
+    code: str = Field(default="", max_length=64)
+    message: str = Field(default="", max_length=2000)
+
+
+class KeyIn(_In):
+    cek: str = Field(description="base64 of the content-encryption key unwrapped by the bidder")
+
+
+class DecryptOut(_Out):
+    ok: bool
+    code: str
+    zh: str
+    en: str
+    summary: dict[str, Any] | None = None
+    seq: int
+
+
+class TextIn(_In):
+    text: str = Field(min_length=1, max_length=2000)
+
+
+class ReasonIn(_In):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ExtendIn(_In):
+    minutes: int = Field(ge=1, le=10080)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class IncidentIn(_In):
+    reason: str = Field(min_length=1, max_length=2000)
+    bidders: list[CreditCode] = Field(min_length=1)
+
+
+class SignatureIn(_In):
+    signature: str = Field(description="base64 CMS SignedData over the document being signed")
+
+
+class DepositIn(_In):
+    bidder: CreditCode
+    amount_fen: Fen
+    reference: str = Field(default="", max_length=200)
+
+
+class GuaranteeIn(_In):
+    signature: str = Field(description="base64 CMS SignedData by the guarantor over the 保函 JSON")
+
+
+class BackupRequestIn(_In):
+    bidders: list[CreditCode] = Field(min_length=1)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class BackupRequestOut(_Out):
+    request_id: str
+    seq: int
+
+
+class BackupApproveIn(_In):
+    signature: str = Field(description="base64 signed approval document")
+    share: str = Field(description="the custodian's decrypted share (crypto.quorum JSON)")
+
+
+class RecordOut(_Out):
+    record: dict[str, Any]
+    text: str
+    sha256: str
+    signatures: dict[str, str]
+
+
+class EventsOut(_Out):
+    events: list[dict[str, Any]]

@@ -1,0 +1,195 @@
+"""A small route table: each route names its body and response models, so the OpenAPI document
+is generated from the same ``schemas`` models that parse the requests."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from crypto.errors import BidBridgeError
+from schemas.api import ErrorOut
+from server.domain.errors import Refusal
+from server.store import StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_JSON = 1024 * 1024
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    body: type[BaseModel] | None
+    response: type[BaseModel] | None
+    roles: tuple[str, ...] | None  # None: no login needed
+    raw: str | None = None  # content type of a raw (streamed) request or response body
+    tag: str = "hall"
+
+
+class RouteTable:
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        summary: str,
+        *,
+        body: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        roles: tuple[str, ...] | None = None,
+        raw: str | None = None,
+        tag: str = "hall",
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.routes.append(
+                Route(method, path, handler, summary, body, response, roles, raw, tag)
+            )
+            return handler
+
+        return register
+
+    def openapi(self) -> dict[str, Any]:
+        """OpenAPI 3.1 document of every route (served at ``/api/openapi.json``)."""
+        schemas: dict[str, Any] = {
+            "ErrorOut": ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+        }
+        paths: dict[str, Any] = {}
+
+        def ref(model: type[BaseModel]) -> dict[str, str]:
+            js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in js.pop("$defs", {}).items():
+                schemas[name] = sub
+            schemas[model.__name__] = js
+            return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+        error = {
+            "description": "refused: a stable code and a message in Chinese and English",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+        }
+        for r in self.routes:
+            op: dict[str, Any] = {"summary": r.summary, "tags": [r.tag], "responses": {}}
+            params = [
+                {"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+                for part in r.path.split("/")
+                if part.startswith("{")
+            ]
+            if params:
+                op["parameters"] = params
+            if r.body is not None:
+                op["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": ref(r.body)}},
+                }
+            elif r.raw and r.method in ("PUT", "POST"):
+                op["requestBody"] = {
+                    "required": True,
+                    "content": {r.raw: {"schema": {"type": "string", "format": "binary"}}},
+                }
+            if r.response is not None:
+                op["responses"]["200"] = {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": ref(r.response)}},
+                }
+            elif r.raw:
+                op["responses"]["200"] = {
+                    "description": "OK",
+                    "content": {r.raw: {"schema": {"type": "string", "format": "binary"}}},
+                }
+            else:
+                op["responses"]["200"] = {"description": "OK"}
+            op["responses"]["4XX"] = error
+            if r.roles is not None:
+                op["security"] = [{"bearer": []}]
+                op["description"] = "roles: " + ", ".join(r.roles)
+            paths.setdefault(r.path, {})[r.method.lower()] = op
+        return {
+            "openapi": "3.1.0",
+            "info": {
+                "title": "BidBridge opening hall API",
+                "version": "1",
+                "description": "不见面开标 no-show bid opening: REST API of the lead site's server.",
+            },
+            "paths": paths,
+            "components": {
+                "schemas": schemas,
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            },
+        }
+
+
+def error_response(code: str, zh: str, en: str, status: int, detail: str = "") -> web.Response:
+    body = ErrorOut(code=code, zh=zh, en=en, detail=detail).model_dump()
+    return web.json_response(body, status=status, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+class BadRequest(BidBridgeError):
+    code = "BAD_REQUEST"
+    zh = "请求格式错误"
+    en = "the request is malformed"
+    status = 400
+
+
+async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    if request.content_length is not None and request.content_length > MAX_JSON:
+        raise BadRequest(f"body larger than {MAX_JSON} bytes")
+    raw = await request.content.read(MAX_JSON + 1)
+    if len(raw) > MAX_JSON:
+        raise BadRequest(f"body larger than {MAX_JSON} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        raise Invalid(f"{where}: {first.get('msg', '')}") from None
+
+
+class Invalid(BidBridgeError):
+    code = "INVALID_INPUT"
+    zh = "输入内容不符合要求"
+    en = "the input is not valid"
+    status = 422
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """One error-to-response mapping for the whole API."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response("HTTP_" + str(exc.status), "请求无法处理", exc.reason, exc.status)
+    except Refusal as exc:
+        return error_response(exc.code, exc.zh, exc.en, exc.status, exc.detail)
+    except StoreError as exc:
+        status = getattr(exc, "status", 409)
+        return error_response(
+            exc.code, exc.zh, exc.en, status, str(getattr(exc, "detail", "") or "")
+        )
+    except BidBridgeError as exc:
+        status = getattr(exc, "status", 422)
+        return error_response(exc.code, exc.zh, exc.en, status, exc.detail or "")
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(
+            "INTERNAL", "服务器内部错误，请稍后重试", "internal server error", 500
+        )

@@ -1,0 +1,185 @@
+"""The lead site's server: wires the store, the clock, the identity, the hall and the scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import socketio
+from aiohttp import web
+
+from crypto.trust import TrustStore
+from server.auth import Principal, Tokens
+from server.clock import Clock, SystemClock
+from server.domain import opening as op
+from server.identity import ServerIdentity
+from server.realtime.hall import Hall
+from server.scheduler import Scheduler
+from server.service import OpeningService
+from server.store import BlobStore, Store, open_store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UPLOAD_LIMIT = 2 * 1024**3
+HUB_KEY: web.AppKey[Hub] = web.AppKey("hub")
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    database_url: str | None = None
+    upload_limit: int = DEFAULT_UPLOAD_LIMIT
+    server_id: str = "bidbridge"
+    scheduler: bool = True
+
+
+@dataclass
+class Hub:
+    """Everything a request handler needs, in one place."""
+
+    settings: Settings
+    store: Store
+    blobs: BlobStore
+    trust: TrustStore
+    identity: ServerIdentity
+    tokens: Tokens
+    clock: Clock
+    sio: socketio.AsyncServer
+    hall: Hall
+    service: OpeningService
+    scheduler: Scheduler
+    presence: dict[tuple[str, str], int] = field(default_factory=dict)
+    decrypting: dict[str, set[str]] = field(default_factory=dict)
+
+
+def token_secret(data_dir: Path) -> bytes:
+    """The HMAC key of the bearer tokens, created once per data folder (shared by processes)."""
+    path = data_dir / "token.secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(secrets.token_bytes(32))
+        tmp.chmod(0o600)
+        try:
+            tmp.rename(path)  # first writer wins; a second process reads the winner's secret
+        except OSError:
+            tmp.unlink(missing_ok=True)
+    return path.read_bytes()
+
+
+async def build_hub(
+    settings: Settings, *, trust: TrustStore, identity: ServerIdentity, clock: Clock | None = None
+) -> Hub:
+    clock = clock or SystemClock()
+    store = await open_store(settings.database_url, settings.data_dir)
+    blobs = BlobStore(settings.data_dir / "blobs")
+    tokens = Tokens(token_secret(settings.data_dir))
+    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins=[], logger=False)
+    hall = Hall(store, tokens, clock)
+    sio.register_namespace(hall)
+    service = OpeningService(store, clock, identity, hall.publish)
+    hub = Hub(
+        settings=settings,
+        store=store,
+        blobs=blobs,
+        trust=trust,
+        identity=identity,
+        tokens=tokens,
+        clock=clock,
+        sio=sio,
+        hall=hall,
+        service=service,
+        scheduler=Scheduler(store, service, clock),
+    )
+    hall.on_presence = lambda sid, p, joined: presence_changed(hub, sid, p, joined)
+    service.on_due_changed = hub.scheduler.wake
+    hub.scheduler.after_tick = lambda sid: after_tick(hub, sid)
+    return hub
+
+
+async def presence_changed(hub: Hub, session_id: str, p: Principal, joined: bool) -> None:
+    """Hall presence of staff is recorded (rule 6 needs a supervisor signed in)."""
+    key = (session_id, p.party_id)
+    count = hub.presence.get(key, 0) + (1 if joined else -1)
+    hub.presence[key] = max(0, count)
+    actor = op.Actor(role=p.role, id=p.party_id)  # type: ignore[arg-type]
+    try:
+        if joined and count == 1:
+            await hub.service.execute(session_id, op.Join(actor=actor))
+        elif not joined and count <= 0:
+            hub.presence.pop(key, None)
+            await hub.service.execute(session_id, op.Leave(actor=actor))
+    except Exception:  # presence must never break a connection
+        log.exception("presence update failed for %s", session_id)
+
+
+async def after_tick(hub: Hub, session_id: str) -> None:
+    """Work that follows a time-driven transition: generate the record when it is due."""
+    from server.api.hall import generate_record_if_due
+
+    await generate_record_if_due(hub, session_id)
+
+
+async def forget_presence(hub: Hub) -> None:
+    """After a restart nobody is connected: presence recorded before it is cleared."""
+    for row in await hub.store.list_sessions(kind="opening"):
+        state = op.OpeningState.model_validate(row.snapshot["state"])
+        for account, role in state.present.items():
+            actor = op.Actor(role=role, id=account)  # type: ignore[arg-type]
+            try:
+                await hub.service.execute(row.id, op.Leave(actor=actor))
+            except Exception:
+                log.exception("could not clear presence on %s", row.id)
+        await generate_record_if_due_safe(hub, row.id)
+
+
+async def generate_record_if_due_safe(hub: Hub, session_id: str) -> None:
+    from server.api.hall import generate_record_if_due
+
+    try:
+        await generate_record_if_due(hub, session_id)
+    except Exception:
+        log.exception("record generation failed on %s", session_id)
+
+
+def build_app(hub: Hub) -> web.Application:
+    from server.api.hall import routes
+    from server.api.routing import errors_middleware
+
+    app = web.Application(middlewares=[errors_middleware], client_max_size=1024**2)
+    app[HUB_KEY] = hub
+    hub.sio.attach(app)
+    for r in routes.routes:
+        app.router.add_route(r.method, r.path, _bind(r))
+
+    async def on_startup(app: web.Application) -> None:
+        await forget_presence(hub)
+        if hub.settings.scheduler:
+            hub.scheduler.start()
+
+    async def on_cleanup(app: web.Application) -> None:
+        await hub.scheduler.stop()
+        await hub.store.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def _bind(route: Any) -> Any:
+    from server.api.hall import dispatch
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await dispatch(request, route)
+
+    return handler
+
+
+async def drain(hub: Hub) -> None:
+    """Let in-flight work (decryptions) finish before the process stops."""
+    while any(hub.decrypting.values()):
+        await asyncio.sleep(0.05)

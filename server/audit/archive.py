@@ -1,0 +1,965 @@
+"""A session's archive (DESIGN.md section 8): export as a signed ZIP, verify offline."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Literal, NoReturn
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from crypto.attest import SignedDocument, b64decode, read_document, sign_document
+from crypto.bid import decrypt_with_key, verify_envelope
+from crypto.ca import credit_code_of, role_of
+from crypto.errors import BidBridgeError, OutputExists
+from crypto.keys import PrivateKeyHandle
+from crypto.trust import TrustStore
+from schemas.canonical import canonical_json
+from schemas.events import EventRecord
+from schemas.time import iso, parse_iso
+from server.audit.chain import GENESIS, event_hash
+
+FORMAT = "bidbridge-archive"
+VERSION = 1
+
+ARCHIVE_JSON = "archive.json"
+EVENTS = "events.jsonl"
+KEYS = "keys.json"
+MANIFEST = "manifest.json"
+MANIFEST_SIG = "manifest.p7s"
+RECORD_JSON = "record/record.json"
+RECORD_TEXT = "record/record.txt"
+
+_FIXED = frozenset({ARCHIVE_JSON, EVENTS, KEYS, MANIFEST, MANIFEST_SIG, RECORD_JSON, RECORD_TEXT})
+_REQUIRED = (ARCHIVE_JSON, EVENTS, KEYS)
+_HASHED = re.compile(
+    r"^(envelopes/[0-9a-f]{64}\.p7m|trust/roots/[0-9a-f]{64}\.pem|"
+    r"trust/intermediates/[0-9a-f]{64}\.pem|trust/crls/[0-9a-f]{64}\.crl|"
+    r"certificates/[0-9a-f]{64}\.pem)$"
+)
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+MAX_IN_MEMORY = 256 * 1024 * 1024
+"""Members other than envelopes are read into memory; larger ones are refused."""
+MAX_MANIFEST = 16 * 1024 * 1024
+_CHUNK = 1024 * 1024
+_SERVER_ROLE = "centre"
+_RECORD_ROLES = ("host", "supervisor")
+
+
+class ArchiveInvalid(BidBridgeError):
+    """The archive does not verify; the detail names the first member or event that fails."""
+
+    code = "ARCHIVE_INVALID"
+    zh = "存档校验失败"
+    en = "the archive does not verify"
+
+
+class ArchiveExportFailed(BidBridgeError):
+    code = "ARCHIVE_EXPORT_FAILED"
+    zh = "存档导出失败：内容不完整或不一致"
+    en = "the archive could not be exported: its content is incomplete or inconsistent"
+
+
+@dataclass
+class ArchiveContent:
+    """Everything a session's archive holds (the input of :func:`write_archive`)."""
+
+    session_id: str
+    events: list[EventRecord]
+    envelopes: dict[str, Path] = field(default_factory=dict)
+    """Sealed bid files by SHA-256 hex: every envelope a ``bid_uploaded`` event names."""
+    keys: dict[str, str] = field(default_factory=dict)
+    """Content-encryption keys (hex) by envelope SHA-256, for the decrypted bids."""
+    trust_roots: list[x509.Certificate] = field(default_factory=list)
+    trust_intermediates: list[x509.Certificate] = field(default_factory=list)
+    crls: list[x509.CertificateRevocationList] = field(default_factory=list)
+    certificates: list[x509.Certificate] = field(default_factory=list)
+    """The parties' certificates: bidders' signing/encryption, host, supervisor, server."""
+    record_json: bytes | None = None
+    record_text: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ArchiveReport:
+    """What :func:`verify_archive` checked."""
+
+    session_id: str
+    exported_at: str
+    events: int
+    head_hash: str
+    bids_decrypted: int
+    signatures_checked: int
+    certificates_validated: int
+    anchors: Literal["given", "archive"]
+    """``archive``: the archive's own roots were the anchors, which proves integrity only."""
+    deep: bool
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def _cert_der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _crl_der(crl: x509.CertificateRevocationList) -> bytes:
+    return crl.public_bytes(serialization.Encoding.DER)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _zip_time(at: datetime) -> tuple[int, int, int, int, int, int]:
+    t = at.astimezone(UTC)
+    if t.year < 1980:
+        return (1980, 1, 1, 0, 0, 0)
+    return (t.year, t.month, t.day, t.hour, t.minute, t.second)
+
+
+def _check_content(content: ArchiveContent) -> None:
+    def fail(detail: str) -> NoReturn:
+        raise ArchiveExportFailed(detail)
+
+    for i, event in enumerate(content.events, start=1):
+        if event.session_id != content.session_id:
+            fail(f"event seq {event.seq}: session {event.session_id} != {content.session_id}")
+        if event.seq != i:
+            fail(f"event seq {event.seq}: expected seq {i} (the whole log, from 1)")
+    referenced: set[str] = set()
+    for event in content.events:
+        if event.type == "bid_uploaded":
+            receipt = event.payload.get("receipt") or {}
+            sha = receipt.get("envelope_sha256")
+            if sha not in content.envelopes:
+                fail(f"event seq {event.seq}: 缺少信封文件 / envelope {sha} not supplied")
+            referenced.add(sha)
+    for sha in content.envelopes:
+        if not _HEX64.match(sha):
+            fail(f"envelope key {sha!r} is not a SHA-256 hex")
+        if sha not in referenced:
+            fail(f"envelope {sha} is not named by any bid_uploaded event")
+    for sha, cek in content.keys.items():
+        if sha not in content.envelopes:
+            fail(f"key for envelope {sha}: the envelope is not in the archive")
+        try:
+            bytes.fromhex(cek)
+        except ValueError:
+            fail(f"key for envelope {sha} is not hex")
+
+
+class _ZipWriter:
+    def __init__(self, zf: zipfile.ZipFile, date_time: tuple[int, int, int, int, int, int]):
+        self.zf = zf
+        self.date_time = date_time
+        self.files: dict[str, dict[str, Any]] = {}
+
+    def _info(self, name: str, compress: int) -> zipfile.ZipInfo:
+        info = zipfile.ZipInfo(name, self.date_time)
+        info.compress_type = compress
+        info.external_attr = 0o644 << 16
+        return info
+
+    def add(self, name: str, data: bytes, *, listed: bool = True) -> None:
+        self.zf.writestr(self._info(name, zipfile.ZIP_DEFLATED), data)
+        if listed:
+            self.files[name] = {"sha256": _sha(data), "size": len(data)}
+
+    def add_file(self, name: str, path: Path, expected_sha: str) -> None:
+        h = hashlib.sha256()
+        size = 0
+        info = self._info(name, zipfile.ZIP_STORED)
+        with path.open("rb") as src, self.zf.open(info, "w", force_zip64=True) as dst:
+            while chunk := src.read(_CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+                dst.write(chunk)
+        if h.hexdigest() != expected_sha:
+            raise ArchiveExportFailed(
+                f"{path}: SHA-256 {h.hexdigest()} != {expected_sha} (文件已变 / the file changed)"
+            )
+        self.files[name] = {"sha256": expected_sha, "size": size}
+
+
+def _place(tmp: str, out: Path) -> None:
+    """Move the finished file into place without ever replacing an existing ``out``."""
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        raise OutputExists(str(out)) from None
+    except OSError:  # no hard links here: check, then rename
+        if out.exists():
+            raise OutputExists(str(out)) from None
+        os.replace(tmp, out)
+    else:
+        os.unlink(tmp)
+
+
+def write_archive(
+    content: ArchiveContent,
+    out: Path,
+    *,
+    signer_key: PrivateKeyHandle,
+    signer_cert: x509.Certificate,
+    at: datetime,
+    chain: Sequence[x509.Certificate] = (),
+) -> Path:
+    """Write the archive ZIP to ``out`` (atomically; an existing ``out`` is never replaced).
+
+    ``manifest.json`` lists every other member with its SHA-256 and size; ``manifest.p7s`` is
+    the server's signature over it (``signer_key`` / ``signer_cert``, the platform certificate).
+    """
+    out = Path(out)
+    if out.exists():
+        raise OutputExists(str(out))
+    _check_content(content)
+    events = content.events
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            with zipfile.ZipFile(f, "w", allowZip64=True) as zf:
+                w = _ZipWriter(zf, _zip_time(at))
+                head = events[-1] if events else None
+                w.add(
+                    ARCHIVE_JSON,
+                    canonical_json(
+                        {
+                            "format": FORMAT,
+                            "version": VERSION,
+                            "session_id": content.session_id,
+                            "exported_at": iso(at),
+                            "head_seq": head.seq if head else 0,
+                            "head_hash": head.hash if head else GENESIS,
+                        }
+                    ),
+                )
+                w.add(EVENTS, b"".join(canonical_json(e.model_dump()) + b"\n" for e in events))
+                w.add(KEYS, canonical_json(dict(sorted(content.keys.items()))))
+                for sha, path in sorted(content.envelopes.items()):
+                    w.add_file(f"envelopes/{sha}.p7m", Path(path), sha)
+                for folder, certs in (
+                    ("trust/roots", content.trust_roots),
+                    ("trust/intermediates", content.trust_intermediates),
+                    ("certificates", content.certificates),
+                ):
+                    by_sha = {_sha(_cert_der(c)): c for c in certs}
+                    for sha, cert in sorted(by_sha.items()):
+                        w.add(f"{folder}/{sha}.pem", _cert_pem(cert))
+                crls = {_sha(_crl_der(c)): _crl_der(c) for c in content.crls}
+                for sha, der_bytes in sorted(crls.items()):
+                    w.add(f"trust/crls/{sha}.crl", der_bytes)
+                if content.record_json is not None:
+                    w.add(RECORD_JSON, content.record_json)
+                if content.record_text is not None:
+                    w.add(RECORD_TEXT, content.record_text)
+                manifest = canonical_json({"files": w.files})
+                w.add(MANIFEST, manifest, listed=False)
+                signature = sign_document(manifest, signer_key, signer_cert, at=at, chain=chain)
+                w.add(MANIFEST_SIG, signature, listed=False)
+            f.flush()
+            os.fsync(f.fileno())
+        _place(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return out
+
+
+# --- verifying -------------------------------------------------------------------------------
+
+
+class _Problem(Exception):
+    """A check failed: why, in Chinese and English (the caller adds where)."""
+
+    def __init__(self, zh: str, en: str, cause: BaseException | None = None) -> None:
+        super().__init__(en)
+        self.zh = zh
+        self.en = en
+        self.cause = cause
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BidBridgeError):
+        return exc.line()
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:300] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _invalid(where: str, zh: str, en: str, cause: BaseException | None = None) -> ArchiveInvalid:
+    detail = f"{where}: {zh} / {en}"
+    if cause is not None:
+        detail += f" [{_describe(cause)}]"
+    return ArchiveInvalid(detail)
+
+
+@contextlib.contextmanager
+def _at(
+    where: str, zh: str = "内容无法解析", en: str = "the content cannot be parsed"
+) -> Iterator[None]:
+    """Turn any failure inside into an ``ArchiveInvalid`` that names ``where``."""
+    try:
+        yield
+    except ArchiveInvalid:
+        raise
+    except _Problem as p:
+        raise _invalid(where, p.zh, p.en, p.cause) from None
+    except Exception as exc:
+        raise _invalid(where, zh, en, exc) from None
+
+
+def _field(mapping: Any, key: str, kind: type | tuple[type, ...], what: str = "payload") -> Any:
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise _Problem(f"{what} 缺少字段 {key}", f"{what} lacks the field {key!r}")
+    value = mapping[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _Problem(f"{what} 字段 {key} 类型错误", f"{what} field {key!r} has the wrong type")
+    return value
+
+
+def _hex64(mapping: Any, key: str, what: str = "payload") -> str:
+    value = _field(mapping, key, str, what)
+    if not _HEX64.match(value):
+        raise _Problem(
+            f"{what} 字段 {key} 不是 SHA-256", f"{what} field {key!r} is not a SHA-256 hex"
+        )
+    return str(value)
+
+
+def _json(data: bytes) -> Any:
+    return json.loads(data.decode("utf-8"))
+
+
+@dataclass
+class _Use:
+    """A signer certificate used at an instant, to validate against the trust store."""
+
+    where: str
+    cert: x509.Certificate
+    extra: list[x509.Certificate]
+    at: datetime
+
+
+class _Verifier:
+    def __init__(
+        self,
+        path: Path,
+        tmp: Path,
+        trust_roots: list[x509.Certificate] | None,
+        deep: bool,
+        extra_intermediates: Sequence[x509.Certificate],
+        extra_crls: Sequence[x509.CertificateRevocationList],
+    ) -> None:
+        self.path = path
+        self.tmp = tmp
+        self.given_roots = trust_roots
+        self.deep = deep
+        self.extra_intermediates = list(extra_intermediates)
+        self.extra_crls = list(extra_crls)
+        self.data: dict[str, bytes] = {}
+        self.files: dict[str, Path] = {}
+        self.sizes: dict[str, int] = {}
+        self.actual_sha: dict[str, str] = {}
+        self.uses: list[_Use] = []
+        self.signatures = 0
+        self.bids_decrypted = 0
+        self.roots: list[x509.Certificate] = []
+        self.intermediates: list[x509.Certificate] = []
+        self.crls: list[x509.CertificateRevocationList] = []
+        self.party_certs: dict[bytes, x509.Certificate] = {}
+        self.keys: dict[str, bytes] = {}
+        self.events: list[EventRecord] = []
+
+    # --- the steps, in order ------------------------------------------------------------------
+
+    def run(self) -> ArchiveReport:
+        with _at(self.path.name, "不是可读的 ZIP 文件", "not a readable ZIP file"):
+            zf = zipfile.ZipFile(self.path)
+        with zf:
+            infos = self._names(zf)
+            manifest = self._manifest(zf, infos)
+            self._members(zf, infos, manifest)
+        head = self._archive_json()
+        self._trust_members()
+        self._events()
+        self._head(head)
+        self._per_event()
+        self._certificates()
+        return ArchiveReport(
+            session_id=self.session_id,
+            exported_at=iso(self.exported_at),
+            events=len(self.events),
+            head_hash=self.events[-1].hash if self.events else GENESIS,
+            bids_decrypted=self.bids_decrypted,
+            signatures_checked=self.signatures,
+            certificates_validated=len(self.uses),
+            anchors="given" if self.given_roots is not None else "archive",
+            deep=self.deep,
+        )
+
+    def _names(self, zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+        infos: dict[str, zipfile.ZipInfo] = {}
+        for info in zf.infolist():
+            name = info.filename
+            if name in infos:
+                raise _invalid(name, "存档中成员重复", "the member occurs twice in the ZIP")
+            if name.startswith(("/", "\\")) or ".." in name.split("/") or "\\" in name:
+                raise _invalid(name, "成员路径越界", "path traversal in a member name")
+            if name not in _FIXED and not _HASHED.match(name):
+                raise _invalid(name, "存档中有不应有的成员", "unexpected member in the archive")
+            if info.flag_bits & 0x1:
+                raise _invalid(name, "成员被加密", "the member is encrypted")
+            infos[name] = info
+        for name in (MANIFEST, MANIFEST_SIG):
+            if name not in infos:
+                raise _invalid(name, "存档缺少此成员", "the archive lacks this member")
+        return infos
+
+    def _read_small(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+        if info.file_size > limit:
+            raise _invalid(info.filename, "成员过大", f"the member is larger than {limit} bytes")
+        with _at(info.filename, "ZIP 成员无法读取", "the ZIP member cannot be read"):
+            with zf.open(info) as f:
+                data = f.read(limit + 1)
+            if len(data) > limit:
+                raise _Problem("成员过大", f"the member is larger than {limit} bytes")
+        return data
+
+    def _manifest(
+        self, zf: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo]
+    ) -> dict[str, dict[str, Any]]:
+        manifest = self._read_small(zf, infos[MANIFEST], MAX_MANIFEST)
+        signature = self._read_small(zf, infos[MANIFEST_SIG], MAX_MANIFEST)
+        with _at(
+            MANIFEST_SIG,
+            "签名无法验证或不覆盖 manifest.json",
+            "the signature does not verify or does not cover manifest.json",
+        ):
+            doc = read_document(signature)
+        if doc.content != manifest:
+            raise _invalid(
+                f"{MANIFEST} / {MANIFEST_SIG}",
+                "manifest.json 与其签名 manifest.p7s 不符",
+                "manifest.json differs from what manifest.p7s signs",
+            )
+        self.signatures += 1
+        self.manifest_doc = doc
+        with _at(MANIFEST, "清单格式错误", "malformed manifest"):
+            value = _json(manifest)
+            if canonical_json(value) != manifest:
+                raise _Problem("清单不是规范 JSON", "the manifest is not canonical JSON")
+            files = _field(value, "files", dict, "manifest")
+            if set(value) != {"files"}:
+                raise _Problem("清单有多余字段", "the manifest has unexpected fields")
+            for name, entry in files.items():
+                if name in (MANIFEST, MANIFEST_SIG) or (
+                    name not in _FIXED and not _HASHED.match(name)
+                ):
+                    raise _Problem(f"清单列出了非法成员名 {name}", f"bad member name {name!r}")
+                _hex64(entry, "sha256", name)
+                size = _field(entry, "size", int, name)
+                if size < 0 or set(entry) != {"sha256", "size"}:
+                    raise _Problem(f"{name} 条目格式错误", f"malformed entry for {name}")
+        return dict(files)
+
+    def _members(
+        self,
+        zf: zipfile.ZipFile,
+        infos: dict[str, zipfile.ZipInfo],
+        manifest: dict[str, dict[str, Any]],
+    ) -> None:
+        for name, info in infos.items():
+            if name in (MANIFEST, MANIFEST_SIG):
+                continue
+            entry = manifest.get(name)
+            if entry is None:
+                raise _invalid(
+                    name, "成员未列入 manifest.json", "the member is not in manifest.json"
+                )
+            if info.file_size != entry["size"]:
+                raise _invalid(
+                    name,
+                    f"大小 {info.file_size} 与清单 {entry['size']} 不符",
+                    f"size {info.file_size} differs from the manifest's {entry['size']}",
+                )
+            sha = self._read_member(zf, info, entry["size"])
+            if sha != entry["sha256"]:
+                raise _invalid(
+                    name, "SHA-256 与清单不符", "SHA-256 differs from the manifest (changed?)"
+                )
+            self.actual_sha[name] = sha
+            self.sizes[name] = entry["size"]
+        for name in manifest:
+            if name not in infos:
+                raise _invalid(
+                    name, "清单列出的成员不在存档中", "listed in the manifest but missing"
+                )
+        for name in _REQUIRED:
+            if name not in infos:
+                raise _invalid(name, "存档缺少此成员", "the archive lacks this member")
+
+    def _read_member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int) -> str:
+        """Read (envelopes: copy to the work folder) while hashing; return the SHA-256."""
+        name = info.filename
+        h = hashlib.sha256()
+        total = 0
+        to_disk = name.startswith("envelopes/")
+        if not to_disk and size > MAX_IN_MEMORY:
+            raise _invalid(name, "成员过大", f"the member is larger than {MAX_IN_MEMORY} bytes")
+        parts: list[bytes] = []
+        with _at(name, "ZIP 成员无法读取（已损坏？）", "the ZIP member cannot be read (damaged?)"):
+            target = self.tmp / f"{len(self.files)}.p7m"
+            sink: BinaryIO | None = target.open("wb") if to_disk else None
+            try:
+                with zf.open(info) as f:
+                    while chunk := f.read(_CHUNK):
+                        total += len(chunk)
+                        if total > size:
+                            raise _Problem("成员比清单所记更大", "the member is larger than listed")
+                        h.update(chunk)
+                        if sink is not None:
+                            sink.write(chunk)
+                        else:
+                            parts.append(chunk)
+            except zlib.error as exc:
+                raise _Problem("压缩数据损坏", "the compressed data is damaged", exc) from None
+            finally:
+                if sink is not None:
+                    sink.close()
+            if to_disk:
+                self.files[name] = target
+            else:
+                self.data[name] = b"".join(parts)
+        return h.hexdigest()
+
+    def _archive_json(self) -> tuple[int, str]:
+        with _at(ARCHIVE_JSON, "存档说明格式错误", "malformed archive description"):
+            value = _json(self.data[ARCHIVE_JSON])
+            expected = {"format", "version", "session_id", "exported_at", "head_seq", "head_hash"}
+            if not isinstance(value, dict) or set(value) != expected:
+                raise _Problem("字段不符", f"the fields must be exactly {sorted(expected)}")
+            if value["format"] != FORMAT or value["version"] != VERSION:
+                raise _Problem(
+                    "不是本版本的 BidBridge 存档", f"not a {FORMAT} version {VERSION} archive"
+                )
+            self.session_id = str(_field(value, "session_id", str, ARCHIVE_JSON))
+            self.exported_at = parse_iso(_field(value, "exported_at", str, ARCHIVE_JSON))
+            head_seq = int(_field(value, "head_seq", int, ARCHIVE_JSON))
+            head_hash = _hex64(value, "head_hash", ARCHIVE_JSON)
+        return head_seq, head_hash
+
+    def _trust_members(self) -> None:
+        for name in sorted(self.data):
+            data = self.data[name]
+            if name.startswith(("trust/roots/", "trust/intermediates/", "certificates/")):
+                with _at(name, "证书无法读取", "the certificate cannot be read"):
+                    cert = x509.load_pem_x509_certificate(data)
+                    der_bytes = _cert_der(cert)
+                    if _cert_pem(cert) != data:
+                        raise _Problem("不是单个规范 PEM 证书", "not exactly one canonical PEM")
+                    if name.rsplit("/", 1)[1] != f"{_sha(der_bytes)}.pem":
+                        raise _Problem(
+                            "文件名与证书 SHA-256 不符", "the name is not the certificate's SHA-256"
+                        )
+                if name.startswith("trust/roots/"):
+                    self.roots.append(cert)
+                elif name.startswith("trust/intermediates/"):
+                    self.intermediates.append(cert)
+                else:
+                    self.party_certs[der_bytes] = cert
+            elif name.startswith("trust/crls/"):
+                with _at(name, "CRL 无法读取", "the CRL cannot be read"):
+                    crl = x509.load_der_x509_crl(data)
+                    if _crl_der(crl) != data or name != f"trust/crls/{_sha(data)}.crl":
+                        raise _Problem(
+                            "文件名与 CRL 的 SHA-256 不符", "the name is not the CRL's SHA-256"
+                        )
+                self.crls.append(crl)
+        with _at(KEYS, "密钥清单格式错误", "malformed key list"):
+            raw = self.data[KEYS]
+            value = _json(raw)
+            if not isinstance(value, dict) or canonical_json(value) != raw:
+                raise _Problem("不是规范 JSON 对象", "not a canonical JSON object")
+            for sha, cek in value.items():
+                if not _HEX64.match(sha) or not isinstance(cek, str):
+                    raise _Problem(f"条目 {sha} 格式错误", f"malformed entry {sha!r}")
+                self.keys[sha] = bytes.fromhex(cek)
+        for name in self.files:
+            sha = name[len("envelopes/") : -len(".p7m")]
+            if self.actual_sha[name] != sha:
+                raise _invalid(
+                    name, "文件名与信封 SHA-256 不符", "the name is not the envelope's SHA-256"
+                )
+
+    def _events(self) -> None:
+        raw = self.data[EVENTS]
+        if raw and not raw.endswith(b"\n"):
+            raise _invalid(EVENTS, "最后一行不完整", "the last line is incomplete")
+        lines = raw.split(b"\n")[:-1] if raw else []
+        prev = GENESIS
+        for number, line in enumerate(lines, start=1):
+            where = f"{EVENTS} line {number} (seq {number})"
+            with _at(where, "事件无法解析", "the event cannot be parsed"):
+                event = EventRecord.model_validate(_json(line))
+            where = f"{EVENTS} seq {event.seq} ({event.type}), line {number}"
+            if event.seq != number:
+                raise _invalid(
+                    where,
+                    f"序号不连续：应为 {number}",
+                    f"seq is not contiguous: expected {number}",
+                )
+            if event.session_id != self.session_id:
+                raise _invalid(
+                    where,
+                    f"会话 {event.session_id} 与存档会话 {self.session_id} 不符",
+                    f"session {event.session_id} is not the archive's {self.session_id}",
+                )
+            if event.prev_hash != prev:
+                raise _invalid(
+                    where,
+                    "prev_hash 与上一事件的哈希不符（哈希链断裂）",
+                    "prev_hash is not the previous event's hash (the chain is broken)",
+                )
+            if event_hash(prev, event.model_dump()) != event.hash:
+                raise _invalid(
+                    where,
+                    "事件哈希与内容不符（内容已被改动）",
+                    "the event's hash does not match its content (changed)",
+                )
+            if canonical_json(event.model_dump()) != line:
+                raise _invalid(where, "该行不是规范 JSON", "the line is not canonical JSON")
+            with _at(where, "时间格式错误", "malformed instant"):
+                parse_iso(event.at)
+            self.events.append(event)
+            prev = event.hash
+
+    def _head(self, head: tuple[int, str]) -> None:
+        seq = self.events[-1].seq if self.events else 0
+        last = self.events[-1].hash if self.events else GENESIS
+        if head != (seq, last):
+            raise _invalid(
+                ARCHIVE_JSON,
+                f"head_seq/head_hash 与事件日志末尾（seq {seq}）不符",
+                f"head_seq/head_hash differ from the end of the event log (seq {seq})",
+            )
+
+    # --- per-event checks ---------------------------------------------------------------------
+
+    def _per_event(self) -> None:
+        self.uploaded: dict[str, tuple[str, int]] = {}
+        self.decrypted_keys: set[str] = set()
+        self.table: Any = None
+        self.table_sha: str | None = None
+        self.record_sha: str | None = None
+        for event in self.events:
+            where = f"{EVENTS} seq {event.seq} ({event.type})"
+            check = getattr(self, f"_check_{event.type}", None)
+            if check is None:
+                continue
+            with _at(where, "事件载荷格式错误", "malformed event payload"):
+                check(event, where, parse_iso(event.at))
+        for name in self.files:
+            sha = name[len("envelopes/") : -len(".p7m")]
+            if sha not in self.uploaded:
+                raise _invalid(
+                    name,
+                    "信封未被任何 bid_uploaded 事件引用",
+                    "no bid_uploaded event names this envelope",
+                )
+        for sha in self.keys:
+            if sha not in self.decrypted_keys:
+                raise _invalid(
+                    KEYS,
+                    f"密钥 {sha} 未被任何 bid_decrypted 事件使用",
+                    f"the key for {sha} is used by no bid_decrypted event",
+                )
+        if self.record_sha is not None:
+            record = self.data.get(RECORD_JSON)
+            if record is None:
+                raise _invalid(RECORD_JSON, "存档缺少开标记录", "the record is missing")
+            if _sha(record) != self.record_sha:
+                raise _invalid(
+                    RECORD_JSON,
+                    "开标记录与最后一个 record_generated 事件的哈希不符",
+                    "the record differs from the hash in the last record_generated event",
+                )
+
+    def _signed(
+        self, where: str, payload: Any, key: str, expected: bytes | None, at: datetime
+    ) -> SignedDocument:
+        """Read and verify one b64 signed document; queue its signer for validation at ``at``."""
+        text = _field(payload, key, str)
+        try:
+            doc = read_document(b64decode(text, key))
+        except BidBridgeError as exc:
+            raise _Problem(
+                f"签名 {key} 无效", f"the signature {key!r} does not verify", exc
+            ) from None
+        if expected is not None and doc.content != expected:
+            raise _Problem(
+                f"签名 {key} 所签内容与文档不符",
+                f"the signature {key!r} covers a different document",
+            )
+        self.signatures += 1
+        self._use(where, doc.signer, doc.certificates, at)
+        return doc
+
+    def _use(
+        self, where: str, cert: x509.Certificate, extra: list[x509.Certificate], at: datetime
+    ) -> None:
+        if _cert_der(cert) not in self.party_certs:
+            raise _Problem(
+                f"签名证书（{cert.subject.rfc4514_string()}）未收录于 certificates/",
+                f"the signer's certificate ({cert.subject.rfc4514_string()}) is not in "
+                "certificates/",
+            )
+        self.uses.append(_Use(where, cert, extra, at))
+
+    @staticmethod
+    def _server_signer(doc: SignedDocument) -> None:
+        if role_of(doc.signer) != _SERVER_ROLE:
+            raise _Problem(
+                "签名人不是平台（交易中心）证书",
+                "the signer is not the platform's (centre) certificate",
+            )
+
+    def _check_checkpoint(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        seq = _field(p, "seq", int)
+        digest = _hex64(p, "hash")
+        status = _field(p, "status", str)
+        if not 1 <= seq < event.seq:
+            raise _Problem(
+                f"检查点指向的序号 {seq} 不在此前", f"the checkpoint's seq {seq} is not earlier"
+            )
+        if self.events[seq - 1].hash != digest:
+            raise _Problem(
+                f"检查点的哈希与 seq {seq} 的哈希不符",
+                f"the checkpoint's hash is not the hash of seq {seq}",
+            )
+        signed = canonical_json(
+            {"session_id": self.session_id, "seq": seq, "hash": digest, "status": status}
+        )
+        self._server_signer(self._signed(where, p, "signature", signed, at))
+
+    def _check_bid_uploaded(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        bidder = _field(p, "bidder", str)
+        receipt = _field(p, "receipt", dict)
+        for key in ("receipt_id", "lot_id", "bidder", "session_id", "received_at"):
+            _field(receipt, key, str, "receipt")
+        sha = _hex64(receipt, "envelope_sha256", "receipt")
+        size = _field(receipt, "size", int, "receipt")
+        if receipt["session_id"] != self.session_id or receipt["bidder"] != bidder:
+            raise _Problem(
+                "回执的会话或投标人与事件不符",
+                "the receipt's session or bidder differs from the event",
+            )
+        parse_iso(receipt["received_at"])
+        name = f"envelopes/{sha}.p7m"
+        if name not in self.files:
+            raise _Problem(f"存档缺少信封文件 {name}", f"the archive lacks the envelope {name}")
+        if self.actual_sha[name] != sha or self.sizes[name] != size:
+            raise _Problem(
+                f"信封 {name} 的哈希或大小与回执不符",
+                f"the envelope {name} differs from the receipt's hash or size",
+            )
+        doc = self._signed(where, p, "receipt_signature", canonical_json(receipt), at)
+        self._server_signer(doc)
+        replaces = p.get("replaces")
+        if replaces is not None and (
+            not isinstance(replaces, str) or self.uploaded.get(replaces, ("", 0))[0] != bidder
+        ):
+            raise _Problem(
+                "replaces 未指向该投标人此前上传的文件",
+                "replaces does not name an earlier upload of this bidder",
+            )
+        self.uploaded[sha] = (bidder, event.seq)
+
+    def _check_bid_decrypted(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        bidder = _field(p, "bidder", str)
+        sha = _hex64(p, "envelope_sha256")
+        cek_sha = _hex64(p, "cek_sha256")
+        summary = _field(p, "summary", dict)
+        if p.get("via") not in ("bidder", "backup"):
+            raise _Problem("via 须为 bidder 或 backup", "via must be 'bidder' or 'backup'")
+        if self.uploaded.get(sha, ("", 0))[0] != bidder:
+            raise _Problem(
+                "解密的信封不是该投标人此前上传的",
+                "the decrypted envelope is not an earlier upload of this bidder",
+            )
+        cek = self.keys.get(sha)
+        if cek is None:
+            raise _Problem(
+                f"keys.json 中没有信封 {sha} 的密钥", f"keys.json holds no key for envelope {sha}"
+            )
+        if _sha(cek) != cek_sha:
+            raise _Problem(
+                "keys.json 中的密钥与事件的 cek_sha256 不符",
+                "the key in keys.json does not match the event's cek_sha256",
+            )
+        path = self.files[f"envelopes/{sha}.p7m"]
+        try:
+            report = verify_envelope(path, cek)
+        except BidBridgeError as exc:
+            raise _Problem(
+                "信封无法用此密钥验证（完整性或签名）",
+                "the envelope does not verify with this key (integrity or signature)",
+                exc,
+            ) from None
+        self.signatures += 1
+        if credit_code_of(report.certificate) != bidder:
+            raise _Problem("投标文件签名人不是该投标人", "the bid's signer is not this bidder")
+        self._use(where, report.certificate, report.certificates, at)
+        if self.deep:
+            out = self.tmp / f"deep-{event.seq}.zip"
+            try:
+                opened = decrypt_with_key(path, cek, out, expected_credit_code=bidder)
+            except BidBridgeError as exc:
+                raise _Problem(
+                    "投标文件包无法打开", "the bid package cannot be opened", exc
+                ) from None
+            finally:
+                out.unlink(missing_ok=True)
+            if opened.summary.model_dump(mode="json") != summary:
+                raise _Problem(
+                    "投标摘要与解密出的 summary.json 不符",
+                    "the summary differs from the decrypted summary.json",
+                )
+        self.decrypted_keys.add(sha)
+        self.bids_decrypted += 1
+
+    def _check_table_published(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        table = _field(p, "table", dict)
+        digest = _hex64(p, "table_sha256")
+        if _sha(canonical_json(table)) != digest:
+            raise _Problem(
+                "开标一览表与 table_sha256 不符", "the table does not match table_sha256"
+            )
+        self.table, self.table_sha = table, digest
+
+    def _check_table_confirmed(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        bidder = _field(p, "bidder", str)
+        digest = _hex64(p, "table_sha256")
+        if self.table is None or digest != self.table_sha:
+            raise _Problem(
+                "确认的不是最近发布的开标一览表",
+                "the confirmation is not for the last published table",
+            )
+        doc = self._signed(where, p, "signature", canonical_json(self.table), at)
+        if credit_code_of(doc.signer) != bidder:
+            raise _Problem("确认签名人不是该投标人", "the confirmation's signer is not this bidder")
+
+    def _check_record_generated(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        digest = _hex64(p, "record_sha256")
+        doc = self._signed(where, p, "signature", None, at)
+        if _sha(doc.content) != digest:
+            raise _Problem(
+                "签名的记录与 record_sha256 不符", "the signed record is not record_sha256"
+            )
+        self._server_signer(doc)
+        self.record_sha = digest
+
+    def _check_record_signed(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        role = _field(p, "role", str)
+        _field(p, "account", str)
+        if role not in _RECORD_ROLES:
+            raise _Problem("role 须为 host 或 supervisor", "role must be host or supervisor")
+        if self.record_sha is None:
+            raise _Problem("此前没有 record_generated 事件", "no record_generated event before")
+        doc = self._signed(where, p, "signature", None, at)
+        if _sha(doc.content) != self.record_sha:
+            raise _Problem(
+                "所签的不是最近生成的开标记录",
+                "the signature is not over the last generated record",
+            )
+        if role_of(doc.signer) != role:
+            raise _Problem(
+                f"签名证书的角色不是 {role}",
+                f"the signer's certificate is not a {role} certificate",
+            )
+
+    # --- certificates -------------------------------------------------------------------------
+
+    def _certificates(self) -> None:
+        # The manifest's signer: the platform, at the export instant. Its certificates are the
+        # one part of the archive no hash covers, so each must be one the archive lists.
+        known = {
+            *self.party_certs,
+            *(_cert_der(c) for c in self.roots),
+            *(_cert_der(c) for c in self.intermediates),
+        }
+        doc = self.manifest_doc
+        with _at(MANIFEST_SIG):
+            for cert in doc.certificates:
+                if _cert_der(cert) not in known:
+                    raise _Problem(
+                        "签名中含有存档未收录的证书",
+                        "the signature carries a certificate not in the archive",
+                    )
+            self._server_signer(doc)
+            self._use(MANIFEST_SIG, doc.signer, doc.certificates, self.exported_at)
+        # The manifest's use goes first: it is the archive's outermost signature.
+        self.uses.insert(0, self.uses.pop())
+        roots = self.given_roots if self.given_roots is not None else self.roots
+        crls = [*self.crls, *self.extra_crls]
+        with _at("trust/", "信任材料无效", "invalid trust material"):
+            store = TrustStore(
+                roots,
+                [*self.intermediates, *self.extra_intermediates],
+                crls,
+                require_revocation=bool(crls),
+            )
+        for use in self.uses:
+            try:
+                store.validate(use.cert, "bid_signature", use.at, extra_intermediates=use.extra)
+            except BidBridgeError as exc:
+                raise _invalid(
+                    f"{use.where}, {use.cert.subject.rfc4514_string()}",
+                    f"签名证书在使用时刻（{iso(use.at)}）无效",
+                    f"the signer's certificate was not valid when used ({iso(use.at)})",
+                    exc,
+                ) from None
+
+
+def verify_archive(
+    path: Path | str,
+    *,
+    trust_roots: list[x509.Certificate] | None = None,
+    deep: bool = False,
+    extra_intermediates: Sequence[x509.Certificate] = (),
+    extra_crls: Sequence[x509.CertificateRevocationList] = (),
+) -> ArchiveReport:
+    """Verify an archive offline; raise :class:`ArchiveInvalid` naming the first failure.
+
+    ``trust_roots``: the verifier's own anchors (``anchors="given"``); without them the archive's
+    own roots are used (``anchors="archive"``), which proves integrity but not authenticity.
+    ``deep`` also decrypts every decrypted bid's package and compares its summary.
+    """
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="bidbridge-verify-") as tmp:
+        verifier = _Verifier(path, Path(tmp), trust_roots, deep, extra_intermediates, extra_crls)
+        return verifier.run()

@@ -1,0 +1,71 @@
+"""The one clock: injected everywhere outside ``server.domain`` (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` of this clock's time."""
+        ...
+
+
+class SystemClock:
+    """Real UTC time."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class AcceleratedClock:
+    """Time that runs ``factor`` times faster than real time from ``start`` (for the demo)."""
+
+    def __init__(self, factor: float, start: datetime | None = None) -> None:
+        if factor <= 0:
+            raise ValueError("factor must be positive")
+        self.factor = factor
+        self._start = start or datetime.now(UTC)
+        self._t0 = time.monotonic()
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=(time.monotonic() - self._t0) * self.factor)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) / self.factor)
+
+
+class ManualClock:
+    """Time that moves only when a test says so; sleepers wake when it passes their instant."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+        self._changed = asyncio.Event()
+
+    def now(self) -> datetime:
+        return self._now
+
+    def set(self, at: datetime) -> None:
+        self._now = at
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def advance(self, seconds: float) -> None:
+        self.set(self._now + timedelta(seconds=seconds))
+
+    async def sleep(self, seconds: float) -> None:
+        until = self._now + timedelta(seconds=max(0.0, seconds))
+        while self._now < until:
+            changed = self._changed
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=0.05)
+            except TimeoutError:
+                await asyncio.sleep(0)  # stay responsive to cancellation

@@ -1,0 +1,103 @@
+"""The hall namespace (socket.io): token auth, replay by ``seq``, live events filtered by role.
+
+A client connects with ``{"token", "session_id", "last_seq"}``. It joins the rooms of its
+audience tags first and replays from the log second, so nothing committed in between is missed;
+the client drops duplicates by ``seq``. Every event carries the session's ``seq``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+
+from crypto.errors import BidBridgeError
+from schemas.events import EventRecord
+from server.auth import Principal, Tokens
+from server.clock import Clock
+from server.domain import opening as op
+from server.store import Store
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "/hall"
+REPLAY_PAGE = 500
+
+
+def room(session_id: str, tag: str) -> str:
+    return f"{session_id}|{tag}"
+
+
+class Hall(socketio.AsyncNamespace):
+    def __init__(self, store: Store, tokens: Tokens, clock: Clock) -> None:
+        super().__init__(NAMESPACE)
+        self.store = store
+        self.tokens = tokens
+        self.clock = clock
+        self.on_presence: Any = None  # async (session_id, principal, joined: bool) -> None
+
+    async def publish(self, session_id: str, records: list[EventRecord]) -> None:
+        for r in records:
+            rooms = [room(session_id, tag) for tag in r.audience]
+            await self.emit("event", r.model_dump(), to=rooms)
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if not isinstance(auth, dict):
+            raise socketio.exceptions.ConnectionRefusedError(
+                {"code": "TOKEN_INVALID", "zh": "缺少登录凭证", "en": "no token"}
+            )
+        try:
+            p = self.tokens.check(str(auth.get("token", "")), self.clock.now())
+        except BidBridgeError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(
+                {"code": exc.code, "zh": exc.zh, "en": exc.en}
+            ) from None
+        session_id = str(auth.get("session_id", ""))
+        row = await self.store.load_session(session_id)
+        if row is None:
+            raise socketio.exceptions.ConnectionRefusedError(
+                {"code": "NOT_FOUND", "zh": "会话不存在", "en": "no such session"}
+            )
+        try:
+            last_seq = max(0, int(auth.get("last_seq", 0)))
+        except (TypeError, ValueError):
+            last_seq = 0
+        tags = op.viewer_tags(p.role, p.party_id)
+        await self.save_session(sid, {"principal": p, "session_id": session_id, "tags": tags})
+        for tag in ("all", *tags):
+            await self.enter_room(sid, room(session_id, tag))
+        await self.emit("time", {"now": self.clock.now().isoformat()}, to=sid)
+        await self._replay(sid, session_id, tags, last_seq)
+        if self.on_presence is not None and p.role in op.STAFF_ROLES:
+            await self.on_presence(session_id, p, True)
+
+    async def _replay(self, sid: str, session_id: str, tags: frozenset[str], after: int) -> None:
+        while True:
+            page = await self.store.events_after(session_id, after, limit=REPLAY_PAGE)
+            for r in page:
+                if r.visible_to(tags):
+                    await self.emit("event", r.model_dump(), to=sid)
+            if len(page) < REPLAY_PAGE:
+                break
+            after = page[-1].seq
+        await self.emit("replayed", {"seq": after if not page else page[-1].seq}, to=sid)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        try:
+            data = await self.get_session(sid)
+        except KeyError:
+            return
+        p: Principal = data["principal"]
+        if self.on_presence is not None and p.role in op.STAFF_ROLES:
+            await self.on_presence(data["session_id"], p, False)
+
+    async def on_time(self, sid: str, data: Any = None) -> dict[str, str]:
+        """Clock sync: the client measures its offset from the server's clock (the authority)."""
+        return {"now": self.clock.now().isoformat()}
+
+    async def on_replay(self, sid: str, data: Any = None) -> None:
+        """Ask again for everything after a ``seq`` (a client that noticed a gap)."""
+        info = await self.get_session(sid)
+        after = int(data.get("after", 0)) if isinstance(data, dict) else 0
+        await self._replay(sid, info["session_id"], info["tags"], after)

@@ -1,0 +1,83 @@
+"""Time as data: fire due transitions of stored deadlines (Prozorro's ``next_check``).
+
+A transition is a ``Tick`` command through the normal path, i.e. a compare-and-set on the
+session's version, so firing twice (or from two processes) is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from server.clock import Clock
+from server.domain import opening as op
+from server.service import OpeningService
+from server.store import Store
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 2.0
+"""Longest sleep (in clock seconds) between looks at the store, for deadlines set elsewhere."""
+
+
+class Scheduler:
+    def __init__(self, store: Store, service: OpeningService, clock: Clock) -> None:
+        self.store = store
+        self.service = service
+        self.clock = clock
+        self.after_tick: Callable[[str], Awaitable[None]] | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def fire_due(self) -> int:
+        """Fire every transition due now; returns how many sessions changed."""
+        changed = 0
+        for session_id in await self.store.due_sessions(self.clock.now()):
+            try:
+                records = await self.service.execute(session_id, op.Tick(actor=op.SERVER))
+            except Exception:
+                log.exception("tick failed on %s", session_id)
+                continue
+            if records:
+                changed += 1
+                if self.after_tick is not None:
+                    await self.after_tick(session_id)
+        return changed
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self._wake.clear()
+                await self.fire_due()
+                nxt = await self.store.next_due_at()
+                delay = POLL_SECONDS
+                if nxt is not None:
+                    delay = min(delay, max(0.0, (nxt - self.clock.now()).total_seconds()))
+                sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+                waker = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sleeper.cancel()
+                    waker.cancel()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduler loop error")
+                await asyncio.sleep(0.5)

@@ -1,0 +1,185 @@
+"""The one command path (DESIGN.md section 3): load -> domain decides -> store appends -> publish.
+
+Everything the opening hall does goes through :meth:`OpeningService.execute`: the domain decides
+from the stored state, the events (with a signed checkpoint when the status changed) are
+appended in one compare-and-set transaction, and only then are they published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from schemas.events import EventRecord, NewEvent
+from schemas.time import iso
+from server.audit.chain import GENESIS, event_hash
+from server.clock import Clock
+from server.domain import opening as op
+from server.identity import ServerIdentity
+from server.store import NotFound, Store, VersionConflict
+
+log = logging.getLogger(__name__)
+
+Publisher = Callable[[str, list[EventRecord]], Awaitable[None]]
+
+
+@dataclass
+class Loaded:
+    state: op.OpeningState
+    version: int
+    head_hash: str
+
+
+def snapshot_of(state: op.OpeningState, head_hash: str) -> dict[str, Any]:
+    return {"state": state.model_dump(mode="json"), "head_hash": head_hash}
+
+
+class OpeningService:
+    """Runs commands against opening sessions; the only writer of their event logs."""
+
+    def __init__(
+        self, store: Store, clock: Clock, identity: ServerIdentity, publish: Publisher
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.identity = identity
+        self.publish = publish
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.on_due_changed: Callable[[], None] = lambda: None
+
+    def lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    async def load(self, session_id: str) -> Loaded | None:
+        row = await self.store.load_session(session_id)
+        if row is None or row.kind != "opening":
+            return None
+        state = op.OpeningState.model_validate(row.snapshot["state"])
+        return Loaded(state, row.version, row.snapshot["head_hash"])
+
+    async def create(
+        self, state: op.OpeningState, actor: op.Actor, extra: dict[str, Any]
+    ) -> list[EventRecord]:
+        now = self.clock.now()
+        first = NewEvent(
+            type="session_created",
+            actor=f"{actor.role}:{actor.id}",
+            audience=op.ALL,
+            payload={
+                "lot_id": state.lot_id,
+                "title": state.title,
+                "timetable": state.timetable.model_dump(mode="json"),
+                **extra,
+            },
+        )
+        records = _link(state.session_id, 0, GENESIS, [first], now)
+        records = await self.store.create_session(
+            state.session_id,
+            lot_id=state.lot_id,
+            kind="opening",
+            status=state.status,
+            snapshot=snapshot_of(state, records[-1].hash),
+            next_due=op.next_due(state),
+            events=[first],
+            at=now,
+        )
+        await self.publish(state.session_id, records)
+        return records
+
+    async def execute(
+        self, session_id: str, cmd: op.Command, *, now: datetime | None = None
+    ) -> list[EventRecord]:
+        """Decide and record ``cmd``; raises a Refusal (nothing stored) or returns the records."""
+        for attempt in range(5):
+            async with self.lock(session_id):
+                loaded = await self.load(session_id)
+                if loaded is None:
+                    raise NotFound(session_id)
+                at = now or self.clock.now()
+                events = op.decide(loaded.state, cmd, at)
+                if not events:
+                    return []
+                state = loaded.state
+                for e in events:
+                    state = op.evolve(state, e, at)
+                if state.status != loaded.state.status:
+                    events = [*events, self._checkpoint(session_id, loaded, events, state, at)]
+                linked = _link(session_id, loaded.version, loaded.head_hash, events, at)
+                try:
+                    records = await self.store.append(
+                        session_id,
+                        expected_version=loaded.version,
+                        events=events,
+                        at=at,
+                        snapshot=snapshot_of(state, linked[-1].hash),
+                        status=state.status,
+                        next_due=op.next_due(state),
+                    )
+                except VersionConflict:
+                    log.info("version conflict on %s (attempt %d), retrying", session_id, attempt)
+                    continue
+                # Published after the commit and under the lock, so live order is seq order.
+                await self.publish(session_id, records)
+            if op.next_due(state) != op.next_due(loaded.state):
+                self.on_due_changed()
+            return records
+        raise VersionConflict(session_id)
+
+    def _checkpoint(
+        self,
+        session_id: str,
+        loaded: Loaded,
+        events: list[NewEvent],
+        state: op.OpeningState,
+        at: datetime,
+    ) -> NewEvent:
+        """A server-signed checkpoint over the last event of this state change (section 8)."""
+        last = _link(session_id, loaded.version, loaded.head_hash, events, at)[-1]
+        body = {
+            "session_id": session_id,
+            "seq": last.seq,
+            "hash": last.hash,
+            "status": state.status,
+        }
+        return NewEvent(
+            type="checkpoint",
+            actor="server:server",
+            audience=op.ALL,
+            payload={
+                "seq": last.seq,
+                "hash": last.hash,
+                "status": state.status,
+                "signature": self.identity.sign_json(body, at),
+            },
+        )
+
+
+def _link(
+    session_id: str, version: int, head_hash: str, events: list[NewEvent], at: datetime
+) -> list[EventRecord]:
+    """The records ``events`` become when appended after ``version`` (same as the store's)."""
+    out: list[EventRecord] = []
+    prev = head_hash
+    for i, e in enumerate(events, start=version + 1):
+        body = {
+            "session_id": session_id,
+            "seq": i,
+            "at": iso(at),
+            "type": e.type,
+            "actor": e.actor,
+            "audience": e.audience,
+            "payload": e.payload,
+        }
+        h = event_hash(prev, body)
+        out.append(EventRecord(**body, prev_hash=prev, hash=h))
+        prev = h
+    return out
+
+
+def cek_fingerprint(cek: bytes) -> str:
+    return hashlib.sha256(cek).hexdigest()

@@ -1,0 +1,275 @@
+"""A real opening hall for tests: PKI, a server on a loopback port, parties that log in."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+from cryptography import x509
+
+from crypto import ca
+from crypto.attest import b64encode, sign_document
+from crypto.bid import seal_bid
+from crypto.envelope import Recipient
+from crypto.keys import SoftwareKey
+from crypto.trust import TrustStore
+from schemas.canonical import canonical_json
+from server.app import Hub, Settings, build_app, build_hub
+from server.clock import ManualClock
+from server.identity import ServerIdentity, cert_pem
+from tests.conftest import CODE_A, CODE_B, CODE_C, Pki, make_package, summary_for
+
+
+@dataclass
+class Party:
+    """Someone who logs in with a key: a bidder company or a staff account."""
+
+    name: str
+    key: SoftwareKey
+    cert: x509.Certificate
+    chain: list[x509.Certificate] = field(default_factory=list)
+    enc_key: SoftwareKey | None = None
+    enc_cert: x509.Certificate | None = None
+    code: str | None = None
+    token: str | None = None
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"{status} {body}")
+        self.status = status
+        self.body = body
+        self.code = body.get("code")
+
+
+@dataclass
+class Hall:
+    hub: Hub
+    server: TestServer
+    clock: ManualClock
+    http: aiohttp.ClientSession
+    pki: Pki
+    t0: datetime
+    parties: dict[str, Party]
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url(""))
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        who: Party | None = None,
+        json_body: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        h = dict(headers or {})
+        if who is not None:
+            if who.token is None:
+                await self.login(who)
+            h["Authorization"] = f"Bearer {who.token}"
+        try:
+            return await self._send(method, path, h, json_body, data)
+        except ApiError as exc:
+            if who is None or exc.code != "TOKEN_INVALID":
+                raise
+        await self.login(who)  # the manual clock jumped past the token's life
+        h["Authorization"] = f"Bearer {who.token}"
+        return await self._send(method, path, h, json_body, data)
+
+    async def _send(
+        self, method: str, path: str, h: dict[str, str], json_body: Any, data: Any
+    ) -> Any:
+        async with self.http.request(
+            method, self.url + path, json=json_body, data=data, headers=h
+        ) as r:
+            body = await r.read()
+            ctype = r.headers.get("Content-Type", "")
+            if r.status >= 400:
+                raise ApiError(r.status, json.loads(body))
+            return json.loads(body) if ctype.startswith("application/json") else body
+
+    async def login(self, who: Party) -> dict[str, Any]:
+        ch = await self.request("POST", "/api/auth/challenge")
+        sig = sign_document(
+            ch["document"].encode(), who.key, who.cert, at=self.clock.now(), chain=who.chain
+        )
+        out = await self.request("POST", "/api/auth/login", json_body={"signature": b64encode(sig)})
+        who.token = out["token"]
+        return out
+
+    def sign(self, who: Party, content: bytes) -> str:
+        return b64encode(
+            sign_document(content, who.key, who.cert, at=self.clock.now(), chain=who.chain)
+        )
+
+    def sign_json(self, who: Party, value: Any) -> str:
+        return self.sign(who, canonical_json(value))
+
+    async def create_session(self, **overrides: Any) -> str:
+        body = {
+            "lot_id": "JS-2026-0101/01",
+            "title": "市政道路改造工程 01 标段",
+            "sign_in_opens": (self.t0 + timedelta(minutes=5)).isoformat(),
+            "deadline": (self.t0 + timedelta(hours=1)).isoformat(),
+            "decrypt_minutes": 30,
+            "confirm_minutes": 10,
+            "min_bids": 3,
+            "security_required_fen": 100_000_00,
+        }
+        body.update(overrides)
+        out = await self.request("POST", "/api/sessions", self.parties["host"], body)
+        sid = out["session_id"]
+        await self.request("POST", f"/api/sessions/{sid}/publish", self.parties["host"])
+        return str(sid)
+
+    def seal(
+        self,
+        tmp: Path,
+        bidder: Party,
+        *,
+        to: x509.Certificate | None = None,
+        name: str = "bid",
+        extra_recipients: list[x509.Certificate] | None = None,
+        **summary: Any,
+    ) -> Path:
+        assert bidder.code is not None and bidder.enc_cert is not None
+        folder = make_package(
+            tmp / f"{name}-src",
+            bidder.code,
+            summary=summary_for(bidder.code, bidder_name=bidder.name, **summary),
+        )
+        out = tmp / f"{name}.p7m"
+        recipients = [Recipient(to or bidder.enc_cert)] + [
+            Recipient(c) for c in extra_recipients or []
+        ]
+        seal_bid(
+            folder,
+            out,
+            signer=bidder.key,
+            signer_cert=bidder.cert,
+            chain=bidder.chain,
+            recipients=recipients,
+        )
+        return out
+
+    async def upload(self, sid: str, bidder: Party, path: Path) -> dict[str, Any]:
+        data = path.read_bytes()
+        return dict(
+            await self.request(
+                "PUT",
+                f"/api/sessions/{sid}/bid",
+                bidder,
+                data=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        )
+
+    async def at(self, when: datetime) -> None:
+        """Move the clock and fire what is due (as the scheduler would)."""
+        self.clock.set(when)
+        await self.hub.scheduler.fire_due()
+
+    async def view(self, sid: str, who: Party) -> dict[str, Any]:
+        return dict((await self.request("GET", f"/api/sessions/{sid}", who))["view"])
+
+
+def person(
+    issuer: ca.Issued, name: str, role: str, pid: str, chain: list[x509.Certificate]
+) -> Party:
+    issued = ca.issue_person(issuer, name=name, role=role, person_id=pid, key_type="ec-p256")  # type: ignore[arg-type]
+    assert issued.key is not None
+    return Party(name, SoftwareKey(issued.key), issued.certificate, chain)
+
+
+def company(pair: ca.CompanyPair, name: str, code: str, chain: list[x509.Certificate]) -> Party:
+    assert pair.signing.key is not None and pair.encryption.key is not None
+    return Party(
+        name,
+        SoftwareKey(pair.signing.key),
+        pair.signing.certificate,
+        chain,
+        SoftwareKey(pair.encryption.key),
+        pair.encryption.certificate,
+        code,
+    )
+
+
+async def start_hall(pki: Pki, tmp: Path, database_url: str | None = None) -> Hall:
+    t0 = pki.now.replace(microsecond=0) + timedelta(minutes=1)
+    clock = ManualClock(t0)
+    server_person = ca.issue_person(
+        pki.root_a, name="平台签章", role="centre", person_id="PLATFORM1", key_type="ec-p256"
+    )
+    assert server_person.key is not None
+    identity = ServerIdentity(SoftwareKey(server_person.key), server_person.certificate, [])
+    trust: TrustStore = pki.trust()
+    settings = Settings(data_dir=tmp / "data", database_url=database_url, scheduler=False)
+    hub = await build_hub(settings, trust=trust, identity=identity, clock=clock)
+    app = build_app(hub)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    http = aiohttp.ClientSession()
+    sub_chain = [pki.sub_b.certificate]
+    parties = {
+        "centre": person(pki.root_a, "中心管理员", "centre", "C001", []),
+        "host": person(pki.root_a, "主持人王", "host", "H001", []),
+        "supervisor": person(pki.root_b, "监管李", "supervisor", "S001", []),
+        "a": company(pki.bidder_rsa, "甲建设工程有限公司", CODE_A, []),
+        "b": company(pki.bidder_ec, "乙路桥集团有限公司", CODE_B, sub_chain),
+        "c": company(pki.other_rsa, "丙市政工程有限公司", CODE_C, []),
+    }
+    await hub.store.add_account("centre", "中心管理员", cert_pem(parties["centre"].cert), t0)
+    hall = Hall(hub, server, clock, http, pki, t0, parties)
+    centre = parties["centre"]
+    for role in ("host", "supervisor"):
+        await hall.request(
+            "POST",
+            "/api/accounts",
+            centre,
+            {"role": role, "name": parties[role].name, "cert_pem": cert_pem(parties[role].cert)},
+        )
+    for key in ("a", "b", "c"):
+        p = parties[key]
+        assert p.enc_cert is not None
+        await hall.request(
+            "POST",
+            "/api/companies",
+            centre,
+            {
+                "credit_code": p.code,
+                "name": p.name,
+                "signing_cert_pem": cert_pem(p.cert),
+                "encryption_cert_pem": cert_pem(p.enc_cert),
+            },
+        )
+    await hall.request(
+        "POST",
+        "/api/projects",
+        centre,
+        {
+            "code": "JS-2026-0101",
+            "name": "市政道路改造工程",
+            "tenderer_name": "某市城投公司",
+            "tenderer_credit_code": CODE_C[:17] + CODE_C[17],
+        },
+    )
+    await hall.request(
+        "POST",
+        "/api/lots",
+        centre,
+        {"project_code": "JS-2026-0101", "code": "01", "name": "01 标段"},
+    )
+    return hall
+
+
+async def stop_hall(hall: Hall) -> None:
+    await hall.http.close()
+    await hall.server.close()
