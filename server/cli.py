@@ -11,6 +11,7 @@ from crypto import cli as crypto_cli
 from crypto.errors import BidBridgeError, FileUnreadable
 from server import demo, serve_cli
 from server.audit import cli as audit_cli
+from server.audit import export as audit_export
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     serve_cli.register(sub)
     audit_cli.register(sub)
+    audit_export.register(sub)
     return parser
 
 

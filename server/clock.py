@@ -27,17 +27,22 @@ class SystemClock:
 
 
 class AcceleratedClock:
-    """Time that runs ``factor`` times faster than real time from ``start`` (for the demo)."""
+    """Time that runs ``factor`` times faster than real time since ``anchor`` (for the demo).
 
-    def __init__(self, factor: float, start: datetime | None = None) -> None:
+    ``now = anchor + (real now - anchor) * factor``: a restarted process given the same anchor
+    and factor continues the same accelerated time line.
+    """
+
+    def __init__(self, factor: float, anchor: datetime | None = None) -> None:
         if factor <= 0:
             raise ValueError("factor must be positive")
         self.factor = factor
-        self._start = start or datetime.now(UTC)
-        self._t0 = time.monotonic()
+        self.anchor = anchor or datetime.now(UTC)
+        self._anchor_ts = self.anchor.timestamp()
 
     def now(self) -> datetime:
-        return self._start + timedelta(seconds=(time.monotonic() - self._t0) * self.factor)
+        elapsed = (time.time() - self._anchor_ts) * self.factor
+        return self.anchor + timedelta(seconds=elapsed)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.factor)

@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from crypto.keys import load_certificate
+from schemas.time import parse_iso
 from server.app import DEFAULT_UPLOAD_LIMIT, Settings, build_app, build_hub
 from server.clock import AcceleratedClock, Clock, SystemClock
 from server.identity import ServerIdentity, load_trust
@@ -36,7 +37,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         Path(args.identity) if args.identity else data / "identity"
     )
     trust = load_trust(Path(args.trust) if args.trust else data / "trust")
-    clock: Clock = AcceleratedClock(args.accelerate) if args.accelerate else SystemClock()
+    clock: Clock = SystemClock()
+    if args.accelerate:
+        anchor = parse_iso(args.accelerate_from) if args.accelerate_from else None
+        clock = AcceleratedClock(args.accelerate, anchor)
 
     async def make() -> web.Application:
         hub = await build_hub(settings, trust=trust, identity=identity, clock=clock)
@@ -90,6 +94,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--server-id", default="bidbridge", help="name bound into login signatures")
     p.add_argument("--accelerate", type=float, help="run the clock this many times faster (demo)")
+    p.add_argument(
+        "--accelerate-from",
+        help="ISO instant the accelerated clock counts from (keep it across restarts)",
+    )
     p.set_defaults(handler=cmd_serve)
 
     a = sub.add_parser("admin", help="bootstrap the server's data / 初始化数据")
