@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 from crypto import ca_cli, token_cli
 from crypto import cli as crypto_cli
 from crypto.errors import BidBridgeError, FileUnreadable
-from server import demo, serve_cli
+from room_client import bidder_cli
+from server import demo, demo_crypto, serve_cli
 from server.audit import cli as audit_cli
 from server.audit import export as audit_export
 
@@ -26,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     crypto_cli.register(sub)
     token_cli.register(sub)
     demo.register(sub)
+    demo_crypto.register(sub)
     serve_cli.register(sub)
+    bidder_cli.register(sub)
     audit_cli.register(sub)
     audit_export.register(sub)
     return parser

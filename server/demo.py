@@ -1,228 +1,497 @@
-"""``bidbridge demo``: the main job on the embedded default, end to end, with fresh CAs.
+"""``bidbridge demo``: a complete no-show opening on the embedded default, accelerated clock.
 
-At this stage the demo runs the sealed-bid round trip the opening will rest on: two independent
-CAs trusted at once (CA 互认), bidders from both seal bids offline (RSA-OAEP and ECDH recipients,
-one two-envelope bid), each bidder unwraps its own content-encryption key, the "server" decrypts
-with that key alone, verifies tag, signature, chain and revocation, and reads the price. Then it
-shows what happens to a tampered file, a revoked signer and an envelope for someone else.
+Five bidders with certificates from two CAs (one keeps its keys on a SoftHSM token) seal, upload,
+rehearse and decrypt online through the bidder agent; one cannot decrypt and ends revoked; an
+objection is raised and answered; the table and the record are printed; the archive is exported
+and verified offline. Then the server keeps running (Ctrl-C stops it), or exits with ``--exit``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+from aiohttp import web
 
 from crypto import ca
-from crypto.bid import decrypt_with_key, seal_bid, unwrap
+from crypto.bid import seal_bid
 from crypto.envelope import Recipient
 from crypto.errors import BidBridgeError
-from crypto.keys import SoftwareKey
-from crypto.quorum import open_share, rebuild_backup_key, split_backup_key
+from crypto.keys import KeyTransportPadding, PrivateKeyHandle, SoftwareKey
+from crypto.token import (
+    Pkcs11Uri,
+    generate_key_on_token,
+    open_token_key,
+    store_certificate_on_token,
+)
 from crypto.trust import TrustStore
+from room_client.agent import Credentials, HallClient, HallFollower
 from schemas.common import uscc_check_char
+from server.app import Settings, build_app, build_hub
+from server.audit.archive import verify_archive
+from server.audit.export import export_session
+from server.clock import AcceleratedClock
+from server.identity import ServerIdentity, cert_pem
+
+SOFTHSM_MODULE = os.environ.get("SOFTHSM2_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
+PROJECT = "JS-2026-0101"
 
 
 def _code(first17: str) -> str:
     return first17 + uscc_check_char(first17)
 
 
-def _write_package(folder: Path, summary: dict[str, object], documents: dict[str, bytes]) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1))
-    for name, data in documents.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(data)
-    return folder
+BIDDERS = [
+    # name, credit code, CA, key type, price (fen), on a token
+    ("甲建设工程有限公司", _code("91110000MA01AAAA1"), "A", "rsa2048", 128_000_000_00, False),
+    ("乙路桥集团有限公司", _code("91320000MA02BBBB2"), "B", "ec-p256", 125_500_000_00, False),
+    ("丙市政工程有限公司", _code("91440300MA03CCCC3"), "A", "rsa2048", 131_250_000_00, False),
+    ("丁水利水电有限公司", _code("91510100MA04DDDD4"), "B", "ec-p256", 127_880_000_00, False),
+    ("戊城建集团有限公司", _code("91330100MA05EEEE5"), "A", "ec-p256", 129_990_000_00, True),
+]
+FAILS = 2  # index of the bidder whose CA key was replaced after sealing: it cannot decrypt
 
 
-def run_demo(out: Path) -> int:
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    now = datetime.now(UTC)
-    print("== 1. 两个相互独立的 CA (CA 互认) / two independent CAs ==")
-    root_a = ca.create_root_ca("Demo CA A Root", organization="Demo CA A", key_type="rsa2048")
-    root_b = ca.create_root_ca("Demo CA B Root", organization="Demo CA B", key_type="ec-p256")
-    sub_b = ca.create_intermediate_ca(root_b, "Demo CA B Issuing CA 1", key_type="ec-p256")
-    bidders = [
-        ("甲建设工程有限公司", _code("91110000MA01AAAA1"), root_a, "rsa2048", 128_000_000_00),
-        ("乙路桥集团有限公司", _code("91320000MA02BBBB2"), sub_b, "ec-p256", 125_500_000_00),
-        ("丙市政工程有限公司", _code("91440300MA03CCCC3"), root_a, "rsa2048", 131_250_000_00),
-    ]
-    backup = ca.issue_company_pair(
-        root_a, credit_code=_code("12100000MB0000001"), company_name="交易中心备用解密"
-    ).encryption
-    trust = TrustStore([root_a.certificate, root_b.certificate], [sub_b.certificate])
-    for issuer in (root_a, sub_b, root_b):
-        trust.add_crl(
-            ca.issue_crl(
+class DemoFailed(BidBridgeError):
+    code = "DEMO_FAILED"
+    zh = "演示步骤失败"
+    en = "a demo step failed"
+
+
+def _step(title: str) -> None:
+    print(f"\n== {title} ==", flush=True)
+
+
+def _free_port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _softhsm(out: Path) -> str:
+    """A SoftHSM token for the fifth bidder, in the demo folder (the system store is untouched)."""
+    tokens = out / "softhsm" / "tokens"
+    tokens.mkdir(parents=True)
+    conf = out / "softhsm" / "softhsm2.conf"
+    conf.write_text(
+        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    subprocess.run(
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            "demo-bidder",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "12345678",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(Pkcs11Uri(token="demo-bidder", module_path=SOFTHSM_MODULE, pin_value="1234"))
+
+
+class World:
+    """The parties of the demo and their keys."""
+
+    def __init__(self, out: Path, now: datetime) -> None:
+        self.out = out
+        self.root_a = ca.create_root_ca(
+            "Demo CA A Root", organization="Demo CA A", key_type="rsa2048"
+        )
+        self.root_b = ca.create_root_ca(
+            "Demo CA B Root", organization="Demo CA B", key_type="ec-p256"
+        )
+        self.sub_b = ca.create_intermediate_ca(
+            self.root_b, "Demo CA B Issuing CA 1", key_type="ec-p256"
+        )
+        self.trust = TrustStore(
+            [self.root_a.certificate, self.root_b.certificate], [self.sub_b.certificate]
+        )
+        for issuer in (self.root_a, self.root_b, self.sub_b):
+            self.trust.add_crl(
+                ca.issue_crl(
+                    issuer,
+                    [],
+                    this_update=now - timedelta(hours=1),
+                    next_update=now + timedelta(days=30),
+                    crl_number=1,
+                )
+            )
+        platform = ca.issue_person(
+            self.root_a, name="平台签章", role="centre", person_id="PLATFORM1", key_type="ec-p256"
+        )
+        assert platform.key is not None
+        self.identity = ServerIdentity(SoftwareKey(platform.key), platform.certificate)
+        self.staff = {
+            role: self._person(name, role, pid)
+            for role, name, pid in (
+                ("centre", "交易中心管理员", "C001"),
+                ("host", "主持人王", "H001"),
+                ("supervisor", "监管人员李", "S001"),
+            )
+        }
+        self.token_uri = _softhsm(out)
+        self.bidders: list[dict[str, Any]] = [self._company(i, *b) for i, b in enumerate(BIDDERS)]
+
+    def _person(self, name: str, role: str, pid: str) -> Credentials:
+        issued = ca.issue_person(
+            self.root_b if role == "supervisor" else self.root_a,
+            name=name,
+            role=role,
+            person_id=pid,
+            key_type="ec-p256",
+        )  # type: ignore[arg-type]
+        assert issued.key is not None
+        return Credentials(SoftwareKey(issued.key), issued.certificate)
+
+    def _company(
+        self, i: int, name: str, code: str, ca_name: str, key_type: str, price: int, on_token: bool
+    ) -> dict[str, Any]:
+        issuer = self.root_a if ca_name == "A" else self.sub_b
+        chain = [self.sub_b.certificate] if ca_name == "B" else []
+        sign_key: PrivateKeyHandle
+        dec_key: PrivateKeyHandle
+        if on_token:
+            sign_pub = generate_key_on_token(self.token_uri, key_type, "sign", b"\x01")  # type: ignore[arg-type]
+            enc_pub = generate_key_on_token(self.token_uri, key_type, "enc", b"\x02")  # type: ignore[arg-type]
+            pair = ca.issue_company_pair(
                 issuer,
-                [],
-                this_update=now - timedelta(minutes=5),
-                next_update=now + timedelta(days=7),
-                crl_number=1,
+                credit_code=code,
+                company_name=name,
+                signing_public_key=sign_pub,
+                encryption_public_key=enc_pub,
+            )
+            store_certificate_on_token(self.token_uri, pair.signing.certificate, "sign", b"\x01")
+            store_certificate_on_token(self.token_uri, pair.encryption.certificate, "enc", b"\x02")
+            base = Pkcs11Uri.parse(self.token_uri)
+            sign_key = open_token_key(
+                str(
+                    Pkcs11Uri(
+                        token=base.token,
+                        object="sign",
+                        type="private",
+                        module_path=base.module_path,
+                        pin_value="1234",
+                    )
+                )
+            )
+            dec_key = open_token_key(
+                str(
+                    Pkcs11Uri(
+                        token=base.token,
+                        object="enc",
+                        type="private",
+                        module_path=base.module_path,
+                        pin_value="1234",
+                    )
+                )
+            )
+        else:
+            pair = ca.issue_company_pair(
+                issuer, credit_code=code, company_name=name, key_type=key_type
+            )  # type: ignore[arg-type]
+            assert pair.signing.key is not None and pair.encryption.key is not None
+            sign_key, dec_key = SoftwareKey(pair.signing.key), SoftwareKey(pair.encryption.key)
+        creds = Credentials(
+            sign_key, pair.signing.certificate, chain, dec_key, pair.encryption.certificate
+        )
+        return {
+            "i": i,
+            "name": name,
+            "code": code,
+            "ca": ca_name,
+            "price": price,
+            "token": on_token,
+            "pair": pair,
+            "creds": creds,
+            "chain": chain,
+        }
+
+    def seal(self, b: dict[str, Any]) -> Path:
+        folder = self.out / f"bidder{b['i'] + 1}"
+        pkg = folder / "package"
+        pkg.mkdir(parents=True)
+        (pkg / "summary.json").write_text(
+            json.dumps(
+                {
+                    "project_code": PROJECT,
+                    "lot_code": "01",
+                    "bidder_credit_code": b["code"],
+                    "bidder_name": b["name"],
+                    "price_fen": b["price"],
+                    "duration_days": 300 + 15 * b["i"],
+                    "quality": "合格",
+                    "project_manager": f"项目经理{b['i'] + 1}",
+                    "extra_fields": {"safety_rating": "A"},
+                },
+                ensure_ascii=False,
             )
         )
-    print("   trusted roots: Demo CA A (RSA), Demo CA B (ECDSA P-256, via an intermediate)")
-
-    print("== 2. 投标人离线封装 / bidders seal offline ==")
-    sealed = []
-    for i, (name, code, issuer, key_type, price) in enumerate(bidders, 1):
-        pair = ca.issue_company_pair(issuer, credit_code=code, company_name=name, key_type=key_type)  # type: ignore[arg-type]
-        pkg = _write_package(
-            out / f"bidder{i}" / "package",
-            {
-                "project_code": "JS-2026-0101",
-                "lot_code": "01",
-                "bidder_credit_code": code,
-                "bidder_name": name,
-                "price_fen": price,
-                "duration_days": 365,
-                "quality": "合格",
-                "project_manager": f"项目经理{i}",
-            },
-            {
-                "商务标.pdf": f"%PDF-1.7 demo bid of {name}\n".encode() * 2000,
-                "技术标/施工组织设计.pdf": b"%PDF-1.7 technical\n" * 5000,
-            },
-        )
-        bid = out / f"bidder{i}" / "bid.p7m"
-        assert pair.signing.key is not None
-        res = seal_bid(
+        (pkg / "商务标.pdf").write_bytes(f"%PDF-1.7 demo bid of {b['name']}\n".encode() * 4000)
+        (pkg / "技术标").mkdir()
+        (pkg / "技术标" / "施工组织设计.pdf").write_bytes(b"%PDF-1.7 technical\n" * 8000)
+        enc_cert = b["pair"].encryption.certificate
+        padding = KeyTransportPadding("oaep", "sha1", "sha1") if b["token"] else None
+        recipient = Recipient(enc_cert, padding) if padding else Recipient(enc_cert)
+        out = folder / "bid.p7m"
+        seal_bid(
             pkg,
-            bid,
-            signer=SoftwareKey(pair.signing.key),
-            signer_cert=pair.signing.certificate,
-            recipients=[Recipient(pair.encryption.certificate), Recipient(backup.certificate)],
-            chain=[sub_b.certificate] if issuer is sub_b else [],
+            out,
+            signer=b["creds"].signing_key,
+            signer_cert=b["creds"].signing_cert,
+            chain=b["chain"],
+            recipients=[recipient],
         )
-        kind = "RSA-OAEP-SHA256" if key_type.startswith("rsa") else "ECDH P-256"
-        print(
-            f"   {name}: {res.size} bytes, SHA-256 {res.sha256[:16]}..., recipient {kind} + backup"
-        )
-        sealed.append((name, code, pair, bid))
+        return out
 
-    print("== 3. 在线解密 (拆分式) / online decryption, split form ==")
-    table = []
-    for name, code, pair, bid in sealed:
-        assert pair.encryption.key is not None
-        cek = unwrap(bid, SoftwareKey(pair.encryption.key), pair.encryption.certificate)
-        opened = decrypt_with_key(
-            bid,
-            cek,
-            bid.with_name("opened"),
-            expected_credit_code=code,
-            trust=trust,
-            at=datetime.now(UTC),
-        )
-        table.append((name, opened.summary.price_fen))
-        print(
-            f"   {name}: bidder key unwrapped the CEK; server verified tag, signature, chain, CRL"
-        )
-    print("== 4. 唱标 / opening table ==")
-    for name, price in table:
-        assert price is not None
-        print(f"   {name:<12} {price / 100:>16,.2f} 元")
 
-    print("== 5. 备用解密 (2/3 托管人) / backup decryption, 2 of 3 custodians ==")
-    assert backup.key is not None
-    custodians = [
-        ca.issue_person(root_a, name=who, role=role, person_id=f"ID-{i}", usage="encryption")
-        for i, (who, role) in enumerate(
-            [("主持人", "host"), ("监管人员", "supervisor"), ("交易中心", "centre")], 1
-        )
-    ]
-    bundle = split_backup_key(
-        backup.key, backup.certificate, [c.certificate for c in custodians], 2
+def _money(fen: Any) -> str:
+    return f"{fen / 100:,.2f} 元" if isinstance(fen, int) else "-"
+
+
+async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
+    now = datetime.now(UTC)
+    _step("1. 两个 CA、五家投标人（其一使用 SoftHSM 令牌）/ two CAs, five bidders, one on a token")
+    world = World(out, now)
+    for b in world.bidders:
+        where = "SoftHSM 令牌 / token" if b["token"] else "密钥文件 / key file"
+        print(f"   {b['name']} ({b['code']}) CA {b['ca']}, {where}")
+
+    _step("2. 启动开标大厅服务（SQLite，本地文件，加速时钟）/ start the hall server")
+    clock = AcceleratedClock(factor)
+    settings = Settings(data_dir=out / "data")
+    hub = await build_hub(settings, trust=world.trust, identity=world.identity, clock=clock)
+    await hub.store.add_account(
+        "centre", "交易中心管理员", cert_pem(world.staff["centre"].signing_cert), clock.now()
     )
-    (out / "backup-quorum.json").write_text(bundle.to_json())
-    approvals = []
-    for c in custodians[:2]:
-        assert c.key is not None
-        approvals.append(open_share(bundle, SoftwareKey(c.key), c.certificate))
-    rebuilt = rebuild_backup_key(bundle, approvals)
-    name, code, _, bid = sealed[1]
-    opened = decrypt_with_key(
-        bid,
-        unwrap(bid, rebuilt, backup.certificate),
-        bid.with_name("backup-opened"),
-        expected_credit_code=code,
-    )
-    print(
-        f"   host + supervisor rebuilt the backup key; {name} opened: {opened.summary.price_fen} fen"
-    )
+    app = build_app(hub)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = _free_port(port)
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}"
+    print(f"   {url}  (OpenAPI: {url}/api/openapi.json, clock x{factor:g})")
+
+    clients: list[HallClient] = []
+
+    def client(creds: Credentials) -> HallClient:
+        c = HallClient(url, creds)
+        clients.append(c)
+        return c
+
+    ok = True
     try:
-        rebuild_backup_key(bundle, approvals[:1])
-    except BidBridgeError as exc:
-        print(f"   one custodian alone: ERROR {exc.line()}")
-
-    print("== 6. 拒绝的情形 / what is refused ==")
-    name, code, pair, bid = sealed[0]
-    tampered = out / "tampered.p7m"
-    data = bytearray(bid.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    tampered.write_bytes(bytes(data))
-    assert pair.encryption.key is not None
-    cases = [
-        (
-            "one changed byte",
-            lambda: decrypt_with_key(
-                tampered,
-                unwrap(tampered, SoftwareKey(pair.encryption.key), pair.encryption.certificate),
-                out / "t-open",
-            ),
-        ),
-        (
-            "another bidder's key",
-            lambda: unwrap(
-                bid, SoftwareKey(sealed[2][2].encryption.key), sealed[2][2].encryption.certificate
-            ),
-        ),
-    ]
-    revoked_crl = ca.issue_crl(
-        root_a,
-        [ca.RevokedEntry(pair.signing.certificate.serial_number, now - timedelta(minutes=1))],
-        this_update=now,
-        next_update=now + timedelta(days=7),
-        crl_number=2,
-    )
-    trust.add_crl(revoked_crl)
-    cases.append(
-        (
-            "a revoked signing certificate",
-            lambda: decrypt_with_key(
-                bid,
-                unwrap(bid, SoftwareKey(pair.encryption.key), pair.encryption.certificate),
-                out / "r-open",
-                trust=trust,
-                at=datetime.now(UTC),
-            ),
+        centre = client(world.staff["centre"])
+        host = client(world.staff["host"])
+        supervisor = client(world.staff["supervisor"])
+        for role in ("host", "supervisor"):
+            await centre.add_account(
+                role,
+                world.staff[role].signing_cert.subject.rfc4514_string()[:60],
+                cert_pem(world.staff[role].signing_cert),
+            )
+        for b in world.bidders:
+            pem = b["pair"]
+            await centre.add_company(
+                b["code"],
+                b["name"],
+                cert_pem(pem.signing.certificate),
+                cert_pem(pem.encryption.certificate),
+            )
+        await centre.add_project(
+            PROJECT, "市政道路改造工程", "某市城市建设投资有限公司", _code("91330100MA0TENDE0")
         )
-    )
-    for label, action in cases:
-        try:
-            action()
-        except BidBridgeError as exc:
-            print(f"   {label}: ERROR {exc.line()}")
-        else:
-            print(f"   {label}: NOT REFUSED (this is a bug)")
-            return 1
-    print(f"demo files: {out}")
-    return 0
+        await centre.add_lot(PROJECT, "01", "01 标段")
+        t = clock.now()
+        created = await host.create_session(
+            lot_id=f"{PROJECT}/01",
+            title="市政道路改造工程 01 标段",
+            sign_in_opens=(t + timedelta(minutes=1)).isoformat(),
+            deadline=(t + timedelta(minutes=15)).isoformat(),
+            decrypt_minutes=8,
+            confirm_minutes=5,
+            min_bids=3,
+            table_fields=["safety_rating"],
+        )
+        sid = created["session_id"]
+        await host.publish(sid)
+        print(
+            f"   session {sid}: deadline {(t + timedelta(minutes=15)):%H:%M:%S} UTC (server clock)"
+        )
+
+        _step("3. 离线封装、上传、回执、解密演练 / seal offline, upload, receipt, rehearsal")
+        bidder_clients = []
+        for b in world.bidders:
+            envelope = await asyncio.to_thread(world.seal, b)
+            c = client(b["creds"])
+            bidder_clients.append(c)
+            r = await c.upload(sid, envelope)
+            receipt = r["receipt"]
+            print(
+                f"   {b['name']}: {receipt['size']} bytes, SHA-256 {receipt['envelope_sha256'][:16]}…, 回执 receipt {receipt['receipt_id']} at {receipt['received_at']}"
+            )
+        # The third bidder replaced its CA key after sealing: the rehearsal shows it days early.
+        failing = world.bidders[FAILS]
+        renewed = ca.issue_company_pair(
+            world.root_a, credit_code=failing["code"], company_name=failing["name"]
+        )
+        assert renewed.encryption.key is not None
+        failing["creds"].decrypt_key = SoftwareKey(renewed.encryption.key)
+        failing["creds"].decrypt_cert = renewed.encryption.certificate
+        for b, c in zip(world.bidders, bidder_clients, strict=True):
+            result = await c.rehearse(sid)
+            mark = (
+                "通过 passed"
+                if result["passed"]
+                else f"失败 FAILED {result['code']}: {result['message'][:90]}"
+            )
+            print(f"   演练 rehearsal {b['name']}: {mark}")
+        view = await host.session(sid)
+        print(
+            f"   主持人此时看到的投标数 / bids the host can see before the deadline: {('bids' in view['view'] and len(view['view']['bids'])) or '— (不可见 hidden, rule 4)'}"
+        )
+
+        _step(
+            "4. 截标、监管签到、开标、在线解密 / deadline, supervisor signs in, opening, online decryption"
+        )
+        async with HallFollower(supervisor, sid) as sup_follow:
+            await sup_follow.wait_for(lambda e: e["type"] == "session_sealed", timeout=120)
+            print("   截标 sealed; 监管人员在线 / supervisor present")
+            await host.start(sid)
+            await host.open_decryption(sid)
+            print("   解密窗口开启 / decryption window open")
+            for b, c in zip(world.bidders, bidder_clients, strict=True):
+                try:
+                    result = await c.decrypt(sid)
+                    state = (
+                        "解密成功 decrypted" if result["ok"] else f"失败 failed {result['code']}"
+                    )
+                except BidBridgeError as exc:
+                    state = f"本地无法解开 cannot unwrap locally: {exc.code}"
+                print(f"   {b['name']}: {state}")
+            table_event = await sup_follow.wait_for(
+                lambda e: e["type"] == "table_published", timeout=120
+            )
+            for e in sup_follow.ordered():
+                if e["type"] in ("bid_revoked", "bid_withdrawn"):
+                    print(
+                        f"   窗口关闭 window closed: {e['payload']['bidder']} -> {e['type']} ({e['payload']['evidence']['finding']})"
+                    )
+
+            _step("5. 唱标 / opening table")
+            for row in table_event["payload"]["table"]["rows"]:
+                print(
+                    f"   {row['bidder_name']:<12} {row['status']:<10} {_money(row['price_fen']):>20}  工期 {row['duration_days'] or '-'} 天  安全 {row['fields'].get('safety_rating') or '-'}"
+                )
+
+            _step("6. 异议与答复、确认 / objection and reply, confirmation")
+            failing_client = bidder_clients[FAILS]
+            await failing_client.object(
+                sid,
+                "我单位 CA 锁更换后无法解密，请求核实。/ Our CA key was replaced and we could not decrypt; please check.",
+            )
+            await host.reply(
+                sid,
+                1,
+                "经核实，贵单位演练时已提示失败，解密失败责任在投标人，按规定撤销。/ Your rehearsal had already failed; the failure is the bidder's, the bid is revoked.",
+            )
+            print("   异议 #1 已答复 / objection #1 answered")
+            await host.open_confirmation(sid)
+            for c in bidder_clients[:2]:
+                await c.confirm(sid)
+            print(
+                "   两家签名确认，其余沉默视为确认 / two bidders signed; silence counts as confirmation"
+            )
+            await sup_follow.wait_for(
+                lambda e: e["type"] == "record_generated",
+                timeout=120,
+            )
+
+            _step("7. 开标记录（平台、主持人、监管签名）/ the opening record, signed")
+            await host.sign_record(sid)
+            await supervisor.sign_record(sid)
+            await sup_follow.wait_for(
+                lambda e: e["type"] == "record_published",
+                timeout=60,
+            )
+            record = await host.record(sid)
+            print(record["text"])
+            print(f"   签名 signatures: {', '.join(sorted(record['signatures']))}")
+
+        _step("8. 导出并离线验证档案 / export and verify the archive")
+        archive = out / "archive.zip"
+        await export_session(
+            hub.store, hub.blobs, hub.trust, hub.identity, sid, archive, clock.now()
+        )
+        report = await asyncio.to_thread(verify_archive, archive)
+        print(
+            f"   {archive}: {report.events} events, {report.signatures_checked} signatures, {report.bids_decrypted} decrypted bids, head {report.head_hash[:16]}… — 验证通过 / verified"
+        )
+        revoked = [r for r in table_event["payload"]["table"]["rows"] if r["status"] == "revoked"]
+        if len(revoked) != 1 or revoked[0]["bidder"] != failing["code"]:
+            raise DemoFailed("expected exactly the third bidder revoked")
+    except BidBridgeError as exc:
+        print(f"ERROR {exc.line()}", file=sys.stderr)
+        ok = False
+    finally:
+        for c in clients:
+            with contextlib.suppress(Exception):
+                await c.close()
+    if ok and keep_running:
+        print(
+            f"\n服务器运行中 / the server keeps running at {url} — Ctrl-C 停止 / to stop",
+            flush=True,
+        )
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+    await runner.cleanup()
+    print("\n演示完成 / demo complete" if ok else "\n演示失败 / demo FAILED")
+    return 0 if ok else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(Path(args.out))
+    out = Path(args.out).resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    try:
+        return asyncio.run(run(out, args.port, args.factor, not args.exit))
+    except KeyboardInterrupt:
+        print("\n已停止 / stopped")
+        return 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
-        help="运行演示 run the end-to-end demo on the embedded default",
-        description="Run the demo with fresh CAs in a local folder.",
+        help="运行开标演示 run a complete no-show opening on the embedded default",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", default="demo-out", help="folder for the demo's files (recreated)")
+    p.add_argument(
+        "--port", type=int, default=8080, help="port of the hall server (next free if taken)"
+    )
+    p.add_argument("--factor", type=float, default=60.0, help="clock acceleration (default x60)")
+    p.add_argument(
+        "--exit", action="store_true", help="exit after the demo (status 0 only on success)"
+    )
     p.set_defaults(handler=cmd_demo)

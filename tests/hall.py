@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import socketio
 from aiohttp.test_utils import TestServer
 from cryptography import x509
 
@@ -22,7 +25,9 @@ from schemas.canonical import canonical_json
 from server.app import Hub, Settings, build_app, build_hub
 from server.clock import ManualClock
 from server.identity import ServerIdentity, cert_pem
-from tests.conftest import CODE_A, CODE_B, CODE_C, Pki, make_package, summary_for
+from tests.conftest import CODE_A, CODE_B, CODE_C, Pki, credit_code, make_package, summary_for
+
+TENDERER_CODE = credit_code("91320100MA0TTTTT6")  # the tenderer is none of the bidders
 
 
 @dataclass
@@ -56,6 +61,7 @@ class Hall:
     pki: Pki
     t0: datetime
     parties: dict[str, Party]
+    listeners: list[Listener] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -180,6 +186,182 @@ class Hall:
     async def view(self, sid: str, who: Party) -> dict[str, Any]:
         return dict((await self.request("GET", f"/api/sessions/{sid}", who))["view"])
 
+    async def events(self, sid: str, who: Party, after: int = 0) -> list[dict[str, Any]]:
+        out = await self.request("GET", f"/api/sessions/{sid}/events?after={after}", who)
+        return list(out["events"])
+
+    def blob_listing(self) -> list[str]:
+        """Every stored blob (relative path), temp files of uploads in progress excluded."""
+        root = self.hub.settings.data_dir / "blobs"
+        if not root.exists():
+            return []
+        return sorted(
+            p.relative_to(root).as_posix()
+            for p in root.rglob("*")
+            if p.is_file() and p.relative_to(root).parts[0] != "tmp"
+        )
+
+    def temp_files(self) -> list[str]:
+        root = self.hub.settings.data_dir / "blobs" / "tmp"
+        return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+    async def snapshot(self) -> dict[str, Any]:
+        """What a refused request must not change: every session's log and state, the parties,
+        the stored bid keys and the blob folder."""
+        store = self.hub.store
+        sessions: dict[str, Any] = {}
+        for row in await store.list_sessions():
+            events = await store.events_after(row.id, 0)
+            sessions[row.id] = {
+                "version": row.version,
+                "status": row.status,
+                "events": [(r.seq, r.type, r.hash) for r in events],
+                "keys": await store.bid_keys(row.id),
+            }
+        return {
+            "sessions": sessions,
+            "companies": sorted(c.credit_code for c in await store.list_companies()),
+            "accounts": sorted(a.id for a in await store.list_accounts()),
+            "blobs": self.blob_listing(),
+        }
+
+    async def refused(
+        self,
+        status: int,
+        code: str,
+        method: str,
+        path: str,
+        who: Party | None = None,
+        json_body: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> ApiError:
+        """The request is refused with ``status`` and ``code`` (zh and en filled in), and
+        nothing in the store changes."""
+        before = await self.snapshot()
+        try:
+            out = await self.request(method, path, who, json_body, data, headers)
+        except ApiError as exc:
+            err = exc
+        else:
+            raise AssertionError(f"{method} {path} was accepted: {out!r:.300}")
+        assert (err.status, err.code) == (status, code), f"{method} {path}: {err}"
+        assert err.body.get("zh") and err.body.get("en"), err.body
+        assert await self.snapshot() == before, f"{method} {path} changed the store"
+        return err
+
+    async def listen(self, sid: str, who: Party, last_seq: int = 0) -> Listener:
+        """A socket.io client in the hall of ``sid``, logged in as ``who``, replayed."""
+        if who.token is None or not self._token_valid(who.token):
+            await self.login(who)
+        listener = Listener()
+        self.listeners.append(listener)
+        await listener.connect(self.url, who.token or "", sid, last_seq)
+        p = self.hub.tokens.check(who.token or "", self.clock.now())
+        if p.role in ("host", "supervisor", "centre"):
+            listener.present = (sid, p.party_id)
+            await self.until_present(sid, p.party_id, True)
+        return listener
+
+    def _token_valid(self, token: str) -> bool:
+        try:
+            self.hub.tokens.check(token, self.clock.now())
+        except Exception:
+            return False
+        return True
+
+    async def hang_up(self, listener: Listener) -> None:
+        """Disconnect; for staff, wait until the server has recorded that they left."""
+        await listener.close()
+        if listener.present is not None:
+            await self.until_present(*listener.present, False)
+
+    async def until_present(self, sid: str, account: str, present: bool) -> None:
+        async with asyncio.timeout(5):
+            while True:
+                loaded = await self.hub.service.load(sid)
+                assert loaded is not None
+                if (account in loaded.state.present) == present:
+                    return
+                await asyncio.sleep(0.005)
+
+
+class ConnectionRefused(Exception):
+    """The hall refused a socket connection; ``data`` is its {code, zh, en}."""
+
+    def __init__(self, data: Any) -> None:
+        super().__init__(repr(data))
+        self.data = data
+        detail = data.get("data") if isinstance(data, dict) else None
+        self.code = detail.get("code") if isinstance(detail, dict) else None
+
+
+class Listener:
+    """A hall socket.io client that keeps what it receives, in arrival order."""
+
+    def __init__(self) -> None:
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.events: list[dict[str, Any]] = []
+        self.times: list[str] = []
+        self.replayed: list[int] = []
+        self.present: tuple[str, str] | None = None  # (session, account) of a staff member
+        self._changed = asyncio.Event()
+        self.client.on("event", self._on_event, namespace="/hall")
+        self.client.on("time", self._on_time, namespace="/hall")
+        self.client.on("replayed", self._on_replayed, namespace="/hall")
+        self.client.on("connect_error", self._on_refused, namespace="/hall")
+        self.refusal: Any = None
+
+    async def _on_refused(self, data: Any) -> None:
+        self.refusal = data
+
+    async def _on_event(self, data: dict[str, Any]) -> None:
+        self.events.append(data)
+        self._changed.set()
+
+    async def _on_time(self, data: dict[str, Any]) -> None:
+        self.times.append(data["now"])
+        self._changed.set()
+
+    async def _on_replayed(self, data: dict[str, Any]) -> None:
+        self.replayed.append(data["seq"])
+        self._changed.set()
+
+    async def connect(self, url: str, token: str, sid: str, last_seq: int = 0) -> None:
+        try:
+            await self.client.connect(
+                url,
+                namespaces=["/hall"],
+                transports=["websocket"],
+                auth={"token": token, "session_id": sid, "last_seq": last_seq},
+                wait_timeout=5,
+            )
+        except socketio.exceptions.ConnectionError as exc:
+            raise ConnectionRefused(self.refusal) from exc
+        await self.until(lambda: bool(self.replayed))
+
+    async def until(self, done: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait (without sleeping blindly) until ``done()`` holds."""
+        async with asyncio.timeout(timeout):
+            while not done():
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def until_type(self, type_: str, timeout: float = 5.0) -> dict[str, Any]:
+        await self.until(lambda: any(e["type"] == type_ for e in self.events), timeout)
+        return next(e for e in self.events if e["type"] == type_)
+
+    @property
+    def seqs(self) -> list[int]:
+        return [e["seq"] for e in self.events]
+
+    async def call_time(self) -> str:
+        out = await self.client.call("time", namespace="/hall", timeout=5)
+        return str(out["now"])
+
+    async def close(self) -> None:
+        await self.client.disconnect()
+
 
 def person(
     issuer: ca.Issued, name: str, role: str, pid: str, chain: list[x509.Certificate]
@@ -258,7 +440,7 @@ async def start_hall(pki: Pki, tmp: Path, database_url: str | None = None) -> Ha
             "code": "JS-2026-0101",
             "name": "市政道路改造工程",
             "tenderer_name": "某市城投公司",
-            "tenderer_credit_code": CODE_C[:17] + CODE_C[17],
+            "tenderer_credit_code": TENDERER_CODE,
         },
     )
     await hall.request(
@@ -271,5 +453,8 @@ async def start_hall(pki: Pki, tmp: Path, database_url: str | None = None) -> Ha
 
 
 async def stop_hall(hall: Hall) -> None:
+    for listener in hall.listeners:
+        if listener.client.connected:
+            await listener.client.disconnect()
     await hall.http.close()
     await hall.server.close()

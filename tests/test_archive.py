@@ -510,32 +510,3 @@ def test_certificate_helpers_are_not_confused_by_pem_bundles(world: World) -> No
         if name.startswith(("certificates/", "trust/roots/", "trust/intermediates/")):
             cert = x509.load_pem_x509_certificate(data)
             assert name.endswith(_sha(cert.public_bytes(serialization.Encoding.DER)) + ".pem")
-
-
-def test_zz_explore(world: World, tmp_path: Path) -> None:
-    import time
-
-    original = _members(world.archive)
-    target = tmp_path / "t.zip"
-    missed = []
-    t0 = time.time()
-    data = original["manifest.p7s"]
-    for pos in range(len(data)):
-        try:
-            verify_archive(_write_zip(target, {**original, "manifest.p7s": _flip(data, pos)}))
-            missed.append(pos)
-        except ArchiveInvalid as exc:
-            assert "manifest.p7s" in str(exc), str(exc)
-    print("p7s", len(data), "missed", missed, time.time() - t0)
-    for name in ("events.jsonl", "keys.json", "archive.json"):
-        data = original[name]
-        t0 = time.time()
-        missed = []
-        for pos in range(0, len(data), 1 if name != "events.jsonl" else 7):
-            changed = _resign(world, {**original, name: _flip(data, pos)})
-            try:
-                verify_archive(_write_zip(target, changed))
-                missed.append(pos)
-            except ArchiveInvalid:
-                pass
-        print(name, len(data), "missed", missed, time.time() - t0)

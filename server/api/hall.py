@@ -29,7 +29,7 @@ from schemas import api as S
 from schemas.canonical import canonical_json
 from schemas.events import EventRecord
 from schemas.time import iso
-from server.api.routing import Route, RouteTable, parse_body
+from server.api.routing import Invalid, Route, RouteTable, parse_body
 from server.app import HUB_KEY, Hub
 from server.auth import (
     CHALLENGE_SECONDS,
@@ -385,7 +385,7 @@ async def get_events(ctx: Ctx) -> S.EventsOut:
     try:
         after = max(0, int(ctx.request.query.get("after", "0")))
     except ValueError:
-        raise E.NotPermitted("after must be an integer") from None
+        raise Invalid("after: must be an integer / after 须为整数") from None
     await _loaded(ctx)
     tags = op.viewer_tags(ctx.who.role, ctx.who.party_id)
     records = await ctx.hub.store.events_after(ctx.session_id, after)

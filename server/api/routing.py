@@ -167,6 +167,15 @@ class Invalid(BidBridgeError):
     status = 422
 
 
+STORE_STATUS = {
+    "NOT_FOUND": 404,
+    "UPLOAD_TOO_LARGE": 413,
+    "BAD_BLOB_ID": 400,
+    "STORE_UNAVAILABLE": 503,
+}
+"""HTTP statuses of the store's errors (which know nothing of HTTP); others answer 409."""
+
+
 @web.middleware
 async def errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -181,7 +190,7 @@ async def errors_middleware(
     except Refusal as exc:
         return error_response(exc.code, exc.zh, exc.en, exc.status, exc.detail)
     except StoreError as exc:
-        status = getattr(exc, "status", 409)
+        status = getattr(exc, "status", None) or STORE_STATUS.get(exc.code, 409)
         return error_response(
             exc.code, exc.zh, exc.en, status, str(getattr(exc, "detail", "") or "")
         )

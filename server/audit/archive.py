@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, NoReturn
 
+from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -229,6 +230,8 @@ def write_archive(
     if out.exists():
         raise OutputExists(str(out))
     _check_content(content)
+    # Whole seconds: the signature's signing time (UTCTime) must equal ``exported_at``.
+    at = at.astimezone(UTC).replace(microsecond=0)
     events = content.events
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
@@ -344,6 +347,29 @@ def _hex64(mapping: Any, key: str, what: str = "payload") -> str:
     return str(value)
 
 
+def _strict_der(signature: bytes) -> None:
+    """The archive's own signature must be exactly what ``sign_document`` writes.
+
+    ``read_document`` checks what the signature covers; this covers the rest (lengths,
+    versions, algorithm parameters), so no byte of ``manifest.p7s`` can change unnoticed.
+    """
+    info = cms.ContentInfo.load(signature, strict=True)
+    if info.dump(force=True) != signature:
+        raise _Problem("签名不是规范 DER 编码", "the signature is not canonical DER")
+    sd = info["content"]
+    infos = list(sd["signer_infos"])
+    if info["content_type"].native != "signed_data" or sd["version"].native != "v1":
+        raise _Problem("签名结构不是预期的 SignedData v1", "the signature is not SignedData v1")
+    if len(infos) != 1 or infos[0]["version"].native != "v1" or sd["crls"].native is not None:
+        raise _Problem("签名结构不符预期", "unexpected SignedData structure")
+    algorithms = [*sd["digest_algorithms"], infos[0]["digest_algorithm"]]
+    algorithms.append(infos[0]["signature_algorithm"])
+    if any(a["parameters"].native is not None for a in algorithms):
+        raise _Problem("算法参数不符预期", "unexpected algorithm parameters")
+    if infos[0]["unsigned_attrs"].native is not None:
+        raise _Problem("签名含有未签名属性", "the signature carries unsigned attributes")
+
+
 def _json(data: bytes) -> Any:
     return json.loads(data.decode("utf-8"))
 
@@ -454,6 +480,7 @@ class _Verifier:
             "the signature does not verify or does not cover manifest.json",
         ):
             doc = read_document(signature)
+            _strict_der(signature)
         if doc.content != manifest:
             raise _invalid(
                 f"{MANIFEST} / {MANIFEST_SIG}",
@@ -561,9 +588,17 @@ class _Verifier:
                     "不是本版本的 BidBridge 存档", f"not a {FORMAT} version {VERSION} archive"
                 )
             self.session_id = str(_field(value, "session_id", str, ARCHIVE_JSON))
-            self.exported_at = parse_iso(_field(value, "exported_at", str, ARCHIVE_JSON))
+            exported_at = _field(value, "exported_at", str, ARCHIVE_JSON)
+            self.exported_at = parse_iso(exported_at)
+            if iso(self.exported_at) != exported_at:
+                raise _Problem("exported_at 格式不规范", "exported_at is not in the canonical form")
             head_seq = int(_field(value, "head_seq", int, ARCHIVE_JSON))
             head_hash = _hex64(value, "head_hash", ARCHIVE_JSON)
+            if self.manifest_doc.signing_time != self.exported_at:
+                raise _Problem(
+                    "exported_at 与清单签名的签名时间不符",
+                    "exported_at differs from the signing time of manifest.p7s",
+                )
         return head_seq, head_hash
 
     def _trust_members(self) -> None:

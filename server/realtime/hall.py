@@ -29,6 +29,14 @@ def room(session_id: str, tag: str) -> str:
     return f"{session_id}|{tag}"
 
 
+def refuse(code: str, zh: str, en: str) -> socketio.exceptions.ConnectionRefusedError:
+    """A refused connection: the client's ``connect_error`` gets ``{"message", "data"}`` with
+    ``data`` = ``{"code", "zh", "en"}`` (a single dict argument would arrive as its repr)."""
+    return socketio.exceptions.ConnectionRefusedError(
+        f"{code}: {en}", {"code": code, "zh": zh, "en": en}
+    )
+
+
 class Hall(socketio.AsyncNamespace):
     def __init__(self, store: Store, tokens: Tokens, clock: Clock) -> None:
         super().__init__(NAMESPACE)
@@ -44,21 +52,15 @@ class Hall(socketio.AsyncNamespace):
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         if not isinstance(auth, dict):
-            raise socketio.exceptions.ConnectionRefusedError(
-                {"code": "TOKEN_INVALID", "zh": "缺少登录凭证", "en": "no token"}
-            )
+            raise refuse("TOKEN_INVALID", "缺少登录凭证", "no token")
         try:
             p = self.tokens.check(str(auth.get("token", "")), self.clock.now())
         except BidBridgeError as exc:
-            raise socketio.exceptions.ConnectionRefusedError(
-                {"code": exc.code, "zh": exc.zh, "en": exc.en}
-            ) from None
+            raise refuse(exc.code, exc.zh, exc.en) from None
         session_id = str(auth.get("session_id", ""))
         row = await self.store.load_session(session_id)
         if row is None:
-            raise socketio.exceptions.ConnectionRefusedError(
-                {"code": "NOT_FOUND", "zh": "会话不存在", "en": "no such session"}
-            )
+            raise refuse("NOT_FOUND", "会话不存在", "no such session")
         try:
             last_seq = max(0, int(auth.get("last_seq", 0)))
         except (TypeError, ValueError):

@@ -1,0 +1,45 @@
+"""`bidbridge demo --exit`: the whole opening of the README's first command, as a test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.softhsm import softhsm_available
+
+
+def test_demo_runs_a_complete_opening_and_verifies_its_archive(tmp_path: Path) -> None:
+    if not softhsm_available():
+        pytest.fail("SoftHSM2 is missing: `make test` installs softhsm2 (the demo needs it)")
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "demo",
+            "--exit",
+            "--factor",
+            "120",
+            "--out",
+            str(out),
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    text = result.stdout
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "演示完成 / demo complete" in text
+    assert text.count("解密成功 decrypted") == 4
+    assert "bid_revoked (no_key_sent)" in text
+    assert "异议 #1 已答复 / objection #1 answered" in text
+    assert "签名 signatures: host, server, supervisor" in text
+    assert "验证通过 / verified" in text
+    assert (out / "archive.zip").is_file()
