@@ -19,7 +19,7 @@ from crypto import ca
 from crypto.attest import b64encode, sign_document
 from crypto.bid import seal_bid, unwrap
 from crypto.envelope import Recipient
-from crypto.errors import OutputExists
+from crypto.errors import FileUnreadable, OutputExists
 from crypto.keys import SoftwareKey
 from schemas.canonical import canonical_json
 from schemas.events import EventRecord
@@ -481,6 +481,8 @@ def test_not_a_zip_is_one_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "x.zip"
     path.write_bytes(b"PK\x03\x04 not really")
     assert "x.zip" in _refused(path)
+    with pytest.raises(FileUnreadable):
+        verify_archive(tmp_path / "absent.zip")
 
 
 def test_revoked_signer_at_the_time_of_use_is_named(world: World, tmp_path: Path) -> None:
@@ -504,7 +506,7 @@ def test_archive_does_not_overwrite(world: World) -> None:
     assert not [p for p in world.folder.iterdir() if p.name.endswith(".part")]
 
 
-def test_certificate_helpers_are_not_confused_by_pem_bundles(world: World) -> None:
+def test_certificate_members_are_named_by_their_der_hash(world: World) -> None:
     # Every certificate member is one canonical PEM named by its DER's SHA-256.
     for name, data in _members(world.archive).items():
         if name.startswith(("certificates/", "trust/roots/", "trust/intermediates/")):

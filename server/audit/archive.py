@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from crypto.attest import SignedDocument, b64decode, read_document, sign_document
 from crypto.bid import decrypt_with_key, verify_envelope
 from crypto.ca import credit_code_of, role_of
-from crypto.errors import BidBridgeError, OutputExists
+from crypto.errors import BidBridgeError, FileUnreadable, OutputExists
 from crypto.keys import PrivateKeyHandle
 from crypto.trust import TrustStore
 from schemas.canonical import canonical_json
@@ -347,23 +347,54 @@ def _hex64(mapping: Any, key: str, what: str = "payload") -> str:
     return str(value)
 
 
+def _der_end(data: bytes, pos: int, depth: int) -> int:
+    """Walk one DER element at ``pos``: definite, minimal lengths; constructed contents exactly
+    filled by their children. Returns the offset after the element."""
+    if depth > 64 or pos + 2 > len(data):
+        raise _Problem("DER 结构不完整", "truncated DER structure")
+    tag = data[pos]
+    if tag & 0x1F == 0x1F:
+        raise _Problem("DER 标签不符预期", "unexpected multi-byte DER tag")
+    first = data[pos + 1]
+    pos += 2
+    if first < 0x80:
+        length = first
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 4 or pos + count > len(data):
+            raise _Problem("DER 长度编码无效", "invalid DER length")
+        length = int.from_bytes(data[pos : pos + count], "big")
+        if data[pos] == 0 or length < 0x80:
+            raise _Problem("DER 长度不是最短编码", "non-minimal DER length")
+        pos += count
+    end = pos + length
+    if end > len(data):
+        raise _Problem("DER 结构不完整", "truncated DER structure")
+    if tag & 0x20:  # constructed: the children must fill it exactly
+        while pos < end:
+            pos = _der_end(data[:end], pos, depth + 1)
+    return end
+
+
 def _strict_der(signature: bytes) -> None:
     """The archive's own signature must be exactly what ``sign_document`` writes.
 
     ``read_document`` checks what the signature covers; this covers the rest (lengths,
     versions, algorithm parameters), so no byte of ``manifest.p7s`` can change unnoticed.
     """
+    if _der_end(signature, 0, 0) != len(signature):
+        raise _Problem("签名后有多余数据", "trailing data after the signature")
     info = cms.ContentInfo.load(signature, strict=True)
-    if info.dump(force=True) != signature:
-        raise _Problem("签名不是规范 DER 编码", "the signature is not canonical DER")
     sd = info["content"]
     infos = list(sd["signer_infos"])
     if info["content_type"].native != "signed_data" or sd["version"].native != "v1":
         raise _Problem("签名结构不是预期的 SignedData v1", "the signature is not SignedData v1")
     if len(infos) != 1 or infos[0]["version"].native != "v1" or sd["crls"].native is not None:
         raise _Problem("签名结构不符预期", "unexpected SignedData structure")
-    algorithms = [*sd["digest_algorithms"], infos[0]["digest_algorithm"]]
-    algorithms.append(infos[0]["signature_algorithm"])
+    digest = infos[0]["digest_algorithm"]
+    if [a.dump() for a in sd["digest_algorithms"]] != [digest.dump()]:
+        raise _Problem("摘要算法列表不符", "the digest algorithm list differs from the signer's")
+    algorithms = [digest, infos[0]["signature_algorithm"]]
     if any(a["parameters"].native is not None for a in algorithms):
         raise _Problem("算法参数不符预期", "unexpected algorithm parameters")
     if infos[0]["unsigned_attrs"].native is not None:
@@ -971,7 +1002,7 @@ class _Verifier:
         for use in self.uses:
             try:
                 store.validate(use.cert, "bid_signature", use.at, extra_intermediates=use.extra)
-            except BidBridgeError as exc:
+            except Exception as exc:
                 raise _invalid(
                     f"{use.where}, {use.cert.subject.rfc4514_string()}",
                     f"签名证书在使用时刻（{iso(use.at)}）无效",
@@ -993,8 +1024,16 @@ def verify_archive(
     ``trust_roots``: the verifier's own anchors (``anchors="given"``); without them the archive's
     own roots are used (``anchors="archive"``), which proves integrity but not authenticity.
     ``deep`` also decrypts every decrypted bid's package and compares its summary.
+
+    Signers: the platform's documents (manifest, receipts, checkpoints, record) need a
+    ``centre`` certificate (``crypto.ca.role_of``); every signer's certificate must be one of
+    ``certificates/`` and is validated for ``bid_signature`` at the instant it was used: the
+    event's ``at`` (for a bid's inner signature, its ``bid_decrypted`` event, when the server
+    checked it) and ``exported_at`` for the manifest.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileUnreadable(f"{path}: 文件不存在 / no such file")
     with tempfile.TemporaryDirectory(prefix="bidbridge-verify-") as tmp:
         verifier = _Verifier(path, Path(tmp), trust_roots, deep, extra_intermediates, extra_crls)
         return verifier.run()
