@@ -6,6 +6,7 @@ PKCS#1 v1.5 (software keys elsewhere use SHA-256). The private keys never leave 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,7 @@ def test_split_opening_unwraps_on_the_token_and_decrypts_with_the_key_elsewhere(
         tmp_path / "pkg.zip",
         expected_credit_code=CODE_A,
         trust=pki.trust(),
-        at=pki.now,
+        # the certificates were issued during this test (valid from a minute ago), not at pki.now
+        at=datetime.now(UTC),
     )
     assert opened.summary.bidder_credit_code == CODE_A
