@@ -250,7 +250,7 @@ class Hall:
         assert await self.snapshot() == before, f"{method} {path} changed the store"
         return err
 
-    async def listen(self, sid: str, who: Party, last_seq: int = 0) -> Listener:
+    async def listen(self, sid: str, who: Party, last_seq: Any = 0) -> Listener:
         """A socket.io client in the hall of ``sid``, logged in as ``who``, replayed."""
         if who.token is None or not self._token_valid(who.token):
             await self.login(who)
@@ -292,8 +292,7 @@ class ConnectionRefused(Exception):
     def __init__(self, data: Any) -> None:
         super().__init__(repr(data))
         self.data = data
-        detail = data.get("data") if isinstance(data, dict) else None
-        self.code = detail.get("code") if isinstance(detail, dict) else None
+        self.code = data.get("code") if isinstance(data, dict) else None
 
 
 class Listener:
@@ -327,14 +326,14 @@ class Listener:
         self.replayed.append(data["seq"])
         self._changed.set()
 
-    async def connect(self, url: str, token: str, sid: str, last_seq: int = 0) -> None:
+    async def connect(self, url: str, token: str, sid: str, last_seq: Any = 0) -> None:
+        await self.connect_with(url, {"token": token, "session_id": sid, "last_seq": last_seq})
+
+    async def connect_with(self, url: str, auth: Any) -> None:
+        """Connect with any ``auth`` (hostile ones too); ConnectionRefused if the hall says no."""
         try:
             await self.client.connect(
-                url,
-                namespaces=["/hall"],
-                transports=["websocket"],
-                auth={"token": token, "session_id": sid, "last_seq": last_seq},
-                wait_timeout=5,
+                url, namespaces=["/hall"], transports=["websocket"], auth=auth, wait_timeout=5
             )
         except socketio.exceptions.ConnectionError as exc:
             raise ConnectionRefused(self.refusal) from exc

@@ -896,6 +896,9 @@ def test_rule_12_record_signed_by_server_host_and_supervisor() -> None:
     hall.run(Tick(actor=SERVER), CONF_CLOSE)
 
     hall.refused(generate.model_copy(update={"actor": HOST}), CONF_CLOSE, E.NotPermitted)
+    # Rule 11: the record waits for the answer to the last-minute objection.
+    hall.refused(generate, CONF_CLOSE, E.ObjectionsPending)
+    hall.run(Reply(actor=HOST, objection_id=2, text="已记录，答复如下"), CONF_CLOSE)
     [generated] = hall.run(generate, CONF_CLOSE)
     assert (generated.type, generated.audience, generated.payload) == (
         "record_generated",
@@ -905,8 +908,7 @@ def test_rule_12_record_signed_by_server_host_and_supervisor() -> None:
     assert (hall.state.record_pending, hall.state.record_sha256) == (False, "r" * 64)
     hall.refused(generate, CONF_CLOSE, E.NotAllowedInState)
     hall.refused(Reply(actor=HOST, objection_id=1, text="x"), CONF_CLOSE, E.AlreadyDone)
-    # The signed record is fixed: an answer now would be in the log but not in the record.
-    hall.refused(Reply(actor=HOST, objection_id=2, text="x"), CONF_CLOSE, E.NotAllowedInState)
+    hall.refused(Reply(actor=HOST, objection_id=2, text="x"), CONF_CLOSE, E.AlreadyDone)
 
     sign = SignRecord(actor=HOST, record_sha256="r" * 64, signature="host-sig")
     hall.refused(sign.model_copy(update={"record_sha256": "x" * 64}), CONF_CLOSE, E.TableMismatch)

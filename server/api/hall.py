@@ -8,8 +8,9 @@ import json
 import secrets
 import shutil
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -515,7 +516,9 @@ async def reply(ctx: Ctx, body: S.TextIn) -> S.OkOut:
         oid = int(ctx.request.match_info["objection_id"])
     except ValueError:
         raise E.UnknownObjection() from None
-    return await _command(ctx, op.Reply(actor=ctx.actor, objection_id=oid, text=body.text))
+    done = await _command(ctx, op.Reply(actor=ctx.actor, objection_id=oid, text=body.text))
+    await generate_record_if_due(ctx.hub, ctx.session_id)  # the last answer may release it
+    return done
 
 
 @routes.route(
@@ -566,12 +569,16 @@ async def sign_in(ctx: Ctx) -> S.OkOut:
 async def upload(ctx: Ctx) -> S.ReceiptOut:
     hub = ctx.hub
     loaded = await _loaded(ctx)
+
+    def may_upload(state: op.OpeningState, now: datetime) -> None:
+        # The domain decides (rule 1): the same refusal as the real command, without its data.
+        probe = op.Upload(
+            actor=ctx.actor, envelope_sha256="0" * 64, size=0, receipt={}, receipt_signature=""
+        )
+        op.decide(state, probe, now)
+
     # Refuse before reading a byte when the upload could not be accepted anyway.
-    if (
-        loaded.state.status not in op.BEFORE_DEADLINE
-        or hub.clock.now() >= loaded.state.timetable.deadline
-    ):
-        raise E.DeadlinePassed(f"deadline {iso(loaded.state.timetable.deadline)}")
+    may_upload(loaded.state, hub.clock.now())
     company = await hub.store.get_company(ctx.who.party_id)
     if company is None:
         raise PartyUnknown(ctx.who.party_id)
@@ -581,6 +588,14 @@ async def upload(ctx: Ctx) -> S.ReceiptOut:
 
         raise BlobTooLarge(hub.settings.upload_limit)
     enc_cert = _cert(company.encryption_cert_pem, "registered encryption certificate")
+    received: list[datetime] = []
+
+    async def last_byte_in_time() -> None:
+        # Rule 1: server time when the last byte arrived decides. Checked before the bytes are
+        # committed, so a late upload leaves no blob behind.
+        now = hub.clock.now()
+        may_upload((await _loaded(ctx)).state, now)
+        received.append(now)
 
     def check(path: Path) -> None:
         # Rule 3: a valid envelope addressed to the bidder's own registered encryption certificate.
@@ -591,9 +606,11 @@ async def upload(ctx: Ctx) -> S.ReceiptOut:
             )
 
     blob = await hub.blobs.receive(
-        _body_chunks(ctx.request, declared), limit=hub.settings.upload_limit, check=check
+        _body_chunks(ctx.request, declared, last_byte_in_time),
+        limit=hub.settings.upload_limit,
+        check=check,
     )
-    now = hub.clock.now()  # time of receipt: after the last byte arrived
+    now = received[0]  # time of receipt: when the last byte arrived
     receipt = {
         "receipt_id": secrets.token_hex(8),
         "session_id": ctx.session_id,
@@ -626,7 +643,12 @@ class UploadTruncated(BidBridgeError):
     status = 400
 
 
-async def _body_chunks(request: web.Request, declared: int | None) -> Any:
+async def _body_chunks(
+    request: web.Request,
+    declared: int | None,
+    at_end: Callable[[], Awaitable[None]] | None = None,
+) -> Any:
+    """The request body in chunks; ``at_end`` runs once the last byte is in (it may refuse)."""
     received = 0
     try:
         async for chunk in request.content.iter_chunked(CHUNK):
@@ -636,6 +658,8 @@ async def _body_chunks(request: web.Request, declared: int | None) -> Any:
         raise UploadTruncated(type(exc).__name__) from None
     if declared is not None and received != declared:
         raise UploadTruncated(f"{received} of {declared} bytes")
+    if at_end is not None:
+        await at_end()
 
 
 @routes.route(
@@ -1022,6 +1046,8 @@ async def generate_record_if_due(hub: Hub, session_id: str) -> None:
     loaded = await hub.service.load(session_id)
     if loaded is None or not loaded.state.record_pending:
         return
+    if any(o.reply is None for o in loaded.state.objections):
+        return  # generated once the host has answered (see ``reply``)
     record = op.build_record(loaded.state, loaded.version, loaded.head_hash)
     raw = canonical_json(record)
     now = hub.clock.now()

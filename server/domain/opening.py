@@ -858,6 +858,9 @@ def _generate_record(state: OpeningState, cmd: GenerateRecord, now: datetime) ->
     _require_role(cmd, "server")
     if not state.record_pending:
         raise E.NotAllowedInState("no record is due")
+    if any(o.reply is None for o in state.objections):
+        # Rule 11: every objection and its answer are in the record the parties sign.
+        raise E.ObjectionsPending()
     return [
         _ev(
             "record_generated",

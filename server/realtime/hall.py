@@ -30,11 +30,14 @@ def room(session_id: str, tag: str) -> str:
 
 
 def refuse(code: str, zh: str, en: str) -> socketio.exceptions.ConnectionRefusedError:
-    """A refused connection: the client's ``connect_error`` gets ``{"message", "data"}`` with
-    ``data`` = ``{"code", "zh", "en"}`` (a single dict argument would arrive as its repr)."""
-    return socketio.exceptions.ConnectionRefusedError(
-        f"{code}: {en}", {"code": code, "zh": zh, "en": en}
-    )
+    """A refused connection. The ``connect_error`` payload carries the refusal at the top level
+    (``code``, ``zh``, ``en``: what Python clients read) and in ``message``/``data`` (what the
+    socket.io JavaScript client turns into ``err.message`` and ``err.data``). A plain dict
+    argument would arrive as its Python repr."""
+    refusal = {"code": code, "zh": zh, "en": en}
+    exc = socketio.exceptions.ConnectionRefusedError(f"{code}: {en}", refusal)
+    exc.error_args = {"message": f"{code}: {en}", "data": refusal, **refusal}
+    return exc
 
 
 class Hall(socketio.AsyncNamespace):

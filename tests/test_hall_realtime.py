@@ -1,0 +1,252 @@
+"""The hall's socket.io namespace: replay by seq, reconnects without gaps, the server clock and
+events filtered by role (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from crypto.attest import b64encode
+from crypto.bid import unwrap
+from schemas.time import parse_iso
+from tests.conftest import Pki
+from tests.hall import ConnectionRefused, Hall, Listener, Party, start_hall, stop_hall
+
+HOUR = timedelta(hours=1)
+
+
+@pytest_asyncio.fixture
+async def hall(pki: Pki, tmp_path: Path, store_url: str) -> AsyncIterator[Hall]:
+    h = await start_hall(pki, tmp_path, database_url=store_url)
+    try:
+        yield h
+    finally:
+        await stop_hall(h)
+
+
+def P(hall: Hall, key: str) -> Party:
+    return hall.parties[key]
+
+
+async def extend(hall: Hall, sid: str, reason: str = "顺延") -> int:
+    out = await hall.request(
+        "POST", f"/api/sessions/{sid}/extend", P(hall, "host"), {"minutes": 1, "reason": reason}
+    )
+    return int(out["seq"])
+
+
+async def in_sign_in(hall: Hall) -> str:
+    sid = await hall.create_session()
+    await hall.at(hall.t0 + timedelta(minutes=10))
+    return sid
+
+
+def unique(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a client keeps: events by seq, duplicates dropped, in seq order."""
+    return sorted({e["seq"]: e for e in events}.values(), key=lambda e: e["seq"])
+
+
+async def test_replay_from_last_seq_then_live(hall: Hall) -> None:
+    sid = await in_sign_in(hall)
+    for i in range(4):
+        await extend(hall, sid, f"第{i}次")
+    host = P(hall, "host")
+    visible = await hall.events(sid, host)
+    assert len(visible) >= 6
+    k = visible[2]["seq"]
+    # A bidder (no presence events of its own) replays from the middle of the log.
+    a = P(hall, "a")
+    mine = await hall.events(sid, a)
+    listener = await hall.listen(sid, a, last_seq=k)
+    assert listener.events == [e for e in mine if e["seq"] > k]
+    assert listener.replayed == [mine[-1]["seq"]]
+    live = [await extend(hall, sid, "现场顺延"), await extend(hall, sid, "再顺延")]
+    await listener.until(lambda: listener.seqs[-1:] == live[-1:])
+    assert listener.events == [e for e in await hall.events(sid, a) if e["seq"] > k]
+    assert listener.seqs == sorted(set(listener.seqs))
+    # Staff replay the same way (their own presence arrives live after the replay).
+    staff = await hall.listen(sid, host, last_seq=k)
+    replayed = [e for e in staff.events if e["seq"] <= staff.replayed[0]]
+    assert replayed == [
+        e for e in await hall.events(sid, host) if k < e["seq"] <= staff.replayed[0]
+    ]
+    # last_seq 0 (or nonsense) means everything visible.
+    for bad in (0, -5, "x", None):
+        again = await hall.listen(sid, a, last_seq=bad)
+        assert again.events == await hall.events(sid, a), bad
+        await hall.hang_up(again)
+    await hall.hang_up(listener)
+    await hall.hang_up(staff)
+
+
+async def test_reconnect_gets_exactly_what_it_missed(hall: Hall, tmp_path: Path) -> None:
+    sid = await in_sign_in(hall)
+    a, b = P(hall, "a"), P(hall, "b")
+    first = await hall.listen(sid, a)
+    await hall.upload(sid, a, hall.seal(tmp_path, a, name="a"))
+    await first.until_type("bid_uploaded")
+    last_seen = first.seqs[-1]
+    await hall.hang_up(first)
+    # While a is away: b uploads (not a's business), a replaces its bid elsewhere, the host
+    # extends the deadline, b signs in.
+    await hall.upload(sid, b, hall.seal(tmp_path, b, name="b"))
+    await hall.upload(sid, a, hall.seal(tmp_path, a, name="a2", price_fen=12_700_000_000))
+    await extend(hall, sid, "答疑")
+    await hall.request("POST", f"/api/sessions/{sid}/sign-in", b)
+    missed = [e for e in await hall.events(sid, a) if e["seq"] > last_seen]
+    assert [e["type"] for e in missed] == ["bid_uploaded", "window_extended"]
+    second = await hall.listen(sid, a, last_seq=last_seen)
+    assert second.events == missed
+    # Nothing a missed is lost when the two connections' events are put together.
+    assert unique(first.events + second.events) == await hall.events(sid, a)
+    await hall.hang_up(second)
+
+
+async def test_a_reconnect_during_a_burst_misses_nothing(hall: Hall) -> None:
+    """Rooms are joined before the replay: what is committed meanwhile arrives at least once."""
+    sid = await in_sign_in(hall)
+    a = P(hall, "a")
+    await hall.login(a)
+    await hall.login(P(hall, "host"))
+
+    async def burst() -> None:
+        for i in range(12):
+            await extend(hall, sid, f"burst {i}")
+
+    task = asyncio.create_task(burst())
+    listener = await hall.listen(sid, a)
+    await task
+    final = (await hall.events(sid, a))[-1]["seq"]
+    await listener.until(lambda: final in listener.seqs)
+    assert unique(listener.events) == await hall.events(sid, a)
+    await hall.hang_up(listener)
+
+
+async def test_time_is_the_servers_clock(hall: Hall) -> None:
+    sid = await in_sign_in(hall)
+    listener = await hall.listen(sid, P(hall, "supervisor"))
+    assert [parse_iso(t) for t in listener.times] == [hall.clock.now()]
+    assert parse_iso(await listener.call_time()) == hall.clock.now()
+    hall.clock.advance(1234.5)
+    assert parse_iso(await listener.call_time()) == hall.clock.now()
+    rest = await hall.request("GET", "/api/time")
+    assert parse_iso(rest["now"]) == hall.clock.now()
+    await hall.hang_up(listener)
+
+
+async def test_refused_connections_change_nothing(hall: Hall) -> None:
+    sid = await in_sign_in(hall)
+    a = P(hall, "a")
+    await hall.login(a)
+    assert a.token is not None
+    before = await hall.snapshot()
+    cases: list[tuple[Any, str]] = [
+        (None, "TOKEN_INVALID"),
+        ("not a dict", "TOKEN_INVALID"),
+        ({"session_id": sid}, "TOKEN_INVALID"),
+        ({"token": "forged.token", "session_id": sid}, "TOKEN_INVALID"),
+        ({"token": a.token, "session_id": "no-such-session"}, "NOT_FOUND"),
+    ]
+    for auth, code in cases:
+        listener = Listener()
+        hall.listeners.append(listener)
+        with pytest.raises(ConnectionRefused) as err:
+            await listener.connect_with(hall.url, auth)
+        assert err.value.code == code, (auth, err.value.data)
+        assert err.value.data["zh"] and err.value.data["en"]
+    hall.clock.advance(31 * 60)  # the token expires
+    listener = Listener()
+    hall.listeners.append(listener)
+    with pytest.raises(ConnectionRefused) as err:
+        await listener.connect_with(hall.url, {"token": a.token, "session_id": sid})
+    assert err.value.code == "TOKEN_INVALID"
+    assert await hall.snapshot() == before
+
+
+async def test_replay_on_request(hall: Hall) -> None:
+    """A client that noticed a gap asks again for everything after a seq."""
+    sid = await in_sign_in(hall)
+    for i in range(3):
+        await extend(hall, sid, f"第{i}次")
+    a = P(hall, "a")
+    listener = await hall.listen(sid, a)
+    mine = await hall.events(sid, a)
+    assert listener.events == mine
+    k = mine[1]["seq"]
+    await listener.client.emit("replay", {"after": k}, namespace="/hall")
+    await listener.until(lambda: len(listener.replayed) == 2)
+    assert listener.events[len(mine) :] == [e for e in mine if e["seq"] > k]
+    await hall.hang_up(listener)
+
+
+def _mentions(event: dict[str, Any], code: str | None) -> bool:
+    return code is not None and code in json.dumps(event, ensure_ascii=False)
+
+
+async def test_live_events_are_filtered_by_role(hall: Hall, tmp_path: Path) -> None:
+    """Connected from the start of sign-in to the end of decryption: bidder a never receives
+    an event audienced to b (or staff only), staff receive no bid activity before the
+    deadline, and what each socket received equals that viewer's REST log."""
+    sid = await in_sign_in(hall)
+    viewers = {k: await hall.listen(sid, P(hall, k)) for k in ("a", "b", "c")}
+    viewers["host"] = await hall.listen(sid, P(hall, "host"))
+    viewers["supervisor"] = await hall.listen(sid, P(hall, "supervisor"))
+    envs = {}
+    for k in "abc":
+        envs[k] = hall.seal(tmp_path, P(hall, k), name=k)
+        await hall.upload(sid, P(hall, k), envs[k])
+        await hall.request("POST", f"/api/sessions/{sid}/sign-in", P(hall, k))
+        await hall.request("POST", f"/api/sessions/{sid}/rehearsal", P(hall, k), {"passed": True})
+    await hall.at(hall.t0 + HOUR)
+    await hall.request("POST", f"/api/sessions/{sid}/start", P(hall, "host"))
+    await hall.request("POST", f"/api/sessions/{sid}/decryption", P(hall, "host"))
+    for k in "ab":
+        p = P(hall, k)
+        assert p.enc_key is not None
+        cek = b64encode(unwrap(envs[k], p.enc_key, p.enc_cert))
+        await hall.request("POST", f"/api/sessions/{sid}/key", p, {"cek": cek})
+    await hall.request("POST", f"/api/sessions/{sid}/objections", P(hall, "a"), {"text": "请核实"})
+    closes = parse_iso((await hall.view(sid, P(hall, "a")))["decrypt_closes_at"])
+    await hall.at(closes)
+    everything = await hall.hub.store.events_after(sid, 0)
+    sealed = next(r.seq for r in everything if r.type == "session_sealed")
+    table = next(r.seq for r in everything if r.type == "table_published")
+    codes = {k: P(hall, k).code for k in "abc"}
+    for name, listener in viewers.items():
+        rest = await hall.events(sid, P(hall, name))
+        await listener.until(
+            lambda listener=listener, rest=rest: listener.seqs[-1:] == [rest[-1]["seq"]]
+        )
+        assert unique(listener.events) == rest, name
+        if name in codes:
+            own = f"bidder:{codes[name]}"
+            for e in listener.events:
+                assert "all" in e["audience"] or own in e["audience"], (name, e["type"])
+                if e["seq"] < table:
+                    others = [c for k, c in codes.items() if k != name]
+                    assert not any(_mentions(e, c) for c in others), (name, e["type"])
+            assert any(e["type"] == "table_published" for e in listener.events)
+        else:
+            for e in listener.events:
+                if e["seq"] < sealed:
+                    assert e["type"] not in {
+                        "bid_uploaded",
+                        "bidder_signed_in",
+                        "rehearsal_reported",
+                    }
+                    assert not any(_mentions(e, c) for c in codes.values()), (name, e["type"])
+    # Objections before the table reached only their author and staff.
+    objection = next(r for r in everything if r.type == "objection_raised")
+    receivers = {
+        n for n, lis in viewers.items() if any(e["seq"] == objection.seq for e in lis.events)
+    }
+    assert receivers == {"a", "host", "supervisor"}
+    for listener in viewers.values():
+        await hall.hang_up(listener)
