@@ -38,13 +38,13 @@ class Pki:
     now: datetime
 
     def trust(self, crls: bool = True) -> TrustStore:
-        store = TrustStore(
+        trusted = TrustStore(
             [self.root_a.certificate, self.root_b.certificate], [self.sub_b.certificate]
         )
         if crls:
             for issuer in (self.root_a, self.root_b, self.sub_b):
-                store.add_crl(self.crl(issuer))
-        return store
+                trusted.add_crl(self.crl(issuer))
+        return trusted
 
     def crl(
         self, issuer: ca.Issued, revoked: list[ca.RevokedEntry] | None = None, number: int = 1

@@ -940,7 +940,10 @@ def test_rule_12_record_signed_by_server_host_and_supervisor() -> None:
     record = build_record(hall.state, len(hall.log), "h" * 64)
     assert record["table_sha256"] == hall.state.table_sha256
     assert record["log_head"] == {"seq": len(hall.log), "hash": "h" * 64}
-    assert [(o["bidder"], o["reply"]) for o in record["objections"]] == [(B, "已记录"), (C, None)]
+    assert [(o["bidder"], o["reply"]) for o in record["objections"]] == [
+        (B, "已记录"),
+        (C, "已记录，答复如下"),
+    ]
     confirmations = [(b["bidder"], b["confirmation"]) for b in record["bids"]]
     assert confirmations == [(code, "deemed") for code in sorted((A, B, C))]
     text = record_text(record)
