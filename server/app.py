@@ -101,6 +101,7 @@ async def build_hub(
     hall.on_presence = lambda sid, p, joined: presence_changed(hub, sid, p, joined)
     service.on_due_changed = hub.scheduler.wake
     hub.scheduler.after_tick = lambda sid: after_tick(hub, sid)
+    hub.scheduler.hold = lambda sid: bool(hub.decrypting.get(sid))
     return hub
 
 

@@ -28,6 +28,10 @@ class Scheduler:
         self.service = service
         self.clock = clock
         self.after_tick: Callable[[str], Awaitable[None]] | None = None
+        # A session with work in flight that the next transition must not overtake (a key sent
+        # before the window closed, still being decrypted): its Tick waits for the next pass.
+        self.hold: Callable[[str], bool] = lambda session_id: False
+        self.held = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -48,7 +52,11 @@ class Scheduler:
     async def fire_due(self) -> int:
         """Fire every transition due now; returns how many sessions changed."""
         changed = 0
+        self.held = False
         for session_id in await self.store.due_sessions(self.clock.now()):
+            if self.hold(session_id):
+                self.held = True
+                continue
             try:
                 records = await self.service.execute(session_id, op.Tick(actor=op.SERVER))
             except Exception:
@@ -65,6 +73,8 @@ class Scheduler:
             try:
                 self._wake.clear()
                 await self.fire_due()
+                if self.held:
+                    await asyncio.sleep(0.05)  # real time: in-flight work ends on its own clock
                 nxt = await self.store.next_due_at()
                 delay = POLL_SECONDS
                 if nxt is not None:

@@ -793,6 +793,7 @@ async def submit_key(ctx: Ctx, body: S.KeyIn) -> S.DecryptOut:
         records = await hub.service.execute(ctx.session_id, result)
     finally:
         busy.discard(code)
+        hub.scheduler.wake()
     return _decrypt_out(result, records[-1].seq)
 
 
