@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
 from crypto import ca_cli, token_cli
 from crypto import cli as crypto_cli
 from crypto.errors import BidBridgeError, FileUnreadable
-from room_client import bidder_cli
-from server import demo, demo_crypto, serve_cli
-from server.audit import cli as audit_cli
-from server.audit import export as audit_export
+from server import demo_crypto
 
 Handler = Callable[[argparse.Namespace], int]
 
+# Commands whose modules pull in the server stack (aiohttp, socket.io, SQLAlchemy): imported only
+# when one of their commands is asked for (or for the full --help), so `bidbridge open` of a
+# 2 GB bid keeps its small, constant memory footprint.
+SERVER_COMMANDS = {
+    "demo": "server.demo",
+    "serve": "server.serve_cli",
+    "admin": "server.serve_cli",
+    "bidder": "room_client.bidder_cli",
+    "host": "room_client.bidder_cli",
+    "supervisor": "room_client.bidder_cli",
+    "verify-archive": "server.audit.cli",
+    "export-archive": "server.audit.export",
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bidbridge",
         description="BidBridge: 不见面开标 no-show bid opening and 远程异地评标 remote evaluation.",
@@ -26,17 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     ca_cli.register(sub)
     crypto_cli.register(sub)
     token_cli.register(sub)
-    demo.register(sub)
     demo_crypto.register(sub)
-    serve_cli.register(sub)
-    bidder_cli.register(sub)
-    audit_cli.register(sub)
-    audit_export.register(sub)
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    wanted = words[0] if words else None
+    if wanted in SERVER_COMMANDS:
+        modules = [SERVER_COMMANDS[wanted]]
+    elif wanted is None or wanted not in sub.choices:
+        modules = list(dict.fromkeys(SERVER_COMMANDS.values()))
+    else:
+        modules = []
+    for name in modules:
+        importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
