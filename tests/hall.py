@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -384,7 +384,8 @@ def company(pair: ca.CompanyPair, name: str, code: str, chain: list[x509.Certifi
 
 
 async def start_hall(pki: Pki, tmp: Path, database_url: str | None = None) -> Hall:
-    t0 = pki.now.replace(microsecond=0) + timedelta(minutes=1)
+    # after the certificates issued below (valid from a minute before now), whenever this runs
+    t0 = max(pki.now, datetime.now(UTC)).replace(microsecond=0) + timedelta(minutes=1)
     clock = ManualClock(t0)
     server_person = ca.issue_person(
         pki.root_a, name="平台签章", role="centre", person_id="PLATFORM1", key_type="ec-p256"
