@@ -100,7 +100,7 @@ async def build_hub(
     )
     hall.on_presence = lambda sid, p, joined: presence_changed(hub, sid, p, joined)
     service.on_due_changed = hub.scheduler.wake
-    hub.scheduler.after_tick = lambda sid: after_tick(hub, sid)
+    hub.scheduler.after_tick = lambda sid: generate_record_if_due_safe(hub, sid)
     hub.scheduler.hold = lambda sid: bool(hub.decrypting.get(sid))
     return hub
 
@@ -121,13 +121,6 @@ async def presence_changed(hub: Hub, session_id: str, p: Principal, joined: bool
         log.exception("presence update failed for %s", session_id)
 
 
-async def after_tick(hub: Hub, session_id: str) -> None:
-    """Work that follows a time-driven transition: generate the record when it is due."""
-    from server.api.hall import generate_record_if_due
-
-    await generate_record_if_due(hub, session_id)
-
-
 async def forget_presence(hub: Hub) -> None:
     """After a restart nobody is connected: presence recorded before it is cleared."""
     for row in await hub.store.list_sessions(kind="opening"):
@@ -138,10 +131,12 @@ async def forget_presence(hub: Hub) -> None:
                 await hub.service.execute(row.id, op.Leave(actor=actor))
             except Exception:
                 log.exception("could not clear presence on %s", row.id)
-        await generate_record_if_due_safe(hub, row.id)
+        if state.record_pending:  # a crash came between confirmation close and the record
+            await generate_record_if_due_safe(hub, row.id)
 
 
 async def generate_record_if_due_safe(hub: Hub, session_id: str) -> None:
+    """Generate the record when it is due; a failure is logged (retried at the next start or answer)."""
     from server.api.hall import generate_record_if_due
 
     try:

@@ -18,7 +18,6 @@ from crypto.ca import credit_code_of
 from crypto.errors import BidBridgeError
 from crypto.trust import TrustStore
 from schemas.canonical import canonical_json
-from server.identity import cert_sha256
 
 LOGIN_PURPOSE = "bidbridge-login"
 CHALLENGE_SECONDS = 60
@@ -135,7 +134,3 @@ async def verify_login(
         raise ChallengeInvalid("the document is not a login for this server / 非本服务器登录文档")
     await trust.avalidate(doc.signer, "login", now, extra_intermediates=doc.certificates)
     return VerifiedLogin(nonce, doc.signer, credit_code_of(doc.signer))
-
-
-def fingerprint(cert: x509.Certificate) -> str:
-    return cert_sha256(cert)

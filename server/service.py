@@ -107,9 +107,11 @@ class OpeningService:
                 state = loaded.state
                 for e in events:
                     state = op.evolve(state, e, at)
-                if state.status != loaded.state.status:
-                    events = [*events, self._checkpoint(session_id, loaded, events, state, at)]
                 linked = _link(session_id, loaded.version, loaded.head_hash, events, at)
+                if state.status != loaded.state.status:
+                    checkpoint = self._checkpoint(session_id, linked[-1], state, at)
+                    events = [*events, checkpoint]
+                    linked += _link(session_id, linked[-1].seq, linked[-1].hash, [checkpoint], at)
                 try:
                     records = await self.store.append(
                         session_id,
@@ -131,15 +133,9 @@ class OpeningService:
         raise VersionConflict(session_id)
 
     def _checkpoint(
-        self,
-        session_id: str,
-        loaded: Loaded,
-        events: list[NewEvent],
-        state: op.OpeningState,
-        at: datetime,
+        self, session_id: str, last: EventRecord, state: op.OpeningState, at: datetime
     ) -> NewEvent:
         """A server-signed checkpoint over the last event of this state change (section 8)."""
-        last = _link(session_id, loaded.version, loaded.head_hash, events, at)[-1]
         body = {
             "session_id": session_id,
             "seq": last.seq,

@@ -410,46 +410,38 @@ async def start_hall(pki: Pki, tmp: Path, database_url: str | None = None) -> Ha
     }
     await hub.store.add_account("centre", "中心管理员", cert_pem(parties["centre"].cert), t0)
     hall = Hall(hub, server, clock, http, pki, t0, parties)
+    await register_parties(hall.request, parties)
+    return hall
+
+
+async def register_parties(request: Any, parties: dict[str, Party]) -> None:
+    """Through the API, as the centre: host and supervisor accounts, bidders a/b/c, project, lot.
+
+    ``request(method, path, who, body)`` is the caller's HTTP helper (in-process or a child).
+    """
     centre = parties["centre"]
     for role in ("host", "supervisor"):
-        await hall.request(
-            "POST",
-            "/api/accounts",
-            centre,
-            {"role": role, "name": parties[role].name, "cert_pem": cert_pem(parties[role].cert)},
-        )
+        body = {"role": role, "name": parties[role].name, "cert_pem": cert_pem(parties[role].cert)}
+        await request("POST", "/api/accounts", centre, body)
     for key in ("a", "b", "c"):
         p = parties[key]
         assert p.enc_cert is not None
-        await hall.request(
-            "POST",
-            "/api/companies",
-            centre,
-            {
-                "credit_code": p.code,
-                "name": p.name,
-                "signing_cert_pem": cert_pem(p.cert),
-                "encryption_cert_pem": cert_pem(p.enc_cert),
-            },
-        )
-    await hall.request(
-        "POST",
-        "/api/projects",
-        centre,
-        {
-            "code": "JS-2026-0101",
-            "name": "市政道路改造工程",
-            "tenderer_name": "某市城投公司",
-            "tenderer_credit_code": TENDERER_CODE,
-        },
-    )
-    await hall.request(
-        "POST",
-        "/api/lots",
-        centre,
-        {"project_code": "JS-2026-0101", "code": "01", "name": "01 标段"},
-    )
-    return hall
+        body = {
+            "credit_code": p.code,
+            "name": p.name,
+            "signing_cert_pem": cert_pem(p.cert),
+            "encryption_cert_pem": cert_pem(p.enc_cert),
+        }
+        await request("POST", "/api/companies", centre, body)
+    project = {
+        "code": "JS-2026-0101",
+        "name": "市政道路改造工程",
+        "tenderer_name": "某市城投公司",
+        "tenderer_credit_code": TENDERER_CODE,
+    }
+    await request("POST", "/api/projects", centre, project)
+    lot = {"project_code": "JS-2026-0101", "code": "01", "name": "01 标段"}
+    await request("POST", "/api/lots", centre, lot)
 
 
 async def stop_hall(hall: Hall) -> None:

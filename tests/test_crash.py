@@ -39,7 +39,6 @@ from crypto.envelope import Recipient
 from schemas.canonical import canonical_json
 from schemas.time import iso, parse_iso
 from server.audit.chain import GENESIS, event_hash
-from server.identity import cert_pem
 from server.store import open_store
 from tests.conftest import (
     CODE_A,
@@ -51,7 +50,7 @@ from tests.conftest import (
     write_cert,
     write_key,
 )
-from tests.hall import ApiError, Party, company, person
+from tests.hall import ApiError, Party, company, person, register_parties
 
 FACTOR = 10.0
 """The server's clock runs this many times faster than real time."""
@@ -332,45 +331,7 @@ async def site(pki: Pki, tmp_path: Path, store_url: str) -> AsyncIterator[Site]:
 
 
 async def register(client: Client) -> None:
-    p = client.parties
-    centre = p["centre"]
-    for role in ("host", "supervisor"):
-        await client.request(
-            "POST",
-            "/api/accounts",
-            centre,
-            {"role": role, "name": p[role].name, "cert_pem": cert_pem(p[role].cert)},
-        )
-    for key in ("a", "b", "c"):
-        assert p[key].enc_cert is not None
-        await client.request(
-            "POST",
-            "/api/companies",
-            centre,
-            {
-                "credit_code": p[key].code,
-                "name": p[key].name,
-                "signing_cert_pem": cert_pem(p[key].cert),
-                "encryption_cert_pem": cert_pem(p[key].enc_cert),  # type: ignore[arg-type]
-            },
-        )
-    await client.request(
-        "POST",
-        "/api/projects",
-        centre,
-        {
-            "code": "JS-2026-0101",
-            "name": "市政道路改造工程",
-            "tenderer_name": "某市城投公司",
-            "tenderer_credit_code": CODE_C,
-        },
-    )
-    await client.request(
-        "POST",
-        "/api/lots",
-        centre,
-        {"project_code": "JS-2026-0101", "code": "01", "name": "01 标段"},
-    )
+    await register_parties(client.request, client.parties)
 
 
 def seal(tmp: Path, bidder: Party, name: str, document_bytes: int, price_fen: int) -> Path:

@@ -1053,7 +1053,6 @@ async def generate_record_if_due(hub: Hub, session_id: str) -> None:
     raw = canonical_json(record)
     now = hub.clock.now()
     blob = await hub.blobs.put_bytes(raw)
-    await hub.blobs.put_bytes(op.record_text(record).encode("utf-8"))
     signature = b64encode(hub.identity.sign(raw, now))
     await hub.service.execute(
         session_id,

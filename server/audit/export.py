@@ -10,14 +10,13 @@ from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from crypto.keys import parse_certificate
 from crypto.trust import TrustStore
 from server.audit.archive import ArchiveContent, write_archive
 from server.clock import SystemClock
 from server.domain import opening as op
-from server.identity import ServerIdentity, load_trust
+from server.identity import ServerIdentity, cert_sha256, load_trust
 from server.store import BlobStore, NotFound, Store, open_store
 
 
@@ -37,8 +36,12 @@ async def export_session(
     events = await store.events_after(session_id, 0)
     envelopes: dict[str, Path] = {}
     certs: dict[str, x509.Certificate] = {}
+
+    def keep(cert: x509.Certificate) -> None:
+        certs[cert_sha256(cert)] = cert
+
     for cert in (identity.certificate, *identity.chain):
-        certs[cert.fingerprint(_sha256()).hex()] = cert
+        keep(cert)
     bidders: set[str] = set()
     accounts: set[str] = set()
     for e in events:
@@ -54,13 +57,11 @@ async def export_session(
         company = await store.get_company(code)
         if company is not None:
             for pem in (company.signing_cert_pem, company.encryption_cert_pem):
-                c = parse_certificate(pem.encode("ascii"))
-                certs[c.fingerprint(_sha256()).hex()] = c
+                keep(parse_certificate(pem.encode("ascii")))
     for account in sorted(accounts):
         acc = await store.get_account(account)
         if acc is not None:
-            c = parse_certificate(acc.cert_pem.encode("ascii"))
-            certs[c.fingerprint(_sha256()).hex()] = c
+            keep(parse_certificate(acc.cert_pem.encode("ascii")))
     state = op.OpeningState.model_validate(row.snapshot["state"])
     record_json = record_text = None
     if state.record_sha256 is not None:
@@ -87,10 +88,6 @@ async def export_session(
         chain=identity.chain,
         at=at,
     )
-
-
-def _sha256() -> hashes.SHA256:
-    return hashes.SHA256()
 
 
 def cmd_export(args: argparse.Namespace) -> int:
