@@ -16,11 +16,11 @@ from aiohttp import web
 from crypto.trust import TrustStore
 from server.auth import Principal, Tokens
 from server.clock import Clock, SystemClock
-from server.domain import opening as op
+from server.domain import evaluation as ev
 from server.identity import ServerIdentity
 from server.realtime.hall import Hall
 from server.scheduler import Scheduler
-from server.service import OpeningService
+from server.service import MACHINES, SessionService
 from server.store import BlobStore, Store, open_store
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ class Settings:
     upload_limit: int = DEFAULT_UPLOAD_LIMIT
     server_id: str = "bidbridge"
     scheduler: bool = True
+    media: str = "builtin"
+    """The media backend of evaluations: ``builtin`` (aiortc, started on first use) or ``none``."""
 
 
 @dataclass
@@ -53,10 +55,11 @@ class Hub:
     clock: Clock
     sio: socketio.AsyncServer
     hall: Hall
-    service: OpeningService
+    service: SessionService
     scheduler: Scheduler
     presence: dict[tuple[str, str], int] = field(default_factory=dict)
     decrypting: dict[str, set[str]] = field(default_factory=dict)
+    media: Any = None
 
 
 def token_secret(data_dir: Path) -> bytes:
@@ -84,7 +87,7 @@ async def build_hub(
     sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins=[], logger=False)
     hall = Hall(store, tokens, clock)
     sio.register_namespace(hall)
-    service = OpeningService(store, clock, identity, hall.publish)
+    service = SessionService(store, clock, identity, hall.publish)
     hub = Hub(
         settings=settings,
         store=store,
@@ -102,6 +105,10 @@ async def build_hub(
     service.on_due_changed = hub.scheduler.wake
     hub.scheduler.after_tick = lambda sid: generate_record_if_due_safe(hub, sid)
     hub.scheduler.hold = lambda sid: bool(hub.decrypting.get(sid))
+    if settings.media == "builtin":
+        from server.media.link import LazyMedia
+
+        hub.media = LazyMedia(hub)
     return hub
 
 
@@ -110,28 +117,40 @@ async def presence_changed(hub: Hub, session_id: str, p: Principal, joined: bool
     key = (session_id, p.party_id)
     count = hub.presence.get(key, 0) + (1 if joined else -1)
     hub.presence[key] = max(0, count)
-    actor = op.Actor(role=p.role, id=p.party_id)  # type: ignore[arg-type]
     try:
+        row = await hub.store.load_session(session_id)
+        if row is None:
+            return
+        machine = MACHINES[row.kind]
+        if p.role == "room":
+            if row.kind == "evaluation" and (count == 1 or count <= 0):
+                if count <= 0:
+                    hub.presence.pop(key, None)
+                up = ev.RoomLink(actor=ev.Actor(role="room", id=p.party_id), up=joined)
+                await hub.service.execute(session_id, up)
+            return
         if joined and count == 1:
-            await hub.service.execute(session_id, op.Join(actor=actor))
+            await hub.service.execute(session_id, machine.join(p.role, p.party_id))
         elif not joined and count <= 0:
             hub.presence.pop(key, None)
-            await hub.service.execute(session_id, op.Leave(actor=actor))
+            await hub.service.execute(session_id, machine.leave(p.role, p.party_id))
     except Exception:  # presence must never break a connection
         log.exception("presence update failed for %s", session_id)
 
 
 async def forget_presence(hub: Hub) -> None:
     """After a restart nobody is connected: presence recorded before it is cleared."""
-    for row in await hub.store.list_sessions(kind="opening"):
-        state = op.OpeningState.model_validate(row.snapshot["state"])
+    for row in await hub.store.list_sessions():
+        machine = MACHINES[row.kind]
+        state = machine.state.model_validate(row.snapshot["state"])
         for account, role in state.present.items():
-            actor = op.Actor(role=role, id=account)  # type: ignore[arg-type]
             try:
-                await hub.service.execute(row.id, op.Leave(actor=actor))
+                await hub.service.execute(row.id, machine.leave(role, account))
             except Exception:
                 log.exception("could not clear presence on %s", row.id)
-        if state.record_pending:  # a crash came between confirmation close and the record
+        if (
+            row.kind == "opening" and state.record_pending
+        ):  # a crash came between confirmation close and the record
             await generate_record_if_due_safe(hub, row.id)
 
 
@@ -146,6 +165,7 @@ async def generate_record_if_due_safe(hub: Hub, session_id: str) -> None:
 
 
 def build_app(hub: Hub) -> web.Application:
+    import server.api.evaluation  # noqa: F401  (registers the evaluation's routes)
     from server.api.hall import routes
     from server.api.routing import errors_middleware
 
@@ -163,6 +183,8 @@ def build_app(hub: Hub) -> web.Application:
 
     async def on_cleanup(app: web.Application) -> None:
         app[FREEZER_KEY].cancel()
+        if hub.media is not None:
+            await hub.media.close()
         await hub.scheduler.stop()
         await hub.store.close()
 

@@ -12,8 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from server.clock import Clock
-from server.domain import opening as op
-from server.service import OpeningService
+from server.service import SessionService
 from server.store import Store
 
 log = logging.getLogger(__name__)
@@ -23,7 +22,7 @@ POLL_SECONDS = 2.0
 
 
 class Scheduler:
-    def __init__(self, store: Store, service: OpeningService, clock: Clock) -> None:
+    def __init__(self, store: Store, service: SessionService, clock: Clock) -> None:
         self.store = store
         self.service = service
         self.clock = clock
@@ -58,7 +57,7 @@ class Scheduler:
                 self.held = True
                 continue
             try:
-                records = await self.service.execute(session_id, op.Tick(actor=op.SERVER))
+                records = await self.service.tick(session_id)
             except Exception:
                 log.exception("tick failed on %s", session_id)
                 continue

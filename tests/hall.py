@@ -279,7 +279,7 @@ class Hall:
     async def until_present(self, sid: str, account: str, present: bool) -> None:
         async with asyncio.timeout(5):
             while True:
-                loaded = await self.hub.service.load(sid)
+                loaded = await self.hub.service.load(sid, kind=None)
                 assert loaded is not None
                 if (account in loaded.state.present) == present:
                     return

@@ -186,6 +186,11 @@ async def _principal_for(hub: Hub, cert: x509.Certificate, code: str | None) -> 
     fp = cert_sha256(cert)
     account = await hub.store.get_account(fp[:32])
     if account is not None:
+        if account.role == "room":  # a room device acts as its room
+            room = await hub.store.room_of_account(account.id)
+            if room is None:
+                raise PartyUnknown("room device without a room / 设备未绑定评标室")
+            return Principal("room", room.id, account.name, fp)
         return Principal(account.role, account.id, account.name, fp)
     if code is not None:
         company = await hub.store.get_company(code)

@@ -16,6 +16,7 @@ from crypto.errors import BidBridgeError
 from schemas.events import EventRecord
 from server.auth import Principal, Tokens
 from server.clock import Clock
+from server.domain import evaluation as ev
 from server.domain import opening as op
 from server.store import Store
 
@@ -38,6 +39,10 @@ def refuse(code: str, zh: str, en: str) -> socketio.exceptions.ConnectionRefused
     exc = socketio.exceptions.ConnectionRefusedError(f"{code}: {en}", refusal)
     exc.error_args = {"message": f"{code}: {en}", "data": refusal, **refusal}
     return exc
+
+
+PRESENCE_ROLES = (*op.STAFF_ROLES, "room")
+"""Whose presence is recorded: staff (a supervisor must be present) and room devices (links)."""
 
 
 class Hall(socketio.AsyncNamespace):
@@ -68,13 +73,18 @@ class Hall(socketio.AsyncNamespace):
             last_seq = max(0, int(auth.get("last_seq", 0)))
         except (TypeError, ValueError):
             last_seq = 0
-        tags = op.viewer_tags(p.role, p.party_id)
+        if row.kind == "evaluation":
+            if p.role not in ev.EVALUATION_ROLES:
+                raise refuse("NOT_PERMITTED", "您的角色无权进入评标会话", "your role may not join")
+            tags = ev.viewer_tags(p.role, p.party_id)
+        else:
+            tags = op.viewer_tags(p.role, p.party_id)
         await self.save_session(sid, {"principal": p, "session_id": session_id, "tags": tags})
         for tag in ("all", *tags):
             await self.enter_room(sid, room(session_id, tag))
         await self.emit("time", {"now": self.clock.now().isoformat()}, to=sid)
         await self._replay(sid, session_id, tags, last_seq)
-        if self.on_presence is not None and p.role in op.STAFF_ROLES:
+        if self.on_presence is not None and p.role in PRESENCE_ROLES:
             await self.on_presence(session_id, p, True)
 
     async def _replay(self, sid: str, session_id: str, tags: frozenset[str], after: int) -> None:
@@ -94,7 +104,7 @@ class Hall(socketio.AsyncNamespace):
         except KeyError:
             return
         p: Principal = data["principal"]
-        if self.on_presence is not None and p.role in op.STAFF_ROLES:
+        if self.on_presence is not None and p.role in PRESENCE_ROLES:
             await self.on_presence(data["session_id"], p, False)
 
     async def on_time(self, sid: str, data: Any = None) -> dict[str, str]:

@@ -31,11 +31,15 @@ from server.store.models import (
     Base,
     BidKey,
     Company,
+    DrawSecret,
     Event,
+    ExpertRow,
     LoginChallenge,
     Lot,
     Project,
+    RoomRow,
     SessionState,
+    SiteRow,
 )
 
 if TYPE_CHECKING:
@@ -158,6 +162,22 @@ class SessionRow:
     snapshot: dict[str, Any]
     next_due: datetime | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    id: str
+    name: str
+    city: str
+
+
+@dataclass(frozen=True)
+class RoomInfo:
+    id: str
+    site_id: str
+    name: str
+    account_id: str
+    available: bool
 
 
 def account_id(cert_pem: str) -> str:
@@ -606,3 +626,93 @@ class Store:
                 sa.delete(BackupShare).where(BackupShare.request_id == request_id)
             )
             return result.rowcount
+
+    # --- expert pool, sites and rooms --------------------------------------------------------
+
+    async def import_experts(self, experts: Sequence[dict[str, Any]], at: datetime) -> int:
+        """Add or update experts by id, all in one transaction (nothing half-imported)."""
+        if not experts:
+            return 0
+        async with self._tx() as conn:
+            for start in range(0, len(experts), 2000):
+                chunk = experts[start : start + 2000]
+                ids = [e["id"] for e in chunk]
+                await conn.execute(sa.delete(ExpertRow).where(ExpertRow.id.in_(ids)))
+                await conn.execute(
+                    sa.insert(ExpertRow),
+                    [{"id": e["id"], "data": e, "imported_at": at} for e in chunk],
+                )
+        return len(experts)
+
+    async def list_experts(self) -> list[dict[str, Any]]:
+        async with self._tx() as conn:
+            rows = await conn.execute(sa.select(ExpertRow.data).order_by(ExpertRow.id))
+            return [r[0] for r in rows]
+
+    async def count_experts(self) -> int:
+        async with self._tx() as conn:
+            return int(await conn.scalar(sa.select(sa.func.count()).select_from(ExpertRow)) or 0)
+
+    async def add_site(self, id: str, name: str, city: str) -> SiteInfo:
+        row = SiteInfo(id, name, city)
+        await self._insert_new(SiteRow, f"site {id}", **asdict(row))
+        return row
+
+    async def list_sites(self) -> list[SiteInfo]:
+        async with self._tx() as conn:
+            query = sa.select(*_columns(SiteRow)).order_by(SiteRow.id)
+            return [_row(SiteInfo, r) for r in await conn.execute(query)]
+
+    async def add_room(
+        self, id: str, site_id: str, name: str, cert_pem: str, at: datetime
+    ) -> RoomInfo:
+        """A room and its device account, together."""
+        account = AccountRow(account_id(cert_pem), "room", name, cert_pem, at)
+        row = RoomInfo(id, site_id, name, account.id, True)
+        async with self._tx() as conn:
+            if await conn.scalar(sa.select(SiteRow.id).where(SiteRow.id == site_id)) is None:
+                raise NotFound(f"site {site_id}")
+            for model, values, what in (
+                (Account, asdict(account), f"account {account.id}"),
+                (RoomRow, asdict(row), f"room {id}"),
+            ):
+                result = await conn.execute(
+                    self._insert(model).values(**values).on_conflict_do_nothing()
+                )
+                if result.rowcount != 1:
+                    raise AlreadyExists(what)
+        return row
+
+    async def list_rooms(self) -> list[RoomInfo]:
+        async with self._tx() as conn:
+            query = sa.select(*_columns(RoomRow)).order_by(RoomRow.id)
+            return [_row(RoomInfo, r) for r in await conn.execute(query)]
+
+    async def room_of_account(self, account: str) -> RoomInfo | None:
+        async with self._tx() as conn:
+            query = sa.select(*_columns(RoomRow)).where(RoomRow.account_id == account)
+            row = (await conn.execute(query)).first()
+        return _row(RoomInfo, row) if row else None
+
+    # --- draw secrets ------------------------------------------------------------------------
+
+    async def put_draw_secret(self, session_id: str, server_random_hex: str) -> str:
+        """Keep the server's random value for a draw; the first one stored wins."""
+        async with self._tx() as conn:
+            await conn.execute(
+                self._insert(DrawSecret)
+                .values(session_id=session_id, server_random=server_random_hex)
+                .on_conflict_do_nothing()
+            )
+            stored = await conn.scalar(
+                sa.select(DrawSecret.server_random).where(DrawSecret.session_id == session_id)
+            )
+        assert stored is not None
+        return str(stored)
+
+    async def draw_secret(self, session_id: str) -> str | None:
+        async with self._tx() as conn:
+            value = await conn.scalar(
+                sa.select(DrawSecret.server_random).where(DrawSecret.session_id == session_id)
+            )
+        return None if value is None else str(value)

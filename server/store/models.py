@@ -149,3 +149,47 @@ class BackupShare(Base):
     request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     custodian_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     share_json: Mapped[str] = mapped_column(Text)
+
+
+class ExpertRow(Base):
+    """One expert of the shared pool (评标专家库); ``data`` is a ``schemas.experts.Expert``."""
+
+    __tablename__ = "experts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[dict[str, Any]]
+    imported_at: Mapped[datetime]
+
+
+class SiteRow(Base):
+    """A site (场地) of the rooms network, in one city."""
+
+    __tablename__ = "sites"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    city: Mapped[str] = mapped_column(String(64))
+
+
+class RoomRow(Base):
+    """An evaluation room (评标室) of a site; its device logs in with ``account_id``'s certificate."""
+
+    __tablename__ = "rooms"
+    __table_args__ = (Index("ix_rooms_account", "account_id", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site_id: Mapped[str] = mapped_column(String(64), ForeignKey("sites.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    account_id: Mapped[str] = mapped_column(String(32), ForeignKey("accounts.id"))
+    available: Mapped[bool] = mapped_column(Boolean)
+
+
+class DrawSecret(Base):
+    """The server's random value for a draw, kept secret until the draw reveals it."""
+
+    __tablename__ = "draw_secrets"
+
+    session_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("sessions.id"), primary_key=True
+    )
+    server_random: Mapped[str] = mapped_column(String(64))

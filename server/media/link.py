@@ -1,0 +1,85 @@
+"""The server's side of the media link: the built-in backend, started on first use, whose
+recorded segments become blobs and ``media_segment`` events (DESIGN.md sections 6 and 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from server.domain import evaluation as ev
+
+if TYPE_CHECKING:
+    from server.app import Hub
+    from server.media.builtin import BuiltinMedia, Segment
+
+log = logging.getLogger(__name__)
+
+
+class LazyMedia:
+    """The built-in aiortc backend (a worker process), started when the first room links up."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._backend: BuiltinMedia | None = None
+        self._lock = asyncio.Lock()
+        self.segments_recorded = 0
+        self.failures: list[str] = []
+
+    async def backend(self) -> BuiltinMedia:
+        async with self._lock:
+            if self._backend is None:
+                from server.media.builtin import BuiltinMedia
+
+                work = self.hub.settings.data_dir / "media"
+                work.mkdir(parents=True, exist_ok=True)
+                backend = BuiltinMedia(work, self._on_segment)
+                await backend.start()
+                self._backend = backend
+            return self._backend
+
+    async def answer(
+        self,
+        session_id: str,
+        peer_id: str,
+        role: str,
+        offer: dict[str, Any],
+        watch: str | None = None,
+    ) -> dict[str, Any]:
+        backend = await self.backend()
+        if role == "supervisor":
+            return await backend.answer(session_id, peer_id, "supervisor", offer, watch=watch)
+        return await backend.answer(session_id, peer_id, "room", offer)
+
+    async def _on_segment(self, seg: Segment) -> None:
+        """Keep the segment as a blob and put its hash in the session's log as it is written."""
+        hub = self.hub
+        error = getattr(seg, "error", None)
+        sha, size = seg.sha256, seg.size
+        if not error:
+            blob = await hub.blobs.put_file(seg.path)
+            if blob.sha256 != seg.sha256:
+                error = f"hash changed between worker and store: {seg.sha256} != {blob.sha256}"
+            sha, size = blob.sha256, blob.size
+            seg.path.unlink(missing_ok=True)
+        cmd = ev.RecordSegment(
+            actor=ev.SERVER,
+            room_id=seg.peer_id,
+            index=seg.index,
+            sha256=sha or "0" * 64,
+            size=size or 0,
+            started_at=seg.started_at.isoformat(),
+            ended_at=seg.ended_at.isoformat(),
+            error=error,
+        )
+        try:
+            await hub.service.execute(seg.session_id, cmd)
+            self.segments_recorded += 1
+        except Exception as exc:
+            log.exception("could not record segment %s/%s", seg.peer_id, seg.index)
+            self.failures.append(f"{seg.peer_id}#{seg.index}: {exc}")
+
+    async def close(self) -> None:
+        if self._backend is not None:
+            await self._backend.close()
+            self._backend = None
