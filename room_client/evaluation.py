@@ -48,9 +48,9 @@ class EvalClient(HallClient):
         return await self.call("POST", "/api/sites", body)
 
     async def add_room(
-        self, site_id: str, room_id: str, name: str, cert_pem: str
+        self, site_id: str, room_id: str, name: str, cert_pem: str, seats: int | None = None
     ) -> dict[str, Any]:
-        body = EV.RoomIn(id=room_id, name=name, cert_pem=cert_pem).model_dump()
+        body = EV.RoomIn(id=room_id, name=name, cert_pem=cert_pem, seats=seats).model_dump()
         return await self.call("POST", f"/api/sites/{quote(site_id, safe='')}/rooms", body)
 
     async def sites(self) -> list[dict[str, Any]]:

@@ -82,6 +82,7 @@ class RoomIn(_In):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     name: str = Field(min_length=1, max_length=200)
     cert_pem: str = Field(min_length=1, max_length=20_000, description="the room device's cert")
+    seats: int | None = Field(default=None, ge=1, le=100, description="expert seats (席位)")
 
 
 class SitesOut(_Out):

@@ -25,6 +25,7 @@ SERVER_COMMANDS = {
     "host": "room_client.bidder_cli",
     "supervisor": "room_client.bidder_cli",
     "verify-archive": "server.audit.cli",
+    "verify-draw": "server.audit.verify_draw",
     "export-archive": "server.audit.export",
 }
 

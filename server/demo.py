@@ -35,7 +35,8 @@ from crypto.token import (
     store_certificate_on_token,
 )
 from crypto.trust import TrustStore
-from room_client.agent import Credentials, HallClient, HallFollower
+from room_client.agent import Credentials, HallFollower
+from room_client.evaluation import EvalClient
 from schemas.common import uscc_check_char
 from server.app import Settings, build_app, build_hub
 from server.audit.archive import verify_archive
@@ -290,10 +291,10 @@ async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
     url = f"http://127.0.0.1:{port}"
     print(f"   {url}  (OpenAPI: {url}/api/openapi.json, clock x{factor:g})")
 
-    clients: list[HallClient] = []
+    clients: list[EvalClient] = []
 
-    def client(creds: Credentials) -> HallClient:
-        c = HallClient(url, creds)
+    def client(creds: Credentials) -> EvalClient:
+        c = EvalClient(url, creds)
         clients.append(c)
         return c
 
@@ -448,6 +449,36 @@ async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
         revoked = [r for r in table_event["payload"]["table"]["rows"] if r["status"] == "revoked"]
         if len(revoked) != 1 or revoked[0]["bidder"] != failing["code"]:
             raise DemoFailed("expected exactly the third bidder revoked")
+
+        async def export_evaluation(session_id: str, path: Path) -> None:
+            from server.audit.verify_draw import check_draw
+
+            await export_session(
+                hub.store, hub.blobs, hub.trust, hub.identity, session_id, path, clock.now()
+            )
+            checked = await asyncio.to_thread(verify_archive, path)
+            print(
+                f"   {path}: {checked.events} events, {checked.signatures_checked} signatures — "
+                "验证通过 / verified"
+            )
+            draw = await asyncio.to_thread(check_draw, path)
+            if not draw.matches:
+                raise DemoFailed("the draw does not recompute: " + "; ".join(draw.differences))
+            print(
+                f"   抽取复核 draw recomputed from the archive: {draw.summary()} — 一致 / matches"
+            )
+
+        from server.demo_evaluation import run_evaluation
+
+        await run_evaluation(
+            out=out,
+            url=url,
+            hub=hub,
+            world=world,
+            opening_sid=sid,
+            client=client,
+            export=export_evaluation,
+        )
     except BidBridgeError as exc:
         print(f"ERROR {exc.line()}", file=sys.stderr)
         ok = False

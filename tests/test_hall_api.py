@@ -24,7 +24,7 @@ from crypto.keys import SoftwareKey
 from schemas.canonical import canonical_json
 from schemas.time import iso, parse_iso
 from server.api.hall import routes
-from server.auth import Tokens, login_document
+from server.auth import Principal, Tokens, login_document
 from server.identity import cert_pem
 from tests.conftest import Pki
 from tests.hall import ApiError, Hall, Party, person, start_hall, stop_hall
@@ -108,7 +108,7 @@ def mentions(event: dict[str, Any], code: str | None) -> bool:
 
 # --- the matrix: every route against every role ----------------------------------------------
 
-ROLES = ("anonymous", "bidder", "host", "supervisor", "centre")
+ROLES = ("anonymous", "bidder", "host", "supervisor", "centre", "room", "expert")
 PUBLIC = {
     ("GET", "/api/openapi.json"),
     ("GET", "/api/time"),
@@ -136,12 +136,26 @@ async def test_route_role_matrix(hall: Hall, tmp_path: Path) -> None:
     }
     for p in tokens.values():
         await hall.login(p)
+    # A room device and a signed-in expert hold tokens like anyone else's (minted here: the
+    # matrix is about what a role may call, not about how the token was obtained).
+    for role, pid in (("room", "R-TEST"), ("expert", "E-TEST")):
+        token, _ = hall.hub.tokens.issue(Principal(role, pid, pid, "0" * 64), hall.clock.now())
+        party = Party(pid, P(hall, "host").key, P(hall, "host").cert)
+        party.token = token
+        tokens[role] = party
     failures: list[str] = []
     checked = 0
     for route in routes.routes:
         if route.roles is None:
             continue
-        path = route.path.format(session_id=sid, objection_id="1", request_id="r1")
+        path = route.path.format(
+            session_id=sid,
+            objection_id="1",
+            request_id="r1",
+            expert_id="E1",
+            site_id="S1",
+            stage="detailed",
+        )
         kw: dict[str, Any] = {}
         if route.body is not None:
             kw["json_body"] = {}

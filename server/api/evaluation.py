@@ -120,7 +120,9 @@ async def add_room(ctx: Ctx, body: EV.RoomIn) -> S.OkOut:
     cert = _cert(body.cert_pem, "room device certificate")
     await ctx.hub.trust.avalidate(cert, "login", ctx.hub.clock.now())
     site_id = ctx.request.match_info["site_id"]
-    await ctx.hub.store.add_room(body.id, site_id, body.name, body.cert_pem, ctx.hub.clock.now())
+    await ctx.hub.store.add_room(
+        body.id, site_id, body.name, body.cert_pem, ctx.hub.clock.now(), body.seats
+    )
     return S.OkOut()
 
 
@@ -140,8 +142,12 @@ async def _sites(hub: Hub) -> list[Site]:
     rooms = await hub.store.list_rooms()
     out = []
     for s in await hub.store.list_sites():
-        mine = [r.id for r in rooms if r.site_id == s.id and r.available]
-        out.append(Site(id=s.id, name=s.name, city=s.city, rooms=[Room(id=r) for r in mine]))
+        mine = [
+            Room(id=r.id, name=r.name, seats=r.seats)
+            for r in rooms
+            if r.site_id == s.id and r.available
+        ]
+        out.append(Site(id=s.id, name=s.name, city=s.city, rooms=mine))
     return out
 
 

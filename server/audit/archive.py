@@ -1,4 +1,24 @@
-"""A session's archive (DESIGN.md section 8): export as a signed ZIP, verify offline."""
+"""A session's archive (DESIGN.md section 8): export as a signed ZIP, verify offline.
+
+Layout (every member but the manifest and its signature is listed in ``manifest.json`` with its
+SHA-256 and size; ``manifest.p7s`` is the platform's signature over the manifest)::
+
+    archive.json                  format, version, session, export instant, head of the log
+    events.jsonl                  the whole event log, one canonical JSON event per line
+    keys.json                     content-encryption keys of the decrypted bids (openings)
+    envelopes/<sha256>.p7m        sealed bids named by ``bid_uploaded`` receipts (openings)
+    blobs/<sha256>                files the log names by hash (evaluations): the draw input
+                                  (``draw_completed.pool_blob``, canonical JSON
+                                  ``{"format": "bidbridge-draw-input", "pool": [...],
+                                  "sites": [...]}``), the report (``report_generated.sha256``,
+                                  canonical JSON) and every recording segment
+                                  (``media_segment.sha256``, WebM); the event says which is which
+    certificates/<sha256>.pem     the parties' certificates (named by the DER's SHA-256)
+    trust/roots|intermediates/<sha256>.pem, trust/crls/<sha256>.crl
+    record/record.json|txt        the opening record and its readable text (openings)
+    report/report.txt             the evaluation report's readable text (evaluations)
+    manifest.json, manifest.p7s
+"""
 
 from __future__ import annotations
 
@@ -10,7 +30,7 @@ import re
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +39,7 @@ from typing import Any, BinaryIO, Literal, NoReturn
 from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from pydantic import ValidationError
 
 from crypto.attest import SignedDocument, b64decode, read_document, sign_document
 from crypto.bid import decrypt_with_key, verify_envelope
@@ -27,9 +48,13 @@ from crypto.errors import BidBridgeError, FileUnreadable, OutputExists
 from crypto.keys import PrivateKeyHandle
 from crypto.trust import TrustStore
 from schemas.canonical import canonical_json
+from schemas.evaluation import report_document, sheet_document
 from schemas.events import EventRecord
+from schemas.experts import DrawRequest, DrawResult, Site
 from schemas.time import iso, parse_iso
 from server.audit.chain import GENESIS, event_hash
+from server.domain import draw as D
+from server.domain.errors import Refusal
 
 FORMAT = "bidbridge-archive"
 VERSION = 1
@@ -41,13 +66,19 @@ MANIFEST = "manifest.json"
 MANIFEST_SIG = "manifest.p7s"
 RECORD_JSON = "record/record.json"
 RECORD_TEXT = "record/record.txt"
+REPORT_TEXT = "report/report.txt"
+BLOBS = "blobs/"
+ENVELOPES = "envelopes/"
+DRAW_INPUT_FORMAT = "bidbridge-draw-input"
 
-_FIXED = frozenset({ARCHIVE_JSON, EVENTS, KEYS, MANIFEST, MANIFEST_SIG, RECORD_JSON, RECORD_TEXT})
+_FIXED = frozenset(
+    {ARCHIVE_JSON, EVENTS, KEYS, MANIFEST, MANIFEST_SIG, RECORD_JSON, RECORD_TEXT, REPORT_TEXT}
+)
 _REQUIRED = (ARCHIVE_JSON, EVENTS, KEYS)
 _HASHED = re.compile(
     r"^(envelopes/[0-9a-f]{64}\.p7m|trust/roots/[0-9a-f]{64}\.pem|"
     r"trust/intermediates/[0-9a-f]{64}\.pem|trust/crls/[0-9a-f]{64}\.crl|"
-    r"certificates/[0-9a-f]{64}\.pem)$"
+    r"certificates/[0-9a-f]{64}\.pem|blobs/[0-9a-f]{64})$"
 )
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -90,6 +121,60 @@ class ArchiveContent:
     """The parties' certificates: bidders' signing/encryption, host, supervisor, server."""
     record_json: bytes | None = None
     record_text: bytes | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    """Content-addressed files by SHA-256 hex, written as ``blobs/<sha256>``: every file an
+    event names by its hash (:func:`blob_references`: an evaluation's draw input, its report and
+    its recording segments)."""
+    report_text: bytes | None = None
+    """An evaluation report's readable text (``report/report.txt``)."""
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """A file an event names by its SHA-256 (archived as ``blobs/<sha256>``)."""
+
+    sha256: str
+    seq: int
+    kind: Literal["draw_input", "report", "segment"]
+    label: str
+    """What the file is, for messages (Chinese / English)."""
+    required: bool
+    """False for a segment whose recording failed (``error``): its file may not exist."""
+
+
+def blob_references(events: Sequence[EventRecord]) -> list[BlobRef]:
+    """The files the log names by hash, in log order (malformed payloads are skipped here; the
+    verifier names them)."""
+    refs: list[BlobRef] = []
+    for e in events:
+        p = e.payload
+        if e.type == "draw_completed":
+            sha = p.get("pool_blob")
+            if isinstance(sha, str) and _HEX64.match(sha):
+                refs.append(BlobRef(sha, e.seq, "draw_input", "抽取输入 / draw input", True))
+        elif e.type == "report_generated":
+            sha = p.get("sha256")
+            if isinstance(sha, str) and _HEX64.match(sha):
+                refs.append(BlobRef(sha, e.seq, "report", "评标报告 / evaluation report", True))
+        elif e.type == "media_segment":
+            sha = p.get("sha256")
+            if isinstance(sha, str) and _HEX64.match(sha) and sha != "0" * 64:
+                refs.append(
+                    BlobRef(
+                        sha,
+                        e.seq,
+                        "segment",
+                        _segment_label(p),
+                        p.get("error") is None,
+                    )
+                )
+    return refs
+
+
+def _segment_label(payload: Any) -> str:
+    room = payload.get("room_id") if isinstance(payload, dict) else None
+    index = payload.get("index") if isinstance(payload, dict) else None
+    return f"录像片段 / recording segment {room} #{index}"
 
 
 @dataclass(frozen=True)
@@ -106,6 +191,107 @@ class ArchiveReport:
     anchors: Literal["given", "archive"]
     """``archive``: the archive's own roots were the anchors, which proves integrity only."""
     deep: bool
+    kind: str = "opening"
+    """``opening`` or ``evaluation`` (the ``kind`` of the first event; openings have none)."""
+    draws_recomputed: int = 0
+    """Expert draws (and replacements) recomputed from the archived input and found equal."""
+    segments_checked: int = 0
+    """Recording segments present with the hash and size their ``media_segment`` event names."""
+    files_checked: int = 0
+    """``blobs/`` members checked against the events that name them."""
+
+
+# --- the expert draw ---------------------------------------------------------------------------
+
+
+def read_draw_input(raw: bytes) -> tuple[list[dict[str, Any]], list[Site]]:
+    """The archived draw input: the pool snapshot rows and the sites (``ValueError`` if it is
+    not a ``bidbridge-draw-input`` document)."""
+    value = json.loads(raw.decode("utf-8"))
+    if not isinstance(value, dict) or value.get("format") != DRAW_INPUT_FORMAT:
+        raise ValueError(f"不是 {DRAW_INPUT_FORMAT} 文档 / not a {DRAW_INPUT_FORMAT} document")
+    pool, sites = value.get("pool"), value.get("sites")
+    if not isinstance(pool, list) or not all(isinstance(r, dict) for r in pool):
+        raise ValueError("pool 须为对象列表 / pool must be a list of objects")
+    if not isinstance(sites, list):
+        raise ValueError("sites 须为列表 / sites must be a list")
+    return pool, [Site.model_validate(x) for x in sites]
+
+
+def _validation(what: str, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(x) for x in first.get("loc", ()))
+    return f"{what}: 格式错误 / malformed ({loc}: {first.get('msg', '')})"
+
+
+def draw_differences(
+    pool: Sequence[Mapping[str, Any]],
+    sites: Sequence[Site],
+    *,
+    session_id: str,
+    commitment: str | None,
+    entropy: Mapping[str, str],
+    server_random: Any,
+    request: Any,
+    claimed: Any,
+) -> list[str]:
+    """Every way a recorded draw differs from its recomputation from the archive; ``[]``: equal.
+
+    ``commitment`` is the one published before the draw (``draw_committed``), ``entropy`` the
+    supervisor's and the host's values (``draw_entropy``, hex), ``server_random``, ``request``
+    and ``claimed`` what ``draw_completed`` (or, with its replacements, ``member_replaced``)
+    recorded. The recomputation is :func:`server.domain.draw.verify`.
+    """
+    diffs: list[str] = []
+    try:
+        revealed = bytes.fromhex(server_random) if isinstance(server_random, str) else None
+    except ValueError:
+        revealed = None
+    if revealed is None:
+        return ["server_random: 不是十六进制 / not hex"]
+    if commitment is None:
+        diffs.append(
+            "draw_committed: 抽取前没有公布承诺 / no commitment was published before the draw"
+        )
+    else:
+        try:
+            opened = D.commitment(revealed)
+        except Refusal as refusal:
+            return [*diffs, f"server_random: {refusal.line()}"]
+        if opened != commitment:
+            diffs.append(
+                "commitment: 揭示的服务器随机数与抽取前公布的承诺不符 / the revealed server "
+                f"random does not open the commitment published before the draw ({commitment})"
+            )
+    values: dict[str, bytes] = {}
+    for role in ("supervisor", "host"):
+        value = entropy.get(role)
+        try:
+            values[role] = bytes.fromhex(value) if isinstance(value, str) else b""
+        except ValueError:
+            values[role] = b""
+        if not values[role]:
+            diffs.append(f"draw_entropy: 缺少 {role} 的随机数 / no valid {role} entropy")
+    try:
+        req = DrawRequest.model_validate(request)
+    except ValidationError as exc:
+        diffs.append(_validation("request", exc))
+        req = None
+    try:
+        result = DrawResult.model_validate(claimed)
+    except ValidationError as exc:
+        diffs.append(_validation("result", exc))
+        result = None
+    if req is None or result is None or len(values) != 2 or not all(values.values()):
+        return diffs
+    for what, sid in (("request", req.session_id), ("result", result.session_id)):
+        if sid != session_id:
+            diffs.append(
+                f"{what}.session_id: {sid!r} 不是本会话 / is not this session ({session_id!r})"
+            )
+    found = D.verify(pool, sites, req, revealed, values["supervisor"], values["host"], result)
+    diffs.extend(f"复算不符 / recomputed differently: {d}" for d in found)
+    return diffs
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -163,6 +349,16 @@ def _check_content(content: ArchiveContent) -> None:
             bytes.fromhex(cek)
         except ValueError:
             fail(f"key for envelope {sha} is not hex")
+    named: set[str] = set()
+    for ref in blob_references(content.events):
+        named.add(ref.sha256)
+        if ref.required and ref.sha256 not in content.files:
+            fail(f"event seq {ref.seq}: 缺少文件 / {ref.label} {ref.sha256} not supplied")
+    for sha in content.files:
+        if not _HEX64.match(sha):
+            fail(f"file key {sha!r} is not a SHA-256 hex")
+        if sha not in named:
+            fail(f"file {sha} is not named by any event")
 
 
 class _ZipWriter:
@@ -256,7 +452,9 @@ def write_archive(
                 w.add(EVENTS, b"".join(canonical_json(e.model_dump()) + b"\n" for e in events))
                 w.add(KEYS, canonical_json(dict(sorted(content.keys.items()))))
                 for sha, path in sorted(content.envelopes.items()):
-                    w.add_file(f"envelopes/{sha}.p7m", Path(path), sha)
+                    w.add_file(f"{ENVELOPES}{sha}.p7m", Path(path), sha)
+                for sha, path in sorted(content.files.items()):
+                    w.add_file(f"{BLOBS}{sha}", Path(path), sha)
                 for folder, certs in (
                     ("trust/roots", content.trust_roots),
                     ("trust/intermediates", content.trust_intermediates),
@@ -272,6 +470,8 @@ def write_archive(
                     w.add(RECORD_JSON, content.record_json)
                 if content.record_text is not None:
                     w.add(RECORD_TEXT, content.record_text)
+                if content.report_text is not None:
+                    w.add(REPORT_TEXT, content.report_text)
                 manifest = canonical_json({"files": w.files})
                 w.add(MANIFEST, manifest, listed=False)
                 signature = sign_document(manifest, signer_key, signer_cert, at=at, chain=chain)
@@ -444,6 +644,9 @@ class _Verifier:
         self.party_certs: dict[bytes, x509.Certificate] = {}
         self.keys: dict[str, bytes] = {}
         self.events: list[EventRecord] = []
+        self.kind = "opening"
+        self.draws_recomputed = 0
+        self.segments_checked = 0
 
     # --- the steps, in order ------------------------------------------------------------------
 
@@ -470,6 +673,10 @@ class _Verifier:
             certificates_validated=len(self.uses),
             anchors="given" if self.given_roots is not None else "archive",
             deep=self.deep,
+            kind=self.kind,
+            draws_recomputed=self.draws_recomputed,
+            segments_checked=self.segments_checked,
+            files_checked=len(self.blobs_used),
         )
 
     def _names(self, zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
@@ -554,14 +761,16 @@ class _Verifier:
                 )
             if info.file_size != entry["size"]:
                 raise _invalid(
-                    name,
+                    self._named(name, zf, infos),
                     f"大小 {info.file_size} 与清单 {entry['size']} 不符",
                     f"size {info.file_size} differs from the manifest's {entry['size']}",
                 )
             sha = self._read_member(zf, info, entry["size"])
             if sha != entry["sha256"]:
                 raise _invalid(
-                    name, "SHA-256 与清单不符", "SHA-256 differs from the manifest (changed?)"
+                    self._named(name, zf, infos),
+                    "SHA-256 与清单不符",
+                    "SHA-256 differs from the manifest (changed?)",
                 )
             self.actual_sha[name] = sha
             self.sizes[name] = entry["size"]
@@ -574,17 +783,43 @@ class _Verifier:
             if name not in infos:
                 raise _invalid(name, "存档缺少此成员", "the archive lacks this member")
 
+    def _named(
+        self,
+        name: str,
+        zf: zipfile.ZipFile | None = None,
+        infos: dict[str, zipfile.ZipInfo] | None = None,
+    ) -> str:
+        """``name``, and for a ``blobs/`` member what the log says it is (a segment: its room
+        and index), read from the raw log: this only names, it proves nothing."""
+        if not name.startswith(BLOBS):
+            return name
+        raw = self.data.get(EVENTS)
+        if raw is None and zf is not None and infos is not None and EVENTS in infos:
+            try:
+                raw = self._read_small(zf, infos[EVENTS], MAX_IN_MEMORY)
+            except ArchiveInvalid:
+                raw = None
+        events: list[EventRecord] = []
+        for line in (raw or b"").split(b"\n"):
+            with contextlib.suppress(Exception):
+                events.append(EventRecord.model_validate(_json(line)))
+        sha = name[len(BLOBS) :]
+        labels = [
+            f"{r.label}, {EVENTS} seq {r.seq}" for r in blob_references(events) if r.sha256 == sha
+        ]
+        return f"{name} ({'; '.join(labels)})" if labels else name
+
     def _read_member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int) -> str:
-        """Read (envelopes: copy to the work folder) while hashing; return the SHA-256."""
+        """Read (envelopes and blobs: copy to the work folder) while hashing; return the SHA-256."""
         name = info.filename
         h = hashlib.sha256()
         total = 0
-        to_disk = name.startswith("envelopes/")
+        to_disk = name.startswith((ENVELOPES, BLOBS))
         if not to_disk and size > MAX_IN_MEMORY:
             raise _invalid(name, "成员过大", f"the member is larger than {MAX_IN_MEMORY} bytes")
         parts: list[bytes] = []
         with _at(name, "ZIP 成员无法读取（已损坏？）", "the ZIP member cannot be read (damaged?)"):
-            target = self.tmp / f"{len(self.files)}.p7m"
+            target = self.tmp / f"{len(self.files)}.bin"
             sink: BinaryIO | None = target.open("wb") if to_disk else None
             try:
                 with zf.open(info) as f:
@@ -669,10 +904,17 @@ class _Verifier:
                     raise _Problem(f"条目 {sha} 格式错误", f"malformed entry {sha!r}")
                 self.keys[sha] = bytes.fromhex(cek)
         for name in self.files:
-            sha = name[len("envelopes/") : -len(".p7m")]
-            if self.actual_sha[name] != sha:
+            if name.startswith(ENVELOPES):
+                sha = name[len(ENVELOPES) : -len(".p7m")]
+                if self.actual_sha[name] != sha:
+                    raise _invalid(
+                        name, "文件名与信封 SHA-256 不符", "the name is not the envelope's SHA-256"
+                    )
+            elif self.actual_sha[name] != name[len(BLOBS) :]:
                 raise _invalid(
-                    name, "文件名与信封 SHA-256 不符", "the name is not the envelope's SHA-256"
+                    self._named(name),
+                    "文件名与文件内容的 SHA-256 不符（内容已被改动）",
+                    "the name is not the file's SHA-256 (the content changed)",
                 )
 
     def _events(self) -> None:
@@ -735,6 +977,14 @@ class _Verifier:
         self.table: Any = None
         self.table_sha: str | None = None
         self.record_sha: str | None = None
+        # evaluations
+        self.commitment: str | None = None
+        self.entropy: dict[str, str] = {}
+        self.draw_input: tuple[list[dict[str, Any]], list[Site], Any, Any] | None = None
+        self.draw_result: DrawResult | None = None
+        self.signin_certs: dict[str, str] = {}
+        self.report_sha: str | None = None
+        self.blobs_used: set[str] = set()
         for event in self.events:
             where = f"{EVENTS} seq {event.seq} ({event.type})"
             check = getattr(self, f"_check_{event.type}", None)
@@ -743,7 +993,11 @@ class _Verifier:
             with _at(where, "事件载荷格式错误", "malformed event payload"):
                 check(event, where, parse_iso(event.at))
         for name in self.files:
-            sha = name[len("envelopes/") : -len(".p7m")]
+            if name.startswith(BLOBS):
+                if name[len(BLOBS) :] not in self.blobs_used:
+                    raise _invalid(name, "文件未被任何事件引用", "no event names this file")
+                continue
+            sha = name[len(ENVELOPES) : -len(".p7m")]
             if sha not in self.uploaded:
                 raise _invalid(
                     name,
@@ -968,6 +1222,304 @@ class _Verifier:
                 f"the signer's certificate is not a {role} certificate",
             )
 
+    # --- evaluation events ----------------------------------------------------------------------
+
+    def _check_session_created(self, event: EventRecord, where: str, at: datetime) -> None:
+        kind = event.payload.get("kind", "opening")
+        if event.seq == 1 and isinstance(kind, str):
+            self.kind = kind
+
+    def _blob(self, sha: str, zh: str, en: str) -> Path:
+        """The archived file ``blobs/<sha>`` (its name is its content's hash: checked earlier)."""
+        name = f"{BLOBS}{sha}"
+        path = self.files.get(name)
+        if path is None:
+            raise _Problem(f"存档缺少{zh} {name}", f"the archive lacks the {en} {name}")
+        self.blobs_used.add(sha)
+        return path
+
+    def _check_draw_committed(self, event: EventRecord, where: str, at: datetime) -> None:
+        if self.commitment is not None:
+            raise _Problem("抽取承诺公布了两次", "the draw's commitment was published twice")
+        self.commitment = _hex64(event.payload, "commitment")
+
+    def _check_draw_entropy(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        role = _field(p, "role", str)
+        value = _field(p, "value", str)
+        if role not in ("host", "supervisor"):
+            raise _Problem("role 须为 host 或 supervisor", "role must be host or supervisor")
+        if not event.actor.startswith(f"{role}:"):
+            raise _Problem("随机数的提交者不是该角色", f"the entropy was not added by a {role}")
+        if self.commitment is None:
+            raise _Problem(
+                "服务器承诺公布之前就提交了随机数", "entropy added before the server's commitment"
+            )
+        if role in self.entropy:
+            raise _Problem(f"{role} 提交了两次随机数", f"the {role} added entropy twice")
+        self.entropy[role] = value
+
+    def _draw_problem(self, diffs: list[str]) -> _Problem:
+        more = f"（共 {len(diffs)} 处）" if len(diffs) > 1 else ""
+        more_en = f" ({len(diffs)} differences)" if len(diffs) > 1 else ""
+        return _Problem(
+            f"抽取结果不能由存档中的输入复算{more}：{diffs[0]}",
+            f"the draw does not recompute from the archived input{more_en}: {diffs[0]}",
+        )
+
+    def _check_draw_completed(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        server_random = _field(p, "server_random", str)
+        request = _field(p, "request", dict)
+        claimed = _field(p, "result", dict)
+        sha = _hex64(p, "pool_blob")
+        if self.draw_input is not None:
+            raise _Problem("第二次抽取", "a second draw in one session")
+        path = self._blob(sha, "抽取输入文件", "draw input")
+        try:
+            pool, sites = read_draw_input(path.read_bytes())
+        except (ValueError, ValidationError) as exc:
+            raise _Problem(
+                f"抽取输入文件 {BLOBS}{sha} 格式错误",
+                f"the draw input {BLOBS}{sha} is malformed",
+                exc,
+            ) from None
+        diffs = draw_differences(
+            pool,
+            sites,
+            session_id=self.session_id,
+            commitment=self.commitment,
+            entropy=self.entropy,
+            server_random=server_random,
+            request=request,
+            claimed=claimed,
+        )
+        if not diffs and claimed.get("replacements"):
+            diffs.append("result.replacements: 抽取时不应有替换 / a fresh draw has no replacements")
+        if diffs:
+            raise self._draw_problem(diffs)
+        self.draw_input = (pool, sites, server_random, request)
+        self.draw_result = DrawResult.model_validate(claimed)
+        self.draws_recomputed += 1
+
+    def _result(self) -> DrawResult:
+        if self.draw_result is None:
+            raise _Problem("此前没有 draw_completed 事件", "no draw_completed event before")
+        return self.draw_result
+
+    def _check_committee_drawn(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        result = self._result()
+        assert self.draw_input is not None
+        if (
+            p.get("seed") != result.seed
+            or p.get("pool_sha256") != result.pool_sha256
+            or p.get("server_random") != self.draw_input[2]
+        ):
+            raise _Problem(
+                "公布的种子、专家库哈希或服务器随机数与抽取结果不符",
+                "the published seed, pool hash or server random differs from the draw",
+            )
+
+    def _check_room_assigned(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        drawn = {
+            (d.room_id, d.site_id, d.role)
+            for d in (self._result().lead, *self._result().secondary_sites)
+        }
+        if (p.get("room_id"), p.get("site_id"), p.get("role")) not in drawn:
+            raise _Problem("分配的评标室不是抽取结果中的", "the room assigned is not a drawn room")
+
+    def _check_member_drawn(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        expert = _field(p, "expert_id", str)
+        result = self._result()
+        if p.get("kind", "expert") == "owner_rep":
+            ok = p.get("room_id") == result.lead.room_id and p.get("site_id") == result.lead.site_id
+        else:
+            ok = any(
+                (m.expert_id, m.category, m.site_id, m.room_id)
+                == (expert, p.get("category"), p.get("site_id"), p.get("room_id"))
+                for m in result.committee
+            )
+        if not ok:
+            raise _Problem(
+                f"成员 {expert} 不是抽取结果中的成员（或评标室不符）",
+                f"member {expert} is not in the drawn committee (or sits in another room)",
+            )
+
+    def _check_member_replaced(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        expert = _field(p, "expert_id", str)
+        by = _field(p, "by", str)
+        claimed = _field(p, "result", dict)
+        before = self._result()
+        assert self.draw_input is not None
+        pool, sites, server_random, request = self.draw_input
+        diffs = draw_differences(
+            pool,
+            sites,
+            session_id=self.session_id,
+            commitment=self.commitment,
+            entropy=self.entropy,
+            server_random=server_random,
+            request=request,
+            claimed=claimed,
+        )
+        if diffs:
+            raise self._draw_problem(diffs)
+        after = DrawResult.model_validate(claimed)
+        last = after.replacements[-1] if after.replacements else None
+        new = next((m for m in after.committee if m.expert_id == by), None)
+        if (
+            len(after.replacements) != len(before.replacements) + 1
+            or last is None
+            or (last.declined_expert_id, last.replacement_expert_id) != (expert, by)
+            or new is None
+            or (new.category, new.site_id, new.room_id)
+            != (p.get("category"), p.get("site_id"), p.get("room_id"))
+        ):
+            raise _Problem(
+                "替换记录与抽取结果中的替换不符",
+                "the replacement differs from the one the draw result records",
+            )
+        self.draw_result = after
+        self.draws_recomputed += 1
+
+    def _check_member_signed_in(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        expert = _field(p, "expert_id", str)
+        room = _field(p, "room_id", str)
+        cert = _hex64(p, "cert_sha256")
+        if event.actor != f"room:{room}":
+            raise _Problem(
+                "签到不是在该成员的评标室进行的", "the sign-in is not from the member's room"
+            )
+        self.signin_certs[expert] = cert
+
+    def _member_signer(self, expert: str, doc: SignedDocument) -> None:
+        expected = self.signin_certs.get(expert)
+        if expected is None:
+            raise _Problem(f"成员 {expert} 此前没有签到", f"member {expert} had not signed in")
+        if _sha(_cert_der(doc.signer)) != expected:
+            raise _Problem(
+                f"签名证书不是成员 {expert} 签到时使用的证书（cert_sha256 {expected}）",
+                f"the signer's certificate is not the one member {expert} signed in with "
+                f"(cert_sha256 {expected})",
+            )
+
+    def _check_sheet_content(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        expert = _field(p, "expert_id", str)
+        stage = _field(p, "stage", str)
+        content = _field(p, "content", dict)
+        digest = _hex64(p, "sha256")
+        if event.actor != f"expert:{expert}":
+            raise _Problem("评审表的提交者不是该专家", f"the sheet was not submitted by {expert}")
+        if _sha(canonical_json(content)) != digest:
+            raise _Problem("评审表内容与 sha256 不符", "the sheet's content does not match sha256")
+        expected = sheet_document(self.session_id, expert, stage, content)
+        self._member_signer(expert, self._signed(where, p, "signature", expected, at))
+
+    def _check_report_generated(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        digest = _hex64(p, "sha256")
+        path = self._blob(digest, "评标报告", "evaluation report")
+        if path.stat().st_size > MAX_IN_MEMORY:
+            raise _Problem("评标报告过大", "the report is too large")
+        raw = path.read_bytes()
+        report = _json(raw)
+        if not isinstance(report, dict) or canonical_json(report) != raw:
+            raise _Problem(
+                "评标报告不是规范 JSON 对象", "the report is not a canonical JSON object"
+            )
+        if report.get("session_id") != self.session_id:
+            raise _Problem("评标报告不属于本会话", "the report is not this session's")
+        self._server_signer(self._signed(where, p, "signature", raw, at))
+        self.report_sha = digest
+
+    def _check_report_signed(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        expert = _field(p, "expert_id", str)
+        agree = _field(p, "agree", bool)
+        reason = _field(p, "reason", str)
+        if event.actor != f"expert:{expert}":
+            raise _Problem("签字人不是该成员", f"the response is not by {expert}")
+        if self.report_sha is None:
+            raise _Problem("此前没有 report_generated 事件", "no report_generated event before")
+        if p.get("signature") is None:
+            # 实施条例 art. 53: a refusal without a reason counts as agreement.
+            deemed = _field(p, "deemed", bool)
+            if p.get("refused") is not True or agree != (not reason) or deemed != (not reason):
+                raise _Problem(
+                    "拒签记录不一致：无理由拒签应视为同意",
+                    "inconsistent refusal: a refusal without a reason counts as agreement",
+                )
+            return
+        if not agree and not reason.strip():
+            raise _Problem("不同意须书面说明理由", "a disagreement needs a written reason")
+        doc = self._signed(where, p, "signature", None, at)
+        expected = report_document(self.session_id, expert, self.report_sha, agree, reason)
+        if doc.content != expected and not self._same_but_reason_spacing(doc.content, expert, p):
+            raise _Problem(
+                "签名所签内容不是本评标报告的签字文档",
+                "the signature does not cover this member's response to the last report",
+            )
+        self._member_signer(expert, doc)
+
+    def _same_but_reason_spacing(self, content: bytes, expert: str, p: Any) -> bool:
+        """The log keeps a reason with its surrounding spaces trimmed; the member signed it as
+        typed. The signed document is then the same but for that whitespace."""
+        try:
+            signed = _json(content)
+        except ValueError:
+            return False
+        typed = signed.get("reason") if isinstance(signed, dict) else None
+        return (
+            isinstance(typed, str)
+            and typed.strip() == p["reason"]
+            and content
+            == report_document(self.session_id, expert, str(self.report_sha), p["agree"], typed)
+        )
+
+    def _check_media_segment(self, event: EventRecord, where: str, at: datetime) -> None:
+        p = event.payload
+        room = _field(p, "room_id", str)
+        index = _field(p, "index", int)
+        digest = _hex64(p, "sha256")
+        size = _field(p, "size", int)
+        for key in ("started_at", "ended_at"):
+            parse_iso(_field(p, key, str))
+        error = p.get("error")
+        if error is not None and not isinstance(error, str):
+            raise _Problem("error 须为文本或 null", "error must be a string or null")
+        if event.actor != "server:server":
+            raise _Problem(
+                "录像片段不是由服务器记录的", "the segment was not recorded by the server"
+            )
+        zh, en = f"录像片段 {room} #{index}", f"recording segment {room} #{index}"
+        name = f"{BLOBS}{digest}"
+        if name not in self.files:
+            if error is None:
+                raise _Problem(f"存档缺少{zh}（{name}）", f"the archive lacks the {en} ({name})")
+            return  # a segment that could not be recorded has no file
+        if self.actual_sha[name] != digest or self.sizes[name] != size:
+            raise _Problem(
+                f"{zh}（{name}）的哈希或大小与事件不符",
+                f"the {en} ({name}) differs from the event's hash or size",
+            )
+        self.blobs_used.add(digest)
+        self.segments_checked += 1
+        if self.deep:
+            try:
+                _demux(self.files[name])
+            except Exception as exc:
+                raise _Problem(
+                    f"{zh}（{name}）不是可读的 WebM/Matroska 录像",
+                    f"the {en} ({name}) is not a readable WebM/Matroska recording",
+                    exc,
+                ) from None
+
     # --- certificates -------------------------------------------------------------------------
 
     def _certificates(self) -> None:
@@ -1011,6 +1563,20 @@ class _Verifier:
                 ) from None
 
 
+def _demux(path: Path) -> None:
+    """Read every packet of a recording (``--deep``): a WebM/Matroska file with media in it."""
+    import av  # PyAV (aiortc's dependency): imported only for deep checks
+
+    with av.open(str(path), mode="r") as container:
+        if not {"matroska", "webm"} & set(container.format.name.split(",")):
+            raise ValueError(f"container {container.format.name}, not WebM/Matroska")
+        if not container.streams:
+            raise ValueError("no streams")
+        packets = sum(1 for packet in container.demux() if packet.size)
+    if packets == 0:
+        raise ValueError("no media packets")
+
+
 def verify_archive(
     path: Path | str,
     *,
@@ -1030,6 +1596,13 @@ def verify_archive(
     ``certificates/`` and is validated for ``bid_signature`` at the instant it was used: the
     event's ``at`` (for a bid's inner signature, its ``bid_decrypted`` event, when the server
     checked it) and ``exported_at`` for the manifest.
+
+    Evaluations: the draw is recomputed from ``blobs/<pool_blob>``, the revealed server random
+    (which must open the published commitment), both entropies and the request, and must equal
+    the recorded result (each replacement too); every recording segment must be present with
+    its event's hash and size (``deep``: and read as WebM/Matroska); every score sheet and report
+    response must be signed over its document with the certificate the member signed in with;
+    the report must be the file its event names, signed by the platform.
     """
     path = Path(path)
     if not path.is_file():

@@ -13,13 +13,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``verify-archive`` to the ``bidbridge`` command's subcommands."""
     p = sub.add_parser(
         "verify-archive",
-        help="离线校验开标存档 / verify an exported session archive offline",
+        help="离线校验开标或评标存档 / verify an exported session archive offline",
         description=(
-            "离线校验开标存档：清单签名、每个文件的哈希、事件哈希链、回执/检查点/确认/记录签名、"
-            "投标信封及各签名证书在使用时刻的有效性。任何一个字节被改动都会被发现并指明。 / "
+            "离线校验开标或评标存档：清单签名、每个文件的哈希、事件哈希链、回执/检查点/确认/记录签名、"
+            "投标信封及各签名证书在使用时刻的有效性；评标存档还复算专家抽取，核对每个录像片段的"
+            "哈希和大小、评审表和评标报告的签名（须为成员签到时使用的证书）以及平台对评标报告的"
+            "签名。任何一个字节被改动都会被发现并指明。 / "
             "Verify an exported session archive offline: the manifest signature, every member's "
             "hash, the event hash chain, the receipt, checkpoint, confirmation and record "
-            "signatures, the sealed bids and every signer's certificate at the time it was used. "
+            "signatures, the sealed bids and every signer's certificate at the time it was used; "
+            "for an evaluation also the expert draw (recomputed), every recording segment's hash "
+            "and size, the members' signatures on score sheets and the report (with the "
+            "certificate each signed in with) and the platform's signature on the report. "
             "Any changed byte is found and named."
         ),
     )
@@ -38,8 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--deep",
         action="store_true",
         help=(
-            "同时解密每份已解密的投标文件包并核对投标摘要（较慢） / also decrypt each opened "
-            "bid's package and compare its summary (slower)"
+            "同时解密每份已解密的投标文件包并核对投标摘要，并逐包读取每个录像片段（较慢） / also "
+            "decrypt each opened bid's package and compare its summary, and read every packet of "
+            "each recording segment (slower)"
         ),
     )
     p.set_defaults(handler=cmd_verify_archive)
@@ -71,12 +77,20 @@ def print_report(archive: str, report: ArchiveReport) -> None:
     print(f"存档校验通过 / archive verified: {archive}")
     print(f"  会话 session: {report.session_id}; 导出 exported at {report.exported_at}")
     print(f"  事件 events: {report.events}; 链头 head hash: {report.head_hash}")
-    depth = (
-        "含解密核对摘要 / with summaries"
-        if report.deep
-        else "完整性与签名 / integrity and signature"
-    )
-    print(f"  已验证的解密投标 bids decrypted: {report.bids_decrypted} ({depth})")
+    if report.kind == "evaluation":
+        depth = "含逐包读取 / every packet read" if report.deep else "哈希与大小 / hash and size"
+        print(
+            f"  评标 evaluation: 复算抽取 draws recomputed: {report.draws_recomputed}; "
+            f"录像片段 recording segments: {report.segments_checked} ({depth}); "
+            f"文件 files: {report.files_checked}"
+        )
+    else:
+        depth = (
+            "含解密核对摘要 / with summaries"
+            if report.deep
+            else "完整性与签名 / integrity and signature"
+        )
+        print(f"  已验证的解密投标 bids decrypted: {report.bids_decrypted} ({depth})")
     print(
         f"  已验证签名 signatures checked: {report.signatures_checked}; "
         f"已验证证书使用 certificate uses validated: {report.certificates_validated}"

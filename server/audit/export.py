@@ -11,10 +11,13 @@ from pathlib import Path
 
 from cryptography import x509
 
+from crypto.attest import b64decode, read_document
 from crypto.keys import parse_certificate
 from crypto.trust import TrustStore
-from server.audit.archive import ArchiveContent, write_archive
+from schemas.events import EventRecord
+from server.audit.archive import ArchiveContent, ArchiveExportFailed, blob_references, write_archive
 from server.clock import SystemClock
+from server.domain import evaluation as ev
 from server.domain import opening as op
 from server.identity import ServerIdentity, cert_sha256, load_trust
 from server.store import BlobStore, NotFound, Store, open_store
@@ -29,7 +32,30 @@ async def export_session(
     out: Path,
     at: datetime,
 ) -> Path:
-    """Write ``session_id``'s archive to ``out`` (events, envelopes, keys, certificates, record)."""
+    """Write ``session_id``'s archive to ``out``: an opening's events, envelopes, keys,
+    certificates and record, or an evaluation's events, draw input, report and recordings
+    (:mod:`server.audit.archive` describes the layout)."""
+    content = await collect_session(store, blobs, trust, identity, session_id)
+    return await asyncio.to_thread(
+        write_archive,
+        content,
+        out,
+        signer_key=identity.key,
+        signer_cert=identity.certificate,
+        chain=identity.chain,
+        at=at,
+    )
+
+
+async def collect_session(
+    store: Store,
+    blobs: BlobStore,
+    trust: TrustStore,
+    identity: ServerIdentity,
+    session_id: str,
+) -> ArchiveContent:
+    """What ``session_id``'s archive holds, gathered from the store (the input of
+    :func:`server.audit.archive.write_archive`)."""
     row = await store.load_session(session_id)
     if row is None:
         raise NotFound(session_id)
@@ -62,12 +88,26 @@ async def export_session(
         acc = await store.get_account(account)
         if acc is not None:
             keep(parse_certificate(acc.cert_pem.encode("ascii")))
+    if row.kind == "evaluation":
+        for cert in _member_certificates(events):
+            keep(cert)
+        files, report_text = _evaluation_files(blobs, events)
+        return ArchiveContent(
+            session_id=session_id,
+            events=events,
+            trust_roots=trust.roots,
+            trust_intermediates=trust.intermediates,
+            crls=trust.crls,
+            certificates=list(certs.values()),
+            files=files,
+            report_text=report_text,
+        )
     state = op.OpeningState.model_validate(row.snapshot["state"])
     record_json = record_text = None
     if state.record_sha256 is not None:
         record_json = blobs.path(state.record_sha256).read_bytes()
         record_text = op.record_text(json.loads(record_json)).encode("utf-8")
-    content = ArchiveContent(
+    return ArchiveContent(
         session_id=session_id,
         events=events,
         envelopes=envelopes,
@@ -79,15 +119,46 @@ async def export_session(
         record_json=record_json,
         record_text=record_text,
     )
-    return await asyncio.to_thread(
-        write_archive,
-        content,
-        out,
-        signer_key=identity.key,
-        signer_cert=identity.certificate,
-        chain=identity.chain,
-        at=at,
-    )
+
+
+def _member_certificates(events: list[EventRecord]) -> list[x509.Certificate]:
+    """The certificates committee members signed their sheets and report responses with (the
+    signatures carry them; sign-in records only their SHA-256)."""
+    found = []
+    for e in events:
+        signature = e.payload.get("signature")
+        if e.type in ("sheet_content", "report_signed") and isinstance(signature, str):
+            found.append(read_document(b64decode(signature)).signer)
+    return found
+
+
+def _evaluation_files(
+    blobs: BlobStore, events: list[EventRecord]
+) -> tuple[dict[str, Path], bytes | None]:
+    """The draw input, the report and the recording segments by SHA-256, and the report's
+    readable text (with the members' responses as the log has them)."""
+    files: dict[str, Path] = {}
+    for ref in blob_references(events):
+        if ref.required:
+            try:
+                files[ref.sha256] = blobs.path(ref.sha256)
+            except NotFound:
+                raise ArchiveExportFailed(
+                    f"events seq {ref.seq}: 文件缺失 / {ref.label} {ref.sha256} is not stored"
+                ) from None
+        elif blobs.has(ref.sha256):  # a failed segment's file, if any was kept
+            files[ref.sha256] = blobs.path(ref.sha256)
+    report_sha = None
+    responses: dict[str, dict[str, object]] = {}
+    for e in events:
+        if e.type == "report_generated":
+            report_sha, responses = e.payload["sha256"], {}
+        elif e.type == "report_signed":
+            responses[e.payload["expert_id"]] = dict(e.payload)
+    if report_sha is None:
+        return files, None
+    report = json.loads(files[report_sha].read_bytes())
+    return files, ev.report_text(report, responses).encode("utf-8")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -115,7 +186,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "export-archive",
-        help="export a session's archive (events, envelopes, receipts, certificates, CRLs, record)",
+        help=(
+            "导出会话存档 / export a session's archive (an opening: events, envelopes, receipts, "
+            "certificates, CRLs, record; an evaluation: events, draw input, report, recordings, "
+            "certificates, CRLs)"
+        ),
     )
     p.add_argument("--data", required=True, help="the server's data folder")
     p.add_argument("--database-url", help="PostgreSQL URL (default: $DATABASE_URL, else SQLite)")

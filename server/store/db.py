@@ -178,6 +178,7 @@ class RoomInfo:
     name: str
     account_id: str
     available: bool
+    seats: int | None = None
 
 
 def account_id(cert_pem: str) -> str:
@@ -664,11 +665,17 @@ class Store:
             return [_row(SiteInfo, r) for r in await conn.execute(query)]
 
     async def add_room(
-        self, id: str, site_id: str, name: str, cert_pem: str, at: datetime
+        self,
+        id: str,
+        site_id: str,
+        name: str,
+        cert_pem: str,
+        at: datetime,
+        seats: int | None = None,
     ) -> RoomInfo:
         """A room and its device account, together."""
         account = AccountRow(account_id(cert_pem), "room", name, cert_pem, at)
-        row = RoomInfo(id, site_id, name, account.id, True)
+        row = RoomInfo(id, site_id, name, account.id, True, seats)
         async with self._tx() as conn:
             if await conn.scalar(sa.select(SiteRow.id).where(SiteRow.id == site_id)) is None:
                 raise NotFound(f"site {site_id}")

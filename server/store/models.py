@@ -182,6 +182,7 @@ class RoomRow(Base):
     name: Mapped[str] = mapped_column(String(200))
     account_id: Mapped[str] = mapped_column(String(32), ForeignKey("accounts.id"))
     available: Mapped[bool] = mapped_column(Boolean)
+    seats: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class DrawSecret(Base):

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), nullable=False),
         sa.Column("available", sa.Boolean(), nullable=False),
+        sa.Column("seats", sa.Integer(), nullable=True),
     )
     op.create_index("ix_rooms_account", "rooms", ["account_id"], unique=True)
     op.create_table(
