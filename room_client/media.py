@@ -76,7 +76,7 @@ AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 MAX_LAG_SECONDS = 0.5
 
 Signal = Callable[[dict[str, str]], Awaitable[dict[str, str]]]
-FrameCallback = Callable[[str, Frame], None]
+FrameCallback = Callable[[str, Any], None]  # (kind, decoded frame)
 
 DEVICE_FORMATS = ("v4l2", "alsa", "pulse", "avfoundation", "dshow", "x11grab", "jack", "oss")
 
@@ -340,7 +340,7 @@ class FileTrack(MediaStreamTrack):
         self.path = Path(path)
         self.decode = decode
         self.frames_sent = 0
-        self._queue: asyncio.Queue[Frame | Packet | BaseException] = asyncio.Queue()
+        self._queue: asyncio.Queue[Frame | Packet[Any] | BaseException] = asyncio.Queue()
         self._slots = threading.Semaphore(self.READ_AHEAD)
         self._quit = threading.Event()
         self._thread: threading.Thread | None = None
@@ -354,7 +354,7 @@ class FileTrack(MediaStreamTrack):
                     f"clip: sends packets as they are, so the {kind} must be VP8 or Opus"
                 )
 
-    async def recv(self) -> Frame | Packet:
+    async def recv(self) -> Frame | Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         if self._thread is None:
@@ -400,16 +400,18 @@ class FileTrack(MediaStreamTrack):
             with contextlib.suppress(RuntimeError):  # the loop may be closed already
                 loop.call_soon_threadsafe(self._queue.put_nowait, exc)
 
-    def _items(self) -> Iterator[Frame | Packet]:
+    def _items(self) -> Iterator[Frame | Packet[Any]]:
         offset = 0.0  # seconds added to this loop's timestamps
         while not self._quit.is_set():
             end = offset
             first: float | None = None
             produced = 0
             with av.open(str(self.path)) as container:
-                stream = container.streams.video[0] if self.kind == "video" else None
-                if stream is None:
-                    stream = container.streams.audio[0]
+                stream: Any = (
+                    container.streams.video[0]
+                    if self.kind == "video"
+                    else container.streams.audio[0]
+                )
                 items = (
                     self._decoded(container, stream)
                     if self.decode
@@ -440,7 +442,7 @@ class FileTrack(MediaStreamTrack):
 
     def _decoded(
         self, container: Any, stream: Any
-    ) -> Iterator[tuple[Frame | Packet, float, float]]:
+    ) -> Iterator[tuple[Frame | Packet[Any], float, float]]:
         if self.kind == "video":
             rate = float(stream.average_rate or VIDEO_FPS)
             for frame in container.decode(stream):
@@ -463,7 +465,7 @@ class FileTrack(MediaStreamTrack):
 
     def _packets(
         self, container: Any, stream: Any
-    ) -> Iterator[tuple[Frame | Packet, float, float]]:
+    ) -> Iterator[tuple[Frame | Packet[Any], float, float]]:
         for packet in container.demux(stream):
             if packet.size == 0 or packet.pts is None or packet.time_base is None:
                 continue

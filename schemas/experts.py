@@ -175,7 +175,8 @@ class Expert(_Model):
     @property
     def employer_name_sha256(self) -> str:
         """SHA-256 of the employer's normalized name (see the module docstring)."""
-        return self.__pydantic_private__["_derived"][0]  # type: ignore[index]
+        derived: tuple[str, bytes] = self.__pydantic_private__["_derived"]  # type: ignore[index]
+        return derived[0]
 
     def snapshot(self) -> dict[str, Any]:
         """This expert's pool snapshot row (no name, no contact)."""
@@ -190,7 +191,8 @@ class Expert(_Model):
 
     def snapshot_json(self) -> bytes:
         """``canonical_json(self.snapshot())``, computed once."""
-        return self.__pydantic_private__["_derived"][1]  # type: ignore[index]
+        derived: tuple[str, bytes] = self.__pydantic_private__["_derived"]  # type: ignore[index]
+        return derived[1]
 
 
 def snapshot_rows_json(experts: Sequence[Expert]) -> list[bytes]:

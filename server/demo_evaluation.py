@@ -148,100 +148,110 @@ async def run_evaluation(
         f"{host_view['rooms_drawn']} rooms"
     )
 
-    _step("11. 两个评标室终端接入（合成摄像头）/ two room agents link up with synthetic cameras")
     rooms: dict[str, EvalClient] = {}
     media: dict[str, RoomMedia] = {}
-    for room_id in sorted({m["room_id"] for m in members}):
-        rc = client(room_creds[room_id])
-        await rc.login()
-        rooms[room_id] = rc
-        link = RoomMedia("synthetic", label=room_id)
-        await link.connect(lambda offer, rc=rc: rc.media_offer(sid, offer))
-        media[room_id] = link
-    for room_id, link in media.items():
-        await link.wait_connected()
-        print(f"   {room_id} 音视频已连接 / linked")
-
-    _step("12. 专家在评标室用本人 CA 证书签到 / experts sign in with their own CA keys")
     experts: dict[str, ExpertClient] = {}
-    for m in sorted(members, key=lambda m: m["id"]):
-        issued = ca.issue_person(
-            world.sub_b,
-            name=f"专家{m['id'][1:]}",
-            role="expert",
-            person_id=m["id"],
-            key_type="ec-p256",
+    try:
+        _step(
+            "11. 两个评标室终端接入（合成摄像头）/ two room agents link up with synthetic cameras"
         )
-        assert issued.key is not None
-        creds = Credentials(SoftwareKey(issued.key), issued.certificate, [world.sub_b.certificate])
-        experts[m["id"]] = await rooms[m["room_id"]].sign_in_expert(sid, m["id"], creds)
-        print(f"   {m['id']} 签到 @ {m['room_id']}")
-    ids = sorted(experts)
-    await host.start_evaluation(sid)
-    for mid in ids:
-        await experts[mid].vote(sid, ids[0])
-    chair = experts[ids[0]]
-    print(f"   评标委员会主任 chair: {ids[0]}")
+        for room_id in sorted({m["room_id"] for m in members}):
+            rc = client(room_creds[room_id])
+            await rc.login()
+            rooms[room_id] = rc
+            link = RoomMedia("synthetic", label=room_id)
+            await link.connect(lambda offer, rc=rc: rc.media_offer(sid, offer))
+            media[room_id] = link
+        for room_id, link in media.items():
+            await link.wait_connected()
+            print(f"   {room_id} 音视频已连接 / linked")
 
-    _step("13. 资格审查、初步评审、详细评审（综合评估法）/ review and comprehensive scoring")
-    bids = sorted(b["bidder"] for b in created["view"]["bids"])
-    for stage, items in (("qualification", ["Q1", "Q2"]), ("preliminary", ["P1"])):
-        for mid in ids:
-            sheet = {
-                "expert": mid,
-                "stage": stage,
-                "verdicts": [
-                    {"bidder": b, "item": i, "passed": True, "reason": ""}
-                    for b in bids
-                    for i in items
-                ],
-            }
-            await experts[mid].submit_sheet(sid, stage, sheet)
+        _step("12. 专家在评标室用本人 CA 证书签到 / experts sign in with their own CA keys")
+        for m in sorted(members, key=lambda m: m["id"]):
+            issued = ca.issue_person(
+                world.sub_b,
+                name=f"专家{m['id'][1:]}",
+                role="expert",
+                person_id=m["id"],
+                key_type="ec-p256",
+            )
+            assert issued.key is not None
+            creds = Credentials(
+                SoftwareKey(issued.key), issued.certificate, [world.sub_b.certificate]
+            )
+            experts[m["id"]] = await rooms[m["room_id"]].sign_in_expert(sid, m["id"], creds)
+            print(f"   {m['id']} 签到 @ {m['room_id']}")
+        ids = sorted(experts)
+        await host.start_evaluation(sid)
+        for mid in ids[: len(ids) // 2 + 1]:  # a majority elects; later votes are refused
+            await experts[mid].vote(sid, ids[0])
+        chair = experts[ids[0]]
+        print(f"   评标委员会主任 chair: {ids[0]}")
+
+        _step("13. 资格审查、初步评审、详细评审（综合评估法）/ review and comprehensive scoring")
+        bids = sorted(b["bidder"] for b in created["view"]["bids"])
+        for stage, items in (("qualification", ["Q1", "Q2"]), ("preliminary", ["P1"])):
+            for mid in ids:
+                sheet = {
+                    "expert": mid,
+                    "stage": stage,
+                    "verdicts": [
+                        {"bidder": b, "item": i, "passed": True, "reason": ""}
+                        for b in bids
+                        for i in items
+                    ],
+                }
+                await experts[mid].submit_sheet(sid, stage, sheet)
+            await chair.close_stage(sid)
+            print(f"   {stage}: {len(ids)} 张签名评审表 signed sheets, 全部通过 all passed")
+        for n, mid in enumerate(ids):
+            scores = []
+            for k, b in enumerate(bids):
+                for crit, base in (("T1", 2400), ("T2", 1600), ("C1", 800)):
+                    scores.append(
+                        {"bidder": b, "criterion": crit, "points_x100": base - 50 * k + 25 * n}
+                    )
+            await experts[mid].submit_sheet(
+                sid, "detailed", {"expert": mid, "stage": "detailed", "scores": scores}
+            )
         await chair.close_stage(sid)
-        print(f"   {stage}: {len(ids)} 张签名评审表 signed sheets, 全部通过 all passed")
-    for n, mid in enumerate(ids):
-        scores = []
-        for k, b in enumerate(bids):
-            for crit, base in (("T1", 2400), ("T2", 1600), ("C1", 800)):
-                scores.append(
-                    {"bidder": b, "criterion": crit, "points_x100": base - 50 * k + 25 * n}
-                )
-        await experts[mid].submit_sheet(
-            sid, "detailed", {"expert": mid, "stage": "detailed", "scores": scores}
+        await chair.summarize(sid)
+        report = await chair.report(sid)
+        ranking = report["report"]["ranking"]["ranking"]
+        for e in ranking["entries"]:
+            print(
+                f"   {e['position']}. {e['bidder']}  评审分 {_points(e.get('review_score_x100'))}"
+                f"  价格分 {_points(e.get('price_score_x100'))}  总分 {_points(e.get('total_x100'))}"
+            )
+
+        _step("14. 评标报告签署 / the report signed by every member")
+        await experts[ids[-1]].sign_report(
+            sid,
+            agree=False,
+            reason="对第二名的业绩评分有保留意见 / reservations on the 2nd bid's score",
         )
-    await chair.close_stage(sid)
-    await chair.summarize(sid)
-    report = await chair.report(sid)
-    ranking = report["report"]["ranking"]["ranking"]
-    for e in ranking["entries"]:
-        print(
-            f"   {e['position']}. {e['bidder']}  评审分 {_points(e.get('review_score_x100'))}"
-            f"  价格分 {_points(e.get('price_score_x100'))}  总分 {_points(e.get('total_x100'))}"
-        )
+        for mid in ids[:-1]:
+            await experts[mid].sign_report(sid)
+        await sup_follow.wait_for(lambda e: e["type"] == "evaluation_closed", timeout=60)
+        final = await host.report(sid)
+        print(final["text"])
+        await asyncio.sleep(6)  # one more recorded segment per room before the links close
+        for link in media.values():
+            print(f"   主场画面 host feed frames received: {link.frames_received}")
+            await link.close()
+        await hub.media.close()  # flush the last partial segments into the record
+        await sup_follow.close()
+        segments = (await supervisor.evaluation(sid))["view"]["segments"]
+        print(f"   录像分段 recorded segments in the log: {segments}")
+        if segments < 2:
+            from server.demo import DemoFailed
 
-    _step("14. 评标报告签署 / the report signed by every member")
-    await experts[ids[-1]].sign_report(
-        sid,
-        agree=False,
-        reason="对第二名的业绩评分有保留意见 / reservations on the 2nd bid's score",
-    )
-    for mid in ids[:-1]:
-        await experts[mid].sign_report(sid)
-    await sup_follow.wait_for(lambda e: e["type"] == "evaluation_closed", timeout=60)
-    final = await host.report(sid)
-    print(final["text"])
-    await asyncio.sleep(6)  # one more recorded segment per room before the links close
-    for link in media.values():
-        print(f"   主场画面 host feed frames received: {link.frames_received}")
-        await link.close()
-    await hub.media.close()  # flush the last partial segments into the record
-    await sup_follow.close()
-    segments = (await supervisor.evaluation(sid))["view"]["segments"]
-    print(f"   录像分段 recorded segments in the log: {segments}")
-    if segments < 2:
-        from server.demo import DemoFailed
+            raise DemoFailed("no recording reached the record")
 
-        raise DemoFailed("no recording reached the record")
-
-    _step("15. 导出并离线验证评标档案，复核抽取 / export, verify, recompute the draw")
-    await export(sid, out / "evaluation-archive.zip")
+        _step("15. 导出并离线验证评标档案，复核抽取 / export, verify, recompute the draw")
+        await export(sid, out / "evaluation-archive.zip")
+    finally:
+        for link in media.values():
+            await link.close()
+        for ec in experts.values():
+            await ec.close()

@@ -345,6 +345,8 @@ def test_verify_draw_says_the_committee_matches(
     assert found["matches"] is True and found["differences"] == []
     assert found["replacements_checked"] == 1 and found["experts_in_pool"] == 36
     assert {m["expert_id"] for m in found["result"]["committee"]} == set(world.committee)
+    summary = check_draw(world.archive).summary()
+    assert "5 位专家 experts" in summary and "替换 replacements 1" in summary
     assert found["result"]["seed"] == result["seed"]
 
 

@@ -82,9 +82,14 @@ async def import_experts(ctx: Ctx) -> EV.ImportOut:
         raise Invalid("format: csv or json / 格式须为 csv 或 json")
     if (ctx.request.content_length or 0) > POOL_LIMIT:
         raise Invalid("the file is too large / 文件过大")
-    data = await ctx.request.content.read(POOL_LIMIT + 1)
-    if len(data) > POOL_LIMIT:
-        raise Invalid("the file is too large / 文件过大")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in ctx.request.content.iter_chunked(1024 * 1024):
+        size += len(chunk)
+        if size > POOL_LIMIT:
+            raise Invalid("the file is too large / 文件过大")
+        chunks.append(chunk)
+    data = b"".join(chunks)
     experts = parse_pool(data, fmt)  # type: ignore[arg-type]
     now = ctx.hub.clock.now()
     await ctx.hub.store.import_experts([e.model_dump(mode="json") for e in experts], now)
@@ -431,7 +436,14 @@ async def expert_sign_in(ctx: Ctx, body: EV.ExpertSignInIn) -> EV.ExpertSignInOu
         raise ChallengeInvalid("replayed or stale / 重放或过期")
     name = _common_name(doc.signer)
     fp = cert_sha256(doc.signer)
-    cmd = ev.ExpertSignIn(actor=_actor(ctx), expert_id=body.expert_id, name=name, cert_sha256=fp)
+    cmd = ev.ExpertSignIn(
+        actor=_actor(ctx),
+        expert_id=body.expert_id,
+        name=name,
+        cert_sha256=fp,
+        nonce=body.nonce,
+        signature=body.signature,
+    )
     records = await hub.service.execute(ctx.session_id, cmd)
     token, exp = hub.tokens.issue(Principal("expert", body.expert_id, name, fp), now)
     return EV.ExpertSignInOut(
@@ -479,7 +491,10 @@ async def media_offer(ctx: Ctx, body: EV.OfferIn) -> EV.AnswerOut:
         raise Invalid("watch: a room of this evaluation / watch 须为本评标的评标室")
     offer = {"sdp": body.sdp, "type": body.type}
     peer = ctx.who.party_id
-    answer = await hub.media.answer(ctx.session_id, peer, role, offer, watch=body.watch)
+    lead = role == "room" and state.rooms.get(peer, {}).get("role") == "lead"
+    answer = await hub.media.answer(
+        ctx.session_id, peer, role, offer, watch=body.watch, host_feed=lead
+    )
     return EV.AnswerOut(sdp=answer["sdp"], type=answer["type"])
 
 

@@ -1435,6 +1435,28 @@ class _Verifier:
             )
         if report.get("session_id") != self.session_id:
             raise _Problem("评标报告不属于本会话", "the report is not this session's")
+        head = report.get("log_head")
+        head = head if isinstance(head, dict) else {}
+        seq = head.get("seq")
+        if (
+            not isinstance(seq, int)
+            or not 1 <= seq < event.seq
+            or self.events[seq - 1].hash != head.get("hash")
+        ):
+            raise _Problem(
+                "评标报告所载的事件日志链头不是此前的事件",
+                "the report's log head is not an earlier event of this log",
+            )
+        drawn = report.get("draw")
+        if self.draw_result is not None and (
+            not isinstance(drawn, dict)
+            or drawn.get("seed") != self.draw_result.seed
+            or drawn.get("pool_sha256") != self.draw_result.pool_sha256
+        ):
+            raise _Problem(
+                "评标报告所载的抽取种子或专家库哈希与抽取记录不符",
+                "the report's draw seed or pool hash differs from the draw",
+            )
         self._server_signer(self._signed(where, p, "signature", raw, at))
         self.report_sha = digest
 

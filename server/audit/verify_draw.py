@@ -59,6 +59,18 @@ class DrawCheck:
     """The result as the log last records it (after any replacements)."""
     replacements_checked: int = 0
 
+    def summary(self) -> str:
+        """One line: the committee, its rooms, the seed, fallbacks and replacements."""
+        result = self.result or {}
+        committee = [m for m in result.get("committee") or [] if isinstance(m, dict)]
+        rooms = sorted({str(m.get("room_id")) for m in committee})
+        seed = str(result.get("seed") or "")
+        return (
+            f"{len(committee)} 位专家 experts, 评标室 rooms {', '.join(rooms)}, "
+            f"seed {seed[:16]}…, 上溯 fallbacks {len(result.get('fallbacks') or [])}, "
+            f"替换 replacements {len(result.get('replacements') or [])}"
+        )
+
 
 def _read(zf: zipfile.ZipFile, name: str) -> bytes | None:
     try:

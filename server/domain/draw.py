@@ -52,14 +52,20 @@ The draw, step by step (``run_draw``):
    member or a spare): candidates are the eligible experts not yet taken holding the code or a
    descendant. Fewer than ``count + spares``: go up to the parent code (recorded as a fallback
    with the counts), up to the top level; still fewer: POOL_TOO_SMALL. Sort the candidates by id
-   and walk ``shuffle(candidates, "experts/<requested code>")``. A candidate becomes a member while
-   members are needed, if its room has a seat left (``Room.seats``; the lead room also seats the
-   owner representatives) and if it is from outside the lead city or enough member slots remain
-   (over this and the later categories) to still reach ``min_outside_lead``. Otherwise, or once
-   the members are complete, it becomes the next spare while spares are needed. Members not
-   complete when the candidates run out: REGION_RULE_UNMET (or SEATS_TOO_FEW). The region rule is
-   applied greedily in category order: a refusal means this order could not meet it.
+   and walk ``shuffle(candidates, "experts/<requested code>")``, stopping once the category's
+   members and spares are complete. While members are needed, a candidate becomes the next member
+   (``order`` counts members 1, 2, ... over all categories) if the room of its city has a seat
+   left (``Room.seats``, None for no limit; the lead room also seats the ``owner_reps``) and,
+   when it is from the lead city, if ``slots - 1 >= min_outside_lead - outside`` (``slots``:
+   members still to draw over this and the later categories; ``outside``: members drawn so far
+   from outside the lead city). Otherwise, or once the members are complete, it becomes the next
+   spare while spares are needed. Members still missing when the candidates run out:
+   REGION_RULE_UNMET (or SEATS_TOO_FEW). The region rule is applied greedily in category order:
+   a refusal means this order could not meet it.
 6. Each member and spare is assigned the drawn room of their city.
+
+Eligibility counts: ``pool`` (all rows), ``in_region`` (city drawn, any status), ``active`` (of
+those), ``avoided`` (of those), ``eligible`` (``active - avoided``).
 
 ``pool_sha256`` is ``H(canonical_json(pool_snapshot(pool)))``; ``sites_sha256`` is
 ``H(canonical_json([site.model_dump(mode="json") for site in sites sorted by id]))``;
@@ -75,7 +81,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
@@ -309,11 +315,8 @@ class _Entry(Protocol):
     def status(self) -> str: ...
 
 
-def _sorted_pool(pool: Sequence[Expert]) -> tuple[list[Expert], list[bytes]]:
-    """The pool sorted by id, with each expert's snapshot row; duplicate ids are refused."""
-    ids = [e.id for e in pool]
-    if sorted(ids) == ids and len(set(ids)) == len(ids):  # the usual case, and fast when true
-        return list(pool), snapshot_rows_json(pool)
+def _sorted_pool(pool: Sequence[Expert]) -> list[Expert]:
+    """The pool sorted by id; duplicate ids are refused (POOL_INVALID)."""
     ordered = sorted(pool, key=lambda e: e.id)
     errors = [
         PoolRowError(
@@ -329,7 +332,7 @@ def _sorted_pool(pool: Sequence[Expert]) -> tuple[list[Expert], list[bytes]]:
     ]
     if errors:
         raise PoolInvalid(errors)
-    return ordered, snapshot_rows_json(ordered)
+    return ordered
 
 
 def pool_snapshot(pool: Sequence[Expert]) -> list[dict[str, Any]]:
@@ -344,7 +347,7 @@ def pool_snapshot(pool: Sequence[Expert]) -> list[dict[str, Any]]:
     the snapshot is pseudonymous, not anonymous; the employer's credit code, a company identifier,
     is kept as is.
     """
-    return [e.snapshot() for e in _sorted_pool(pool)[0]]
+    return [e.snapshot() for e in _sorted_pool(pool)]
 
 
 def _pool_sha256(rows: list[bytes]) -> str:
@@ -386,8 +389,13 @@ def run_draw(
     """Draw the secondary sites, their rooms and the committee (module docstring, steps 1-6)."""
     draw_seed = seed(server_random, supervisor_entropy, host_entropy)
     check_committee(request.experts, request.owner_reps)
-    ordered, rows = _sorted_pool(pool)
-    return _draw(ordered, _pool_sha256(rows), sites, request, draw_seed, commitment(server_random))
+
+    def pool_sha256(ids_increase: bool) -> str:
+        # A pool already sorted by id (as the store lists it) is hashed as it is; any other
+        # order is sorted first, and a repeated id refused.
+        return _pool_sha256(snapshot_rows_json(pool if ids_increase else _sorted_pool(pool)))
+
+    return _draw(pool, pool_sha256, sites, request, draw_seed, commitment(server_random))
 
 
 def _pick_room(site: Site, draw_seed: bytes) -> Room | None:
@@ -397,7 +405,7 @@ def _pick_room(site: Site, draw_seed: bytes) -> Room | None:
 
 def _draw(
     entries: Sequence[_Entry],
-    pool_hash: str,
+    pool_sha256: Callable[[bool], str],
     sites: Sequence[Site],
     request: DrawRequest,
     draw_seed: bytes,
@@ -498,7 +506,8 @@ def _draw(
         )
 
     # Step 4: who is eligible.
-    counts, by_code = _eligible(entries, cities, request)
+    counts, by_code, ids_increase = _eligible(entries, cities, request)
+    pool_hash = pool_sha256(ids_increase)
 
     # Step 5: the experts, category by category.
     taken: set[str] = set()
@@ -606,26 +615,34 @@ def _draw(
 
 def _eligible(
     entries: Sequence[_Entry], cities: set[str], request: DrawRequest
-) -> tuple[EligibleCounts, dict[str, list[_Entry]]]:
-    """Step 4: who is active, in a drawn city and not avoided (回避), indexed by category held.
+) -> tuple[EligibleCounts, dict[str, list[_Entry]], bool]:
+    """Step 4: who is active, in a drawn city and not avoided (回避), indexed by category held;
+    and whether the ids strictly increase (the pool is sorted and has no repeated id).
 
     One pass, each expert touched once: this runs over every expert of a pool of 100,000.
     """
-    avoid_codes = set(request.avoid_credit_codes)
+    avoid_codes: set[str | None] = set(request.avoid_credit_codes)  # None is never in it
     avoid_names = {
         employer_name_sha256(n) for n in request.avoid_names if normalize_employer_name(n)
     }
     by_code: defaultdict[str, list[_Entry]] = defaultdict(list)
     in_region = active = avoided = 0
+    previous = ""
+    increasing = True
     for e in entries:
+        eid = e.id
+        if eid <= previous:
+            increasing = False
+        previous = eid
         if e.city not in cities:
             continue
         in_region += 1
         if e.status != "active":
             continue
         active += 1
-        code = e.employer_credit_code
-        if (code is not None and code in avoid_codes) or (False):
+        if e.employer_credit_code in avoid_codes or (
+            avoid_names and e.employer_name_sha256 in avoid_names
+        ):
             avoided += 1
             continue
         for c in e.categories:
@@ -637,7 +654,7 @@ def _eligible(
         avoided=avoided,
         eligible=active - avoided,
     )
-    return counts, by_code
+    return counts, by_code, increasing
 
 
 def _capacity(seats: Iterable[int | None]) -> int | None:
@@ -812,7 +829,7 @@ def verify(
         diffs.append("commitment: the revealed server random does not match the commitment")
     pool_hash = _sha256_json([dict(r) for r in snapshot])
     try:
-        recomputed = _draw(rows, pool_hash, sites, request, draw_seed, claimed_commitment)
+        recomputed = _draw(rows, lambda _: pool_hash, sites, request, draw_seed, claimed_commitment)
         for step, r in enumerate(claimed.replacements):
             status_skips = {
                 s.expert_id: s.why for s in r.skipped if s.why in ("not_in_pool", "inactive")

@@ -355,6 +355,8 @@ class ExpertSignIn(Command):
     expert_id: str
     name: str = ""
     cert_sha256: str
+    signature: str = Field(default="", description="the expert's signed sign-in document")
+    nonce: str = ""
 
 
 class NoKey(Command):
@@ -834,6 +836,8 @@ def _expert_sign_in(state: EvaluationState, cmd: ExpertSignIn, now: datetime) ->
             site_id=m.site_id,
             cert_sha256=cmd.cert_sha256,
             late=late,
+            nonce=cmd.nonce,
+            signature=cmd.signature,
         )
     ]
 
@@ -1029,8 +1033,8 @@ def _report_response(state: EvaluationState, cmd: Command, now: datetime) -> lis
         raise E.AlreadyDone()
     if isinstance(cmd, SignReport):
         # Eval rule 11: a member who disagrees signs with a written reason.
-        reason = cmd.reason.strip()
-        if not cmd.agree and not reason:
+        reason = cmd.reason  # kept exactly as signed
+        if not cmd.agree and not reason.strip():
             raise E.ReasonRequired("disagreement needs a written reason / 不同意须书面说明理由")
         payload: dict[str, Any] = {
             "expert_id": m.id,
@@ -1041,7 +1045,7 @@ def _report_response(state: EvaluationState, cmd: Command, now: datetime) -> lis
         }
     else:
         assert isinstance(cmd, RefuseToSign)
-        reason = cmd.reason.strip()
+        reason = cmd.reason.strip()  # a refusal is not signed: blank means no reason
         # Eval rule 11: refusing to sign without a reason counts as agreement (实施条例 art. 53).
         payload = {
             "expert_id": m.id,

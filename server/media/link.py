@@ -4,9 +4,12 @@ recorded segments become blobs and ``media_segment`` events (DESIGN.md sections 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
+from schemas.time import iso
 from server.domain import evaluation as ev
 
 if TYPE_CHECKING:
@@ -25,6 +28,15 @@ class LazyMedia:
         self._lock = asyncio.Lock()
         self.segments_recorded = 0
         self.failures: list[str] = []
+        self._sessions: dict[str, str] = {}  # media id -> session id
+
+    def media_id(self, session_id: str) -> str:
+        """The backend's id for a session (its file names allow fewer characters than ours)."""
+        digest = hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:16]
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "-", session_id)[:100].lstrip("._-")
+        mid = f"{safe}-{digest}"
+        self._sessions[mid] = session_id
+        return mid
 
     async def backend(self) -> BuiltinMedia:
         async with self._lock:
@@ -45,11 +57,17 @@ class LazyMedia:
         role: str,
         offer: dict[str, Any],
         watch: str | None = None,
+        host_feed: bool = False,
     ) -> dict[str, Any]:
+        """Answer a room's or a supervisor's offer; the lead room's feed is the host feed."""
         backend = await self.backend()
+        mid = self.media_id(session_id)
         if role == "supervisor":
-            return await backend.answer(session_id, peer_id, "supervisor", offer, watch=watch)
-        return await backend.answer(session_id, peer_id, "room", offer)
+            return await backend.answer(mid, peer_id, "supervisor", offer, watch=watch)
+        answer = await backend.answer(mid, peer_id, "room", offer)
+        if host_feed:
+            await backend.set_host_feed(mid, peer_id)
+        return answer
 
     async def _on_segment(self, seg: Segment) -> None:
         """Keep the segment as a blob and put its hash in the session's log as it is written."""
@@ -68,12 +86,13 @@ class LazyMedia:
             index=seg.index,
             sha256=sha or "0" * 64,
             size=size or 0,
-            started_at=seg.started_at.isoformat(),
-            ended_at=seg.ended_at.isoformat(),
+            started_at=iso(seg.started_at),
+            ended_at=iso(seg.ended_at),
             error=error,
         )
+        session_id = self._sessions.get(seg.session_id, seg.session_id)
         try:
-            await hub.service.execute(seg.session_id, cmd)
+            await hub.service.execute(session_id, cmd)
             self.segments_recorded += 1
         except Exception as exc:
             log.exception("could not record segment %s/%s", seg.peer_id, seg.index)

@@ -149,7 +149,7 @@ class RecordingSettings:
     vp8_options: Mapping[str, str] = field(
         default_factory=lambda: {
             "deadline": "realtime",
-            "cpu-used": "8",
+            "cpu-used": "-12",
             "lag-in-frames": "0",
             "static-thresh": "100",
             "noise-sensitivity": "0",
@@ -165,7 +165,14 @@ class RecordingSettings:
         return max(1, min(math.ceil(self.fps * segment_seconds) + 1, 10 * self.fps))
 
 
-def _copy_video(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+def fit_size(width: int, height: int, settings: RecordingSettings) -> tuple[int, int]:
+    """The recording size of a picture: within the configured box, same shape, never larger
+    than it came, even dimensions (4:3 640x480 stays; 16:9 1280x720 becomes 640x360)."""
+    scale = min(1.0, settings.width / width, settings.height / height)
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def copy_video_frame(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
     """A private copy in yuv420p at the recording size.
 
     The decoded frame is shared (MediaRelay hands the same object to the host-feed senders, which
@@ -178,7 +185,7 @@ def _copy_video(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
     copy = av.VideoFrame(width, height, "yuv420p")
     for src, dst in zip(frame.planes, copy.planes, strict=True):
         if src.line_size == dst.line_size:
-            dst.update(src)
+            memoryview(dst)[:] = memoryview(src)[: dst.buffer_size]
         else:
             s, d, n = memoryview(src), memoryview(dst), min(src.width, dst.width)
             for row in range(min(src.height, dst.height)):
@@ -188,7 +195,7 @@ def _copy_video(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
     return copy
 
 
-def _copy_audio(frame: av.AudioFrame) -> av.AudioFrame:
+def copy_audio_frame(frame: av.AudioFrame) -> av.AudioFrame:
     copy = av.AudioFrame(format=frame.format.name, layout=frame.layout.name, samples=frame.samples)
     copy.sample_rate = frame.sample_rate
     for src, dst in zip(frame.planes, copy.planes, strict=True):
@@ -223,65 +230,102 @@ class _SegmentFile:
         self.end = origin  # media time of the end of the last frame written
         self.error: str | None = None
         self._next_pts: dict[str, int] = dict.fromkeys(kinds, 0)
+        self._segment_seconds = segment_seconds
         self._container: Any = None
         self._streams: dict[str, Any] = {}
-        try:
-            self.part.parent.mkdir(parents=True, exist_ok=True)
-            container = av.open(str(self.part), mode="w", format="webm")
-            self._container = container
-            for kind in kinds:
-                if kind == "video":
-                    stream = container.add_stream("libvpx", rate=settings.fps)
-                    stream.width = settings.width
-                    stream.height = settings.height
-                    stream.pix_fmt = "yuv420p"
-                    stream.bit_rate = settings.video_bitrate
-                    stream.codec_context.time_base = fractions.Fraction(1, 1000)
-                    stream.codec_context.gop_size = settings.gop(segment_seconds)
-                    stream.codec_context.thread_count = 1
-                    stream.codec_context.options = dict(settings.vp8_options)
-                else:
-                    stream = container.add_stream("libopus", rate=48_000)
-                    stream.layout = settings.audio_layout
-                    stream.bit_rate = settings.audio_bitrate
-                    stream.codec_context.options = {"application": "voip"}
-                self._streams[kind] = stream
-        except Exception as exc:
-            self._fail(exc)
+        self.video_size: tuple[int, int] | None = None
+        # Audio that arrives before the segment's first picture waits (briefly) for it, so that
+        # the picture size can follow the camera's shape.
+        self._waiting: list[tuple[str, Any, float]] = []
 
-    def write(self, kind: str, frame: Any, media_time: float) -> bool:
-        """Encode one frame at ``media_time``; False if this segment has failed."""
+    def _open(self, video_size: tuple[int, int]) -> None:
+        s = self.settings
+        self.part.parent.mkdir(parents=True, exist_ok=True)
+        container = av.open(str(self.part), mode="w", format="webm")
+        self._container = container
+        for kind in self.kinds:
+            stream: Any
+            if kind == "video":
+                stream = container.add_stream("libvpx", rate=s.fps)
+                stream.width, stream.height = video_size
+                stream.pix_fmt = "yuv420p"
+                stream.bit_rate = s.video_bitrate
+                stream.codec_context.time_base = fractions.Fraction(1, 1000)
+                stream.codec_context.gop_size = s.gop(self._segment_seconds)
+                stream.codec_context.thread_count = 1
+                stream.codec_context.options = dict(s.vp8_options)
+                self.video_size = video_size
+            else:
+                stream = container.add_stream("libopus", rate=48_000)
+                stream.layout = s.audio_layout
+                stream.bit_rate = s.audio_bitrate
+                stream.codec_context.options = {"application": "voip"}
+            self._streams[kind] = stream
+
+    def write(
+        self, kind: str, frame: Any, media_time: float, video_size: tuple[int, int] | None = None
+    ) -> bool:
+        """Encode one frame at ``media_time``; False if this segment has failed.
+
+        ``video_size``: the picture size to use if this write opens the file and no picture
+        has come yet (the peer's latest one); a picture of another size is scaled to it.
+        """
         if self.error is not None:
             return False
         try:
-            rel = media_time - self.origin
-            if kind == "video":
-                copy = _copy_video(frame, self.settings.width, self.settings.height)
-                pts = max(round(rel * 1000), self._next_pts[kind])
-                copy.pts = pts
-                copy.time_base = fractions.Fraction(1, 1000)
-                self._next_pts[kind] = pts + 1
-                end = media_time + 1 / self.settings.fps
-            else:
-                copy = _copy_audio(frame)
-                rate = frame.sample_rate or 48_000
-                # A few samples of overlap (jitter) are shifted, a real gap is kept.
-                pts = max(round(rel * rate), self._next_pts[kind])
-                copy.pts = pts
-                copy.time_base = fractions.Fraction(1, rate)
-                self._next_pts[kind] = pts + frame.samples
-                end = media_time + frame.samples / rate
-            for packet in self._streams[kind].encode(copy):
-                self._container.mux(packet)
-            self.frames[kind] += 1
-            self.end = max(self.end, end)
+            if self._container is None:
+                if kind == "video":
+                    size = fit_size(frame.width, frame.height, self.settings)
+                elif "video" in self.kinds and len(self._waiting) < 25:
+                    self._waiting.append((kind, frame, media_time))
+                    return True
+                else:
+                    size = video_size or (self.settings.width, self.settings.height)
+                self._open(size)
+                waiting, self._waiting = self._waiting, []
+                for item in waiting:
+                    self._encode(*item)
+            self._encode(kind, frame, media_time)
             return True
         except Exception as exc:
             self._fail(exc)
             return False
 
+    def _encode(self, kind: str, frame: Any, media_time: float) -> None:
+        rel = media_time - self.origin
+        copy: av.VideoFrame | av.AudioFrame
+        if kind == "video":
+            assert self.video_size is not None
+            copy = copy_video_frame(frame, *self.video_size)
+            pts = max(round(rel * 1000), self._next_pts[kind])
+            copy.pts = pts
+            copy.time_base = fractions.Fraction(1, 1000)
+            self._next_pts[kind] = pts + 1
+            end = media_time + 1 / self.settings.fps
+        else:
+            copy = copy_audio_frame(frame)
+            rate = frame.sample_rate or 48_000
+            # A few samples of overlap (jitter) are shifted, a real gap is kept.
+            pts = max(round(rel * rate), self._next_pts[kind])
+            copy.pts = pts
+            copy.time_base = fractions.Fraction(1, rate)
+            self._next_pts[kind] = pts + frame.samples
+            end = media_time + frame.samples / rate
+        for packet in self._streams[kind].encode(copy):
+            self._container.mux(packet)
+        self.frames[kind] += 1
+        self.end = max(self.end, end)
+
     def close(self, session_id: str, peer_id: str, fsync: bool) -> Segment:
         """Flush the encoders, close, sync, rename and hash; or report why it failed."""
+        if self.error is None and self._container is None:
+            try:  # only audio came: it waited for a picture that never did
+                self._open((self.settings.width, self.settings.height))
+                waiting, self._waiting = self._waiting, []
+                for item in waiting:
+                    self._encode(*item)
+            except Exception as exc:
+                self._fail(exc)
         if self.error is None:
             try:
                 for stream in self._streams.values():
@@ -329,7 +373,7 @@ class _SegmentFile:
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = f"writing {self.part}: {type(exc).__name__}: {exc}"
             logger.error("segment %s failed: %s", self.path, self.error)
         if self._container is not None:
             with contextlib.suppress(Exception):
@@ -433,6 +477,7 @@ class PeerRecorder:
         self._open: list[_SegmentFile] = []  # ascending slots
         self._last_video_recorded = -math.inf
         self._closed_slot: int | None = None  # the latest slot closed
+        self._video_size: tuple[int, int] | None = None  # of the latest picture, as recorded
         self._thread = threading.Thread(
             target=self._run, name=f"rec-{session_id}/{peer_id}", daemon=True
         )
@@ -551,7 +596,9 @@ class PeerRecorder:
         if segment is None:
             self.stats.frames_late += 1
             return
-        if segment.write(kind, frame, media):
+        if kind == "video":
+            self._video_size = fit_size(frame.width, frame.height, self.settings)
+        if segment.write(kind, frame, media, self._video_size):
             self.stats.frames_recorded[kind] += 1
             if kind == "video":
                 self._last_video_recorded = media

@@ -51,6 +51,7 @@ from aiortc import (
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from server.media.feeds import EncodedFeed, FeedTrack
 from server.media.recording import PeerRecorder, RecordingSettings, Segment, check_id
 
 logger = logging.getLogger(__name__)
@@ -64,74 +65,6 @@ class UnknownPeer(LookupError):
     """The session or the peer is not known to the media backend."""
 
 
-class FeedTrack(MediaStreamTrack):
-    """An outgoing track whose source (a relay proxy of some room's track) can be switched.
-
-    aiortc's sender stops for good when its track raises ``MediaStreamError``; this track
-    instead waits (sending nothing) while it has no source, and when its source ends.
-    """
-
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        self.kind = kind
-        self.source_peer: str | None = None
-        self.frames_sent = 0
-        self._source: MediaStreamTrack | None = None
-        self._pending: asyncio.Future[Any] | None = None
-        self._changed = asyncio.Event()
-
-    @property
-    def has_source(self) -> bool:
-        return self._source is not None
-
-    def set_source(self, track: MediaStreamTrack | None, peer_id: str | None) -> None:
-        old = self._source
-        self._source = track
-        self.source_peer = peer_id
-        if old is not None and old is not track:
-            old.stop()
-        if self._pending is not None:
-            self._pending.cancel()  # a recv() waiting on the old source moves to the new one
-        self._changed.set()
-
-    async def recv(self) -> Any:
-        while True:
-            if self.readyState != "live":
-                raise MediaStreamError
-            source = self._source
-            if source is None or source.readyState != "live":
-                self._changed.clear()
-                await self._changed.wait()
-                continue
-            pending = asyncio.ensure_future(source.recv())
-            self._pending = pending
-            try:
-                await asyncio.wait([pending])
-            except asyncio.CancelledError:
-                pending.cancel()
-                raise
-            finally:
-                self._pending = None
-            if pending.cancelled():
-                continue  # switched
-            if pending.exception() is not None:  # the source ended: wait for another
-                if self._source is source:
-                    self._source = None
-                    self.source_peer = None
-                continue
-            self.frames_sent += 1
-            return pending.result()
-
-    def stop(self) -> None:
-        if self._source is not None:
-            self._source.stop()
-            self._source = None
-        if self._pending is not None:
-            self._pending.cancel()
-        super().stop()
-        self._changed.set()
-
-
 @dataclass
 class Peer:
     session_id: str
@@ -141,6 +74,7 @@ class Peer:
     order: int  # connection order within the worker (earliest room = default host)
     incoming: dict[str, MediaStreamTrack] = field(default_factory=dict)
     outgoing: dict[str, FeedTrack] = field(default_factory=dict)
+    encoded: dict[str, EncodedFeed] = field(default_factory=dict)  # rooms: feeds made of us
     recorder: PeerRecorder | None = None
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
     watch: str | None = None  # supervisors: the room watched (None: the host feed)
@@ -185,6 +119,9 @@ class Worker:
         self.relay = MediaRelay()
         self._order = itertools.count()
         self._closed = False
+        # next segment index of every room recorded here, kept across its reconnects (a failed
+        # last segment leaves no file for the next recorder to count from)
+        self._next_index: dict[tuple[str, str], int] = {}
 
     # --- operations -------------------------------------------------------------------------
 
@@ -266,7 +203,7 @@ class Worker:
                 segment_seconds=self.segment_seconds,
                 emit=self._emit_segment,
                 settings=self.settings,
-                first_index=first_index,
+                first_index=max(first_index, self._next_index.get((session_id, peer_id), 0)),
             )
             for kind, track in peer.incoming.items():
                 proxy = self.relay.subscribe(track, buffered=True)
@@ -363,7 +300,8 @@ class Worker:
         return peer
 
     def _route(self, session: Session) -> None:
-        """Point every outgoing track at the right room (host feed, or the watched room)."""
+        """Point every outgoing track at the right room (host feed, or the watched room), and
+        stop encoding the rooms nobody receives any more."""
         host = session.host_room()
         for peer in session.peers.values():
             if peer.closing:
@@ -375,14 +313,36 @@ class Worker:
             if target is not None and (target.closing or target.role != "room"):
                 target = None
             for kind, feed in peer.outgoing.items():
-                wanted = target.peer_id if target is not None and kind in target.incoming else None
-                if feed.source_peer == wanted and (wanted is None or feed.has_source):
+                if target is None or kind not in target.incoming:
+                    if feed.source_peer is not None or feed.has_source:
+                        feed.set_source(None, None, None)
                     continue
-                if target is not None and wanted is not None:
-                    proxy = self.relay.subscribe(target.incoming[kind], buffered=False)
-                    feed.set_source(proxy, wanted)
-                else:
-                    feed.set_source(None, None)
+                encoded = self._encoded(target, kind)
+                if feed.encoded is encoded and feed.has_source:
+                    continue
+                feed.set_source(
+                    self.relay.subscribe(encoded, buffered=True), target.peer_id, encoded
+                )
+        in_use = {
+            id(feed.encoded)
+            for peer in session.peers.values()
+            for feed in peer.outgoing.values()
+            if feed.encoded is not None
+        }
+        for room in session.peers.values():
+            for kind, encoded in list(room.encoded.items()):
+                if id(encoded) not in in_use:
+                    encoded.stop()
+                    del room.encoded[kind]
+
+    def _encoded(self, room: Peer, kind: str) -> EncodedFeed:
+        """The room's track of this kind, encoded once for all its receivers."""
+        encoded = room.encoded.get(kind)
+        if encoded is None or encoded.readyState != "live":
+            source = self.relay.subscribe(room.incoming[kind], buffered=False)
+            encoded = EncodedFeed(kind, source, self.settings)
+            room.encoded[kind] = encoded
+        return encoded
 
     async def _pump(self, peer: Peer, kind: str, proxy: MediaStreamTrack) -> None:
         """Hand every decoded frame of a room's track to its recorder."""
@@ -393,7 +353,7 @@ class Worker:
                 frame = await proxy.recv()
             except MediaStreamError:
                 return
-            recorder.submit(kind, frame, frame.time)
+            recorder.submit(kind, frame, getattr(frame, "time", None))
 
     async def _drop(self, peer: Peer, report: bool, reason: str = "") -> None:
         """Close a peer's link, flush its recording, re-route the rest of the session."""
@@ -406,6 +366,9 @@ class Worker:
             self._route(session)  # nobody is fed from this peer any more
         for feed in peer.outgoing.values():
             feed.stop()
+        for encoded in peer.encoded.values():
+            encoded.stop()
+        peer.encoded.clear()
         await peer.pc.close()
         for task in peer.pumps:
             task.cancel()
@@ -413,6 +376,7 @@ class Worker:
         if peer.recorder is not None:
             # flushing encodes and writes the last partial segment: not on the loop
             await asyncio.get_running_loop().run_in_executor(None, peer.recorder.stop)
+            self._next_index[(peer.session_id, peer.peer_id)] = peer.recorder.next_index
         if report:
             self.outbox.put(("peer_gone", peer.session_id, peer.peer_id, reason))
         if session is not None and not session.peers and session.host is None:
