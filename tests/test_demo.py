@@ -1,4 +1,4 @@
-"""`bidbridge demo --exit`: the whole opening of the README's first command, as a test."""
+"""`bidbridge demo --exit`: the README's first command (an opening, then its evaluation), as a test."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from tests.softhsm import softhsm_available
 
 
-def test_demo_runs_a_complete_opening_and_verifies_its_archive(tmp_path: Path) -> None:
+def test_demo_runs_an_opening_and_an_evaluation_and_verifies_both_archives(tmp_path: Path) -> None:
     if not softhsm_available():
         pytest.fail("SoftHSM2 is missing: `make test` installs softhsm2 (the demo needs it)")
     out = tmp_path / "demo"
@@ -43,3 +43,12 @@ def test_demo_runs_a_complete_opening_and_verifies_its_archive(tmp_path: Path) -
     assert "签名 signatures: host, server, supervisor" in text
     assert "验证通过 / verified" in text
     assert (out / "archive.zip").is_file()
+    # the evaluation that follows the opening
+    assert "导入专家 imported 10000 experts" in text
+    assert "主持人仅见人数 host sees only: 5 members, 2 rooms" in text
+    assert text.count("签到 @ ") == 5
+    assert "推荐中标候选人 / Recommended candidates:" in text
+    assert "不同意 / disagrees:" in text
+    assert text.count("验证通过 / verified") == 2
+    assert "— 一致 / matches" in text
+    assert (out / "evaluation-archive.zip").is_file()
