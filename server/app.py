@@ -148,6 +148,14 @@ async def forget_presence(hub: Hub) -> None:
                 await hub.service.execute(row.id, machine.leave(role, account))
             except Exception:
                 log.exception("could not clear presence on %s", row.id)
+        if row.kind == "evaluation":  # no room is linked right after a start
+            for room_id, room in state.rooms.items():
+                if room.get("up"):
+                    down = ev.RoomLink(actor=ev.Actor(role="room", id=room_id), up=False)
+                    try:
+                        await hub.service.execute(row.id, down)
+                    except Exception:
+                        log.exception("could not clear room link on %s", row.id)
         if (
             row.kind == "opening" and state.record_pending
         ):  # a crash came between confirmation close and the record

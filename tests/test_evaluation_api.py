@@ -370,3 +370,16 @@ async def test_eval_rule_12_supervisor_warns_everyone_and_changes_nothing(
         await hall.refused(403, "NOT_PERMITTED", "POST", e.path(path), supervisor, body)
     # bidders are not admitted to an evaluation at all
     await hall.refused(403, "NOT_PERMITTED", "GET", e.path(), P(hall, "a"))
+
+
+async def test_eval_rule_05_signing_in_again_renews_the_token_without_a_new_event(
+    hall: Hall, tmp_path: Path
+) -> None:
+    e, _sup = await drawn(hall, tmp_path)
+    committee = await e.committee()
+    mid = sorted(committee)[0]
+    await e.sign_in(mid, committee[mid]["room_id"])
+    before = len(await e.events(P(hall, "supervisor")))
+    await e.sign_in(mid, committee[mid]["room_id"])  # e.g. the token expired
+    assert len(await e.events(P(hall, "supervisor"))) == before
+    assert (await e.view(e.as_expert(mid)))["status"] == "convening"

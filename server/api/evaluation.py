@@ -422,7 +422,7 @@ async def warn(ctx: Ctx, body: S.TextIn) -> S.OkOut:
 async def expert_sign_in(ctx: Ctx, body: EV.ExpertSignInIn) -> EV.ExpertSignInOut:
     hub = ctx.hub
     now = hub.clock.now()
-    await _eval(ctx)
+    loaded = await _eval(ctx)
     doc = read_document(b64decode(body.signature))
     expected = EV.sign_in_document(
         hub.settings.server_id, ctx.session_id, ctx.who.party_id, body.expert_id, body.nonce
@@ -436,6 +436,17 @@ async def expert_sign_in(ctx: Ctx, body: EV.ExpertSignInIn) -> EV.ExpertSignInOu
         raise ChallengeInvalid("replayed or stale / 重放或过期")
     name = _common_name(doc.signer)
     fp = cert_sha256(doc.signer)
+    member = loaded.state.members.get(body.expert_id)
+    if (
+        member is not None
+        and member.status == "signed_in"
+        and member.room_id == ctx.who.party_id
+        and member.cert_sha256 == fp
+    ):
+        # Signed in already (the token expired, the room device restarted): a new token, no
+        # new event; the same key at the same room proves it is the same member.
+        token, exp = hub.tokens.issue(Principal("expert", body.expert_id, name, fp), now)
+        return EV.ExpertSignInOut(token=token, expert_id=body.expert_id, name=name, expires_at=exp)
     cmd = ev.ExpertSignIn(
         actor=_actor(ctx),
         expert_id=body.expert_id,
