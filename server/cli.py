@@ -24,6 +24,7 @@ SERVER_COMMANDS = {
     "bidder": "room_client.bidder_cli",
     "host": "room_client.bidder_cli",
     "supervisor": "room_client.bidder_cli",
+    "room": "room_client.room_cli",
     "verify-archive": "server.audit.cli",
     "verify-draw": "server.audit.verify_draw",
     "export-archive": "server.audit.export",
