@@ -622,8 +622,24 @@ def _tick(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent]
     current = state
     for m in list(state.members.values()):
         if m.status == "drawn" and m.due_by and now >= parse_iso(m.due_by):
-            events.append(_ev("member_absent", SERVER, _member_audience(m), expert_id=m.id))
-            step = _replace(current, m.id, "absent / 缺席", now)
+            absent = _ev("member_absent", SERVER, _member_audience(m), expert_id=m.id)
+            events.append(absent)
+            current = evolve(current, absent, now)
+            if m.kind != "expert":  # an owner representative is appointed, not drawn
+                continue
+            try:
+                step = _replace(current, m.id, "absent / 缺席", now)
+            except E.Refusal as exc:  # no spare left: the absence stands, the start waits
+                step = [
+                    _ev(
+                        "replacement_failed",
+                        SERVER,
+                        SUPERVISOR,
+                        expert_id=m.id,
+                        code=exc.code,
+                        detail=exc.detail,
+                    )
+                ]
             events += step
             for e in step:
                 current = evolve(current, e, now)
@@ -782,7 +798,8 @@ def _replace(state: EvaluationState, expert_id: str, reason: str, now: datetime)
     assert state.draw is not None and state.draw.result is not None
     result = DrawResult.model_validate(state.draw.result)
     new, updated = D.replace(result, None, expert_id, reason)
-    due_by = iso(now + timedelta(minutes=state.timetable.grace_minutes))
+    start = max(now, state.timetable.convene_at)  # a spare called early is due with everyone
+    due_by = iso(start + timedelta(minutes=state.timetable.grace_minutes))
     return [
         _ev(
             "member_replaced",
@@ -848,7 +865,10 @@ def _no_key(state: EvaluationState, cmd: NoKey, now: datetime) -> list[NewEvent]
     m = _member(state, cmd.expert_id)
     if m.room_id != cmd.actor.id:
         raise WrongRoom()
-    return [_ev("member_no_key", cmd.actor, ["supervisor", "staff"], expert_id=m.id)]
+    if m.status != "drawn":
+        raise E.AlreadyDone(f"the member is {m.status} / 该成员状态为 {m.status}")
+    # Eval rule 2: the record names the expert to the supervisor, the expert and the room only.
+    return [_ev("member_no_key", cmd.actor, _member_audience(m), expert_id=m.id)]
 
 
 def _replace_cmd(state: EvaluationState, cmd: Replace, now: datetime) -> list[NewEvent]:
@@ -869,6 +889,11 @@ def _start(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent
     missing = [m.id for m in state.committee() if m.status != "signed_in"]
     if missing:
         raise NotSignedIn(f"{len(missing)} not signed in / 未签到")
+    members = state.committee()  # absences without a spare leave the committee short
+    D.check_committee(
+        sum(1 for m in members if m.kind == "expert"),
+        sum(1 for m in members if m.kind == "owner_rep"),
+    )
     return [_ev("evaluation_started", cmd.actor, ALL, members=len(state.committee()))]
 
 
@@ -954,6 +979,8 @@ def _call_rescore(state: EvaluationState, cmd: CallRescore, now: datetime) -> li
     if cmd.expert_id not in sheets:
         raise SheetsMissing(cmd.expert_id)
     # Eval rule 10: a re-score only where the expert deviates beyond the set threshold.
+    if cmd.expert_id in state.reopened.get(stage, []):
+        raise E.AlreadyDone("a re-score is already pending / 已要求复核")
     mine = [d for d in _deviations(state, stage) if d["expert"] == cmd.expert_id]
     if not mine:
         raise NoDeviation(cmd.expert_id)
@@ -1064,6 +1091,8 @@ def _report_response(state: EvaluationState, cmd: Command, now: datetime) -> lis
 
 def _warn(state: EvaluationState, cmd: Warn, now: datetime) -> list[NewEvent]:
     _require_role(cmd, "supervisor")
+    if not cmd.text.strip():
+        raise E.ReasonRequired("the warning is empty / 预警内容为空")
     # Eval rule 12: a supervisor's warning reaches every participant; it changes nothing else.
     return [
         _ev("supervisor_warning", cmd.actor, ALL, text=cmd.text.strip(), id=len(state.warnings) + 1)
