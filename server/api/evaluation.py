@@ -34,7 +34,7 @@ STAFF = ("host", "supervisor", "centre")
 MEMBER_ROLES = ("expert",)
 POOL_LIMIT = 64 * 1024**2
 
-SignatureInvalid = E._refusal(
+SignatureInvalid = E.refusal(
     "SignatureInvalid",
     "SIGNATURE_INVALID",
     422,

@@ -124,8 +124,7 @@ _U32 = 1 << 32
 T = TypeVar("T")
 
 
-def _refusal(name: str, code: str, status: int, zh: str, en: str) -> type[Refusal]:
-    return type(name, (Refusal,), {"code": code, "status": status, "zh": zh, "en": en})
+_refusal = E.refusal
 
 
 CommitteeInvalid = _refusal(

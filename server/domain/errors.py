@@ -24,8 +24,14 @@ class Refusal(Exception):
         return f"{self.code}: {self.zh} / {self.en}{tail}"
 
 
-def _refusal(name: str, code: str, status: int, zh: str, en: str) -> type[Refusal]:
-    return type(name, (Refusal,), {"code": code, "status": status, "zh": zh, "en": en})
+def refusal(
+    name: str, code: str, status: int, zh: str, en: str, base: type[Refusal] = Refusal
+) -> type[Refusal]:
+    """A refusal class with its stable code, HTTP status and messages (the one factory)."""
+    return type(name, (base,), {"code": code, "status": status, "zh": zh, "en": en})
+
+
+_refusal = refusal
 
 
 NotAllowedInState = _refusal(

@@ -40,7 +40,11 @@ from schemas.time import iso, parse_iso
 from server.domain import draw as D
 from server.domain import errors as E
 from server.domain import scoring as SC
-from server.domain.opening import sha256_json
+from server.domain.common import event as _ev
+from server.domain.common import reason_text as _reason
+from server.domain.common import require_role as _require_role
+from server.domain.common import require_state as _require_state
+from server.domain.common import sha256_json
 
 Status = Literal[
     "draft",
@@ -88,11 +92,7 @@ def viewer_tags(role: str, party_id: str) -> frozenset[str]:
 
 # --- refusals -------------------------------------------------------------------------------------
 
-_R = E.Refusal
-
-
-def _refusal(name: str, code: str, status: int, zh: str, en: str) -> type[_R]:
-    return type(name, (_R,), {"code": code, "status": status, "zh": zh, "en": en})
+_refusal = E.refusal
 
 
 EntropyGiven = _refusal(
@@ -442,29 +442,6 @@ class RecordSegment(Command):
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def _ev(type_: str, actor: Actor, audience: list[str], **payload: Any) -> NewEvent:
-    return NewEvent(
-        type=type_, actor=f"{actor.role}:{actor.id}", audience=audience, payload=payload
-    )
-
-
-def _require_role(cmd: Command, *roles: str) -> None:
-    if cmd.actor.role not in roles:
-        raise E.NotPermitted(f"{cmd.actor.role} may not {type(cmd).__name__}")
-
-
-def _require_state(state: EvaluationState, *allowed: Status) -> None:
-    if state.status not in allowed:
-        raise E.NotAllowedInState(f"status is {state.status}")
-
-
-def _reason(text: str) -> str:
-    text = text.strip()
-    if not text:
-        raise E.ReasonRequired()
-    return text
 
 
 def _member(state: EvaluationState, member_id: str) -> Member:

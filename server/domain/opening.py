@@ -17,16 +17,19 @@ States::
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.canonical import canonical_json
 from schemas.events import NewEvent
 from schemas.time import iso, parse_iso
 from server.domain import errors as E
+from server.domain.common import event as _ev
+from server.domain.common import reason_text as _reason
+from server.domain.common import require_role as _require_role
+from server.domain.common import require_state as _require_state
+from server.domain.common import sha256_json
 
 Status = Literal[
     "draft",
@@ -337,29 +340,6 @@ class Extend(Command):
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _ev(type_: str, actor: Actor, audience: list[str], **payload: Any) -> NewEvent:
-    return NewEvent(
-        type=type_, actor=f"{actor.role}:{actor.id}", audience=audience, payload=payload
-    )
-
-
-def _require_role(cmd: Command, *roles: str) -> None:
-    if cmd.actor.role not in roles:
-        raise E.NotPermitted(f"{cmd.actor.role} may not {type(cmd).__name__}")
-
-
-def _require_state(state: OpeningState, *allowed: Status) -> None:
-    if state.status not in allowed:
-        raise E.NotAllowedInState(f"status is {state.status}")
-
-
-def _reason(text: str) -> str:
-    text = text.strip()
-    if not text:
-        raise E.ReasonRequired()
-    return text
-
-
 def _bid_audience(code: str) -> list[str]:
     return [bidder_tag(code), "staff"]
 
@@ -369,10 +349,6 @@ def _own_bid(state: OpeningState, code: str) -> Bid:
     if bid is None or bid.status == "retracted":
         raise E.NoBid()
     return bid
-
-
-def sha256_json(value: Any) -> str:
-    return hashlib.sha256(canonical_json(value)).hexdigest()
 
 
 # --- deciding -----------------------------------------------------------------------------------

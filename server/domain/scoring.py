@@ -57,6 +57,7 @@ from schemas.scoring import (
     Stage,
     Vote,
 )
+from server.domain import errors as E
 from server.domain.errors import Refusal
 
 # --- refusals -----------------------------------------------------------------------------------
@@ -71,8 +72,8 @@ class ScoringRefusal(Refusal):
     en = "the evaluation input does not satisfy the rules"
 
 
-def _refusal(name: str, code: str, status: int, zh: str, en: str) -> type[ScoringRefusal]:
-    return type(name, (ScoringRefusal,), {"code": code, "status": status, "zh": zh, "en": en})
+def _refusal(name: str, code: str, status: int, zh: str, en: str) -> type[Refusal]:
+    return E.refusal(name, code, status, zh, en, ScoringRefusal)
 
 
 SheetIncomplete = _refusal(
