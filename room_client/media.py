@@ -18,9 +18,10 @@ Sources, chosen by a string so that the CLI and the tests can name them:
 ``clip:PATH``
     A WebM/Matroska file that already holds VP8 video and/or Opus audio: its packets are sent
     as they are, looped and re-timed, with no decoding or encoding (a cheap sender for load tests).
-``v4l2:/dev/video0``, ``alsa:default``, ``pulse:default``, ``avfoundation:0``, ``dshow:...``
+``v4l2:/dev/video0``, ``alsa:default``, ``avfoundation:0``, ``dshow:...``
     A capture device through aiortc's ``MediaPlayer`` (video devices are asked for 640x480 at
-    15 fps).
+    15 fps). The FFmpeg inside the PyAV wheel reads v4l2 and ALSA on Linux (not PulseAudio
+    directly: ``alsa:default`` goes through PulseAudio or PipeWire where they are set up).
 
 Several sources may be joined with ``+`` (``v4l2:/dev/video0+alsa:default``): the first source
 that has video gives the video, the first that has audio gives the audio.

@@ -19,7 +19,9 @@ then CPU is measured over ``--duration`` s from ``/proc/<pid>/stat`` (all thread
 
 * worker CPU: the media worker process(es), as a share of one core; per room = / rooms;
 * sender CPU: the sender process (rooms), reported apart, not counted above;
-* main CPU: this process (signalling, segment notifications).
+* main CPU: this process (signalling, segment notifications);
+* other CPU: everything else on the machine (``/proc/stat``): a busy neighbour shows here, and
+  the step's figures are then not to be trusted.
 
 Then every room hangs up (its last partial segment is flushed) and its segments are checked.
 A room **lost a segment** if any of these happened:
@@ -63,12 +65,27 @@ FPS = 15
 SEGMENT_SECONDS = 5.0
 
 
+LOSS_DEFINITION = """\
+  A room lost a segment if: its segment indices have a gap or a segment reports an error; a
+  segment other than its first and last holds fewer than {fill:.0f}% of fps x segment seconds
+  video frames; or its recorder dropped frames (queue full) or got them too late to record.
+  The most rooms recorded = the largest ramp step in which no room lost a segment."""
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # after the command name: state is field 3, utime 14 and stime 15 (1-based in proc(5))
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes on the machine spent so far (/proc/stat, every core)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
 def make_clip(path: Path, seconds: int = 10) -> None:
@@ -279,6 +296,7 @@ class Step:
     worker_cpu: float = 0.0  # seconds
     sender_cpu: float = 0.0
     main_cpu: float = 0.0
+    machine_cpu: float = 0.0  # every process on the machine
     segments: int = 0
     errors: list[str] = field(default_factory=list)
     min_fill: float = 1.0  # lowest video fill of a full segment
@@ -322,11 +340,13 @@ async def run_step(
     pids = media.worker_pids
     before = (time.monotonic(), sum(cpu_seconds(p) for p in pids), cpu_seconds(senders.pid))
     main_before = cpu_seconds(os.getpid())
+    machine_before = machine_busy_seconds()
     await asyncio.sleep(args.duration)
     step.wall = time.monotonic() - before[0]
     step.worker_cpu = sum(cpu_seconds(p) for p in pids) - before[1]
     step.sender_cpu = cpu_seconds(senders.pid) - before[2]
     step.main_cpu = cpu_seconds(os.getpid()) - main_before
+    step.machine_cpu = machine_busy_seconds() - machine_before
 
     stats = await media.stats()
     senders.send("report")
@@ -385,18 +405,19 @@ def _collector(segments: list[Any]) -> Any:
 def print_header(workers: int) -> None:
     print(f"\n  workers={workers}")
     print(
-        "  rooms  sessions  worker CPU  per room  sender CPU  main CPU  segments  "
+        "  rooms  sessions  worker CPU  per room  sender CPU  main CPU  other CPU  segments  "
         "min fill  drops  late  pkts lost  host feed  verdict"
     )
 
 
 def print_step(step: Step) -> None:
     per_room = step.share(step.worker_cpu) / step.rooms
+    other = max(0.0, step.machine_cpu - step.worker_cpu - step.sender_cpu - step.main_cpu)
     feed = f"{step.host_feed_rooms}/{step.secondary_rooms}" if step.secondary_rooms else "-"
     print(
         f"  {step.rooms:>5}  {step.sessions:>8}  {step.share(step.worker_cpu):>9.1f}%  "
         f"{per_room:>7.1f}%  {step.share(step.sender_cpu):>9.1f}%  "
-        f"{step.share(step.main_cpu):>7.1f}%  {step.segments:>8}  {100 * step.min_fill:>7.0f}%  "
+        f"{step.share(step.main_cpu):>7.1f}%  {step.share(other):>8.1f}%  {step.segments:>8}  {100 * step.min_fill:>7.0f}%  "
         f"{step.drops:>5}  {step.late:>4}  {step.packets_lost:>9}  {feed:>9}  "
         f"{'LOST' if step.lost else 'ok'}",
         flush=True,
@@ -424,8 +445,13 @@ async def bench(args: argparse.Namespace) -> int:
         f"sessions of {args.rooms_per_session} rooms, {args.warmup:g} s warm-up + "
         f"{args.duration:g} s measured per step"
     )
-    print("  CPU figures are % of one core over the measured window (/proc/<pid>/stat).")
-    summary: list[tuple[int, int, float | None]] = []
+    print(
+        "  CPU figures are % of one core over the measured window (/proc/<pid>/stat); "
+        "'other CPU' is\n  everything else on the machine (/proc/stat): if it is high, "
+        "another load disturbed the step."
+    )
+    print(LOSS_DEFINITION.format(fill=100 * args.min_fill))
+    summary: list[tuple[int, int, float | None, float | None]] = []
     for workers in args.workers:
         segments: list[Any] = []
         on_segment = _collector(segments)
@@ -449,6 +475,7 @@ async def bench(args: argparse.Namespace) -> int:
         print_header(workers)
         best = 0
         per_room: float | None = None
+        alone: float | None = None
         try:
             for n, count in enumerate(args.steps):
                 if count > args.max_rooms:
@@ -459,15 +486,22 @@ async def bench(args: argparse.Namespace) -> int:
                     break
                 best = count
                 per_room = step.share(step.worker_cpu) / step.rooms
+                if count == 1:
+                    alone = per_room
         finally:
             await senders.stop()
             await media.close()
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
-        summary.append((workers, best, per_room))
+        summary.append((workers, best, per_room, alone))
 
     print("\nSummary")
-    for workers, best, per_room in summary:
+    for workers, best, per_room, alone in summary:
+        if alone is not None:
+            print(
+                f"  workers={workers}: CPU per recorded room stream (640x480@{FPS} VP8 + Opus), "
+                f"one room alone: {alone:.1f}% of a core"
+            )
         cpu = f"{per_room:.1f}% of a core per room at that load" if per_room is not None else "-"
         print(f"  workers={workers}: most rooms recorded without losing a segment: {best} ({cpu})")
     if not args.keep and not args.out:
@@ -477,9 +511,8 @@ async def bench(args: argparse.Namespace) -> int:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="See the module docstring for what is measured and what counts as a loss.",
     )
     parser.add_argument("--workers", default="1,2", help="worker process counts to try (1,2)")
     parser.add_argument(
@@ -503,7 +536,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "room_client source spec",
     )
     parser.add_argument(
-        "--cpu-used", type=int, help="libvpx speed step of the recording encoder (default: 8)"
+        "--cpu-used", type=int, help="libvpx speed step of the recording encoder (default: -12)"
     )
     parser.add_argument("--out", help="folder for the clip and recordings (default: temporary)")
     parser.add_argument("--keep", action="store_true", help="keep the recordings")

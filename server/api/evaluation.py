@@ -504,7 +504,13 @@ async def media_offer(ctx: Ctx, body: EV.OfferIn) -> EV.AnswerOut:
     peer = ctx.who.party_id
     lead = role == "room" and state.rooms.get(peer, {}).get("role") == "lead"
     answer = await hub.media.answer(
-        ctx.session_id, peer, role, offer, watch=body.watch, host_feed=lead
+        ctx.session_id,
+        peer,
+        role,
+        offer,
+        watch=body.watch,
+        host_feed=lead,
+        recorded=int(state.rooms.get(peer, {}).get("segments", 0)),
     )
     return EV.AnswerOut(sdp=answer["sdp"], type=answer["type"])
 

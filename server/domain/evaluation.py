@@ -1277,6 +1277,8 @@ def evolve(state: EvaluationState, event: NewEvent, at: datetime | None) -> Eval
         s.void_reason = p["reason"]
     elif t == "media_segment":
         s.segments += 1
+        room = s.rooms.setdefault(p["room_id"], {})
+        room["segments"] = max(int(room.get("segments", 0)), p["index"] + 1)
     return s
 
 

@@ -6,9 +6,10 @@ and receives a ``Segment`` for every recorded file; peer connections, decoding, 
 relay and the recording encoders all run in worker processes (``server/media/worker.py``,
 started with ``spawn``), each with its own event loop.
 
-Sessions are spread over the workers (the one with the fewest peers takes a new session); all
-the peers of a session share a worker, because the host feed and the supervisors' views are
-relayed between them in memory. A worker that dies is replaced for the next session that needs
+Sessions are spread over the workers: a new session goes to a worker that has none (started
+then, up to ``workers``), else to the one with the fewest peers. All the peers of a session
+share a worker, because the host feed and the supervisors' views are relayed between them in
+memory. A worker that dies is replaced for the next session that needs
 one; the rooms it held get one error ``Segment`` each (the recording stopped there) and must
 reconnect.
 
@@ -93,8 +94,8 @@ class _Worker:
     alive: bool = True
     calls: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
     ready: asyncio.Future[int] | None = None
-    received: int = 0  # segments received from this worker (pipe order)
-    peers: set[tuple[str, str]] = field(default_factory=set)
+    peers: set[tuple[str, str]] = field(default_factory=set)  # rooms being recorded
+    members: set[tuple[str, str]] = field(default_factory=set)  # every linked peer (load)
     sessions: set[str] = field(default_factory=set)
 
 
@@ -112,7 +113,9 @@ class BuiltinMedia:
         settings: RecordingSettings | None = None,
         log_level: int = logging.WARNING,
     ) -> None:
-        """``workers``: worker processes (default: one per CPU, at most 4). ``ice_servers``:
+        """``workers``: at most this many worker processes (default: one per CPU, at most 4);
+        the first starts with ``start()``, the others when a new session finds every running
+        worker busy. ``ice_servers``:
         ``[{"urls": "turn:...", "username": ..., "credential": ...}]``; none by default (the
         lead site must then be reachable directly, which it is on a LAN or with a public IP)."""
         if segment_seconds <= 0:
@@ -140,6 +143,7 @@ class BuiltinMedia:
         self._queued = 0
         self._delivered = 0
         self._delivered_changed: asyncio.Condition | None = None
+        self._assigning: asyncio.Lock | None = None  # places one session at a time
         self._started = False
         self._closed = False
 
@@ -152,8 +156,9 @@ class BuiltinMedia:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._deliveries = asyncio.Queue()
         self._delivered_changed = asyncio.Condition()
+        self._assigning = asyncio.Lock()
         self._delivery_task = asyncio.create_task(self._deliver(), name="media-segments")
-        await asyncio.gather(*(self._spawn(i) for i in range(self.worker_count)))
+        await self._spawn(0)
 
     async def close(self) -> None:
         """Hang up every link, report every last partial segment, stop the workers."""
@@ -176,7 +181,8 @@ class BuiltinMedia:
             if worker.process.is_alive():
                 worker.process.terminate()
                 await loop.run_in_executor(None, worker.process.join, 5.0)
-            self._lost(worker, "media backend closed")
+            self._lost(worker, f"media worker {worker.pid} did not stop cleanly; recording stopped")
+            self._gone(worker, "stopped")
         await self._wait_delivered(self._queued)
         assert self._deliveries is not None and self._delivery_task is not None
         self._deliveries.put_nowait(None)
@@ -204,13 +210,16 @@ class BuiltinMedia:
         offer: Mapping[str, str],
         *,
         watch: str | None = None,
+        first_index: int | None = None,
     ) -> dict[str, str]:
         """Answer a peer's SDP offer ``{"sdp", "type": "offer"}``; returns the SDP answer.
 
         A ``room`` must send audio and/or video (recorded) and receives the host feed. A
         ``supervisor`` only receives: the room named by ``watch``, or the host feed. Calling
         again with the same ids replaces the old link (a reconnect); recording goes on with the
-        next segment index.
+        next segment index. ``first_index``: the index the room's next segment must have when
+        this process does not know it (after a restart: the number of segments already in the
+        session's record); never lower than the index this object already expects.
         """
         check_id(session_id, "session id")
         check_id(peer_id, "peer id")
@@ -227,13 +236,14 @@ class BuiltinMedia:
                 "role": role,
                 "offer": {"sdp": str(offer.get("sdp", "")), "type": str(offer.get("type", ""))},
                 "watch": watch,
-                "first_index": self._next_index.get(key, 0),
+                "first_index": max(first_index or 0, self._next_index.get(key, 0)),
             },
         )
+        worker.members.add(key)
         if role == "room":
             worker.peers.add(key)
             first = int(result["first_index"])
-            known = self._next_index.get(key, 0)
+            known = max(first_index or 0, self._next_index.get(key, 0))
             if first > known:
                 logger.warning(
                     "%s/%s: segments from #%d on are already on disk; recording from #%d",
@@ -252,6 +262,7 @@ class BuiltinMedia:
             raise UnknownPeer(f"no peer {peer_id!r} in session {session_id!r}")
         await self._call(worker, "hangup", {"session_id": session_id, "peer_id": peer_id})
         worker.peers.discard((session_id, peer_id))
+        worker.members.discard((session_id, peer_id))
         await self._wait_delivered(self._queued)
 
     async def set_host_feed(self, session_id: str, peer_id: str | None) -> None:
@@ -321,14 +332,23 @@ class BuiltinMedia:
     async def _worker_for(self, session_id: str) -> _Worker:
         if not self._started or self._closed:
             raise MediaError("the media backend is not running")
+        assert self._assigning is not None
+        async with self._assigning:  # two first offers of a session must land on one worker
+            return await self._place(session_id)
+
+    async def _place(self, session_id: str) -> _Worker:
         worker = self._session_worker.get(session_id)
         if worker is not None and worker.alive:
             return worker
         live = [w for w in self._workers if w is not None and w.alive]
-        if len(live) < self.worker_count:
+        idle = [w for w in live if not w.members and not w.sessions]
+        if idle:
+            worker = idle[0]
+        elif len(live) < self.worker_count:
             slot = next(i for i, w in enumerate(self._workers) if w is None or not w.alive)
-            live.append(await self._spawn(slot))
-        worker = min(live, key=lambda w: (len(w.peers), len(w.sessions), w.index))
+            worker = await self._spawn(slot)
+        else:
+            worker = min(live, key=lambda w: (len(w.members), len(w.sessions), w.index))
         worker.sessions.add(session_id)
         self._session_worker[session_id] = worker
         return worker
@@ -359,12 +379,12 @@ class BuiltinMedia:
                 self._on_message(worker, worker.conn.recv())
         except (EOFError, OSError):
             code = worker.process.exitcode
-            self._gone(worker, f"exited (code {code})" if code is not None else "closed its pipe")
+            # its end of the pipe closes when it exits (it may not be reaped yet: no code)
+            self._gone(worker, f"exited (code {code})" if code is not None else "exited")
 
     def _on_message(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         tag = message[0]
         if tag == "segment":
-            worker.received += 1
             self._accept(message[1])
         elif tag == "result":
             future = worker.calls.get(message[1])
@@ -378,6 +398,7 @@ class BuiltinMedia:
         elif tag == "peer_gone":
             _, session_id, peer_id, reason = message
             worker.peers.discard((session_id, peer_id))
+            worker.members.discard((session_id, peer_id))
             logger.warning("media link %s/%s closed: %s", session_id, peer_id, reason)
         elif tag == "ready":
             if worker.ready is not None and not worker.ready.done():

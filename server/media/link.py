@@ -29,6 +29,7 @@ class LazyMedia:
         self.segments_recorded = 0
         self.failures: list[str] = []
         self._sessions: dict[str, str] = {}  # media id -> session id
+        self._linked: set[tuple[str, str]] = set()  # (media id, peer) answered by this process
 
     def media_id(self, session_id: str) -> str:
         """The backend's id for a session (its file names allow fewer characters than ours)."""
@@ -58,13 +59,17 @@ class LazyMedia:
         offer: dict[str, Any],
         watch: str | None = None,
         host_feed: bool = False,
+        recorded: int = 0,
     ) -> dict[str, Any]:
         """Answer a room's or a supervisor's offer; the lead room's feed is the host feed."""
         backend = await self.backend()
         mid = self.media_id(session_id)
         if role == "supervisor":
             return await backend.answer(mid, peer_id, "supervisor", offer, watch=watch)
-        answer = await backend.answer(mid, peer_id, "room", offer)
+        # After a restart the backend starts counting at 0: go on after what the log holds.
+        first = None if (mid, peer_id) in self._linked else recorded
+        answer = await backend.answer(mid, peer_id, "room", offer, first_index=first)
+        self._linked.add((mid, peer_id))
         if host_feed:
             await backend.set_host_feed(mid, peer_id)
         return answer

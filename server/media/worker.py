@@ -22,8 +22,10 @@ Routing (DESIGN.md section 6, live links). A room publishes audio and video (rec
 receives the host feed: the named host room's tracks (``set_host_feed``), or, until one is named,
 the first room of the session that connected (and is still connected). The host room itself
 receives nothing. A supervisor receives the room it watches (``watch``), or the host feed if it
-watches none. Each outgoing track is a ``FeedTrack`` whose source can be switched without
-renegotiation.
+watches none. A room that is received by anyone is encoded once (``EncodedFeed``) and its
+packets are relayed to all its receivers; each outgoing track is a ``FeedTrack`` whose source
+is switched without renegotiation (``server/media/feeds.py``). A room's decoded tracks go
+through ``MediaRelay`` to its recorder and to its ``EncodedFeed``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import itertools
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -71,7 +74,7 @@ class Peer:
     peer_id: str
     role: str
     pc: RTCPeerConnection
-    order: int  # connection order within the worker (earliest room = default host)
+    order: int  # when it first linked up (the earliest room is the default host feed)
     incoming: dict[str, MediaStreamTrack] = field(default_factory=dict)
     outgoing: dict[str, FeedTrack] = field(default_factory=dict)
     encoded: dict[str, EncodedFeed] = field(default_factory=dict)  # rooms: feeds made of us
@@ -87,6 +90,8 @@ class Session:
     session_id: str
     peers: dict[str, Peer] = field(default_factory=dict)
     host: str | None = None  # named by set_host_feed
+    # when each peer first linked up: a room that reconnects keeps its place (default host)
+    first_linked: dict[str, int] = field(default_factory=dict)
 
     def rooms(self) -> list[Peer]:
         return sorted((p for p in self.peers.values() if p.role == "room"), key=lambda p: p.order)
@@ -122,6 +127,8 @@ class Worker:
         # next segment index of every room recorded here, kept across its reconnects (a failed
         # last segment leaves no file for the next recorder to count from)
         self._next_index: dict[tuple[str, str], int] = {}
+        # one answer or hangup per peer at a time: two offers of one room must not both record
+        self._peer_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     # --- operations -------------------------------------------------------------------------
 
@@ -144,6 +151,18 @@ class Worker:
             raise ValueError('offer must be {"sdp": ..., "type": "offer"}')
         if self._closed:
             raise RuntimeError("the media worker is closing")
+        async with self._peer_locks.setdefault((session_id, peer_id), asyncio.Lock()):
+            return await self._answer(session_id, peer_id, role, offer, watch, first_index)
+
+    async def _answer(
+        self,
+        session_id: str,
+        peer_id: str,
+        role: str,
+        offer: dict[str, str],
+        watch: str | None,
+        first_index: int,
+    ) -> dict[str, Any]:
         session = self.sessions.setdefault(session_id, Session(session_id))
         if watch is not None:
             if role != "supervisor":
@@ -153,7 +172,8 @@ class Worker:
             await self._drop(session.peers[peer_id], report=False)
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self.ice_servers)))
-        peer = Peer(session_id, peer_id, role, pc, order=next(self._order), watch=watch)
+        order = session.first_linked.setdefault(peer_id, next(self._order))
+        peer = Peer(session_id, peer_id, role, pc, order=order, watch=watch)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -167,7 +187,10 @@ class Worker:
                 await self._drop(peer, report=True, reason="link failed")
 
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+            except Exception as exc:
+                raise ValueError(f"the SDP offer cannot be used: {exc}") from exc
             for transceiver in pc.getTransceivers():
                 kind = transceiver.kind
                 if kind not in KINDS:
@@ -216,10 +239,11 @@ class Worker:
         }
 
     async def hangup(self, session_id: str, peer_id: str) -> None:
-        session = self.sessions.get(session_id)
-        if session is None or peer_id not in session.peers:
-            raise UnknownPeer(f"no peer {peer_id!r} in session {session_id!r}")
-        await self._drop(session.peers[peer_id], report=False)
+        async with self._peer_locks.setdefault((session_id, peer_id), asyncio.Lock()):
+            session = self.sessions.get(session_id)
+            if session is None or peer_id not in session.peers:
+                raise UnknownPeer(f"no peer {peer_id!r} in session {session_id!r}")
+            await self._drop(session.peers[peer_id], report=False)
 
     async def set_host_feed(self, session_id: str, peer_id: str | None) -> None:
         if peer_id is not None:
@@ -251,6 +275,8 @@ class Worker:
     async def stats(self) -> dict[str, dict[str, dict[str, Any]]]:
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for session in self.sessions.values():
+            if not session.peers:
+                continue
             host = session.host_room()
             peers: dict[str, dict[str, Any]] = {}
             for peer in session.peers.values():
@@ -379,8 +405,6 @@ class Worker:
             self._next_index[(peer.session_id, peer.peer_id)] = peer.recorder.next_index
         if report:
             self.outbox.put(("peer_gone", peer.session_id, peer.peer_id, reason))
-        if session is not None and not session.peers and session.host is None:
-            self.sessions.pop(peer.session_id, None)
 
     def _emit_segment(self, segment: Segment) -> None:
         self.outbox.put(("segment", segment))  # thread-safe, keeps the order of the recorder
@@ -440,7 +464,14 @@ async def _serve(conn: Connection, config: dict[str, Any]) -> None:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
+    def on_terminate() -> None:
+        # multiprocessing terminates daemon workers at the main process's exit: flush first
+        task = loop.create_task(call(-1, "close", {}))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
     loop.add_reader(conn.fileno(), on_readable)
+    loop.add_signal_handler(signal.SIGTERM, on_terminate)
     outbox.put(("ready", os.getpid()))
     await done.wait()
     with contextlib.suppress(Exception):
@@ -451,6 +482,8 @@ async def _serve(conn: Connection, config: dict[str, Any]) -> None:
 
 def run_worker(conn: Connection, config: dict[str, Any]) -> None:
     """Entry point of the worker process (``multiprocessing`` target)."""
+    # Ctrl-C reaches the whole process group; the main process decides when the worker stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=config.get("log_level", logging.WARNING),
         format=f"%(asctime)s media-worker[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
