@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.setup-done
 
-$(VENV)/.setup-done: pyproject.toml scripts/setup.sh
+$(VENV)/.setup-done: pyproject.toml scripts/setup.sh server/web/package-lock.json
 	scripts/setup.sh
 	touch $@
 

@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-DEB_PACKAGES=(openssl softhsm2)
+DEB_PACKAGES=(openssl softhsm2 chromium)
+command -v npm >/dev/null 2>&1 || DEB_PACKAGES+=(npm)  # the browser pages' packages come from npm
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
@@ -24,3 +25,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -e '.[dev]'
+
+# The browser pages' front-end packages, from the npm registry, exactly as package-lock.json says.
+(cd server/web && npm ci --no-audit --no-fund --loglevel=error)

@@ -176,12 +176,14 @@ def build_app(hub: Hub) -> web.Application:
     import server.api.evaluation  # noqa: F401  (registers the evaluation's routes)
     from server.api.hall import routes
     from server.api.routing import errors_middleware
+    from server.api.web import add_static
 
     app = web.Application(middlewares=[errors_middleware], client_max_size=1024**2)
     app[HUB_KEY] = hub
     hub.sio.attach(app)
     for r in routes.routes:
         app.router.add_route(r.method, r.path, _bind(r))
+    add_static(app)
 
     async def on_startup(app: web.Application) -> None:
         await forget_presence(hub)

@@ -71,6 +71,11 @@ class Tokens:
         self._secret = secret
         self.ttl = ttl
 
+    @property
+    def secret(self) -> bytes:
+        """The HMAC key (one-time web links are signed with it, domain-separated)."""
+        return self._secret
+
     def issue(self, p: Principal, now: datetime) -> tuple[str, datetime]:
         exp = now + self.ttl
         body = {

@@ -23,6 +23,8 @@ from crypto.bid import unwrap
 from crypto.keys import SoftwareKey
 from schemas.canonical import canonical_json
 from schemas.time import iso, parse_iso
+from server.api import evaluation as _evaluation_routes
+from server.api import web as _web_routes
 from server.api.hall import routes
 from server.auth import Principal, Tokens, login_document
 from server.identity import cert_pem
@@ -109,10 +111,12 @@ def mentions(event: dict[str, Any], code: str | None) -> bool:
 # --- the matrix: every route against every role ----------------------------------------------
 
 ROLES = ("anonymous", "bidder", "host", "supervisor", "centre", "room", "expert")
+ROUTE_MODULES = (_evaluation_routes, _web_routes)  # the table holds every module's routes
 PUBLIC = {
     ("GET", "/api/openapi.json"),
     ("GET", "/api/time"),
     ("POST", "/api/auth/challenge"),
+    ("POST", "/api/auth/web-link/redeem"),
     ("POST", "/api/auth/login"),
 }
 
