@@ -440,7 +440,14 @@ async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
         _step("8. 导出并离线验证档案 / export and verify the archive")
         archive = out / "archive.zip"
         await export_session(
-            hub.store, hub.blobs, hub.trust, hub.identity, sid, archive, clock.now()
+            hub.store,
+            hub.blobs,
+            hub.trust,
+            hub.identity,
+            sid,
+            archive,
+            clock.now(),
+            server_id=hub.settings.server_id,
         )
         report = await asyncio.to_thread(verify_archive, archive)
         print(
@@ -454,7 +461,14 @@ async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
             from server.audit.verify_draw import check_draw
 
             await export_session(
-                hub.store, hub.blobs, hub.trust, hub.identity, session_id, path, clock.now()
+                hub.store,
+                hub.blobs,
+                hub.trust,
+                hub.identity,
+                session_id,
+                path,
+                clock.now(),
+                server_id=hub.settings.server_id,
             )
             checked = await asyncio.to_thread(verify_archive, path)
             print(

@@ -181,10 +181,20 @@ async def _build(pki: Pki, folder: Path) -> World:
         report_sha = await _evaluate(e, ids)
         hub = hall.hub
         at = hall.clock.now()
+        server_id = hub.settings.server_id
         archive = await export_session(
-            hub.store, hub.blobs, hub.trust, hub.identity, e.sid, folder / "evaluation.zip", at
+            hub.store,
+            hub.blobs,
+            hub.trust,
+            hub.identity,
+            e.sid,
+            folder / "evaluation.zip",
+            at,
+            server_id=server_id,
         )
-        content = await collect_session(hub.store, hub.blobs, hub.trust, hub.identity, e.sid)
+        content = await collect_session(
+            hub.store, hub.blobs, hub.trust, hub.identity, e.sid, server_id=server_id
+        )
         return World(
             pki,
             folder,
@@ -266,6 +276,28 @@ def _edited(world: World, edit: Any, **changes: Any) -> ArchiveContent:
     return replace(world.content, events=_rechain(events), **changes)
 
 
+def _rechain_resigned(world: World, events: list[dict[str, Any]]) -> list[EventRecord]:
+    """Re-chained, with every checkpoint re-signed over the new hashes: a forger holding the
+    platform's key, editing an event before a checkpoint."""
+    prev = GENESIS
+    out: list[EventRecord] = []
+    for event in events:
+        body = {k: v for k, v in event.items() if k not in ("prev_hash", "hash")}
+        if body["type"] == "checkpoint":
+            p = body["payload"]
+            digest = out[p["seq"] - 1].hash
+            signed = {"session_id": world.sid, "seq": p["seq"], "hash": digest}
+            signed["status"] = p["status"]
+            body["payload"] = {
+                **p,
+                "hash": digest,
+                "signature": world.identity.sign_json(signed, parse_iso(body["at"])),
+            }
+        prev_hash, prev = prev, event_hash(prev, body)
+        out.append(EventRecord(**body, prev_hash=prev_hash, hash=prev))
+    return out
+
+
 def _seq(world: World, type_: str, **match: Any) -> int:
     return next(
         e.seq
@@ -298,6 +330,8 @@ def test_evaluation_archive_holds_draw_input_report_and_segments(world: World) -
     assert report["session_id"] == world.sid
     text = members["report/report.txt"].decode("utf-8")
     assert "评标报告" in text and "价格分计算有误" in text and "视为同意" in text
+    # the server's id, which the experts' sign-in documents name
+    assert json.loads(members["archive.json"])["server_id"] == "bidbridge"
     # every member's signing certificate is archived, by its DER hash
     for mid in world.committee:
         sha = cert_sha256(world.experts[mid].cert)
@@ -310,9 +344,11 @@ def test_evaluation_archive_verifies(world: World) -> None:
     assert report.events == len(world.content.events)
     assert report.draws_recomputed == 2  # the draw and the replacement of the decliner
     assert report.segments_checked == 3 and report.files_checked == 5
-    # manifest + checkpoints + 5 x 3 sheets + report + 4 signed responses
+    # manifest + checkpoints + 5 sign-ins + 5 x 3 sheets + report + 4 signed responses
     checkpoints = sum(1 for e in world.content.events if e.type == "checkpoint")
-    assert report.signatures_checked == 1 + checkpoints + 15 + 1 + 4
+    assert sum(1 for e in world.content.events if e.type == "member_signed_in") == 5
+    assert report.signatures_checked == 1 + checkpoints + 5 + 15 + 1 + 4
+    assert report.certificates_validated == report.signatures_checked
     deep = verify_archive(world.archive, deep=True)
     assert deep.deep and deep.segments_checked == 3
 
@@ -528,6 +564,83 @@ def test_a_response_signed_with_another_certificate_is_named(world: World) -> No
     assert f"signed in with (cert_sha256 {cert_sha256(world.experts[mid].cert)})" in message
 
 
+def _other_key(world: World, mid: str) -> ca.Issued:
+    """A certificate of the same person id with another key (not the member's)."""
+    issued = ca.issue_person(
+        world.pki.root_b, name=f"专家{mid}", role="expert", person_id=mid, key_type="ec-p256"
+    )
+    assert issued.key is not None
+    return issued
+
+
+def test_a_sign_in_signed_with_another_key_is_named(world: World) -> None:
+    mid = sorted(world.committee)[1]
+    seq = _seq(world, "member_signed_in", expert_id=mid)
+    event = world.content.events[seq - 1]
+    p = event.payload
+    assert p["signature"] and p["nonce"]
+    issued = _other_key(world, mid)
+    doc = EV.sign_in_document("bidbridge", world.sid, p["room_id"], mid, p["nonce"])
+    signature = b64encode(
+        sign_document(doc, SoftwareKey(issued.key), issued.certificate, at=parse_iso(event.at))
+    )
+    certificates = [*world.content.certificates, issued.certificate]
+    original = cert_sha256(world.experts[mid].cert)
+    assert p["cert_sha256"] == original
+
+    def other_key(events: list[dict[str, Any]]) -> None:
+        events[seq - 1]["payload"] = {**events[seq - 1]["payload"], "signature": signature}
+
+    content = _edited(world, other_key, certificates=certificates)
+    message = _refused(world.write(content, "sign-in.zip"))
+    assert f"events.jsonl seq {seq} (member_signed_in)" in message, message
+    assert f"the certificate the event records (cert_sha256 {original})" in message
+
+    # cert_sha256 changed to match as well: the member's own signatures no longer fit it
+    def other_key_and_hash(events: list[dict[str, Any]]) -> None:
+        other_key(events)
+        events[seq - 1]["payload"]["cert_sha256"] = cert_sha256(issued.certificate)
+
+    events = [e.model_dump() for e in world.content.events]
+    other_key_and_hash(events)
+    content = replace(
+        world.content, events=_rechain_resigned(world, events), certificates=certificates
+    )
+    message = _refused(world.write(content, "sign-in-hash.zip"))
+    first = _seq(world, "sheet_content", expert_id=mid)
+    assert f"events.jsonl seq {first} (sheet_content)" in message, message
+    assert "signed in with" in message
+
+
+def test_a_sign_in_without_its_signature_or_for_another_server_is_named(world: World) -> None:
+    mid = sorted(world.committee)[0]
+    seq = _seq(world, "member_signed_in", expert_id=mid)
+    where = f"events.jsonl seq {seq} (member_signed_in)"
+
+    def unsigned(events: list[dict[str, Any]]) -> None:
+        events[seq - 1]["payload"] = {**events[seq - 1]["payload"], "signature": ""}
+
+    message = _refused(world.write(_edited(world, unsigned), "unsigned.zip"))
+    assert where in message and "carries no signature" in message, message
+
+    def dropped(events: list[dict[str, Any]]) -> None:
+        payload = dict(events[seq - 1]["payload"])
+        del payload["signature"]
+        events[seq - 1]["payload"] = payload
+
+    message = _refused(world.write(_edited(world, dropped), "dropped.zip"))
+    assert where in message and "'signature'" in message, message
+
+    # the signature names the server "bidbridge": an archive saying another server refuses it
+    message = _refused(world.write(replace(world.content, server_id="elsewhere"), "other.zip"))
+    first = next(e.seq for e in world.content.events if e.type == "member_signed_in")
+    assert f"events.jsonl seq {first} (member_signed_in)" in message
+    assert "covers a different document" in message
+    # and one that does not name its server cannot have its sign-ins checked
+    message = _refused(world.write(replace(world.content, server_id=None), "unnamed.zip"))
+    assert f"seq {first} (member_signed_in)" in message and "server_id" in message
+
+
 def test_a_changed_report_is_named(world: World, tmp_path: Path) -> None:
     original = _members(world.archive)
     name = f"blobs/{world.report_sha}"
@@ -545,7 +658,11 @@ async def test_evaluation_archive_on_each_store(
     hall = await start_hall(pki, tmp_path, store_url)
     try:
         e, _sup = await drawn(hall, tmp_path)
-        room = sorted({m["room_id"] for m in (await e.committee()).values()})[0]
+        committee = await e.committee()
+        room = sorted({m["room_id"] for m in committee.values()})[0]
+        # a member who signs in and signs nothing else: the sign-in alone carries the cert
+        mid = sorted(committee)[0]
+        await e.sign_in(mid, committee[mid]["room_id"])
         await _record(hall, e.sid, room, 0, _webm(tmp_path / "seg.webm", shade=3))
         hub = hall.hub
         out = await export_session(
@@ -562,5 +679,6 @@ async def test_evaluation_archive_on_each_store(
     report = await asyncio.to_thread(verify_archive, out)
     assert report.kind == "evaluation" and report.draws_recomputed == 1
     assert report.segments_checked == 1
+    assert f"certificates/{cert_sha256(e.experts[mid].cert)}.pem" in _members(out)
     check = check_draw(out)
     assert check.matches and check.differences == [] and check.session_id == e.sid

@@ -3,7 +3,8 @@
 Layout (every member but the manifest and its signature is listed in ``manifest.json`` with its
 SHA-256 and size; ``manifest.p7s`` is the platform's signature over the manifest)::
 
-    archive.json                  format, version, session, export instant, head of the log
+    archive.json                  format, version, session, export instant, head of the log,
+                                  the server's id (``server_id``: what sign-in documents name)
     events.jsonl                  the whole event log, one canonical JSON event per line
     keys.json                     content-encryption keys of the decrypted bids (openings)
     envelopes/<sha256>.p7m        sealed bids named by ``bid_uploaded`` receipts (openings)
@@ -39,6 +40,7 @@ from typing import Any, BinaryIO, Literal, NoReturn
 from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from crypto.attest import SignedDocument, b64decode, read_document, sign_document
@@ -46,9 +48,9 @@ from crypto.bid import decrypt_with_key, verify_envelope
 from crypto.ca import credit_code_of, role_of
 from crypto.errors import BidBridgeError, FileUnreadable, OutputExists
 from crypto.keys import PrivateKeyHandle
-from crypto.trust import TrustStore
+from crypto.trust import Purpose, TrustStore
 from schemas.canonical import canonical_json
-from schemas.evaluation import report_document, sheet_document
+from schemas.evaluation import report_document, sheet_document, sign_in_document
 from schemas.events import EventRecord
 from schemas.experts import DrawRequest, DrawResult, Site
 from schemas.time import iso, parse_iso
@@ -127,6 +129,9 @@ class ArchiveContent:
     its recording segments)."""
     report_text: bytes | None = None
     """An evaluation report's readable text (``report/report.txt``)."""
+    server_id: str | None = None
+    """The server's id (``Settings.server_id``), which the experts' sign-in documents name
+    (:func:`schemas.evaluation.sign_in_document`); written to ``archive.json`` when given."""
 
 
 @dataclass(frozen=True)
@@ -426,6 +431,8 @@ def write_archive(
     if out.exists():
         raise OutputExists(str(out))
     _check_content(content)
+    if content.server_id is not None and not content.server_id:
+        raise ArchiveExportFailed("server_id: 不能为空 / must not be empty")
     # Whole seconds: the signature's signing time (UTCTime) must equal ``exported_at``.
     at = at.astimezone(UTC).replace(microsecond=0)
     events = content.events
@@ -436,19 +443,17 @@ def write_archive(
             with zipfile.ZipFile(f, "w", allowZip64=True) as zf:
                 w = _ZipWriter(zf, _zip_time(at))
                 head = events[-1] if events else None
-                w.add(
-                    ARCHIVE_JSON,
-                    canonical_json(
-                        {
-                            "format": FORMAT,
-                            "version": VERSION,
-                            "session_id": content.session_id,
-                            "exported_at": iso(at),
-                            "head_seq": head.seq if head else 0,
-                            "head_hash": head.hash if head else GENESIS,
-                        }
-                    ),
-                )
+                description: dict[str, Any] = {
+                    "format": FORMAT,
+                    "version": VERSION,
+                    "session_id": content.session_id,
+                    "exported_at": iso(at),
+                    "head_seq": head.seq if head else 0,
+                    "head_hash": head.hash if head else GENESIS,
+                }
+                if content.server_id is not None:
+                    description["server_id"] = content.server_id
+                w.add(ARCHIVE_JSON, canonical_json(description))
                 w.add(EVENTS, b"".join(canonical_json(e.model_dump()) + b"\n" for e in events))
                 w.add(KEYS, canonical_json(dict(sorted(content.keys.items()))))
                 for sha, path in sorted(content.envelopes.items()):
@@ -613,6 +618,8 @@ class _Use:
     cert: x509.Certificate
     extra: list[x509.Certificate]
     at: datetime
+    purpose: Purpose = "bid_signature"
+    """``login`` for an expert's sign-in; every other signature is a ``bid_signature``."""
 
 
 class _Verifier:
@@ -847,8 +854,17 @@ class _Verifier:
         with _at(ARCHIVE_JSON, "存档说明格式错误", "malformed archive description"):
             value = _json(self.data[ARCHIVE_JSON])
             expected = {"format", "version", "session_id", "exported_at", "head_seq", "head_hash"}
-            if not isinstance(value, dict) or set(value) != expected:
-                raise _Problem("字段不符", f"the fields must be exactly {sorted(expected)}")
+            # ``server_id`` is optional: archives exported before it was written lack it.
+            if not isinstance(value, dict) or set(value) - {"server_id"} != expected:
+                raise _Problem(
+                    "字段不符",
+                    f"the fields must be exactly {sorted(expected)} (and optionally server_id)",
+                )
+            self.server_id: str | None = None
+            if "server_id" in value:
+                self.server_id = str(_field(value, "server_id", str, ARCHIVE_JSON))
+                if not self.server_id:
+                    raise _Problem("server_id 为空", "server_id is empty")
             if value["format"] != FORMAT or value["version"] != VERSION:
                 raise _Problem(
                     "不是本版本的 BidBridge 存档", f"not a {FORMAT} version {VERSION} archive"
@@ -1023,9 +1039,16 @@ class _Verifier:
                 )
 
     def _signed(
-        self, where: str, payload: Any, key: str, expected: bytes | None, at: datetime
+        self,
+        where: str,
+        payload: Any,
+        key: str,
+        expected: bytes | None,
+        at: datetime,
+        purpose: Purpose = "bid_signature",
     ) -> SignedDocument:
-        """Read and verify one b64 signed document; queue its signer for validation at ``at``."""
+        """Read and verify one b64 signed document; queue its signer for validation for
+        ``purpose`` at ``at``."""
         text = _field(payload, key, str)
         try:
             doc = read_document(b64decode(text, key))
@@ -1039,11 +1062,16 @@ class _Verifier:
                 f"the signature {key!r} covers a different document",
             )
         self.signatures += 1
-        self._use(where, doc.signer, doc.certificates, at)
+        self._use(where, doc.signer, doc.certificates, at, purpose)
         return doc
 
     def _use(
-        self, where: str, cert: x509.Certificate, extra: list[x509.Certificate], at: datetime
+        self,
+        where: str,
+        cert: x509.Certificate,
+        extra: list[x509.Certificate],
+        at: datetime,
+        purpose: Purpose = "bid_signature",
     ) -> None:
         if _cert_der(cert) not in self.party_certs:
             raise _Problem(
@@ -1051,7 +1079,7 @@ class _Verifier:
                 f"the signer's certificate ({cert.subject.rfc4514_string()}) is not in "
                 "certificates/",
             )
-        self.uses.append(_Use(where, cert, extra, at))
+        self.uses.append(_Use(where, cert, extra, at, purpose))
 
     @staticmethod
     def _server_signer(doc: SignedDocument) -> None:
@@ -1391,9 +1419,32 @@ class _Verifier:
         expert = _field(p, "expert_id", str)
         room = _field(p, "room_id", str)
         cert = _hex64(p, "cert_sha256")
+        nonce = _field(p, "nonce", str)
         if event.actor != f"room:{room}":
             raise _Problem(
                 "签到不是在该成员的评标室进行的", "the sign-in is not from the member's room"
+            )
+        if not _field(p, "signature", str):
+            raise _Problem("签到没有专家的签名", "the sign-in carries no signature of the expert")
+        if self.server_id is None:
+            raise _Problem(
+                f"{ARCHIVE_JSON} 未载明服务器标识（server_id），无法核对签到签名",
+                f"{ARCHIVE_JSON} does not name the server (server_id): the sign-in's "
+                "signature cannot be checked",
+            )
+        expected = sign_in_document(self.server_id, self.session_id, room, expert, nonce)
+        doc = self._signed(where, p, "signature", expected, at, "login")
+        if _sha(_cert_der(doc.signer)) != cert:
+            raise _Problem(
+                f"签到签名的证书不是事件所记的证书（cert_sha256 {cert}）",
+                f"the sign-in's signer is not the certificate the event records (cert_sha256 "
+                f"{cert})",
+            )
+        serial = doc.signer.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+        if not serial or serial[0].value != expert:
+            raise _Problem(
+                f"签到签名的证书不属于成员 {expert}（subject serialNumber）",
+                f"the sign-in's certificate is not member {expert}'s (subject serialNumber)",
             )
         self.signin_certs[expert] = cert
 
@@ -1575,7 +1626,7 @@ class _Verifier:
             )
         for use in self.uses:
             try:
-                store.validate(use.cert, "bid_signature", use.at, extra_intermediates=use.extra)
+                store.validate(use.cert, use.purpose, use.at, extra_intermediates=use.extra)
             except Exception as exc:
                 raise _invalid(
                     f"{use.where}, {use.cert.subject.rfc4514_string()}",
@@ -1615,15 +1666,19 @@ def verify_archive(
 
     Signers: the platform's documents (manifest, receipts, checkpoints, record) need a
     ``centre`` certificate (``crypto.ca.role_of``); every signer's certificate must be one of
-    ``certificates/`` and is validated for ``bid_signature`` at the instant it was used: the
-    event's ``at`` (for a bid's inner signature, its ``bid_decrypted`` event, when the server
-    checked it) and ``exported_at`` for the manifest.
+    ``certificates/`` and is validated for ``bid_signature`` (an expert's sign-in: ``login``)
+    at the instant it was used: the event's ``at`` (for a bid's inner signature, its
+    ``bid_decrypted`` event, when the server checked it) and ``exported_at`` for the manifest.
 
     Evaluations: the draw is recomputed from ``blobs/<pool_blob>``, the revealed server random
     (which must open the published commitment), both entropies and the request, and must equal
     the recorded result (each replacement too); every recording segment must be present with
-    its event's hash and size (``deep``: and read as WebM/Matroska); every score sheet and report
-    response must be signed over its document with the certificate the member signed in with;
+    its event's hash and size (``deep``: and read as WebM/Matroska); every ``member_signed_in``
+    must carry the member's signature over its sign-in document (the server named by
+    ``archive.json``'s ``server_id``, the session, the event's room, the member, the nonce) made
+    with the certificate the event records (``cert_sha256``) whose subject ``serialNumber`` is
+    the member's id; every score sheet and report response must be signed over its document
+    with the certificate the member signed in with;
     the report must be the file its event names, signed by the platform.
     """
     path = Path(path)

@@ -22,6 +22,9 @@ from server.domain import opening as op
 from server.identity import ServerIdentity, cert_sha256, load_trust
 from server.store import BlobStore, NotFound, Store, open_store
 
+DEFAULT_SERVER_ID = "bidbridge"
+"""``Settings.server_id``'s default (``bidbridge serve --server-id``)."""
+
 
 async def export_session(
     store: Store,
@@ -31,11 +34,14 @@ async def export_session(
     session_id: str,
     out: Path,
     at: datetime,
+    *,
+    server_id: str = DEFAULT_SERVER_ID,
 ) -> Path:
     """Write ``session_id``'s archive to ``out``: an opening's events, envelopes, keys,
     certificates and record, or an evaluation's events, draw input, report and recordings
-    (:mod:`server.audit.archive` describes the layout)."""
-    content = await collect_session(store, blobs, trust, identity, session_id)
+    (:mod:`server.audit.archive` describes the layout). ``server_id`` is the server's
+    ``Settings.server_id``: the experts' sign-in signatures name it."""
+    content = await collect_session(store, blobs, trust, identity, session_id, server_id=server_id)
     return await asyncio.to_thread(
         write_archive,
         content,
@@ -53,9 +59,11 @@ async def collect_session(
     trust: TrustStore,
     identity: ServerIdentity,
     session_id: str,
+    *,
+    server_id: str = DEFAULT_SERVER_ID,
 ) -> ArchiveContent:
     """What ``session_id``'s archive holds, gathered from the store (the input of
-    :func:`server.audit.archive.write_archive`)."""
+    :func:`server.audit.archive.write_archive`); ``server_id`` as for :func:`export_session`."""
     row = await store.load_session(session_id)
     if row is None:
         raise NotFound(session_id)
@@ -101,6 +109,7 @@ async def collect_session(
             certificates=list(certs.values()),
             files=files,
             report_text=report_text,
+            server_id=server_id,
         )
     state = op.OpeningState.model_validate(row.snapshot["state"])
     record_json = record_text = None
@@ -118,16 +127,22 @@ async def collect_session(
         certificates=list(certs.values()),
         record_json=record_json,
         record_text=record_text,
+        server_id=server_id,
     )
 
 
 def _member_certificates(events: list[EventRecord]) -> list[x509.Certificate]:
-    """The certificates committee members signed their sheets and report responses with (the
-    signatures carry them; sign-in records only their SHA-256)."""
+    """The certificates committee members signed in with and signed their sheets and report
+    responses with (the signatures carry them): a member who signed in but never signed
+    anything else is still archived with the certificate of the sign-in."""
     found = []
     for e in events:
         signature = e.payload.get("signature")
-        if e.type in ("sheet_content", "report_signed") and isinstance(signature, str):
+        if (
+            e.type in ("member_signed_in", "sheet_content", "report_signed")
+            and isinstance(signature, str)
+            and signature
+        ):
             found.append(read_document(b64decode(signature)).signer)
     return found
 
@@ -173,7 +188,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         try:
             blobs = BlobStore(data / "blobs")
             return await export_session(
-                store, blobs, trust, identity, args.session, Path(args.out), SystemClock().now()
+                store,
+                blobs,
+                trust,
+                identity,
+                args.session,
+                Path(args.out),
+                SystemClock().now(),
+                server_id=args.server_id,
             )
         finally:
             await store.close()
@@ -200,4 +222,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--identity", help="folder with server.key and server.pem (default DATA/identity)"
     )
     p.add_argument("--trust", help="trust folder (default DATA/trust)")
+    p.add_argument(
+        "--server-id",
+        default=DEFAULT_SERVER_ID,
+        help="the server's id, as given to 'bidbridge serve --server-id' (default: bidbridge)",
+    )
     p.set_defaults(handler=cmd_export)
