@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.canonical import canonical_json
 from schemas.scoring import MethodConfig, ReviewItem
@@ -97,7 +97,7 @@ class ImportOut(_Out):
 class EvaluationIn(_In):
     opening_session_id: str = Field(min_length=1, max_length=200)
     title: str = Field(default="", max_length=200)
-    convene_at: datetime
+    convene_at: AwareDatetime
     grace_minutes: int = Field(default=30, ge=1, le=24 * 60)
     method: MethodConfig
     review_items: list[ReviewItem] = Field(default_factory=list, max_length=200)

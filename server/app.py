@@ -123,7 +123,9 @@ async def presence_changed(hub: Hub, session_id: str, p: Principal, joined: bool
             return
         machine = MACHINES[row.kind]
         if p.role == "room":
-            if row.kind == "evaluation" and (count == 1 or count <= 0):
+            if row.kind == "evaluation" and (
+                (joined and count == 1) or (not joined and count <= 0)
+            ):
                 if count <= 0:
                     hub.presence.pop(key, None)
                 up = ev.RoomLink(actor=ev.Actor(role="room", id=p.party_id), up=joined)

@@ -789,7 +789,8 @@ def test_eval_rule_05_wrong_room_refused() -> None:
     for other in ROOM_IDS:
         if other != own:
             ev.refused(sign_in_cmd(ev.member(mid), other), EV.WrongRoom, SIGN_AT)
-            ev.refused(NoKey(actor=room(other), expert_id=mid), EV.WrongRoom)
+            # Eval rule 2 too: another room's member looks like no member at all to a room
+            ev.refused(NoKey(actor=room(other), expert_id=mid), EV.NotAMember)
     for actor in (HOST, SUP, CENTRE, expert(mid)):
         cmd = sign_in_cmd(ev.member(mid)).model_copy(update={"actor": actor})
         ev.refused(cmd, E.NotPermitted)

@@ -51,6 +51,8 @@ async def _eval(ctx: Ctx) -> Any:
     loaded = await ctx.hub.service.load(ctx.session_id, kind="evaluation")
     if loaded is None:
         raise NotFound(ctx.session_id)
+    if not ev.admitted(loaded.state, ctx.who.role, ctx.who.party_id):
+        raise E.NotPermitted("not a party to this evaluation / 您不是本次评标的参与方")
     return loaded
 
 
@@ -503,7 +505,24 @@ async def media_offer(ctx: Ctx, body: EV.OfferIn) -> EV.AnswerOut:
     offer = {"sdp": body.sdp, "type": body.type}
     peer = ctx.who.party_id
     lead = role == "room" and state.rooms.get(peer, {}).get("role") == "lead"
-    answer = await hub.media.answer(
+    try:
+        answer = await _answer(hub, ctx, peer, role, offer, body, state, lead)
+    except (ValueError, LookupError) as exc:
+        raise Invalid(f"offer: {exc}"[:500]) from None
+    return EV.AnswerOut(sdp=answer["sdp"], type=answer["type"])
+
+
+async def _answer(
+    hub: Hub,
+    ctx: Ctx,
+    peer: str,
+    role: str,
+    offer: dict[str, Any],
+    body: EV.OfferIn,
+    state: ev.EvaluationState,
+    lead: bool,
+) -> dict[str, Any]:
+    answer: dict[str, Any] = await hub.media.answer(
         ctx.session_id,
         peer,
         role,
@@ -512,7 +531,7 @@ async def media_offer(ctx: Ctx, body: EV.OfferIn) -> EV.AnswerOut:
         host_feed=lead,
         recorded=int(state.rooms.get(peer, {}).get("segments", 0)),
     )
-    return EV.AnswerOut(sdp=answer["sdp"], type=answer["type"])
+    return answer
 
 
 # --- committee members -------------------------------------------------------------------------------

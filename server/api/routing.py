@@ -145,11 +145,16 @@ class BadRequest(BidBridgeError):
 async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
     if request.content_length is not None and request.content_length > MAX_JSON:
         raise BadRequest(f"body larger than {MAX_JSON} bytes")
-    raw = await request.content.read(MAX_JSON + 1)
-    if len(raw) > MAX_JSON:
-        raise BadRequest(f"body larger than {MAX_JSON} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_JSON:
+            raise BadRequest(f"body larger than {MAX_JSON} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"JSON: {exc}") from None
     try:
@@ -158,6 +163,10 @@ async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ()))
         raise Invalid(f"{where}: {first.get('msg', '')}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 class Invalid(BidBridgeError):

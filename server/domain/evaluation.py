@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.events import NewEvent
 from schemas.experts import DrawRequest, DrawResult, Expert, Site
@@ -76,6 +76,18 @@ def expert_tag(expert_id: str) -> str:
 
 def room_tag(room_id: str) -> str:
     return f"room:{room_id}"
+
+
+def admitted(state: EvaluationState, role: str, party_id: str) -> bool:
+    """Who may see this evaluation at all: staff, its drawn rooms, its own committee members."""
+    if role in ("host", "supervisor", "centre"):
+        return True
+    if role == "room":
+        return party_id in state.rooms
+    if role == "expert":
+        member = state.members.get(party_id)
+        return member is not None and member.status in ("signed_in", "no_key", "drawn")
+    return False
 
 
 def viewer_tags(role: str, party_id: str) -> frozenset[str]:
@@ -173,7 +185,7 @@ class _Model(BaseModel):
 
 
 class Timetable(_Model):
-    convene_at: datetime = Field(description="when members are expected signed in (集合时间)")
+    convene_at: AwareDatetime = Field(description="when members are expected signed in (集合时间)")
     grace_minutes: int = Field(default=30, ge=1, le=24 * 60, description="late -> absent after")
 
 
@@ -599,7 +611,7 @@ def _tick(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent]
     current = state
     for m in list(state.members.values()):
         if m.status == "drawn" and m.due_by and now >= parse_iso(m.due_by):
-            absent = _ev("member_absent", SERVER, _member_audience(m), expert_id=m.id)
+            absent = _ev("member_absent", SERVER, SUPERVISOR, expert_id=m.id)
             events.append(absent)
             current = evolve(current, absent, now)
             if m.kind != "expert":  # an owner representative is appointed, not drawn
@@ -797,10 +809,10 @@ def _replace(state: EvaluationState, expert_id: str, reason: str, now: datetime)
 def _decline(state: EvaluationState, cmd: Decline, now: datetime) -> list[NewEvent]:
     _require_role(cmd, "centre", "host")
     _require_state(state, "convening")
+    reason = _reason(cmd.reason)  # before the lookup: a refusal must not tell who was drawn
     m = _member(state, cmd.expert_id)
     if m.status != "drawn":
         raise E.AlreadyDone("the expert has signed in / 专家已签到")
-    reason = _reason(cmd.reason)
     return [
         _ev("member_declined", cmd.actor, SUPERVISOR, expert_id=m.id, reason=reason),
         *_replace(state, m.id, f"declined / 拒绝参加: {reason}", now),
@@ -839,9 +851,9 @@ def _expert_sign_in(state: EvaluationState, cmd: ExpertSignIn, now: datetime) ->
 def _no_key(state: EvaluationState, cmd: NoKey, now: datetime) -> list[NewEvent]:
     _require_role(cmd, "room")
     _require_state(state, "convening")
-    m = _member(state, cmd.expert_id)
-    if m.room_id != cmd.actor.id:
-        raise WrongRoom()
+    m = state.members.get(cmd.expert_id)
+    if m is None or m.room_id != cmd.actor.id:
+        raise NotAMember(cmd.expert_id)  # the same answer for another room's member
     if m.status != "drawn":
         raise E.AlreadyDone(f"the member is {m.status} / 该成员状态为 {m.status}")
     # Eval rule 2: the record names the expert to the supervisor, the expert and the room only.
@@ -851,10 +863,11 @@ def _no_key(state: EvaluationState, cmd: NoKey, now: datetime) -> list[NewEvent]
 def _replace_cmd(state: EvaluationState, cmd: Replace, now: datetime) -> list[NewEvent]:
     _require_role(cmd, "centre", "host")
     _require_state(state, "convening")
+    reason = _reason(cmd.reason)  # before the lookup: a refusal must not tell who was drawn
     m = _member(state, cmd.expert_id)
     if m.status == "signed_in":
         raise E.AlreadyDone("the expert has signed in / 专家已签到")
-    return _replace(state, m.id, _reason(cmd.reason), now)
+    return _replace(state, m.id, reason, now)
 
 
 def _start(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent]:
@@ -956,6 +969,9 @@ def _call_rescore(state: EvaluationState, cmd: CallRescore, now: datetime) -> li
     if cmd.expert_id not in sheets:
         raise SheetsMissing(cmd.expert_id)
     # Eval rule 10: a re-score only where the expert deviates beyond the set threshold.
+    members = [m.id for m in state.committee()]
+    if any(mid not in sheets for mid in members):  # deviations would show scores too early
+        raise SheetsMissing("every member's sheet first / 须全部提交后")
     if cmd.expert_id in state.reopened.get(stage, []):
         raise E.AlreadyDone("a re-score is already pending / 已要求复核")
     mine = [d for d in _deviations(state, stage) if d["expert"] == cmd.expert_id]

@@ -74,8 +74,9 @@ class Hall(socketio.AsyncNamespace):
         except (TypeError, ValueError):
             last_seq = 0
         if row.kind == "evaluation":
-            if p.role not in ev.EVALUATION_ROLES:
-                raise refuse("NOT_PERMITTED", "您的角色无权进入评标会话", "your role may not join")
+            state = ev.EvaluationState.model_validate(row.snapshot["state"])
+            if p.role not in ev.EVALUATION_ROLES or not ev.admitted(state, p.role, p.party_id):
+                raise refuse("NOT_PERMITTED", "您无权进入该评标会话", "you may not join")
             tags = ev.viewer_tags(p.role, p.party_id)
         else:
             tags = op.viewer_tags(p.role, p.party_id)

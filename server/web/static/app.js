@@ -1,0 +1,1321 @@
+// BidBridge pages: what every page shares (plain ES module, no build step).
+//
+// - i18n: one dictionary (Chinese first, English second), a language switch kept in localStorage;
+// - the REST helper: bearer token from sessionStorage, errors shown as {code, zh, en};
+// - the hall follower: socket.io namespace "/hall", replay by seq, duplicates dropped by seq,
+//   reconnect from the last seq, clock offset measured against the server's "time";
+// - the fold: the session as this role may see it = GET /api/sessions/{id} (a snapshot at seq N)
+//   plus every event after N, folded here exactly as the server folds them
+//   (server/domain/opening.py `evolve`, filtered like server/domain/views.py `view_for`).
+//   A page reloaded mid-session folds the same events and shows the same state.
+
+import { io } from "/web/vendor/socket.io.esm.min.js";
+
+// --- i18n ----------------------------------------------------------------------------------------
+
+const LANG_KEY = "bidbridge.lang";
+const AUTH_KEY = "bidbridge.auth.";
+const SYNC_KEY = "bidbridge.clockSyncMs";
+
+/** key -> [Chinese, English]; `{name}` placeholders are filled by t(). */
+const TEXT = {
+  "app.name": ["BidBridge 不见面开标", "BidBridge remote bid opening"],
+  "app.skip": ["跳到主要内容", "Skip to the main content"],
+  "lang.switch": ["English", "中文"],
+  "lang.switch.label": ["切换到英文 / Switch to English", "切换到中文 / Switch to Chinese"],
+  "common.none": ["无", "none"],
+  "common.dash": ["—", "—"],
+  "common.loading": ["正在加载…", "Loading…"],
+  "common.beijing": ["北京时间", "Beijing time"],
+  "common.server_time": ["服务器时间", "Server time"],
+  "common.you": ["您", "You"],
+  "common.copy": ["复制命令", "Copy the command"],
+  "common.copied": ["已复制", "Copied"],
+  "common.seq": ["事件序号", "Event seq"],
+  "common.close": ["关闭", "Close"],
+
+  // index and enter
+  "index.title": ["开标大厅网页", "Opening hall pages"],
+  "index.lead": [
+    "本页面不需要在浏览器中安装 CA 插件。请在本机的投标人代理（或评标室代理）中用 CA 锁登录，代理会打印一个一次性链接；在浏览器中打开该链接即进入开标大厅。",
+    "These pages need no CA plug-in in the browser. Log in with your CA key in the bidder agent (or the room agent) on your computer; the agent prints a one-time link. Open that link in the browser to enter the hall.",
+  ],
+  "index.once": [
+    "链接只能使用一次，且在一分钟内有效。链接过期或已使用时，请在代理中重新生成。",
+    "A link works once and for one minute. When it has expired or been used, ask the agent for a new one.",
+  ],
+  "index.how": ["如何获取链接", "How to get a link"],
+  "index.step1": ["在代理中用 CA 锁登录开标服务器。", "Log in to the opening server with your CA key in the agent."],
+  "index.step2": [
+    "让代理为本开标会生成网页链接（接口：POST /api/auth/web-link）。",
+    "Have the agent create a page link for the session (API: POST /api/auth/web-link).",
+  ],
+  "index.step3": [
+    "在浏览器中打开代理打印的链接（…/web/enter.html#code=…）。",
+    "Open the printed link (…/web/enter.html#code=…) in the browser.",
+  ],
+  "index.note": [
+    "签名类操作（确认开标记录表、签名开标记录）仍须在代理中使用 CA 锁完成；网页会显示对应命令。",
+    "Signing (confirming the table, signing the record) still happens in the agent with the CA key; the pages show the command to run.",
+  ],
+  "enter.title": ["正在进入开标大厅", "Entering the opening hall"],
+  "enter.working": ["正在验证一次性链接…", "Checking the one-time link…"],
+  "enter.failed": ["无法进入开标大厅", "Cannot enter the hall"],
+  "enter.back": ["返回说明页", "Back to the instructions"],
+  "err.no_auth": [
+    "本标签页没有登录信息：请在代理中生成新的一次性链接并在本标签页打开。",
+    "This tab holds no sign-in: ask the agent for a new one-time link and open it in this tab.",
+  ],
+  "err.wrong_page": ["此登录不能打开本页面。", "This sign-in may not open this page."],
+  "hint.link": [
+    "请在代理程序中重新生成一次性链接（链接只能使用一次，一分钟内有效）。",
+    "Ask the agent for a new one-time link (a link works once, for one minute).",
+  ],
+  "hint.token": [
+    "登录已过期：请在代理程序中重新生成一次性链接。",
+    "Your sign-in has expired: ask the agent for a new one-time link.",
+  ],
+  "hint.network": ["请检查网络后重试。", "Check the network and try again."],
+
+  // connection
+  "conn.connecting": ["正在连接…", "Connecting…"],
+  "conn.live": ["实时连接", "Live"],
+  "conn.replaying": ["正在同步事件…", "Catching up…"],
+  "conn.reconnecting": ["连接中断，正在重连（将从第 {seq} 号事件续传）", "Connection lost, reconnecting (resuming after event {seq})"],
+  "conn.refused": ["连接被拒绝", "Connection refused"],
+  "conn.offset": ["本机时钟与服务器相差 {s} 秒（倒计时以服务器时间为准）", "Your clock differs from the server's by {s} s (countdowns follow the server)"],
+
+  // session and stages
+  "session.project": ["项目", "Project"],
+  "session.lot": ["标段", "Lot"],
+  "session.tenderer": ["招标人", "Tenderer"],
+  "session.id": ["开标会编号", "Session"],
+  "session.deadline": ["投标截止时间", "Bid deadline"],
+  "session.sign_in_opens": ["签到开始时间", "Sign-in opens"],
+  "session.status": ["当前状态", "Status"],
+  "session.stages": ["开标流程", "Stages of the opening"],
+  "session.bids_opened": ["开标的投标文件数", "Bids opened"],
+  "stage.sign_in": ["签到", "Sign-in"],
+  "stage.sealed": ["截止封存", "Deadline"],
+  "stage.opening": ["开标", "Opening"],
+  "stage.decrypting": ["解密", "Decryption"],
+  "stage.announcing": ["唱标", "Table"],
+  "stage.confirming": ["确认", "Confirmation"],
+  "stage.closed": ["结束", "Closed"],
+  "status.draft": ["草稿", "draft"],
+  "status.published": ["已发布，等待签到", "published, sign-in not open yet"],
+  "status.sign_in": ["签到中（投标截止前）", "sign-in open (before the deadline)"],
+  "status.sealed": ["已截止封存，等待开标", "sealed, waiting for the opening"],
+  "status.opening": ["开标中，等待开启解密", "opening, decryption not open yet"],
+  "status.decrypting": ["解密中", "decrypting"],
+  "status.announcing": ["唱标：开标记录表已公布", "table published"],
+  "status.confirming": ["确认中", "confirming the table"],
+  "status.closed": ["开标已结束", "closed"],
+  "status.failed": ["流标（有效投标不足）", "failed (too few bids)"],
+  "status.suspended": ["已暂停", "suspended"],
+  "suspended.banner": ["开标已暂停：{reason}", "The opening is suspended: {reason}"],
+  "suspended.note": ["暂停期间倒计时停止，恢复后截止时间顺延。", "Countdowns stop while suspended; deadlines move by the pause."],
+  "failed.banner": [
+    "流标：有效投标文件少于 {n} 家，依法不予开标。",
+    "Failed: fewer than {n} valid bids, the lot may not be opened.",
+  ],
+  "extended.note": ["{window}已延长 {minutes} 分钟：{reason}", "{window} extended by {minutes} min: {reason}"],
+  "window.deadline": ["投标截止时间", "The bid deadline"],
+  "window.decryption": ["解密时间", "The decryption window"],
+  "window.confirmation": ["确认时间", "The confirmation window"],
+
+  // countdown
+  "cd.title": ["倒计时", "Countdown"],
+  "cd.to_sign_in": ["距签到开始", "Until sign-in opens"],
+  "cd.to_deadline": ["距投标截止", "Until the bid deadline"],
+  "cd.to_decrypt_close": ["距解密结束", "Until decryption closes"],
+  "cd.to_confirm_close": ["距确认结束", "Until confirmation closes"],
+  "cd.paused": ["已暂停（剩余时间冻结）", "Paused (time left frozen)"],
+  "cd.none": ["当前阶段无倒计时", "No countdown in this stage"],
+  "cd.due": ["时间已到，等待服务器处理", "Time is up; the server is moving on"],
+  "cd.days": ["{d} 天 ", "{d} d "],
+
+  // bid statuses
+  "bid.uploaded": ["已上传", "uploaded"],
+  "bid.retracted": ["截止前已撤回", "withdrawn before the deadline"],
+  "bid.decrypted": ["已解密", "decrypted"],
+  "bid.failed": ["解密失败", "decryption failed"],
+  "bid.revoked": ["撤销（投标人原因未解密）", "revoked (not decrypted, bidder's cause)"],
+  "bid.withdrawn": ["撤回（非投标人原因）", "withdrawn (not the bidder's fault)"],
+  "conf.signed": ["已签名确认", "confirmed (signed)"],
+  "conf.deemed": ["视为确认", "deemed confirmed"],
+  "conf.pending": ["未确认", "not confirmed"],
+
+  // bidder page
+  "bidder.title": ["开标大厅（投标人）", "Opening hall (bidder)"],
+  "bidder.me": ["投标人", "Bidder"],
+  "bidder.receipt": ["我的投标文件与回执", "My bid and receipt"],
+  "bidder.no_bid": ["您尚未上传投标文件。", "You have not uploaded a bid."],
+  "bidder.no_bid_after": ["您在本标段没有有效投标文件。", "You have no valid bid in this lot."],
+  "bidder.upload_cmd": ["截止前在代理中上传：", "Upload before the deadline with the agent:"],
+  "receipt.id": ["回执编号", "Receipt"],
+  "receipt.received_at": ["接收时间", "Received at"],
+  "receipt.sha256": ["密文 SHA-256", "Ciphertext SHA-256"],
+  "receipt.size": ["大小", "Size"],
+  "receipt.status": ["状态", "Status"],
+  "receipt.verify": [
+    "回执由平台签名；可在代理中验证：",
+    "The receipt is signed by the platform; verify it in the agent:",
+  ],
+  "signin.title": ["签到", "Sign-in"],
+  "signin.done": ["已签到", "Signed in"],
+  "signin.not": ["尚未签到", "Not signed in"],
+  "signin.button": ["签到", "Sign in"],
+  "signin.closed": ["当前阶段不能签到", "Sign-in is not open in this stage"],
+  "rehearsal.title": ["解密演练", "Decryption rehearsal"],
+  "rehearsal.passed": ["演练通过：本机 CA 锁可以解开已上传的投标文件。", "Passed: your CA key opens the uploaded bid."],
+  "rehearsal.failed": ["演练失败", "Rehearsal failed"],
+  "rehearsal.none": ["尚未演练。", "Not rehearsed yet."],
+  "rehearsal.next_none": ["建议截止前在代理中演练：", "Rehearse before the deadline in the agent:"],
+  "rehearsal.next_failed": [
+    "下一步：检查 CA 锁和加密证书；如仍失败，请在截止前重新加密并上传投标文件，然后再次演练：",
+    "Next: check your CA key and encryption certificate; if it still fails, re-seal and upload the bid before the deadline, then rehearse again:",
+  ],
+  "decrypt.title": ["我的解密状态", "My decryption"],
+  "decrypt.wait_deadline": ["投标截止后由主持人开标，届时在此显示解密状态。", "After the deadline the host opens the session; your decryption status shows here."],
+  "decrypt.wait_open": ["等待主持人开启解密。", "Waiting for the host to open decryption."],
+  "decrypt.open": ["解密已开启：请在代理中用 CA 锁解密（内容密钥在本机解开）：", "Decryption is open: decrypt with your CA key in the agent (the key is unwrapped on your computer):"],
+  "decrypt.until": ["请在 {at} 前完成。", "Finish before {at}."],
+  "decrypt.ok": ["解密成功：服务器已验证投标文件和签名。", "Decrypted: the server verified the bid and its signature."],
+  "decrypt.failed": ["最近一次解密失败", "The last attempt failed"],
+  "decrypt.cause.bidder": ["原因归属：投标人", "Attributed to: the bidder"],
+  "decrypt.cause.platform": ["原因归属：平台", "Attributed to: the platform"],
+  "decrypt.next_bidder": [
+    "下一步：确认使用投标时的 CA 锁（加密证书），在解密结束前重新执行：",
+    "Next: use the CA key (encryption certificate) the bid was sealed with and run again before decryption closes:",
+  ],
+  "decrypt.next_platform": [
+    "下一步：平台故障已记录，不归责于您；请联系主持人，并可在解密结束前重试：",
+    "Next: the platform fault is recorded and not held against you; contact the host, and you may retry before decryption closes:",
+  ],
+  "decrypt.revoked": [
+    "解密时间结束时投标文件未能解密，按规定撤销（原因：{finding}）。如有异议，请在下方提出。",
+    "The bid was not decrypted when the window closed and is revoked (finding: {finding}). Raise an objection below if you disagree.",
+  ],
+  "decrypt.withdrawn": [
+    "因非投标人原因未能解密，按撤回处理（已记录平台故障证据）。",
+    "Not decrypted for reasons outside your control: treated as withdrawn (the platform fault is on record).",
+  ],
+  "decrypt.retracted": ["您已在截止前撤回投标文件。", "You withdrew your bid before the deadline."],
+  "decrypt.incident": ["平台故障记录：{reason}", "Platform incident recorded: {reason}"],
+  "finding.no_key_sent": ["未发送密钥", "no key was sent"],
+  "finding.bidder_key_failed": ["投标人密钥未能解开", "the bidder's key did not open the bid"],
+  "finding.platform_fault": ["平台故障", "platform fault"],
+  "decrypt.summary": ["我的投标摘要（解密后）", "My bid summary (decrypted)"],
+  "bidder.others_hidden": [
+    "唱标前不显示其他投标人的任何信息。",
+    "Nothing about other bidders is shown before the table is published.",
+  ],
+  "confirm.title": ["确认开标记录表", "Confirm the opening table"],
+  "confirm.button": ["签名确认（需 CA 锁）", "Confirm with a signature (needs your CA key)"],
+  "confirm.explain": [
+    "确认须使用本单位 CA 锁签名，浏览器无法代为签名。请在投标人代理中执行以下命令（使用平时的 --key 或 --token-uri 选项）；代理会对下面这份开标记录表签名：",
+    "Confirming needs your company's CA signature, which the browser cannot make. Run this in the bidder agent (with your usual --key or --token-uri options); it signs the table shown here:",
+  ],
+  "confirm.sha": ["开标记录表 SHA-256", "Table SHA-256"],
+  "confirm.silence": ["确认时间结束前未确认的，视为确认。", "Silence until the window closes counts as confirmation."],
+  "confirm.not_yet": ["主持人开启确认后可确认开标记录表。", "You can confirm once the host opens confirmation."],
+  "confirm.na": ["您的投标未解密，无需确认。", "Your bid was not decrypted; nothing to confirm."],
+  "confirm.closed": ["确认已结束。", "Confirmation has closed."],
+
+  // table
+  "table.title": ["开标记录表（唱标）", "Opening table"],
+  "table.none": ["开标记录表尚未公布。", "The opening table has not been published yet."],
+  "table.caption": ["开标记录表，共 {n} 家", "Opening table, {n} bids"],
+  "table.no": ["序号", "No."],
+  "table.bidder": ["投标人", "Bidder"],
+  "table.code": ["统一社会信用代码", "Credit code"],
+  "table.status": ["状态", "Status"],
+  "table.price": ["投标报价（元）", "Price (CNY)"],
+  "table.duration": ["工期（天）", "Duration (days)"],
+  "table.quality": ["质量", "Quality"],
+  "table.pm": ["项目经理", "Project manager"],
+  "table.security": ["保证金/保函", "Security"],
+  "table.confirmation": ["确认", "Confirmation"],
+  "table.sec.valid": ["有效", "valid"],
+  "table.sec.invalid": ["无效", "invalid"],
+  "table.sec.none": ["未登记", "none recorded"],
+
+  // objections
+  "obj.title": ["异议", "Objections"],
+  "obj.none": ["暂无异议。", "No objections."],
+  "obj.label": ["异议内容", "Your objection"],
+  "obj.send": ["提交异议", "Raise the objection"],
+  "obj.sent": ["异议已提交。", "Objection raised."],
+  "obj.closed": ["当前阶段不能提出异议（开标开始后至开标记录生成前可提出）。", "Objections are not open now (they are from the opening until the record is made)."],
+  "obj.empty": ["请填写异议内容。", "Write the objection first."],
+  "obj.awaiting": ["等待主持人答复", "Awaiting the host's reply"],
+  "obj.reply": ["主持人答复", "Host's reply"],
+  "obj.from": ["#{id} {who}", "#{id} {who}"],
+  "obj.private": ["仅您与主持人、监督可见", "Seen by you and the staff only"],
+  "obj.public": ["公开", "Public"],
+  "obj.reply_label": ["答复异议 #{id}", "Reply to objection #{id}"],
+  "obj.reply_send": ["发送答复", "Send the reply"],
+  "obj.unanswered": ["{n} 条待答复", "{n} awaiting a reply"],
+
+  // log
+  "log.title": ["大厅动态（按事件序号）", "Hall log (by event seq)"],
+  "log.empty": ["暂无事件。", "No events yet."],
+
+  // host page
+  "host.title": ["开标控制台（主持人）", "Opening console (host)"],
+  "host.me": ["主持人", "Host"],
+  "host.controls": ["开标操作", "Controls"],
+  "host.start": ["开始开标", "Start the opening"],
+  "host.decryption": ["开启解密", "Open decryption"],
+  "host.confirmation": ["开启确认", "Open confirmation"],
+  "host.extend": ["延长当前时间", "Extend the current window"],
+  "host.suspend": ["暂停", "Suspend"],
+  "host.resume": ["恢复", "Resume"],
+  "host.minutes": ["延长分钟数", "Minutes to extend"],
+  "host.reason": ["原因（记入开标记录，通知监督）", "Reason (recorded, the supervisor is notified)"],
+  "host.reason_needed": ["请填写原因。", "A reason is required."],
+  "host.done": ["已完成：{what}", "Done: {what}"],
+  "host.why.start_deadline": ["投标截止后才能开标。", "The opening can start only after the deadline."],
+  "host.why.start_supervisor": ["须有监督人员在线才能开标。", "A supervisor must be present to start."],
+  "host.why.state": ["当前阶段不可用。", "Not available in this stage."],
+  "host.why.objections": ["有异议未答复，答复后才能开启确认。", "Answer every objection before opening confirmation."],
+  "host.why.no_window": ["当前阶段没有可延长的时间。", "No window to extend in this stage."],
+  "host.presence": ["在线情况", "Who is here"],
+  "host.staff_present": ["主持人在线：{n}", "Hosts present: {n}"],
+  "host.supervisors": ["监督在线：{n}", "Supervisors present: {n}"],
+  "host.no_supervisor": ["无监督在线：不能开始开标。", "No supervisor present: the opening cannot start."],
+  "host.bidders_hidden": [
+    "投标截止前，任何人（含主持人和监督）都不能得知投标人数量和名称。",
+    "Before the deadline nobody, host and supervisor included, may learn how many bidders there are or who they are.",
+  ],
+  "host.signed_in_count": ["已签到投标人：{n}", "Bidders signed in: {n}"],
+  "host.bid_count": ["有效投标文件：{n}", "Valid bids: {n}"],
+  "host.bids": ["投标与解密状态", "Bids and decryption"],
+  "host.bids.attempts": ["解密尝试次数", "Attempts"],
+  "host.bids.none": ["截止后显示。", "Shown after the deadline."],
+  "host.record": ["开标记录", "Opening record"],
+  "host.record.none": ["开标记录在确认结束且异议均已答复后生成。", "The record is made when confirmation has closed and every objection is answered."],
+  "host.record.sha": ["开标记录 SHA-256", "Record SHA-256"],
+  "host.record.signed": ["已签名：{roles}", "Signed by: {roles}"],
+  "host.record.sign": ["主持人签名须使用 CA 锁，请在代理中执行：", "The host signs with the CA key; run in the agent:"],
+  "host.incidents": ["平台故障记录", "Platform incidents"],
+  "role.server": ["平台", "platform"],
+  "role.host": ["主持人", "host"],
+  "role.supervisor": ["监督", "supervisor"],
+  "role.centre": ["交易中心", "centre"],
+  "role.bidder": ["投标人", "bidder"],
+
+  // events
+  "ev.session_created": ["创建开标会", "Session created"],
+  "ev.session_published": ["发布开标会", "Session published"],
+  "ev.sign_in_opened": ["签到开始", "Sign-in opened"],
+  "ev.bidder_signed_in": ["投标人签到", "Bidder signed in"],
+  "ev.bid_uploaded": ["上传投标文件，平台出具回执", "Bid uploaded, receipt issued"],
+  "ev.bid_retracted": ["撤回投标文件", "Bid withdrawn"],
+  "ev.rehearsal_reported": ["解密演练结果", "Rehearsal result"],
+  "ev.session_sealed": ["投标截止，封存", "Deadline passed, sealed"],
+  "ev.session_failed": ["流标", "Failed (too few bids)"],
+  "ev.bids_counted": ["统计投标数量", "Bids counted"],
+  "ev.party_joined": ["进入大厅", "Joined the hall"],
+  "ev.party_left": ["离开大厅", "Left the hall"],
+  "ev.opening_started": ["开标开始", "Opening started"],
+  "ev.decryption_opened": ["解密开始", "Decryption opened"],
+  "ev.bid_decrypted": ["解密成功", "Bid decrypted"],
+  "ev.decryption_failed": ["解密失败", "Decryption failed"],
+  "ev.incident_recorded": ["记录平台故障", "Platform incident recorded"],
+  "ev.security_recorded": ["登记保证金/保函", "Security recorded"],
+  "ev.backup_requested": ["申请备用解密", "Backup decryption requested"],
+  "ev.backup_approved": ["批准备用解密", "Backup decryption approved"],
+  "ev.backup_quorum_reached": ["备用解密达到法定人数", "Backup quorum reached"],
+  "ev.decryption_closed": ["解密结束", "Decryption closed"],
+  "ev.bid_revoked": ["投标撤销", "Bid revoked"],
+  "ev.bid_withdrawn": ["投标按撤回处理", "Bid withdrawn (platform fault)"],
+  "ev.table_published": ["唱标：公布开标记录表", "Opening table published"],
+  "ev.objection_raised": ["提出异议", "Objection raised"],
+  "ev.objection_answered": ["答复异议", "Objection answered"],
+  "ev.confirmation_opened": ["开始确认", "Confirmation opened"],
+  "ev.table_confirmed": ["签名确认开标记录表", "Table confirmed"],
+  "ev.confirmation_closed": ["确认结束", "Confirmation closed"],
+  "ev.record_generated": ["生成开标记录", "Record generated"],
+  "ev.record_signed": ["签名开标记录", "Record signed"],
+  "ev.record_published": ["公布开标记录", "Record published"],
+  "ev.session_suspended": ["暂停", "Suspended"],
+  "ev.session_resumed": ["恢复", "Resumed"],
+  "ev.window_extended": ["延长时间", "Window extended"],
+  "ev.checkpoint": ["平台签名检查点", "Signed checkpoint"],
+};
+
+export const I18N = { zh: {}, en: {} };
+for (const [key, [zh, en]] of Object.entries(TEXT)) {
+  I18N.zh[key] = zh;
+  I18N.en[key] = en;
+}
+
+export function getLang() {
+  try {
+    return localStorage.getItem(LANG_KEY) === "en" ? "en" : "zh";
+  } catch {
+    return "zh";
+  }
+}
+
+let lang = getLang();
+
+export function currentLang() {
+  return lang;
+}
+
+export function t(key, vars = {}) {
+  const text = I18N[lang][key] ?? I18N.zh[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
+}
+
+/** Fill elements marked data-i18n (text), data-i18n-aria (aria-label), data-i18n-title. */
+export function applyI18n(root = document) {
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll("[data-i18n-aria]")) {
+    el.setAttribute("aria-label", t(el.dataset.i18nAria));
+  }
+  for (const el of root.querySelectorAll("[data-i18n-placeholder]")) {
+    el.setAttribute("placeholder", t(el.dataset.i18nPlaceholder));
+  }
+  const title = document.body?.dataset.titleKey;
+  if (title) document.title = `${t(title)} · BidBridge`;
+  for (const el of root.querySelectorAll("[data-lang-switch]")) {
+    el.textContent = t("lang.switch");
+    el.setAttribute("aria-label", t("lang.switch.label"));
+  }
+}
+
+export function setLang(next) {
+  lang = next === "en" ? "en" : "zh";
+  try {
+    localStorage.setItem(LANG_KEY, lang);
+  } catch {
+    /* private mode: the switch still works for this page */
+  }
+  applyI18n();
+  document.dispatchEvent(new CustomEvent("langchange", { detail: lang }));
+}
+
+// --- DOM helpers -----------------------------------------------------------------------------
+
+/** h("p", {class: "x", "data-testid": "y"}, "text", child, ...): text always goes in as text. */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "text") el.textContent = v;
+    else if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+export function byTestId(id, root = document) {
+  return root.querySelector(`[data-testid="${id}"]`);
+}
+
+/** Say something to screen readers (a polite live region). */
+export function announce(text) {
+  let region = document.getElementById("announcer");
+  if (!region) {
+    region = h("div", { id: "announcer", class: "visually-hidden", "aria-live": "polite" });
+    document.body.append(region);
+  }
+  region.textContent = "";
+  setTimeout(() => (region.textContent = text), 30);
+}
+
+/** A command line with a copy button (commands are the agent's part of the work). */
+export function commandBlock(command, testid) {
+  const code = h("code", { "data-testid": testid }, command);
+  const button = h("button", { type: "button", class: "small secondary" }, t("common.copy"));
+  button.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(command);
+      button.textContent = t("common.copied");
+    } catch {
+      const range = document.createRange();
+      range.selectNodeContents(code);
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+    }
+  });
+  return h("div", { class: "command" }, code, button);
+}
+
+// --- formatting --------------------------------------------------------------------------------
+
+/** Milliseconds since the epoch of an ISO instant (microseconds and offsets accepted). */
+export function parseTime(text) {
+  if (!text) return NaN;
+  const trimmed = String(text).replace(/(\.\d{3})\d+/, "$1");
+  return Date.parse(trimmed);
+}
+
+const partsCache = new Map();
+function formatter(withSeconds) {
+  const key = `${withSeconds}`;
+  if (!partsCache.has(key)) {
+    partsCache.set(
+      key,
+      new Intl.DateTimeFormat("en-GB", {
+        timeZone: "Asia/Shanghai",
+        year: "numeric",
+        month: "2-digit",
+        day: "2-digit",
+        hour: "2-digit",
+        minute: "2-digit",
+        second: withSeconds ? "2-digit" : undefined,
+        hourCycle: "h23",
+      }),
+    );
+  }
+  return partsCache.get(key);
+}
+
+/** An instant as Beijing time, "2026-03-01 09:30:00" (stored UTC, shown Asia/Shanghai). */
+export function fmtTime(value, withSeconds = true) {
+  const ms = typeof value === "number" ? value : parseTime(value);
+  if (!Number.isFinite(ms)) return t("common.dash");
+  const p = Object.fromEntries(formatter(withSeconds).formatToParts(new Date(ms)).map((x) => [x.type, x.value]));
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}${withSeconds ? `:${p.second}` : ""}`;
+}
+
+export function fmtDuration(ms) {
+  const total = Math.max(0, Math.floor(ms / 1000));
+  const d = Math.floor(total / 86400);
+  const hh = String(Math.floor((total % 86400) / 3600)).padStart(2, "0");
+  const mm = String(Math.floor((total % 3600) / 60)).padStart(2, "0");
+  const ss = String(total % 60).padStart(2, "0");
+  return `${d ? t("cd.days", { d }) : ""}${hh}:${mm}:${ss}`;
+}
+
+/** Integer fen as yuan with two decimals, grouped (no floating point). */
+export function fmtFen(fen) {
+  if (typeof fen !== "number" || !Number.isInteger(fen)) return t("common.dash");
+  const neg = fen < 0;
+  const abs = Math.abs(fen);
+  const yuan = String(Math.floor(abs / 100)).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  return `${neg ? "-" : ""}${yuan}.${String(abs % 100).padStart(2, "0")}`;
+}
+
+export function fmtSize(bytes) {
+  if (typeof bytes !== "number") return t("common.dash");
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let v = bytes;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i += 1;
+  }
+  return `${i ? v.toFixed(1) : v} ${units[i]} (${bytes.toLocaleString("en")} B)`;
+}
+
+/** "zh / en" texts from the server: the part in the current language first. */
+export function splitBilingual(text) {
+  const [zh, ...rest] = String(text || "").split(" / ");
+  return { zh, en: rest.join(" / ") || zh };
+}
+
+// --- errors ------------------------------------------------------------------------------------
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super(`${body.code}: ${body.en}`);
+    this.status = status;
+    this.code = body.code;
+    this.zh = body.zh;
+    this.en = body.en;
+    this.detail = body.detail || "";
+  }
+}
+
+const HINTS = {
+  CHALLENGE_INVALID: "hint.link",
+  TOKEN_INVALID: "hint.token",
+  NETWORK: "hint.network",
+};
+
+/** Show {code, zh, en, detail} in `el` (role=alert): both languages, the current one first. */
+export function showError(el, err) {
+  if (!el) return;
+  if (!err) {
+    el.hidden = true;
+    el.replaceChildren();
+    return;
+  }
+  const zh = h("span", { lang: "zh-CN", "data-testid": "error-zh" }, err.zh || "");
+  const en = h("span", { lang: "en", "data-testid": "error-en" }, err.en || "");
+  const texts = lang === "zh" ? [zh, " / ", en] : [en, " / ", zh];
+  const parts = [h("strong", { class: "code", "data-testid": "error-code" }, err.code || "ERROR"), " ", ...texts];
+  if (err.detail) parts.push(h("span", { class: "detail" }, ` (${err.detail})`));
+  const hint = HINTS[err.code];
+  if (hint) parts.push(h("span", { class: "hint" }, I18N.zh[hint] + " / " + I18N.en[hint]));
+  el.replaceChildren(...parts);
+  el.hidden = false;
+}
+
+export function showNotice(el, text) {
+  if (!el) return;
+  el.textContent = text || "";
+  el.hidden = !text;
+}
+
+// --- auth and REST -------------------------------------------------------------------------------
+
+export function saveAuth(out) {
+  const keep = {
+    token: out.token,
+    role: out.role,
+    party_id: out.party_id,
+    name: out.name,
+    expires_at: out.expires_at,
+    session_id: out.session_id,
+  };
+  sessionStorage.setItem(AUTH_KEY + out.session_id, JSON.stringify(keep));
+}
+
+export function loadAuth(sessionId) {
+  if (!sessionId) return null;
+  try {
+    const raw = sessionStorage.getItem(AUTH_KEY + sessionId);
+    return raw ? JSON.parse(raw) : null;
+  } catch {
+    return null;
+  }
+}
+
+let bearer = null;
+
+export function useToken(token) {
+  bearer = token;
+}
+
+/** JSON request to the API; a refusal becomes an ApiError with the server's {code, zh, en}. */
+export async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (bearer) headers.Authorization = `Bearer ${bearer}`;
+  const init = { method, headers, cache: "no-store" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, {
+      code: "NETWORK",
+      zh: "网络错误，无法连接服务器",
+      en: "network error: the server cannot be reached",
+    });
+  }
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (!response.ok) {
+    const fallback = { code: `HTTP_${response.status}`, zh: "请求失败", en: "the request failed" };
+    throw new ApiError(response.status, data && data.code ? data : fallback);
+  }
+  return data;
+}
+
+// --- the hall follower (socket.io) -----------------------------------------------------------------
+
+/**
+ * Follows one session's hall: replay after `cursor`, then live. Events are dropped when their seq
+ * was seen before; after "replayed" the cursor is the server's replay point, and every live event
+ * moves it on. A reconnect asks for what came after the cursor. The clock offset is measured from
+ * the server's "time" (the only authority): serverNow() = Date.now() + offset.
+ */
+export class Follower {
+  constructor({ token, sessionId, onEvent, onStatus, onReplayed }) {
+    this.token = token;
+    this.sessionId = sessionId;
+    this.onEvent = onEvent;
+    this.onStatus = onStatus || (() => {});
+    this.onReplayed = onReplayed || (() => {});
+    this.cursor = 0;
+    this.seen = new Set();
+    this.replaying = true;
+    this.offset = 0;
+    this.synced = false;
+    this.socket = null;
+    let period = 30000;
+    try {
+      period = Number(localStorage.getItem(SYNC_KEY)) || period;
+    } catch {
+      /* default */
+    }
+    this.syncPeriod = Math.max(200, period);
+  }
+
+  connect() {
+    const socket = io("/hall", {
+      // Called before every (re)connection: the server replays after the cursor, then "replayed".
+      auth: (cb) => {
+        this.replaying = true;
+        cb({ token: this.token, session_id: this.sessionId, last_seq: this.cursor });
+      },
+      transports: ["websocket", "polling"],
+      reconnectionDelay: 500,
+      reconnectionDelayMax: 5000,
+    });
+    this.socket = socket;
+    this.onStatus("connecting");
+    // socket.io-client delivers what arrived with the connection (the replay, even "replayed")
+    // before it fires "connect": the status is whatever the replay left.
+    socket.on("connect", () => {
+      this.onStatus(this.replaying ? "replaying" : "live");
+      this.syncClock();
+    });
+    socket.on("disconnect", (reason) => {
+      this.onStatus("reconnecting", { seq: this.cursor });
+      if (reason === "io server disconnect") setTimeout(() => socket.connect(), 1000);
+    });
+    socket.on("connect_error", (err) => {
+      if (err && err.data && err.data.code) {
+        this.onStatus("refused", err.data);
+      } else {
+        this.onStatus("reconnecting", { seq: this.cursor });
+      }
+    });
+    socket.on("time", (data) => this.setServerTime(data && data.now, Date.now(), Date.now()));
+    socket.on("event", (ev) => this.receive(ev));
+    socket.on("replayed", (data) => {
+      const seq = Number(data && data.seq) || 0;
+      this.cursor = Math.max(this.cursor, seq);
+      this.replaying = false;
+      this.onStatus("live");
+      this.onReplayed(seq);
+    });
+    this.timer = setInterval(() => this.syncClock(), this.syncPeriod);
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") this.syncClock();
+    });
+  }
+
+  receive(ev) {
+    if (!ev || typeof ev.seq !== "number" || this.seen.has(ev.seq)) return; // duplicate by seq
+    this.seen.add(ev.seq);
+    if (!this.replaying) this.cursor = Math.max(this.cursor, ev.seq);
+    this.onEvent(ev, !this.replaying);
+  }
+
+  setServerTime(now, sent, received) {
+    const server = parseTime(now);
+    if (!Number.isFinite(server)) return;
+    this.offset = server - (sent + received) / 2;
+    this.synced = true;
+  }
+
+  async syncClock() {
+    const socket = this.socket;
+    if (!socket || !socket.connected) return;
+    const sent = Date.now();
+    try {
+      const out = await socket.timeout(5000).emitWithAck("time");
+      this.setServerTime(out && out.now, sent, Date.now());
+    } catch {
+      /* the next period tries again */
+    }
+  }
+
+  serverNow() {
+    return Date.now() + this.offset;
+  }
+}
+
+// --- the fold ---------------------------------------------------------------------------------------
+
+export const BEFORE_DEADLINE = ["published", "sign_in"];
+export const ACTIVE = ["published", "sign_in", "sealed", "opening", "decrypting", "announcing", "confirming"];
+export const OBJECTIONS_OPEN = ["opening", "decrypting", "announcing", "confirming"];
+export const STAGES = ["sign_in", "sealed", "opening", "decrypting", "announcing", "confirming", "closed"];
+
+function addMinutes(iso, minutes) {
+  const ms = parseTime(iso);
+  return Number.isFinite(ms) ? new Date(ms + minutes * 60000).toISOString() : iso;
+}
+
+function addMs(iso, ms) {
+  const at = parseTime(iso);
+  return Number.isFinite(at) ? new Date(at + ms).toISOString() : iso;
+}
+
+/** One event folded into the view (mirrors server/domain/opening.py `evolve` + views.py). */
+function applyEvent(s, e, me) {
+  const p = e.payload || {};
+  const mine = (code) => me.role === "bidder" && code === me.party_id;
+  const staff = me.role !== "bidder";
+  const staffBid = (code) => (staff && Array.isArray(s.bids) ? s.bids.find((b) => b.bidder === code) : null);
+  switch (e.type) {
+    case "session_published":
+      s.status = parseTime(e.at) >= parseTime(s.timetable.sign_in_opens) ? "sign_in" : "published";
+      break;
+    case "sign_in_opened":
+      s.status = "sign_in";
+      break;
+    case "session_sealed":
+      s.status = "sealed";
+      break;
+    case "session_failed":
+      s.status = "failed";
+      break;
+    case "party_joined":
+      if (s.present) {
+        s.present[p.account] = p.role;
+        s.supervisors_present = Object.values(s.present).filter((r) => r === "supervisor").length;
+      }
+      break;
+    case "party_left":
+      if (s.present) {
+        delete s.present[p.account];
+        s.supervisors_present = Object.values(s.present).filter((r) => r === "supervisor").length;
+      }
+      break;
+    case "bidder_signed_in":
+      if (mine(p.bidder)) s.signed_in = true;
+      else if (staff && typeof s.signed_in_count === "number") s.signed_in_count += 1;
+      break;
+    case "bids_counted":
+      if (staff) s.signed_in_count = p.signed_in;
+      break;
+    case "bid_uploaded":
+      if (mine(p.bidder)) {
+        const r = p.receipt || {};
+        s.own_bid = {
+          bidder: p.bidder,
+          bidder_name: r.bidder_name || "",
+          status: "uploaded",
+          envelope_sha256: r.envelope_sha256,
+          size: r.size,
+          received_at: r.received_at,
+          receipt_id: r.receipt_id,
+          rehearsal: null,
+          attempts: [],
+          summary: null,
+          via: null,
+          security: null,
+          confirmation: null,
+        };
+      }
+      break;
+    case "bid_retracted":
+      if (mine(p.bidder) && s.own_bid) s.own_bid.status = "retracted";
+      break;
+    case "rehearsal_reported":
+      if (mine(p.bidder) && s.own_bid) s.own_bid.rehearsal = p.passed ? "passed" : "failed";
+      break;
+    case "opening_started":
+      s.status = "opening";
+      break;
+    case "decryption_opened":
+      s.status = "decrypting";
+      s.decrypt_closes_at = p.closes_at;
+      break;
+    case "bid_decrypted":
+      if (mine(p.bidder) && s.own_bid) {
+        s.own_bid.status = "decrypted";
+        s.own_bid.summary = p.summary;
+        s.own_bid.via = p.via;
+        s.own_bid.attempts.push({ at: e.at, ok: true, code: "OK", cause: "bidder", message: "" });
+      } else if (staffBid(p.bidder)) {
+        const b = staffBid(p.bidder);
+        b.status = "decrypted";
+        b.attempts += 1;
+      }
+      break;
+    case "decryption_failed":
+      if (mine(p.bidder) && s.own_bid) {
+        s.own_bid.status = "failed";
+        s.own_bid.attempts.push(p.attempt);
+      } else if (staffBid(p.bidder)) {
+        const b = staffBid(p.bidder);
+        b.status = "failed";
+        b.attempts += 1;
+      }
+      break;
+    case "incident_recorded":
+      if (staff && Array.isArray(s.incidents)) {
+        s.incidents.push({ at: e.at, by: e.actor, reason: p.reason, bidders: p.bidders });
+      }
+      break;
+    case "security_recorded":
+      if (mine(p.bidder) && s.own_bid) s.own_bid.security = p.security;
+      break;
+    case "decryption_closed":
+      s.status = "announcing";
+      break;
+    case "bid_revoked":
+    case "bid_withdrawn": {
+      const status = e.type === "bid_revoked" ? "revoked" : "withdrawn";
+      if (mine(p.bidder) && s.own_bid) s.own_bid.status = status;
+      else if (staffBid(p.bidder)) staffBid(p.bidder).status = status;
+      break;
+    }
+    case "table_published":
+      s.table = p.table;
+      s.table_sha256 = p.table_sha256;
+      break;
+    case "objection_raised":
+      if (staff || p.public || mine(p.bidder)) {
+        s.objections = s.objections || [];
+        s.objections.push({
+          id: p.id,
+          bidder: p.bidder,
+          text: p.text,
+          at: e.at,
+          reply: null,
+          replied_at: null,
+          public: p.public,
+        });
+      }
+      break;
+    case "objection_answered": {
+      const o = (s.objections || []).find((x) => x.id === p.id);
+      if (o) {
+        o.reply = p.text;
+        o.replied_at = e.at;
+      }
+      break;
+    }
+    case "confirmation_opened":
+      s.status = "confirming";
+      s.confirm_closes_at = p.closes_at;
+      break;
+    case "table_confirmed":
+      if (mine(p.bidder) && s.own_bid) s.own_bid.confirmation = "signed";
+      else if (staffBid(p.bidder)) staffBid(p.bidder).confirmation = "signed";
+      break;
+    case "confirmation_closed":
+      for (const code of p.deemed || []) {
+        if (mine(code) && s.own_bid) s.own_bid.confirmation = "deemed";
+        else if (staffBid(code)) staffBid(code).confirmation = "deemed";
+      }
+      break;
+    case "record_generated":
+      s.record_sha256 = p.record_sha256;
+      break;
+    case "record_signed":
+      s.record_signatures = [...new Set([...(s.record_signatures || []), p.role])].sort();
+      break;
+    case "record_published":
+      s.status = "closed";
+      break;
+    case "session_suspended":
+      s.suspended_from = s.status;
+      s.status = "suspended";
+      s._suspended_at = e.at;
+      break;
+    case "session_resumed": {
+      const pausedAt = parseTime(s._suspended_at);
+      const shift = (p.paused_microseconds || 0) / 1000;
+      const pending = (iso) => !Number.isFinite(pausedAt) || parseTime(iso) > pausedAt;
+      s.status = p.status;
+      s.suspended_from = null;
+      s._suspended_at = null;
+      if (BEFORE_DEADLINE.includes(s.status) && pending(s.timetable.deadline)) {
+        s.timetable.deadline = addMs(s.timetable.deadline, shift);
+        if (s.status === "published" && pending(s.timetable.sign_in_opens)) {
+          s.timetable.sign_in_opens = addMs(s.timetable.sign_in_opens, shift);
+        }
+      }
+      if (s.status === "decrypting" && s.decrypt_closes_at && pending(s.decrypt_closes_at)) {
+        s.decrypt_closes_at = addMs(s.decrypt_closes_at, shift);
+      }
+      if (s.status === "confirming" && s.confirm_closes_at && pending(s.confirm_closes_at)) {
+        s.confirm_closes_at = addMs(s.confirm_closes_at, shift);
+      }
+      break;
+    }
+    case "window_extended":
+      if (p.window === "deadline") s.timetable.deadline = addMinutes(s.timetable.deadline, p.minutes);
+      else if (p.window === "decryption" && s.decrypt_closes_at) {
+        s.decrypt_closes_at = addMinutes(s.decrypt_closes_at, p.minutes);
+      } else if (p.window === "confirmation" && s.confirm_closes_at) {
+        s.confirm_closes_at = addMinutes(s.confirm_closes_at, p.minutes);
+      }
+      break;
+    default:
+      break; // session_created, bids_counted for bidders, checkpoints ... change nothing here
+  }
+}
+
+/**
+ * The page's state: the snapshot's view folded with every event after its seq, plus what only
+ * the events tell (project and lot, reasons, messages, others' confirmations once public).
+ */
+export function derive(snapshot, events, me) {
+  const view = structuredClone(snapshot.view);
+  const facts = {
+    meta: {},
+    suspension: null,
+    extension: null,
+    failure: null,
+    bidsOpened: null,
+    rehearsal: null,
+    incidents: [],
+    confirmations: {},
+    tableSeq: null,
+    lastSeq: snapshot.seq,
+    evidence: null,
+    confirmationClosed: false,
+  };
+  for (const e of events) {
+    const p = e.payload || {};
+    facts.lastSeq = Math.max(facts.lastSeq, e.seq);
+    if (e.type === "session_created") facts.meta = p;
+    else if (e.type === "session_suspended") {
+      facts.suspension = { reason: p.reason, at: e.at, actor: e.actor };
+      if (e.seq <= snapshot.seq) view._suspended_at = e.at;
+    } else if (e.type === "session_resumed") facts.suspension = null;
+    else if (e.type === "window_extended") facts.extension = { window: p.window, minutes: p.minutes, reason: p.reason, at: e.at };
+    else if (e.type === "session_failed") facts.failure = p;
+    else if (e.type === "opening_started") facts.bidsOpened = p.bids;
+    else if (e.type === "rehearsal_reported" && p.bidder === me.party_id) facts.rehearsal = p;
+    else if (e.type === "incident_recorded") facts.incidents.push({ at: e.at, reason: p.reason, bidders: p.bidders });
+    else if (e.type === "table_confirmed") facts.confirmations[p.bidder] = "signed";
+    else if (e.type === "confirmation_closed") {
+      facts.confirmationClosed = true;
+      for (const c of p.deemed || []) facts.confirmations[c] = "deemed";
+    }
+    else if (e.type === "table_published") facts.tableSeq = e.seq;
+    else if ((e.type === "bid_revoked" || e.type === "bid_withdrawn") && p.bidder === me.party_id) facts.evidence = p.evidence;
+  }
+  for (const e of events) if (e.seq > snapshot.seq) applyEvent(view, e, me);
+  return { view, facts, events };
+}
+
+/** The countdown a page shows now: {key, target ms, frozen remaining ms} or null. */
+export function countdownOf(view, facts) {
+  const targets = {
+    published: ["cd.to_sign_in", view.timetable.sign_in_opens],
+    sign_in: ["cd.to_deadline", view.timetable.deadline],
+    decrypting: ["cd.to_decrypt_close", view.decrypt_closes_at],
+    confirming: ["cd.to_confirm_close", view.record_sha256 ? null : view.confirm_closes_at],
+  };
+  if (view.status === "suspended") {
+    const [, target] = targets[view.suspended_from] || [];
+    const at = parseTime(view._suspended_at || (facts.suspension && facts.suspension.at));
+    if (!target || !Number.isFinite(at)) return null;
+    return { key: "cd.paused", target: null, frozen: parseTime(target) - at };
+  }
+  const [key, target] = targets[view.status] || [];
+  if (!key || !target) return null;
+  return { key, target: parseTime(target), frozen: null };
+}
+
+// --- the page model ---------------------------------------------------------------------------------
+
+const REFRESH_ON = new Set(["session_sealed", "session_failed", "opening_started", "decryption_closed"]);
+
+/**
+ * One page's model of the session: GET the view, follow the hall, recompute on every change.
+ * `onChange(state)` is called (batched) after every change; `onConn(status, data)` for the link.
+ */
+export class HallModel {
+  constructor({ sessionId, auth, onChange, onConn, onError }) {
+    this.sessionId = sessionId;
+    this.me = { role: auth.role, party_id: auth.party_id, name: auth.name };
+    this.onChange = onChange;
+    this.onConn = onConn || (() => {});
+    this.onError = onError || (() => {});
+    this.events = [];
+    this.snapshot = null;
+    this.state = null;
+    this.pending = false;
+    this.refreshing = null;
+    this.follower = new Follower({
+      token: auth.token,
+      sessionId,
+      onEvent: (ev) => this.add(ev),
+      onStatus: (status, data) => this.onConn(status, data),
+      onReplayed: () => this.changed(),
+    });
+  }
+
+  async start() {
+    await this.refresh();
+    this.follower.connect();
+  }
+
+  /** GET the session as this role may see it (the snapshot the events are folded onto). */
+  async refresh() {
+    if (this.refreshing) return this.refreshing;
+    this.refreshing = (async () => {
+      try {
+        const out = await api("GET", `/api/sessions/${encodeURIComponent(this.sessionId)}`);
+        if (!this.snapshot || out.seq >= this.snapshot.seq) this.snapshot = { view: out.view, seq: out.seq };
+        this.changed();
+      } finally {
+        this.refreshing = null;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  add(ev) {
+    const last = this.events[this.events.length - 1];
+    if (!last || last.seq < ev.seq) this.events.push(ev);
+    else {
+      this.events.push(ev);
+      this.events.sort((a, b) => a.seq - b.seq);
+    }
+    // Staff learn the list of bids only from the view after the deadline (rule 4): fetch again.
+    if (this.me.role !== "bidder" && REFRESH_ON.has(ev.type) && this.snapshot && ev.seq > this.snapshot.seq) {
+      this.refresh().catch((err) => this.onError(err));
+    }
+    this.changed();
+  }
+
+  changed() {
+    if (this.pending || !this.snapshot) return;
+    this.pending = true;
+    setTimeout(() => {
+      this.pending = false;
+      this.state = derive(this.snapshot, this.events, this.me);
+      this.onChange(this.state);
+    }, 0);
+  }
+
+  serverNow() {
+    return this.follower.serverNow();
+  }
+}
+
+// --- shared page pieces ---------------------------------------------------------------------------
+
+/** The stage stepper (ol with aria-current on the current stage). */
+export function renderStages(el, view) {
+  const status = view.status === "suspended" ? view.suspended_from : view.status;
+  const index = status === "published" ? 0 : STAGES.indexOf(status);
+  const items = STAGES.map((stage, i) => {
+    const state = status === "failed" ? (i === 0 ? "done" : "todo") : i < index ? "done" : i === index ? "current" : "todo";
+    return h(
+      "li",
+      { class: `stage ${state}`, "aria-current": state === "current" ? "step" : null, "data-stage": stage },
+      t(`stage.${stage}`),
+    );
+  });
+  el.replaceChildren(...items);
+}
+
+export function statusText(view) {
+  if (view.status === "suspended") {
+    return `${t("status.suspended")} (${t(`status.${view.suspended_from}`)})`;
+  }
+  return t(`status.${view.status}`);
+}
+
+/** Update a countdown element: text, data-remaining (seconds) and its label. */
+export function tickCountdown(el, labelEl, state, now) {
+  const cd = state ? countdownOf(state.view, state.facts) : null;
+  if (!cd) {
+    labelEl.textContent = t("cd.none");
+    el.textContent = t("common.dash");
+    el.dataset.remaining = "";
+    el.classList.remove("urgent");
+    return;
+  }
+  const remaining = cd.frozen !== null ? cd.frozen : cd.target - now;
+  labelEl.textContent = remaining <= 0 && cd.frozen === null ? t("cd.due") : t(cd.key);
+  el.textContent = fmtDuration(remaining);
+  el.dataset.remaining = String(Math.max(0, Math.floor(remaining / 1000)));
+  el.classList.toggle("urgent", cd.frozen === null && remaining < 5 * 60000);
+}
+
+/** The opening table (rows as published; confirmations as the events tell). */
+export function renderTable(el, view, facts, me) {
+  const table = view.table;
+  if (!table) {
+    el.replaceChildren(h("p", { class: "muted", "data-testid": "table-none" }, t("table.none")));
+    return;
+  }
+  const fields = view.timetable.table_fields || [];
+  const head = [
+    "table.no",
+    "table.bidder",
+    "table.code",
+    "table.status",
+    "table.price",
+    "table.duration",
+    "table.quality",
+    "table.pm",
+    "table.security",
+    "table.confirmation",
+  ];
+  const rows = table.rows.map((row, i) => {
+    const sec = row.security
+      ? `${t(`table.sec.${row.security.status}`)} ${fmtFen(row.security.amount_fen)}`
+      : t("table.sec.none");
+    const conf = facts.confirmations[row.bidder];
+    const own = me.role === "bidder" && row.bidder === me.party_id;
+    return h(
+      "tr",
+      { class: own ? "own" : null, "data-bidder": row.bidder },
+      h("td", {}, String(i + 1)),
+      h("th", { scope: "row" }, row.bidder_name || row.bidder, own ? h("span", { class: "tag" }, t("common.you")) : null),
+      h("td", { class: "mono" }, row.bidder),
+      h("td", {}, h("span", { class: `badge bid-${row.status}` }, t(`bid.${row.status}`))),
+      h("td", { class: "num" }, fmtFen(row.price_fen)),
+      h("td", { class: "num" }, row.duration_days ?? t("common.dash")),
+      h("td", {}, row.quality ?? t("common.dash")),
+      h("td", {}, row.project_manager ?? t("common.dash")),
+      h("td", {}, sec),
+      h("td", { "data-testid": `confirmation-${row.bidder}` }, conf ? t(`conf.${conf}`) : t("common.dash")),
+      ...fields.map((f) => h("td", {}, row.fields && row.fields[f] != null ? String(row.fields[f]) : t("common.dash"))),
+    );
+  });
+  el.replaceChildren(
+    h(
+      "div",
+      { class: "table-wrap", tabindex: "0", role: "region", "aria-label": t("table.title") },
+      h(
+        "table",
+        { "data-testid": "opening-table", "data-table-sha256": view.table_sha256 || "", "data-seq": facts.tableSeq ?? "" },
+        h("caption", {}, t("table.caption", { n: table.rows.length })),
+        h("thead", {}, h("tr", {}, ...head.map((k) => h("th", { scope: "col" }, t(k))), ...fields.map((f) => h("th", { scope: "col" }, f)))),
+        h("tbody", {}, ...rows),
+      ),
+    ),
+    h("p", { class: "muted small" }, `${t("confirm.sha")}: `, h("span", { class: "mono" }, view.table_sha256 || "")),
+  );
+}
+
+/** One line of the hall log. `name(code)` gives a bidder's display name (staff only). */
+export function eventLine(e, name) {
+  const p = e.payload || {};
+  const bits = [];
+  if (p.bidder) bits.push(name(p.bidder));
+  if (p.reason) bits.push(typeof p.reason === "string" ? p.reason : "");
+  if (e.type === "party_joined" || e.type === "party_left") bits.push(t(`role.${p.role}`));
+  if (e.type === "window_extended") bits.push(`${t(`window.${p.window}`)} +${p.minutes}`);
+  if (e.type === "decryption_failed" && p.attempt) bits.push(p.attempt.code);
+  if (e.type === "objection_raised" || e.type === "objection_answered") bits.push(`#${p.id}`);
+  if (e.type === "bids_counted") bits.push(`${p.bids} / ${p.signed_in}`);
+  if (e.type === "opening_started") bits.push(String(p.bids));
+  const label = I18N[lang][`ev.${e.type}`] ? t(`ev.${e.type}`) : e.type;
+  return h(
+    "li",
+    { "data-seq": e.seq, "data-type": e.type },
+    h("span", { class: "seq mono" }, `#${e.seq}`),
+    h("time", { datetime: e.at }, fmtTime(e.at)),
+    h("span", { class: "what" }, label),
+    bits.length ? h("span", { class: "detail" }, bits.filter(Boolean).join(" · ")) : null,
+  );
+}
+
+export function renderLog(el, events, name) {
+  if (!events.length) {
+    el.replaceChildren(h("li", { class: "muted" }, t("log.empty")));
+    return;
+  }
+  el.replaceChildren(...events.slice().reverse().map((e) => eventLine(e, name)));
+}
+
+/** The header's connection indicator. */
+export function renderConn(el, status, data) {
+  el.dataset.state = status;
+  if (status === "refused" && data) {
+    el.textContent = `${t("conn.refused")}: ${data.code} ${lang === "zh" ? data.zh : data.en}`;
+  } else if (status === "reconnecting") {
+    el.textContent = t("conn.reconnecting", { seq: (data && data.seq) || 0 });
+  } else {
+    el.textContent = t(`conn.${status}`);
+  }
+}
+
+/** Boot a hall page: auth from sessionStorage, the model, the language switch, the ticker. */
+export function bootHall({ page, roles, render, tick }) {
+  const sessionId = new URLSearchParams(location.search).get("session");
+  const fatal = byTestId("fatal");
+  const auth = loadAuth(sessionId);
+  if (!auth) {
+    showError(fatal, { code: "NO_SIGN_IN", zh: I18N.zh["err.no_auth"], en: I18N.en["err.no_auth"] });
+    return null;
+  }
+  if (!roles.includes(auth.role)) {
+    showError(fatal, { code: "NOT_PERMITTED", zh: I18N.zh["err.wrong_page"], en: I18N.en["err.wrong_page"] });
+    return null;
+  }
+  useToken(auth.token);
+  let conn = ["connecting", null];
+  const connEl = byTestId("conn");
+  const model = new HallModel({
+    sessionId,
+    auth,
+    onChange: (state) => render(state, model),
+    onConn: (status, data) => {
+      conn = [status, data];
+      renderConn(connEl, status, data);
+      if (status === "refused") showError(fatal, data);
+    },
+    onError: (err) => showError(fatal, err),
+  });
+  document.addEventListener("langchange", () => {
+    renderConn(connEl, ...conn);
+    if (model.state) render(model.state, model);
+  });
+  model.start().catch((err) => showError(fatal, err));
+  setInterval(() => tick(model), 250);
+  document.body.dataset.page = page;
+  return model;
+}
+
+// --- every page: i18n, the language switch, and the enter page's redemption ------------------------
+
+async function enterPage() {
+  const status = byTestId("enter-status");
+  const error = byTestId("enter-error");
+  const code = new URLSearchParams(location.hash.slice(1)).get("code");
+  // The code leaves the address bar and the history at once: it is a credential.
+  history.replaceState(null, "", location.pathname);
+  const fail = (err) => {
+    status.dataset.i18n = "enter.failed";
+    status.textContent = t("enter.failed");
+    showError(error, err);
+    document.addEventListener("langchange", () => showError(error, err));
+    byTestId("enter-back").hidden = false;
+  };
+  if (!code) {
+    fail({ code: "LINK_MISSING", zh: "链接中没有登录码", en: "the link carries no code" });
+    return;
+  }
+  let out;
+  try {
+    out = await api("POST", "/api/auth/web-link/redeem", { code });
+  } catch (err) {
+    fail(err);
+    return;
+  }
+  if (!["bidder", "host"].includes(out.page)) {
+    fail({ code: "PAGE_UNAVAILABLE", zh: `暂无“${out.page}”页面`, en: `there is no ${out.page} page yet` });
+    return;
+  }
+  saveAuth(out);
+  location.replace(`/web/${out.page}.html?session=${encodeURIComponent(out.session_id)}`);
+}
+
+function init() {
+  applyI18n();
+  for (const el of document.querySelectorAll("[data-lang-switch]")) {
+    el.addEventListener("click", () => setLang(lang === "zh" ? "en" : "zh"));
+  }
+  if (document.body.dataset.page === "enter") enterPage();
+}
+
+init();

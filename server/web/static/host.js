@@ -1,0 +1,437 @@
+// The host's console (开标控制台): the session's state and timeline from the hall's events; the
+// host's actions call the REST routes of server/api/hall.py. Signing the record needs the CA key
+// and stays in the agent; the console shows the command.
+
+import {
+  ACTIVE,
+  BEFORE_DEADLINE,
+  announce,
+  api,
+  bootHall,
+  byTestId,
+  commandBlock,
+  currentLang,
+  fmtTime,
+  h,
+  renderLog,
+  renderStages,
+  renderTable,
+  showError,
+  showNotice,
+  statusText,
+  t,
+  tickCountdown,
+} from "/web/app.js";
+
+const ui = {
+  objections: new Map(), // id -> {li, sig}
+  drafts: new Map(), // id -> reply being typed
+  logKey: "",
+  record: { sha: null, loading: false, data: null, error: null },
+  lastStatus: null,
+};
+
+function sid() {
+  return new URLSearchParams(location.search).get("session");
+}
+
+function path(tail) {
+  return `/api/sessions/${encodeURIComponent(sid())}${tail}`;
+}
+
+function effectiveStatus(view) {
+  return view.status === "suspended" ? view.suspended_from : view.status;
+}
+
+function beforeDeadline(view) {
+  return BEFORE_DEADLINE.includes(effectiveStatus(view));
+}
+
+function namer(view) {
+  const names = new Map();
+  for (const b of view.bids || []) names.set(b.bidder, b.bidder_name);
+  for (const r of (view.table && view.table.rows) || []) names.set(r.bidder, r.bidder_name);
+  return (code) => (names.get(code) ? `${names.get(code)}` : code);
+}
+
+function renderMeta(state, model) {
+  const { view, facts } = state;
+  const m = facts.meta || {};
+  const item = (key, value, testid) =>
+    h("div", { class: "meta-item" }, h("span", { class: "label" }, t(key)), h("span", { class: "value", "data-testid": testid }, value));
+  byTestId("session-meta").replaceChildren(
+    h("div", { class: "meta-title", "data-testid": "title" }, view.title || m.title || ""),
+    h(
+      "div",
+      { class: "meta-row" },
+      item("session.project", m.project_code || "—", "project"),
+      item("session.lot", view.lot_id, "lot"),
+      item("session.tenderer", m.tenderer_name || "—", "tenderer"),
+      item("host.me", model.me.name, "me"),
+    ),
+  );
+}
+
+function renderBanner(state) {
+  const { view, facts } = state;
+  const banner = byTestId("banner");
+  if (view.status === "suspended") {
+    const reason = facts.suspension ? facts.suspension.reason : "";
+    banner.replaceChildren(h("strong", {}, t("suspended.banner", { reason })), " ", t("suspended.note"));
+    banner.className = "banner warn";
+    banner.hidden = false;
+  } else if (view.status === "failed") {
+    banner.textContent = t("failed.banner", { n: (facts.failure && facts.failure.min_bids) || view.timetable.min_bids });
+    banner.className = "banner bad";
+    banner.hidden = false;
+  } else if (facts.extension && !["closed", "failed"].includes(view.status)) {
+    const x = facts.extension;
+    banner.textContent = t("extended.note", { window: t(`window.${x.window}`), minutes: x.minutes, reason: x.reason });
+    banner.className = "banner info";
+    banner.hidden = false;
+  } else {
+    banner.hidden = true;
+  }
+}
+
+function renderTimes(view) {
+  const rows = [
+    ["session.sign_in_opens", view.timetable.sign_in_opens],
+    ["session.deadline", view.timetable.deadline],
+  ];
+  if (view.decrypt_closes_at) rows.push(["cd.to_decrypt_close", view.decrypt_closes_at]);
+  if (view.confirm_closes_at) rows.push(["cd.to_confirm_close", view.confirm_closes_at]);
+  byTestId("times").replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, t(k)), h("dd", { class: "mono" }, fmtTime(v))]));
+}
+
+/** Which controls are usable now, and why not (rules 6, 11, 13 as the server enforces them). */
+function controls(view) {
+  const status = view.status;
+  const unanswered = (view.objections || []).filter((o) => o.reply === null || o.reply === undefined).length;
+  const why = {};
+  if (BEFORE_DEADLINE.includes(status)) why.start = t("host.why.start_deadline");
+  else if (status !== "sealed") why.start = t("host.why.state");
+  else if (!view.supervisors_present) why.start = t("host.why.start_supervisor");
+  if (status !== "opening") why.decryption = t("host.why.state");
+  if (status !== "announcing") why.confirmation = t("host.why.state");
+  else if (unanswered) why.confirmation = t("host.why.objections");
+  const extendable = ["published", "sign_in", "decrypting", "confirming"].includes(status) && !(status === "confirming" && view.record_sha256);
+  if (!extendable) why.extend = t("host.why.no_window");
+  if (!ACTIVE.includes(status)) why.suspend = t("host.why.state");
+  if (status !== "suspended") why.resume = t("host.why.state");
+  return why;
+}
+
+function renderControls(view) {
+  const why = controls(view);
+  const set = (testid, key, hintId) => {
+    const button = byTestId(testid);
+    if (!button.dataset.busy) button.disabled = Boolean(why[key]);
+    if (hintId) document.getElementById(hintId).textContent = why[key] || "";
+  };
+  set("start-button", "start", "why-start");
+  set("decryption-button", "decryption", "why-decryption");
+  set("confirmation-button", "confirmation", "why-confirmation");
+  set("extend-button", "extend");
+  set("suspend-button", "suspend");
+  set("resume-button", "resume");
+  const windowWhy = [why.extend && `${t("host.extend")}: ${why.extend}`].filter(Boolean);
+  byTestId("why-window").textContent = windowWhy.join(" ");
+  byTestId("extend-minutes").disabled = Boolean(why.extend);
+}
+
+function renderPresence(view) {
+  const roles = Object.values(view.present || {});
+  const hosts = roles.filter((r) => r === "host").length;
+  const sups = view.supervisors_present || 0;
+  const items = [
+    h("li", { "data-testid": "hosts-present" }, t("host.staff_present", { n: hosts })),
+    h("li", { "data-testid": "supervisors-present", class: sups ? "ok" : "warn" }, t("host.supervisors", { n: sups })),
+  ];
+  if (!sups && ["sealed", "published", "sign_in"].includes(view.status)) {
+    items.push(h("li", { class: "warn", "data-testid": "no-supervisor" }, t("host.no_supervisor")));
+  }
+  if (beforeDeadline(view)) {
+    items.push(h("li", { class: "muted", "data-testid": "bidders-hidden" }, t("host.bidders_hidden")));
+  } else {
+    const count = Array.isArray(view.bids) ? view.bids.length : null;
+    if (typeof view.signed_in_count === "number") {
+      items.push(h("li", { "data-testid": "signed-in-count" }, t("host.signed_in_count", { n: view.signed_in_count })));
+    }
+    if (count !== null) items.push(h("li", { "data-testid": "bid-count" }, t("host.bid_count", { n: count })));
+  }
+  byTestId("presence").replaceChildren(h("ul", { class: "plain" }, ...items));
+}
+
+function renderBids(view) {
+  const el = byTestId("bids");
+  if (!Array.isArray(view.bids)) {
+    el.replaceChildren(h("p", { class: "muted" }, beforeDeadline(view) ? t("host.bidders_hidden") : t("host.bids.none")));
+  } else {
+    const rows = view.bids.map((b, i) =>
+      h(
+        "tr",
+        { "data-bidder": b.bidder, "data-testid": `bid-${b.bidder}` },
+        h("td", {}, String(i + 1)),
+        h("th", { scope: "row" }, b.bidder_name || b.bidder),
+        h("td", { class: "mono" }, b.bidder),
+        h("td", {}, h("span", { class: `badge bid-${b.status}`, "data-testid": `bid-status-${b.bidder}`, "data-status": b.status }, t(`bid.${b.status}`))),
+        h("td", { class: "num" }, String(b.attempts)),
+        h("td", {}, b.confirmation ? t(`conf.${b.confirmation}`) : t("common.dash")),
+      ),
+    );
+    el.replaceChildren(
+      h(
+        "div",
+        { class: "table-wrap", tabindex: "0", role: "region", "aria-label": t("host.bids") },
+        h(
+          "table",
+          { "data-testid": "bids-table" },
+          h(
+            "thead",
+            {},
+            h(
+              "tr",
+              {},
+              ...["table.no", "table.bidder", "table.code", "table.status", "host.bids.attempts", "table.confirmation"].map((k) => h("th", { scope: "col" }, t(k))),
+            ),
+          ),
+          h("tbody", {}, ...rows),
+        ),
+      ),
+    );
+  }
+  const incidents = view.incidents || [];
+  const name = namer(view);
+  byTestId("incidents").replaceChildren(
+    ...(incidents.length
+      ? [
+          h("h3", {}, t("host.incidents")),
+          h("ul", { class: "plain" }, ...incidents.map((i) => h("li", {}, fmtTime(i.at), " ", i.reason, " — ", i.bidders.map(name).join("、")))),
+        ]
+      : []),
+  );
+}
+
+function buildObjection(o, name, model) {
+  const answered = o.reply !== null && o.reply !== undefined;
+  const li = h(
+    "li",
+    { "data-id": String(o.id), "data-testid": `objection-${o.id}` },
+    h(
+      "div",
+      { class: "obj-head" },
+      h("strong", {}, t("obj.from", { id: o.id, who: name(o.bidder) })),
+      h("time", { class: "muted" }, fmtTime(o.at)),
+      h("span", { class: "tag" }, o.public ? t("obj.public") : t("obj.private")),
+    ),
+    h("p", { class: "obj-text", "data-testid": `objection-text-${o.id}` }, o.text),
+  );
+  if (answered) {
+    li.append(
+      h(
+        "div",
+        { class: "reply", "data-testid": `objection-reply-${o.id}` },
+        h("div", { class: "obj-head" }, h("strong", {}, t("obj.reply")), h("time", { class: "muted" }, fmtTime(o.replied_at))),
+        h("p", {}, o.reply),
+      ),
+    );
+    return li;
+  }
+  const fieldId = `reply-${o.id}`;
+  const area = h("textarea", { id: fieldId, rows: "2", maxlength: "2000", "data-testid": `reply-text-${o.id}` });
+  area.value = ui.drafts.get(o.id) || "";
+  area.addEventListener("input", () => ui.drafts.set(o.id, area.value));
+  const error = h("div", { class: "alert", role: "alert", hidden: true });
+  const send = h("button", { type: "submit", "data-testid": `reply-send-${o.id}` }, t("obj.reply_send"));
+  const form = h(
+    "form",
+    { class: "stack reply-form", novalidate: true },
+    h("label", { for: fieldId }, t("obj.reply_label", { id: o.id })),
+    area,
+    h("div", { class: "row" }, send),
+    error,
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    showError(error, null);
+    const text = area.value.trim();
+    if (!text) {
+      showError(error, { code: "TEXT_REQUIRED", zh: "请填写答复内容。", en: "Write the reply first." });
+      area.focus();
+      return;
+    }
+    send.disabled = true;
+    try {
+      await api("POST", path(`/objections/${o.id}/reply`), { text });
+      ui.drafts.delete(o.id);
+    } catch (err) {
+      showError(error, err);
+      send.disabled = false;
+    }
+  });
+  li.append(h("p", { class: "muted awaiting" }, t("obj.awaiting")), form);
+  return li;
+}
+
+function renderObjections(view, model) {
+  const list = byTestId("objections");
+  const objections = view.objections || [];
+  const name = namer(view);
+  const pending = objections.filter((o) => o.reply === null || o.reply === undefined).length;
+  byTestId("objections-pending").textContent = pending ? t("obj.unanswered", { n: pending }) : "";
+  if (!objections.length) {
+    ui.objections.clear();
+    list.replaceChildren(h("li", { class: "muted" }, t("obj.none")));
+    return;
+  }
+  for (const child of [...list.children]) if (!child.dataset.id) child.remove();
+  for (const o of objections) {
+    const sig = JSON.stringify([o.reply, o.replied_at, o.public, name(o.bidder), currentLang()]);
+    const known = ui.objections.get(o.id);
+    if (known && known.sig === sig) continue;
+    const li = buildObjection(o, name, model);
+    if (known) known.li.replaceWith(li);
+    else list.append(li);
+    ui.objections.set(o.id, { li, sig });
+  }
+}
+
+async function loadRecord(sha) {
+  ui.record = { sha, loading: true, data: null, error: null };
+  try {
+    ui.record.data = await api("GET", path("/record"));
+  } catch (err) {
+    ui.record.error = err;
+  }
+  ui.record.loading = false;
+}
+
+function renderRecord(view, model) {
+  const el = byTestId("record");
+  const sha = view.record_sha256;
+  if (!sha) {
+    el.replaceChildren(h("p", { class: "muted", "data-testid": "record-none" }, t("host.record.none")));
+    return;
+  }
+  if (ui.record.sha !== sha) {
+    loadRecord(sha).then(() => model.state && renderRecord(model.state.view, model));
+  }
+  const signed = (view.record_signatures || []).map((r) => t(`role.${r}`));
+  const parts = [
+    h("p", {}, `${t("host.record.sha")}: `, h("span", { class: "mono hash", "data-testid": "record-sha" }, sha)),
+    h("p", { "data-testid": "record-signed" }, t("host.record.signed", { roles: [t("role.server"), ...signed].join("、") })),
+  ];
+  if (!(view.record_signatures || []).includes("host")) {
+    parts.push(h("p", { class: "small" }, t("host.record.sign")), commandBlock(`bidbridge host sign-record --session ${sid()}`, "cmd-sign-record"));
+  }
+  const error = h("div", { class: "alert", role: "alert", hidden: true });
+  if (ui.record.error) showError(error, ui.record.error);
+  parts.push(error);
+  if (ui.record.data) {
+    parts.push(
+      h("pre", { class: "record", tabindex: "0", "data-testid": "record-text", "aria-label": t("host.record") }, ui.record.data.text),
+    );
+  } else if (ui.record.loading) {
+    parts.push(h("p", { class: "muted" }, t("common.loading")));
+  }
+  el.replaceChildren(...parts);
+}
+
+function render(state, model) {
+  const { view, facts } = state;
+  document.body.dataset.status = view.status;
+  document.body.dataset.seq = String(facts.lastSeq);
+  renderMeta(state, model);
+  renderBanner(state);
+  const statusEl = byTestId("status");
+  statusEl.textContent = statusText(view);
+  statusEl.dataset.status = view.status;
+  renderStages(byTestId("stages"), view);
+  renderTimes(view);
+  renderControls(view);
+  renderPresence(view);
+  renderBids(view);
+  renderObjections(view, model);
+  renderTable(byTestId("table"), view, facts, model.me);
+  renderRecord(view, model);
+  const key = `${state.events.length}:${facts.lastSeq}:${currentLang()}:${(view.bids || []).length}:${view.table ? 1 : 0}`;
+  if (key !== ui.logKey) {
+    ui.logKey = key;
+    renderLog(byTestId("log"), state.events, namer(view));
+  }
+  if (ui.lastStatus !== null && ui.lastStatus !== view.status) announce(statusText(view));
+  ui.lastStatus = view.status;
+  tick(model);
+}
+
+function tick(model) {
+  const now = model.serverNow();
+  byTestId("server-time").textContent = model.follower.synced ? fmtTime(now) : "—";
+  tickCountdown(byTestId("countdown"), byTestId("countdown-label"), model.state, now);
+}
+
+const model = bootHall({ page: "host", roles: ["host", "centre"], render, tick });
+
+async function act(button, tail, body, label) {
+  const error = byTestId("host-error");
+  const ok = byTestId("host-ok");
+  showError(error, null);
+  showNotice(ok, "");
+  button.dataset.busy = "1";
+  button.disabled = true;
+  try {
+    await api("POST", path(tail), body);
+    showNotice(ok, t("host.done", { what: label }));
+    announce(t("host.done", { what: label }));
+    return true;
+  } catch (err) {
+    showError(error, err);
+    return false;
+  } finally {
+    delete button.dataset.busy;
+    if (model && model.state) renderControls(model.state.view);
+    else button.disabled = false;
+  }
+}
+
+function reasonOrComplain() {
+  const input = byTestId("action-reason");
+  const reason = input.value.trim();
+  if (!reason) {
+    showError(byTestId("host-error"), { code: "REASON_REQUIRED", zh: "请填写原因。", en: "A reason is required." });
+    input.focus();
+    return null;
+  }
+  return reason;
+}
+
+if (model) {
+  byTestId("start-button").addEventListener("click", (ev) => act(ev.currentTarget, "/start", undefined, t("host.start")));
+  byTestId("decryption-button").addEventListener("click", (ev) => act(ev.currentTarget, "/decryption", undefined, t("host.decryption")));
+  byTestId("confirmation-button").addEventListener("click", (ev) =>
+    act(ev.currentTarget, "/confirmation", undefined, t("host.confirmation")),
+  );
+  byTestId("extend-button").addEventListener("click", async (ev) => {
+    const reason = reasonOrComplain();
+    if (!reason) return;
+    const minutes = Number.parseInt(byTestId("extend-minutes").value, 10);
+    if (!Number.isInteger(minutes) || minutes < 1 || minutes > 10080) {
+      showError(byTestId("host-error"), { code: "MINUTES_INVALID", zh: "延长分钟数须为 1–10080 的整数。", en: "Minutes must be a whole number from 1 to 10080." });
+      byTestId("extend-minutes").focus();
+      return;
+    }
+    if (await act(ev.currentTarget, "/extend", { minutes, reason }, t("host.extend"))) byTestId("action-reason").value = "";
+  });
+  for (const [testid, tail, key] of [
+    ["suspend-button", "/suspend", "host.suspend"],
+    ["resume-button", "/resume", "host.resume"],
+  ]) {
+    byTestId(testid).addEventListener("click", async (ev) => {
+      const reason = reasonOrComplain();
+      if (!reason) return;
+      if (await act(ev.currentTarget, tail, { reason }, t(key))) byTestId("action-reason").value = "";
+    });
+  }
+  byTestId("window-form").addEventListener("submit", (ev) => ev.preventDefault());
+}
