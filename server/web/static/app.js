@@ -92,6 +92,8 @@ const TEXT = {
   "session.id": ["开标会编号", "Session"],
   "session.deadline": ["投标截止时间", "Bid deadline"],
   "session.sign_in_opens": ["签到开始时间", "Sign-in opens"],
+  "session.decrypt_closes": ["解密结束时间", "Decryption closes"],
+  "session.confirm_closes": ["确认结束时间", "Confirmation closes"],
   "session.status": ["当前状态", "Status"],
   "session.stages": ["开标流程", "Stages of the opening"],
   "session.bids_opened": ["开标的投标文件数", "Bids opened"],
@@ -1021,7 +1023,7 @@ export function countdownOf(view, facts) {
 
 // --- the page model ---------------------------------------------------------------------------------
 
-const REFRESH_ON = new Set(["session_sealed", "session_failed", "opening_started", "decryption_closed"]);
+const REFRESH_ON = new Set(["session_sealed", "session_failed"]);
 
 /**
  * One page's model of the session: GET the view, follow the hall, recompute on every change.
@@ -1208,10 +1210,11 @@ export function eventLine(e, name) {
   if (e.type === "objection_raised" || e.type === "objection_answered") bits.push(`#${p.id}`);
   if (e.type === "bids_counted") bits.push(`${p.bids} / ${p.signed_in}`);
   if (e.type === "opening_started") bits.push(String(p.bids));
+  if (e.type === "checkpoint") bits.push(`#${p.seq} ${p.status}`);
   const label = I18N[lang][`ev.${e.type}`] ? t(`ev.${e.type}`) : e.type;
   return h(
     "li",
-    { "data-seq": e.seq, "data-type": e.type },
+    { "data-seq": e.seq, "data-type": e.type, class: e.type === "checkpoint" ? "dim" : null },
     h("span", { class: "seq mono" }, `#${e.seq}`),
     h("time", { datetime: e.at }, fmtTime(e.at)),
     h("span", { class: "what" }, label),

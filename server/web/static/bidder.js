@@ -97,8 +97,8 @@ function renderTimes(view, facts) {
     ["session.sign_in_opens", view.timetable.sign_in_opens],
     ["session.deadline", view.timetable.deadline],
   ];
-  if (view.decrypt_closes_at) rows.push(["cd.to_decrypt_close", view.decrypt_closes_at]);
-  if (view.confirm_closes_at) rows.push(["cd.to_confirm_close", view.confirm_closes_at]);
+  if (view.decrypt_closes_at) rows.push(["session.decrypt_closes", view.decrypt_closes_at]);
+  if (view.confirm_closes_at) rows.push(["session.confirm_closes", view.confirm_closes_at]);
   const dl = byTestId("times");
   dl.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, t(k)), h("dd", { class: "mono" }, fmtTime(v))]));
   if (facts.bidsOpened !== null && !beforeDeadline(view)) {
@@ -206,7 +206,7 @@ function renderDecryption(view, facts) {
             "dl",
             { class: "facts" },
             h("dt", {}, t("table.price")),
-            h("dd", { class: "num", "data-testid": "own-price" }, fmtFen(s.price_fen)),
+            h("dd", { class: "mono", "data-testid": "own-price" }, fmtFen(s.price_fen)),
             h("dt", {}, t("table.duration")),
             h("dd", {}, s.duration_days ?? "—"),
             h("dt", {}, t("table.quality")),

@@ -99,8 +99,8 @@ function renderTimes(view) {
     ["session.sign_in_opens", view.timetable.sign_in_opens],
     ["session.deadline", view.timetable.deadline],
   ];
-  if (view.decrypt_closes_at) rows.push(["cd.to_decrypt_close", view.decrypt_closes_at]);
-  if (view.confirm_closes_at) rows.push(["cd.to_confirm_close", view.confirm_closes_at]);
+  if (view.decrypt_closes_at) rows.push(["session.decrypt_closes", view.decrypt_closes_at]);
+  if (view.confirm_closes_at) rows.push(["session.confirm_closes", view.confirm_closes_at]);
   byTestId("times").replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, t(k)), h("dd", { class: "mono" }, fmtTime(v))]));
 }
 
