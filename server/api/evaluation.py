@@ -18,8 +18,8 @@ from schemas import api as S
 from schemas import evaluation as EV
 from schemas.canonical import canonical_json
 from schemas.experts import DrawRequest, Expert, Room, Site
-from server.api.hall import Ctx, _seq, routes
-from server.api.routing import Invalid
+from server.api.hall import Ctx, _seq, routes, visible_events
+from server.api.routing import Invalid, after_seq, read_body
 from server.app import Hub
 from server.auth import ChallengeInvalid, Principal
 from server.domain import draw as D
@@ -82,16 +82,7 @@ async def import_experts(ctx: Ctx) -> EV.ImportOut:
     )
     if fmt not in ("csv", "json"):
         raise Invalid("format: csv or json / 格式须为 csv 或 json")
-    if (ctx.request.content_length or 0) > POOL_LIMIT:
-        raise Invalid("the file is too large / 文件过大")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in ctx.request.content.iter_chunked(1024 * 1024):
-        size += len(chunk)
-        if size > POOL_LIMIT:
-            raise Invalid("the file is too large / 文件过大")
-        chunks.append(chunk)
-    data = b"".join(chunks)
+    data = await read_body(ctx.request, POOL_LIMIT)
     experts = parse_pool(data, fmt)  # type: ignore[arg-type]
     now = ctx.hub.clock.now()
     await ctx.hub.store.import_experts([e.model_dump(mode="json") for e in experts], now)
@@ -258,14 +249,9 @@ async def get_evaluation(ctx: Ctx) -> S.SessionOut:
     tag="evaluation",
 )
 async def evaluation_events(ctx: Ctx) -> S.EventsOut:
-    try:
-        after = max(0, int(ctx.request.query.get("after", "0")))
-    except ValueError:
-        raise Invalid("after: must be an integer / after 须为整数") from None
+    after = after_seq(ctx.request)
     await _eval(ctx)
-    tags = ev.viewer_tags(ctx.who.role, ctx.who.party_id)
-    records = await ctx.hub.store.events_after(ctx.session_id, after)
-    return S.EventsOut(events=[r.model_dump() for r in records if r.visible_to(tags)])
+    return await visible_events(ctx, ev.viewer_tags(ctx.who.role, ctx.who.party_id), after)
 
 
 @routes.route(

@@ -30,7 +30,7 @@ from schemas import api as S
 from schemas.canonical import canonical_json
 from schemas.events import EventRecord
 from schemas.time import iso
-from server.api.routing import Invalid, Route, RouteTable, parse_body
+from server.api.routing import Route, RouteTable, after_seq, parse_body
 from server.app import HUB_KEY, Hub
 from server.auth import (
     CHALLENGE_SECONDS,
@@ -388,12 +388,13 @@ async def get_session(ctx: Ctx) -> S.SessionOut:
     roles=("bidder", *STAFF),
 )
 async def get_events(ctx: Ctx) -> S.EventsOut:
-    try:
-        after = max(0, int(ctx.request.query.get("after", "0")))
-    except ValueError:
-        raise Invalid("after: must be an integer / after 须为整数") from None
+    after = after_seq(ctx.request)
     await _loaded(ctx)
-    tags = op.viewer_tags(ctx.who.role, ctx.who.party_id)
+    return await visible_events(ctx, op.viewer_tags(ctx.who.role, ctx.who.party_id), after)
+
+
+async def visible_events(ctx: Ctx, tags: frozenset[str], after: int) -> S.EventsOut:
+    """The session's log after ``after``, as far as a viewer with ``tags`` may see it."""
     records = await ctx.hub.store.events_after(ctx.session_id, after)
     return S.EventsOut(events=[r.model_dump() for r in records if r.visible_to(tags)])
 

@@ -142,17 +142,30 @@ class BadRequest(BidBridgeError):
     status = 400
 
 
-async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
-    if request.content_length is not None and request.content_length > MAX_JSON:
-        raise BadRequest(f"body larger than {MAX_JSON} bytes")
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body (``content.read(n)`` may return less), refused past ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BadRequest(f"body larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(64 * 1024):
         size += len(chunk)
-        if size > MAX_JSON:
-            raise BadRequest(f"body larger than {MAX_JSON} bytes")
+        if size > limit:
+            raise BadRequest(f"body larger than {limit} bytes")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def after_seq(request: web.Request) -> int:
+    """``?after=seq`` of the event routes."""
+    try:
+        return max(0, int(request.query.get("after", "0")))
+    except ValueError:
+        raise Invalid("after: must be an integer / after 须为整数") from None
+
+
+async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    raw = await read_body(request, MAX_JSON)
     try:
         data = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
