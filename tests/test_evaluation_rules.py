@@ -53,6 +53,7 @@ from server.domain.evaluation import (
     RecordSegment,
     RefuseToSign,
     Replace,
+    RequestSignature,
     Resume,
     RoomLink,
     SignReport,
@@ -1158,6 +1159,126 @@ def test_eval_rule_11_nothing_to_sign_before_the_report() -> None:
     ev.run(SignReport(actor=expert(mid), agree=True, signature="s"))
 
 
+# --- the expert desk's signature relay -------------------------------------------------------------
+
+
+def test_a_drafted_sheet_goes_to_its_author_and_room_only_until_signed() -> None:
+    """The desk (browser) hands a draft to the room device, which signs it with the expert's key;
+    the draft is no record: only its author and that room see it, and the signed sheet ends it."""
+    ev = phase("qualification")
+    author = ev.ids[1]
+    seat = ev.member(author).room_id
+    marker = "资质证书过期-草稿标记"
+    content = review(author, "qualification", BIDS, {C: marker})
+    events = ev.run(
+        RequestSignature(actor=expert(author), kind="sheet", stage="qualification", content=content)
+    )
+    assert types(events) == ["sheet_to_sign"]
+    assert sorted(events[0].audience) == sorted([f"expert:{author}", f"room:{seat}"])
+    assert events[0].payload["sha256"] == sha256_json(content)
+    assert events[0].payload["request"] == 1 and events[0].payload["round"] == 1
+    draft = EV.draft_for(ev.state, "expert", author, author)
+    assert draft["kind"] == "sheet" and draft["content"] == content
+    assert EV.draft_for(ev.state, "room", seat, author) == draft
+    others = [HOST, SUP, CENTRE, *(expert(m) for m in ev.ids if m != author)]
+    others += [room(r) for r in ROOM_IDS if r != seat]
+    for viewer in others:
+        assert marker not in " ".join(text_of(e) for e in ev.seen_by(viewer)), viewer
+    assert not ev.state.sheets.get("qualification")  # nothing submitted yet
+    # a second draft replaces the first
+    again = review(author, "qualification", BIDS)
+    ev.run(
+        RequestSignature(actor=expert(author), kind="sheet", stage="qualification", content=again)
+    )
+    assert EV.draft_for(ev.state, "expert", author, author)["request"] == 2
+    ev.run(sheet_cmd(author, "qualification", again))
+    assert EV.draft_for(ev.state, "expert", author, author) == {}
+
+
+def test_a_draft_is_checked_like_the_sheet_it_becomes() -> None:
+    ev = phase("qualification")
+    author, other = ev.ids[1], ev.ids[2]
+
+    def request(who: str, stage: str, content: dict[str, Any]) -> RequestSignature:
+        return RequestSignature(actor=expert(who), kind="sheet", stage=stage, content=content)
+
+    short = review(author, "qualification", BIDS[:2])
+    ev.refused(request(author, "qualification", short), SC.SheetIncomplete)
+    ev.refused(request(author, "preliminary", review(author, "preliminary", BIDS)), EV.WrongStage)
+    ev.refused(
+        request(author, "qualification", review(other, "qualification", BIDS)), EV.SheetInvalid
+    )
+    ev.refused(
+        request("E999", "qualification", review("E999", "qualification", BIDS)), EV.NotAMember
+    )
+    for actor in (HOST, SUP, room("NJ-01")):
+        ev.refused(
+            RequestSignature(actor=actor, kind="sheet", stage="qualification", content=short),
+            E.NotPermitted,
+        )
+    ev.run(sheet_cmd(author, "qualification", review(author, "qualification", BIDS)))
+    ev.refused(
+        request(author, "qualification", review(author, "qualification", BIDS)), E.AlreadyDone
+    )
+    ev.refused(RequestSignature(actor=expert(author), kind="report"), E.NotAllowedInState)
+
+
+def test_only_the_author_and_the_authors_room_may_read_a_draft() -> None:
+    ev = phase("qualification")
+    author, other = ev.ids[1], ev.ids[2]
+    seat = ev.member(author).room_id
+    for role, party in (
+        ("expert", other),
+        ("room", "XX-01"),
+        ("host", "host-1"),
+        ("supervisor", "sup-1"),
+    ):
+        with pytest.raises(EV.NotYourDraft):
+            EV.draft_for(ev.state, role, party, author)
+    elsewhere = next(r for r in ROOM_IDS if r != seat)
+    with pytest.raises(EV.NotYourDraft):
+        EV.draft_for(ev.state, "room", elsewhere, author)
+    assert EV.draft_for(ev.state, "expert", author, author) == {}
+
+
+def test_the_report_answer_is_relayed_with_its_reason() -> None:
+    ev = phase("signing")
+    mid = ev.ids[1]
+    ev.refused(
+        RequestSignature(actor=expert(mid), kind="report", agree=False, reason=" "),
+        E.ReasonRequired,
+    )
+    events = ev.run(
+        RequestSignature(actor=expert(mid), kind="report", agree=False, reason="价格分有误")
+    )
+    assert types(events) == ["report_to_sign"]
+    p = events[0].payload
+    assert (p["report_sha256"], p["agree"], p["reason"]) == (REPORT_SHA, False, "价格分有误")
+    assert ev.state.to_sign[mid]["kind"] == "report"
+    ev.run(SignReport(actor=expert(mid), agree=False, reason="价格分有误", signature="s"))
+    assert mid not in ev.state.to_sign
+    ev.refused(RequestSignature(actor=expert(mid), kind="report"), E.AlreadyDone)
+
+
+def test_documents_open_to_signed_in_members_once_started() -> None:
+    ev = phase("signed_in")
+    mid = ev.ids[0]
+    with pytest.raises(EV.DocumentsClosed):
+        EV.documents_open(ev.state, "expert", mid)
+    ev.run(StartEvaluation(actor=HOST), CONVENE)
+    EV.documents_open(ev.state, "expert", mid)
+    for role, party in (
+        ("expert", "E999"),
+        ("host", "host-1"),
+        ("supervisor", "sup-1"),
+        ("room", "NJ-01"),
+    ):
+        with pytest.raises(EV.NotAMember):
+            EV.documents_open(ev.state, role, party)
+    ev.run(Suspend(actor=HOST, reason="故障"))
+    EV.documents_open(ev.state, "expert", mid)
+
+
 # --- Eval rule 12 ---------------------------------------------------------------------------------
 
 
@@ -1207,6 +1328,7 @@ def every_command(ev: Evaluation, actor: Actor) -> list[Command]:
         StartEvaluation(**a),
         Vote(**a, candidate=ids[0]),
         SubmitSheet(**a, stage=stage or "qualification", content=content, signature="s"),
+        RequestSignature(**a, kind="sheet", stage=stage or "qualification", content=content),
         CallRescore(**a, expert_id=ids[0], reason="复核"),
         CloseStage(**a),
         Summarize(**a),

@@ -168,6 +168,20 @@ SheetInvalid = _refusal(
     "评审表格式不正确",
     "the sheet is not in the expected form",
 )
+NotYourDraft = _refusal(
+    "NotYourDraft",
+    "NOT_YOUR_DRAFT",
+    403,
+    "只能查看本人（或本评标室专家）的待签名文件",
+    "only one's own draft (or, for a room device, its own experts' drafts) can be seen",
+)
+DocumentsClosed = _refusal(
+    "DocumentsClosed",
+    "DOCUMENTS_CLOSED",
+    409,
+    "评标开始后，评标委员会成员才能查阅投标文件",
+    "the bid documents open to the committee's members once the evaluation has started",
+)
 SuspendedTooLong = _refusal(
     "SuspendedTooLong",
     "SUSPENDED_TOO_LONG",
@@ -284,6 +298,11 @@ class EvaluationState(_Model):
     report_sha256: str | None = None
     report_signatures: dict[str, ReportSignature] = Field(default_factory=dict)
     warnings: list[dict[str, Any]] = Field(default_factory=list)
+    to_sign: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="expert -> the draft waiting for the expert's signature at the room device",
+    )
+    sign_requests: int = 0
     segments: int = 0
     suspended_from: Status | None = None
     suspended_at: datetime | None = None
@@ -398,6 +417,19 @@ class SubmitSheet(Command):
     stage: str
     content: dict[str, Any]
     signature: str
+
+
+class RequestSignature(Command):
+    """The expert desk (a browser, which holds no CA key) hands a draft to the expert's room
+    device: a sheet for the current stage, or the expert's answer to the report. The room
+    device's agent signs it with the expert's own key and submits it through the ordinary
+    route; until then the draft is pending (待签名), seen by the expert and that room only."""
+
+    kind: Literal["sheet", "report"]
+    stage: str = ""
+    content: dict[str, Any] = Field(default_factory=dict)
+    agree: bool = True
+    reason: str = ""
 
 
 class CallRescore(Command):
@@ -925,16 +957,8 @@ def _bids_in_stage(state: EvaluationState, stage: str) -> list[str]:
 def _submit_sheet(state: EvaluationState, cmd: SubmitSheet, now: datetime) -> list[NewEvent]:
     _require_state(state, "evaluating")
     m = _signed_in_member(state, cmd)
-    if cmd.stage != state.stage or state.stage == "chair":
-        raise WrongStage(f"current stage is {state.stage}")
-    bids = _bids_in_stage(state, cmd.stage)
-    previous = state.sheets.get(cmd.stage, {}).get(m.id)
-    if previous is not None and m.id not in state.reopened.get(cmd.stage, []):
-        raise E.AlreadyDone("sheet submitted / 评审表已提交")
-    # Eval rule 7: every sheet is complete and within the maxima before it is accepted.
-    _check_sheet(state, cmd.stage, bids, _parse_sheet(state, cmd.stage, m.id, cmd.content))
+    round_ = _sheet_checks(state, m, cmd.stage, cmd.content)
     digest = sha256_json(cmd.content)
-    round_ = previous.round + 1 if previous else 1
     return [
         _ev(
             "sheet_submitted",
@@ -959,6 +983,71 @@ def _submit_sheet(state: EvaluationState, cmd: SubmitSheet, now: datetime) -> li
             round=round_,
         ),
     ]
+
+
+def _sheet_checks(state: EvaluationState, m: Member, stage: str, content: dict[str, Any]) -> int:
+    """What a sheet must satisfy before it is accepted (or handed to the room for signing);
+    returns the round it would be."""
+    if stage != state.stage or state.stage == "chair":
+        raise WrongStage(f"current stage is {state.stage}")
+    previous = state.sheets.get(stage, {}).get(m.id)
+    if previous is not None and m.id not in state.reopened.get(stage, []):
+        raise E.AlreadyDone("sheet submitted / 评审表已提交")
+    # Eval rule 7: every sheet is complete and within the maxima before it is accepted.
+    _check_sheet(
+        state, stage, _bids_in_stage(state, stage), _parse_sheet(state, stage, m.id, content)
+    )
+    return previous.round + 1 if previous else 1
+
+
+def _request_signature(
+    state: EvaluationState, cmd: RequestSignature, now: datetime
+) -> list[NewEvent]:
+    m = _signed_in_member(state, cmd)
+    payload: dict[str, Any] = {"request": state.sign_requests + 1, "expert_id": m.id}
+    if cmd.kind == "sheet":
+        _require_state(state, "evaluating")
+        round_ = _sheet_checks(state, m, cmd.stage, cmd.content)
+        payload |= {"stage": cmd.stage, "content": cmd.content, "round": round_}
+        payload["sha256"] = sha256_json(cmd.content)
+    else:
+        _require_state(state, "signing")
+        if state.report_sha256 is None:
+            raise E.NotAllowedInState("the report is not ready / 评标报告尚未生成")
+        if m.id in state.report_signatures:
+            raise E.AlreadyDone()
+        if not cmd.agree and not cmd.reason.strip():  # Eval rule 11, checked before the room
+            raise E.ReasonRequired("disagreement needs a written reason / 不同意须书面说明理由")
+        payload |= {"report_sha256": state.report_sha256, "agree": cmd.agree, "reason": cmd.reason}
+    # The draft is not the record: only its author and the room device that signs it see it.
+    audience = [expert_tag(m.id), room_tag(m.room_id)]
+    return [_ev(f"{cmd.kind}_to_sign", cmd.actor, audience, **payload)]
+
+
+def draft_for(state: EvaluationState, role: str, party_id: str, expert_id: str) -> dict[str, Any]:
+    """The draft waiting for ``expert_id``'s signature, as ``role``/``party_id`` may ask for it:
+    the expert, or the room device the expert sits at ({} when nothing waits)."""
+    m = state.members.get(expert_id)
+    mine = role == "expert" and party_id == expert_id
+    at_room = role == "room" and m is not None and m.room_id == party_id
+    if not (mine or at_room):
+        raise NotYourDraft()
+    return dict(state.to_sign.get(expert_id, {}))
+
+
+def documents_open(state: EvaluationState, role: str, party_id: str) -> None:
+    """The bids' documents are for the committee's signed-in members once the evaluation has
+    started (招标投标法 art. 44: the committee reviews; nobody else before the result)."""
+    if role != "expert":
+        raise NotAMember()
+    m = state.members.get(party_id)
+    if m is None or m.status != "signed_in":
+        raise NotAMember(party_id)
+    started = state.status in ("evaluating", "summarizing", "signing", "closed") or (
+        state.status == "suspended" and state.suspended_from in ACTIVE[2:]
+    )
+    if not started:
+        raise DocumentsClosed(f"status is {state.status}")
 
 
 def _call_rescore(state: EvaluationState, cmd: CallRescore, now: datetime) -> list[NewEvent]:
@@ -1148,6 +1237,7 @@ _HANDLERS: dict[type[Command], Any] = {
     StartEvaluation: _start,
     Vote: _vote,
     SubmitSheet: _submit_sheet,
+    RequestSignature: _request_signature,
     CallRescore: _call_rescore,
     CloseStage: _close_stage,
     Summarize: _summarize,
@@ -1239,7 +1329,12 @@ def evolve(state: EvaluationState, event: NewEvent, at: datetime | None) -> Eval
         s.chair = p["chair"]
     elif t == "stage_opened":
         s.stage = p["stage"]
+    elif t in ("sheet_to_sign", "report_to_sign"):
+        s.sign_requests = p["request"]
+        s.to_sign[p["expert_id"]] = {"kind": t.removesuffix("_to_sign"), **p}
     elif t == "sheet_content":
+        if s.to_sign.get(p["expert_id"], {}).get("stage") == p["stage"]:
+            del s.to_sign[p["expert_id"]]
         s.sheets.setdefault(p["stage"], {})[p["expert_id"]] = Sheet(
             expert=p["expert_id"],
             stage=p["stage"],
@@ -1267,6 +1362,8 @@ def evolve(state: EvaluationState, event: NewEvent, at: datetime | None) -> Eval
     elif t == "report_generated":
         s.report_sha256 = p["sha256"]
     elif t == "report_signed":
+        if s.to_sign.get(p["expert_id"], {}).get("kind") == "report":
+            del s.to_sign[p["expert_id"]]
         s.report_signatures[p["expert_id"]] = ReportSignature(
             agree=p["agree"],
             reason=p["reason"],
