@@ -18,7 +18,9 @@ from server.auth import Principal, Tokens
 from server.clock import Clock, SystemClock
 from server.domain import evaluation as ev
 from server.identity import ServerIdentity
-from server.realtime.hall import Hall
+from server.realtime.coord import Coordination
+from server.realtime.fanout import Fanout
+from server.realtime.hall import NAMESPACE, Hall
 from server.scheduler import Scheduler
 from server.service import MACHINES, SessionService
 from server.store import BlobStore, Store, open_store
@@ -29,6 +31,8 @@ DEFAULT_UPLOAD_LIMIT = 2 * 1024**3
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub")
 FREEZER_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("gc-freezer")
 FREEZE_SECONDS = 30.0
+REAPER_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("presence-reaper")
+REAP_SECONDS = 3.0
 
 
 @dataclass
@@ -40,6 +44,10 @@ class Settings:
     scheduler: bool = True
     media: str = "builtin"
     """The media backend of evaluations: ``builtin`` (aiortc, started on first use) or ``none``."""
+    redis_url: str | None = None
+    """Several processes: Redis for the doorbell, presence and work in flight (None: one process)."""
+    instance: str = field(default_factory=lambda: secrets.token_hex(6))
+    """This process's name among several (random per start; only used in Redis keys)."""
 
 
 @dataclass
@@ -57,8 +65,8 @@ class Hub:
     hall: Hall
     service: SessionService
     scheduler: Scheduler
-    presence: dict[tuple[str, str], int] = field(default_factory=dict)
-    decrypting: dict[str, set[str]] = field(default_factory=dict)
+    fanout: Fanout
+    coord: Coordination
     media: Any = None
 
 
@@ -87,7 +95,16 @@ async def build_hub(
     sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins=[], logger=False)
     hall = Hall(store, tokens, clock)
     sio.register_namespace(hall)
-    service = SessionService(store, clock, identity, hall.publish)
+    fanout = Fanout(
+        store,
+        hall.publish,
+        redis_url=settings.redis_url,
+        instance=settings.instance,
+        serving=lambda session_id: _serving(sio, session_id),
+    )
+    hall.fanout = fanout
+    coord = Coordination(settings.redis_url, settings.instance)
+    service = SessionService(store, clock, identity, fanout.committed)
     hub = Hub(
         settings=settings,
         store=store,
@@ -100,11 +117,14 @@ async def build_hub(
         hall=hall,
         service=service,
         scheduler=Scheduler(store, service, clock),
+        fanout=fanout,
+        coord=coord,
     )
     hall.on_presence = lambda sid, p, joined: presence_changed(hub, sid, p, joined)
     service.on_due_changed = hub.scheduler.wake
     hub.scheduler.after_tick = lambda sid: generate_record_if_due_safe(hub, sid)
-    hub.scheduler.hold = lambda sid: bool(hub.decrypting.get(sid))
+    hub.scheduler.hold = coord.held
+    fanout.on_remote = lambda sid: hub.scheduler.wake()
     if settings.media == "builtin":
         from server.media.link import LazyMedia
 
@@ -112,47 +132,69 @@ async def build_hub(
     return hub
 
 
+def _serving(sio: socketio.AsyncServer, session_id: str) -> bool:
+    """Has this process a connection in any of ``session_id``'s rooms?"""
+    prefix = f"{session_id}|"
+    rooms = sio.manager.rooms.get(NAMESPACE, {})
+    return any(members and name.startswith(prefix) for name, members in rooms.items() if name)
+
+
 async def presence_changed(hub: Hub, session_id: str, p: Principal, joined: bool) -> None:
-    """Hall presence of staff is recorded (rule 6 needs a supervisor signed in)."""
-    key = (session_id, p.party_id)
-    count = hub.presence.get(key, 0) + (1 if joined else -1)
-    hub.presence[key] = max(0, count)
+    """Hall presence of staff is recorded (rule 6 needs a supervisor signed in).
+
+    Connections are counted over all processes (server.realtime.coord): the first one records
+    the arrival, the last one to go the departure.
+    """
     try:
-        row = await hub.store.load_session(session_id)
-        if row is None:
-            return
-        machine = MACHINES[row.kind]
-        if p.role == "room":
-            if row.kind == "evaluation" and (
-                (joined and count == 1) or (not joined and count <= 0)
-            ):
-                if count <= 0:
-                    hub.presence.pop(key, None)
-                up = ev.RoomLink(actor=ev.Actor(role="room", id=p.party_id), up=joined)
-                await hub.service.execute(session_id, up)
-            return
-        if joined and count == 1:
-            await hub.service.execute(session_id, machine.join(p.role, p.party_id))
-        elif not joined and count <= 0:
-            hub.presence.pop(key, None)
-            await hub.service.execute(session_id, machine.leave(p.role, p.party_id))
+        if joined:
+            count = await hub.coord.joined(session_id, p.role, p.party_id)
+        else:
+            count = await hub.coord.left(session_id, p.role, p.party_id)
+        if (joined and count == 1) or (not joined and count == 0):
+            await _record_presence(hub, session_id, p.role, p.party_id, joined)
     except Exception:  # presence must never break a connection
         log.exception("presence update failed for %s", session_id)
 
 
+async def _record_presence(hub: Hub, session_id: str, role: str, party: str, up: bool) -> None:
+    row = await hub.store.load_session(session_id)
+    if row is None:
+        return
+    machine = MACHINES[row.kind]
+    if role == "room":
+        if row.kind == "evaluation":
+            link = ev.RoomLink(actor=ev.Actor(role="room", id=party), up=up)
+            await hub.service.execute(session_id, link)
+        return
+    command = machine.join(role, party) if up else machine.leave(role, party)
+    await hub.service.execute(session_id, command)
+
+
+async def reap_presence(hub: Hub) -> None:
+    """Record the departures a dead process left behind (several processes only)."""
+    for session_id, role, party in await hub.coord.reap():
+        try:
+            await _record_presence(hub, session_id, role, party, False)
+        except Exception:
+            log.exception("could not record a departure on %s", session_id)
+
+
 async def forget_presence(hub: Hub) -> None:
-    """After a restart nobody is connected: presence recorded before it is cleared."""
+    """After a restart nobody is connected here: presence recorded before is cleared, unless
+    another live process still holds a connection of that party."""
     for row in await hub.store.list_sessions():
         machine = MACHINES[row.kind]
         state = machine.state.model_validate(row.snapshot["state"])
         for account, role in state.present.items():
+            if await hub.coord.total(row.id, role, account) > 0:
+                continue
             try:
                 await hub.service.execute(row.id, machine.leave(role, account))
             except Exception:
                 log.exception("could not clear presence on %s", row.id)
         if row.kind == "evaluation":  # no room is linked right after a start
             for room_id, room in state.rooms.items():
-                if room.get("up"):
+                if room.get("up") and await hub.coord.total(row.id, "room", room_id) == 0:
                     down = ev.RoomLink(actor=ev.Actor(role="room", id=room_id), up=False)
                     try:
                         await hub.service.execute(row.id, down)
@@ -188,21 +230,36 @@ def build_app(hub: Hub) -> web.Application:
     add_static(app)
 
     async def on_startup(app: web.Application) -> None:
+        await hub.coord.start()
+        await hub.fanout.start()
         await forget_presence(hub)
         if hub.settings.scheduler:
             hub.scheduler.start()
-        app[FREEZER_KEY] = asyncio.get_running_loop().create_task(_freeze_heap(), name="gc-freeze")
+        loop = asyncio.get_running_loop()
+        app[FREEZER_KEY] = loop.create_task(_freeze_heap(), name="gc-freeze")
+        if hub.settings.redis_url:
+            app[REAPER_KEY] = loop.create_task(_reaper(hub), name="presence-reaper")
 
     async def on_cleanup(app: web.Application) -> None:
         app[FREEZER_KEY].cancel()
+        if REAPER_KEY in app:
+            app[REAPER_KEY].cancel()
         if hub.media is not None:
             await hub.media.close()
         await hub.scheduler.stop()
+        await hub.fanout.close()
+        await hub.coord.close()
         await hub.store.close()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
+
+
+async def _reaper(hub: Hub) -> None:
+    while True:
+        await asyncio.sleep(REAP_SECONDS)
+        await reap_presence(hub)
 
 
 async def _freeze_heap() -> None:
@@ -228,5 +285,5 @@ def _bind(route: Any) -> Any:
 
 async def drain(hub: Hub) -> None:
     """Let in-flight work (decryptions) finish before the process stops."""
-    while any(hub.decrypting.values()):
+    while hub.coord.any_held_here():
         await asyncio.sleep(0.05)

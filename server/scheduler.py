@@ -21,6 +21,10 @@ POLL_SECONDS = 2.0
 """Longest sleep (in clock seconds) between looks at the store, for deadlines set elsewhere."""
 
 
+async def _never(session_id: str) -> bool:
+    return False
+
+
 class Scheduler:
     def __init__(self, store: Store, service: SessionService, clock: Clock) -> None:
         self.store = store
@@ -29,7 +33,7 @@ class Scheduler:
         self.after_tick: Callable[[str], Awaitable[None]] | None = None
         # A session with work in flight that the next transition must not overtake (a key sent
         # before the window closed, still being decrypted): its Tick waits for the next pass.
-        self.hold: Callable[[str], bool] = lambda session_id: False
+        self.hold: Callable[[str], Awaitable[bool]] = _never
         self.held = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -53,7 +57,7 @@ class Scheduler:
         changed = 0
         self.held = False
         for session_id in await self.store.due_sessions(self.clock.now()):
-            if self.hold(session_id):
+            if await self.hold(session_id):
                 self.held = True
                 continue
             try:

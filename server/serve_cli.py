@@ -24,6 +24,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         database_url=args.database_url or os.environ.get("DATABASE_URL"),
         upload_limit=getattr(args, "upload_limit", DEFAULT_UPLOAD_LIMIT),
         server_id=getattr(args, "server_id", "bidbridge"),
+        redis_url=getattr(args, "redis_url", None) or os.environ.get("BIDBRIDGE_REDIS_URL"),
     )
 
 
@@ -93,6 +94,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--upload-limit", type=int, default=DEFAULT_UPLOAD_LIMIT, help="max bid size in bytes"
     )
     p.add_argument("--server-id", default="bidbridge", help="name bound into login signatures")
+    p.add_argument(
+        "--redis-url",
+        help="Redis for several processes sharing one PostgreSQL database "
+        "(default: $BIDBRIDGE_REDIS_URL; none: a single process)",
+    )
     p.add_argument("--accelerate", type=float, help="run the clock this many times faster (demo)")
     p.add_argument(
         "--accelerate-from",

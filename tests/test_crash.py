@@ -11,17 +11,11 @@ goes through real HTTP and socket.io; the store is read directly only at the ver
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,28 +23,25 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-import socketio
 from cryptography.hazmat.primitives import serialization
 
-from crypto import ca
-from crypto.attest import b64decode, b64encode, sign_document, verify_document
-from crypto.bid import seal_bid, unwrap
-from crypto.envelope import Recipient
+from crypto.attest import b64decode, b64encode, verify_document
+from crypto.bid import unwrap
 from schemas.canonical import canonical_json
 from schemas.time import iso, parse_iso
-from server.audit.chain import GENESIS, event_hash
 from server.store import open_store
-from tests.conftest import (
-    CODE_A,
-    CODE_B,
-    CODE_C,
-    Pki,
-    make_package,
-    summary_for,
-    write_cert,
-    write_key,
+from tests.conftest import CODE_A, CODE_B, Pki
+from tests.hall import ApiError
+from tests.servers import (
+    Client,
+    ServerProcess,
+    check_chain,
+    free_port,
+    prepare_site,
+    register,
+    seal,
+    until,
 )
-from tests.hall import ApiError, Party, company, person, register_parties
 
 FACTOR = 10.0
 """The server's clock runs this many times faster than real time."""
@@ -60,189 +51,6 @@ CLOCK_SLACK = timedelta(seconds=2)
 """How far (clock time) the restarted server's clock may be off the time line (0.2 s real)."""
 DEADLINE_AHEAD = timedelta(seconds=40)
 DECRYPT_MINUTES = 2
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _bidbridge() -> str:
-    here = Path(sys.executable).with_name("bidbridge")
-    found = str(here) if here.exists() else shutil.which("bidbridge")
-    assert found, "the bidbridge command is not installed"
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# --- the server process ----------------------------------------------------------------------
-
-
-@dataclass
-class ServerProcess:
-    """``bidbridge serve`` in a child process; started again with the very same arguments."""
-
-    argv: list[str]
-    env: dict[str, str]
-    log: Path
-    url: str
-    proc: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    async def start(self, http: aiohttp.ClientSession) -> None:
-        assert self.proc is None or self.proc.poll() is not None
-        self.starts += 1
-        with self.log.open("ab") as out:
-            out.write(f"\n--- start {self.starts} ---\n".encode())
-            out.flush()
-            self.proc = subprocess.Popen(
-                self.argv, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT
-            )
-        give_up = time.monotonic() + 15
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"the server exited ({self.proc.returncode}):\n{self.tail()}")
-            try:
-                async with http.get(
-                    self.url + "/api/time", timeout=aiohttp.ClientTimeout(total=1)
-                ) as r:
-                    if r.status == 200:
-                        return
-            except (aiohttp.ClientError, OSError, TimeoutError):
-                pass
-            if time.monotonic() > give_up:
-                pytest.fail(f"the server did not answer /api/time in 15 s:\n{self.tail()}")
-            await asyncio.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup handlers, no flushing, no goodbye."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def tail(self) -> str:
-        return self.log.read_text("utf-8", "replace")[-4000:] if self.log.exists() else ""
-
-
-# --- a client of the real API ----------------------------------------------------------------
-
-
-@dataclass
-class Client:
-    http: aiohttp.ClientSession
-    url: str
-    parties: dict[str, Party]
-    sockets: list[socketio.AsyncClient] = field(default_factory=list)
-
-    async def now(self) -> datetime:
-        return parse_iso(str((await self.request("GET", "/api/time"))["now"]))
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        who: Party | None = None,
-        json_body: Any = None,
-        data: Any = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
-        h = dict(headers or {})
-        if who is not None:
-            if who.token is None:
-                await self.login(who)
-            h["Authorization"] = f"Bearer {who.token}"
-        async with self.http.request(
-            method, self.url + path, json=json_body, data=data, headers=h
-        ) as r:
-            body = await r.json(content_type=None)
-            if r.status >= 400:
-                raise ApiError(r.status, body)
-            return body
-
-    async def login(self, who: Party) -> None:
-        ch = await self.request("POST", "/api/auth/challenge")
-        at = await self.now()
-        sig = sign_document(ch["document"].encode(), who.key, who.cert, at=at, chain=who.chain)
-        out = await self.request("POST", "/api/auth/login", json_body={"signature": b64encode(sig)})
-        who.token = out["token"]
-
-    async def view(self, sid: str, who: str) -> dict[str, Any]:
-        return dict(await self.request("GET", f"/api/sessions/{sid}", self.parties[who]))
-
-    async def events(self, sid: str, who: str) -> list[dict[str, Any]]:
-        out = await self.request("GET", f"/api/sessions/{sid}/events", self.parties[who])
-        return list(out["events"])
-
-    async def full_log(self, sid: str) -> list[dict[str, Any]]:
-        """Every event, as the union of what all audiences see (no one party sees them all)."""
-        by_seq: dict[int, dict[str, Any]] = {}
-        for who in ("host", "supervisor", "a", "b", "c"):
-            seen = await self.events(sid, who)
-            seqs = [e["seq"] for e in seen]
-            assert seqs == sorted(set(seqs)), f"{who}'s events are out of order or repeated"
-            for e in seen:
-                assert by_seq.setdefault(e["seq"], e) == e, f"seq {e['seq']} differs by viewer"
-        return [by_seq[s] for s in sorted(by_seq)]
-
-    async def submit_key(self, sid: str, who: str, envelope: Path) -> dict[str, Any]:
-        p = self.parties[who]
-        assert p.enc_key is not None
-        cek = unwrap(envelope, p.enc_key, p.enc_cert)
-        return dict(
-            await self.request("POST", f"/api/sessions/{sid}/key", p, {"cek": b64encode(cek)})
-        )
-
-    async def hall_socket(
-        self, sid: str, who: str, last_seq: int, got: dict[int, dict[str, Any]]
-    ) -> socketio.AsyncClient:
-        """A socket.io client in the hall; waits until the server says the replay is done."""
-        p = self.parties[who]
-        if p.token is None:
-            await self.login(p)
-        sio = socketio.AsyncClient(reconnection=False)
-        replayed = asyncio.Event()
-
-        async def on_event(data: dict[str, Any]) -> None:
-            old = got.setdefault(data["seq"], data)
-            assert old == data, f"seq {data['seq']} arrived twice with different content"
-
-        async def on_replayed(data: Any) -> None:
-            replayed.set()
-
-        sio.on("event", on_event, namespace="/hall")
-        sio.on("replayed", on_replayed, namespace="/hall")
-        await sio.connect(
-            self.url,
-            namespaces=["/hall"],
-            transports=["websocket"],
-            auth={"token": p.token, "session_id": sid, "last_seq": last_seq},
-            wait_timeout=5,
-        )
-        await asyncio.wait_for(replayed.wait(), 5)
-        self.sockets.append(sio)
-        return sio
-
-    async def close_sockets(self) -> None:
-        for sio in self.sockets:
-            with contextlib.suppress(Exception):  # the server may be gone: this test kills it
-                await asyncio.wait_for(sio.disconnect(), 2)
-        self.sockets.clear()
-
-
-async def until(
-    check: Callable[[], Awaitable[Any]], what: str, seconds: float = 10, every: float = 0.05
-) -> Any:
-    """Poll ``check`` until it returns something true; fail after ``seconds`` of real time."""
-    give_up = time.monotonic() + seconds
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > give_up:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(every)
 
 
 # --- fixture: data, identity, trust, the first centre account, the server ------------------
@@ -258,110 +66,24 @@ class Site:
     server_cert_pem: bytes
 
 
-def _write_pem_crl(path: Path, crl: Any) -> None:
-    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
-
-
 @pytest_asyncio.fixture
 async def site(pki: Pki, tmp_path: Path, store_url: str) -> AsyncIterator[Site]:
-    data = tmp_path / "data"
-    identity = tmp_path / "identity"
-    trust = tmp_path / "trust"
-    for d in (data, identity, trust):
-        d.mkdir()
-    platform = ca.issue_person(
-        pki.root_a, name="平台签章", role="centre", person_id="PLATFORM1", key_type="ec-p256"
-    )
-    write_key(identity / "server.key", platform)
-    write_cert(identity / "server.pem", platform.certificate)
-    for name, issuer in (("root_a", pki.root_a), ("root_b", pki.root_b), ("sub_b", pki.sub_b)):
-        write_cert(trust / f"{name}.pem", issuer.certificate)
-        _write_pem_crl(trust / f"{name}.crl", pki.crl(issuer))
-
     database_url = None if store_url.startswith("sqlite") else store_url
-    db_args = ["--database-url", database_url] if database_url else []
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["PYTHONUNBUFFERED"] = "1"
-    bidbridge = _bidbridge()
-
-    parties = {
-        "centre": person(pki.root_a, "中心管理员", "centre", "C001", []),
-        "host": person(pki.root_a, "主持人王", "host", "H001", []),
-        "supervisor": person(pki.root_b, "监管李", "supervisor", "S001", []),
-        "a": company(pki.bidder_rsa, "甲建设工程有限公司", CODE_A, []),
-        "b": company(pki.bidder_ec, "乙路桥集团有限公司", CODE_B, [pki.sub_b.certificate]),
-        "c": company(pki.other_rsa, "丙市政工程有限公司", CODE_C, []),
-    }
-    centre_pem = write_cert(tmp_path / "centre.pem", parties["centre"].cert)
-    added = subprocess.run(
-        [bidbridge, "admin", "add-account", "--data", str(data), *db_args,
-         "--role", "centre", "--name", "中心管理员", "--cert", str(centre_pem)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert added.returncode == 0, added.stderr
-
-    port = _free_port()
+    prepared = prepare_site(pki, tmp_path, database_url)
+    port = free_port()
     anchor = iso(datetime.now(UTC))  # computed once: the restarted server keeps this time line
-    argv = [
-        bidbridge, "serve", "--data", str(data), *db_args, "--host", "127.0.0.1",
-        "--port", str(port), "--identity", str(identity), "--trust", str(trust),
-        "--accelerate", str(FACTOR), "--accelerate-from", anchor,
-    ]  # fmt: skip
+    argv = prepared.serve_argv(port, "--accelerate", str(FACTOR), "--accelerate-from", anchor)
     url = f"http://127.0.0.1:{port}"
-    server = ServerProcess(argv, env, tmp_path / "server.log", url)
+    server = ServerProcess(argv, prepared.env, tmp_path / "server.log", url)
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-    client = Client(http, url, parties)
+    client = Client(http, url, prepared.parties)
     try:
         await server.start(http)
-        yield Site(
-            server,
-            client,
-            data,
-            database_url,
-            tmp_path,
-            platform.certificate.public_bytes(serialization.Encoding.PEM),
-        )
+        yield Site(server, client, prepared.data, database_url, tmp_path, prepared.server_cert_pem)
     finally:
         await client.close_sockets()
         server.kill()
         await http.close()
-
-
-# --- setup through the API -------------------------------------------------------------------
-
-
-async def register(client: Client) -> None:
-    await register_parties(client.request, client.parties)
-
-
-def seal(tmp: Path, bidder: Party, name: str, document_bytes: int, price_fen: int) -> Path:
-    assert bidder.code is not None and bidder.enc_cert is not None
-    folder = make_package(
-        tmp / f"{name}-src",
-        bidder.code,
-        documents={"商务标.pdf": b"%PDF-1.7 bid\n" + os.urandom(document_bytes)},
-        summary=summary_for(bidder.code, bidder_name=bidder.name, price_fen=price_fen),
-    )
-    out = tmp / f"{name}.p7m"
-    seal_bid(
-        folder,
-        out,
-        signer=bidder.key,
-        signer_cert=bidder.cert,
-        chain=bidder.chain,
-        recipients=[Recipient(bidder.enc_cert)],
-    )
-    return out
-
-
-def check_chain(log: list[dict[str, Any]]) -> None:
-    """seq 1..n, no gap, no duplicate, every link hashes to the next (from GENESIS)."""
-    assert [e["seq"] for e in log] == list(range(1, len(log) + 1)), "a seq gap or duplicate"
-    prev = GENESIS
-    for e in log:
-        assert e["prev_hash"] == prev, f"seq {e['seq']}: prev_hash does not link"
-        assert event_hash(prev, e) == e["hash"], f"seq {e['seq']}: hash does not match content"
-        prev = e["hash"]
 
 
 # --- the test ----------------------------------------------------------------------------------

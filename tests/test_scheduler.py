@@ -24,11 +24,12 @@ async def test_window_close_waits_for_a_decryption_in_flight(pki: Pki, tmp_path:
         await hall.request("POST", f"/api/sessions/{sid}/decryption", P["host"])
         closes = hall.t0 + timedelta(hours=1, minutes=30)
         # A key arrived a second before the close and is still being decrypted at the close.
-        hall.hub.decrypting.setdefault(sid, set()).add(P["a"].code or "")
+        busy = hall.hub.coord.busy(sid, P["a"].code or "")
+        await busy.__aenter__()
         await hall.at(closes)
         assert (await hall.view(sid, P["host"]))["status"] == "decrypting"
         assert P["a"].enc_key and P["a"].enc_cert
-        hall.hub.decrypting[sid].clear()
+        await busy.__aexit__(None, None, None)
         hall.clock.set(closes - timedelta(seconds=1))
         cek = unwrap(tmp_path / "a.p7m", P["a"].enc_key, P["a"].enc_cert)
         out = await hall.request(

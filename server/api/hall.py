@@ -47,6 +47,7 @@ from server.domain import opening as op
 from server.domain.views import view_for
 from server.guarantee import Expectation, verify_guarantee
 from server.identity import cert_sha256
+from server.realtime.coord import Busy
 from server.service import cek_fingerprint
 from server.store import NotFound
 
@@ -788,17 +789,15 @@ async def submit_key(ctx: Ctx, body: S.KeyIn) -> S.DecryptOut:
     cek = b64decode(body.cek, "cek")
     if len(cek) not in (16, 24, 32):
         raise CE.KeyUnwrapFailed("内容密钥长度无效 / the content key has an invalid length")
-    busy = hub.decrypting.setdefault(ctx.session_id, set())
-    if code in busy:
-        raise E.AlreadyDone("a decryption of this bid is in progress / 正在解密")
-    busy.add(code)
     try:
-        result = await _decrypt(
-            hub, ctx.session_id, loaded.state, code, cek, submitted, via="bidder"
-        )
-        records = await hub.service.execute(ctx.session_id, result)
+        async with hub.coord.busy(ctx.session_id, code):
+            result = await _decrypt(
+                hub, ctx.session_id, loaded.state, code, cek, submitted, via="bidder"
+            )
+            records = await hub.service.execute(ctx.session_id, result)
+    except Busy:
+        raise E.AlreadyDone("a decryption of this bid is in progress / 正在解密") from None
     finally:
-        busy.discard(code)
         hub.scheduler.wake()
     return _decrypt_out(result, records[-1].seq)
 

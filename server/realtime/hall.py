@@ -52,6 +52,7 @@ class Hall(socketio.AsyncNamespace):
         self.tokens = tokens
         self.clock = clock
         self.on_presence: Any = None  # async (session_id, principal, joined: bool) -> None
+        self.fanout: Any = None  # server.realtime.fanout.Fanout: live events after the replay
 
     async def publish(self, session_id: str, records: list[EventRecord]) -> None:
         for r in records:
@@ -83,6 +84,8 @@ class Hall(socketio.AsyncNamespace):
         await self.save_session(sid, {"principal": p, "session_id": session_id, "tags": tags})
         for tag in ("all", *tags):
             await self.enter_room(sid, room(session_id, tag))
+        if self.fanout is not None:
+            await self.fanout.watch(session_id)
         await self.emit("time", {"now": self.clock.now().isoformat()}, to=sid)
         await self._replay(sid, session_id, tags, last_seq)
         if self.on_presence is not None and p.role in PRESENCE_ROLES:

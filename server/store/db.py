@@ -547,6 +547,16 @@ class Store:
         async with self._tx() as conn:
             return await conn.scalar(sa.select(sa.func.min(SessionState.next_due)))
 
+    async def heads(self, session_ids: Sequence[str]) -> dict[str, int]:
+        """The last ``seq`` of each session (its version), for fan-out to catch up."""
+        if not session_ids:
+            return {}
+        query = sa.select(SessionState.id, SessionState.version).where(
+            SessionState.id.in_(list(session_ids))
+        )
+        async with self._tx() as conn:
+            return {row[0]: int(row[1]) for row in await conn.execute(query)}
+
     # --- login challenges --------------------------------------------------------------------
 
     async def add_challenge(self, nonce: str, expires_at: datetime) -> None:

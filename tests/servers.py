@@ -1,0 +1,337 @@
+"""Server processes for tests: ``bidbridge serve`` children, a client of the real API, the data
+folder a server needs (identity, trust, the centre account), and own instances of the services
+(Redis, PostgreSQL, nginx) for tests that stop, restart or kill them.
+
+The machine's shared PostgreSQL and Redis are never stopped: a test that needs to break a service
+starts its own from the installed Debian packages on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import socketio
+from cryptography.hazmat.primitives import serialization
+
+from crypto import ca
+from crypto.attest import b64encode, sign_document
+from crypto.bid import seal_bid, unwrap
+from crypto.envelope import Recipient
+from schemas.time import parse_iso
+from server.audit.chain import GENESIS, event_hash
+from tests.conftest import (
+    CODE_A,
+    CODE_B,
+    CODE_C,
+    Pki,
+    make_package,
+    summary_for,
+    write_cert,
+    write_key,
+)
+from tests.hall import ApiError, Party, company, person, register_parties
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bidbridge_command() -> str:
+    here = Path(sys.executable).with_name("bidbridge")
+    found = str(here) if here.exists() else shutil.which("bidbridge")
+    assert found, "the bidbridge command is not installed"
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- the server process ----------------------------------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    """``bidbridge serve`` in a child process; started again with the very same arguments."""
+
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    url: str
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    async def start(self, http: aiohttp.ClientSession) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        self.starts += 1
+        with self.log.open("ab") as out:
+            out.write(f"\n--- start {self.starts} ---\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(
+                self.argv, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        give_up = time.monotonic() + 15
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"the server exited ({self.proc.returncode}):\n{self.tail()}")
+            try:
+                async with http.get(
+                    self.url + "/api/time", timeout=aiohttp.ClientTimeout(total=1)
+                ) as r:
+                    if r.status == 200:
+                        return
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                pass
+            if time.monotonic() > give_up:
+                pytest.fail(f"the server did not answer /api/time in 15 s:\n{self.tail()}")
+            await asyncio.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup handlers, no flushing, no goodbye."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def tail(self) -> str:
+        return self.log.read_text("utf-8", "replace")[-4000:] if self.log.exists() else ""
+
+
+# --- a client of the real API ----------------------------------------------------------------
+
+
+@dataclass
+class Client:
+    http: aiohttp.ClientSession
+    url: str
+    parties: dict[str, Party]
+    sockets: list[socketio.AsyncClient] = field(default_factory=list)
+
+    async def now(self) -> datetime:
+        return parse_iso(str((await self.request("GET", "/api/time"))["now"]))
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        who: Party | None = None,
+        json_body: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        h = dict(headers or {})
+        if who is not None:
+            if who.token is None:
+                await self.login(who)
+            h["Authorization"] = f"Bearer {who.token}"
+        async with self.http.request(
+            method, self.url + path, json=json_body, data=data, headers=h
+        ) as r:
+            body = await r.json(content_type=None)
+            if r.status >= 400:
+                raise ApiError(r.status, body)
+            return body
+
+    async def login(self, who: Party) -> None:
+        ch = await self.request("POST", "/api/auth/challenge")
+        at = await self.now()
+        sig = sign_document(ch["document"].encode(), who.key, who.cert, at=at, chain=who.chain)
+        out = await self.request("POST", "/api/auth/login", json_body={"signature": b64encode(sig)})
+        who.token = out["token"]
+
+    async def view(self, sid: str, who: str) -> dict[str, Any]:
+        return dict(await self.request("GET", f"/api/sessions/{sid}", self.parties[who]))
+
+    async def events(self, sid: str, who: str) -> list[dict[str, Any]]:
+        out = await self.request("GET", f"/api/sessions/{sid}/events", self.parties[who])
+        return list(out["events"])
+
+    async def full_log(self, sid: str) -> list[dict[str, Any]]:
+        """Every event, as the union of what all audiences see (no one party sees them all)."""
+        by_seq: dict[int, dict[str, Any]] = {}
+        for who in ("host", "supervisor", "a", "b", "c"):
+            seen = await self.events(sid, who)
+            seqs = [e["seq"] for e in seen]
+            assert seqs == sorted(set(seqs)), f"{who}'s events are out of order or repeated"
+            for e in seen:
+                assert by_seq.setdefault(e["seq"], e) == e, f"seq {e['seq']} differs by viewer"
+        return [by_seq[s] for s in sorted(by_seq)]
+
+    async def submit_key(self, sid: str, who: str, envelope: Path) -> dict[str, Any]:
+        p = self.parties[who]
+        assert p.enc_key is not None
+        cek = unwrap(envelope, p.enc_key, p.enc_cert)
+        return dict(
+            await self.request("POST", f"/api/sessions/{sid}/key", p, {"cek": b64encode(cek)})
+        )
+
+    async def hall_socket(
+        self, sid: str, who: str, last_seq: int, got: dict[int, dict[str, Any]]
+    ) -> socketio.AsyncClient:
+        """A socket.io client in the hall; waits until the server says the replay is done."""
+        p = self.parties[who]
+        if p.token is None:
+            await self.login(p)
+        sio = socketio.AsyncClient(reconnection=False)
+        replayed = asyncio.Event()
+
+        async def on_event(data: dict[str, Any]) -> None:
+            old = got.setdefault(data["seq"], data)
+            assert old == data, f"seq {data['seq']} arrived twice with different content"
+
+        async def on_replayed(data: Any) -> None:
+            replayed.set()
+
+        sio.on("event", on_event, namespace="/hall")
+        sio.on("replayed", on_replayed, namespace="/hall")
+        await sio.connect(
+            self.url,
+            namespaces=["/hall"],
+            transports=["websocket"],
+            auth={"token": p.token, "session_id": sid, "last_seq": last_seq},
+            wait_timeout=5,
+        )
+        await asyncio.wait_for(replayed.wait(), 5)
+        self.sockets.append(sio)
+        return sio
+
+    async def close_sockets(self) -> None:
+        for sio in self.sockets:
+            with contextlib.suppress(Exception):  # the server may be gone: this test kills it
+                await asyncio.wait_for(sio.disconnect(), 2)
+        self.sockets.clear()
+
+
+async def until(
+    check: Callable[[], Awaitable[Any]], what: str, seconds: float = 10, every: float = 0.05
+) -> Any:
+    """Poll ``check`` until it returns something true; fail after ``seconds`` of real time."""
+    give_up = time.monotonic() + seconds
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > give_up:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(every)
+
+
+# --- the data folder a server needs ------------------------------------------------------------
+
+
+@dataclass
+class SiteData:
+    data: Path
+    identity: Path
+    trust: Path
+    parties: dict[str, Party]
+    env: dict[str, str]
+    db_args: list[str]
+    server_cert_pem: bytes
+
+    def serve_argv(self, port: int, *extra: str) -> list[str]:
+        return [
+            bidbridge_command(), "serve", "--data", str(self.data), *self.db_args,
+            "--host", "127.0.0.1", "--port", str(port), "--identity", str(self.identity),
+            "--trust", str(self.trust), *extra,
+        ]  # fmt: skip
+
+
+def _write_pem_crl(path: Path, crl: Any) -> None:
+    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+
+
+def prepare_site(pki: Pki, tmp_path: Path, database_url: str | None) -> SiteData:
+    """Data, identity and trust folders, the parties, and the first centre account."""
+    data = tmp_path / "data"
+    identity = tmp_path / "identity"
+    trust = tmp_path / "trust"
+    for d in (data, identity, trust):
+        d.mkdir()
+    platform = ca.issue_person(
+        pki.root_a, name="平台签章", role="centre", person_id="PLATFORM1", key_type="ec-p256"
+    )
+    write_key(identity / "server.key", platform)
+    write_cert(identity / "server.pem", platform.certificate)
+    for name, issuer in (("root_a", pki.root_a), ("root_b", pki.root_b), ("sub_b", pki.sub_b)):
+        write_cert(trust / f"{name}.pem", issuer.certificate)
+        _write_pem_crl(trust / f"{name}.crl", pki.crl(issuer))
+
+    db_args = ["--database-url", database_url] if database_url else []
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BIDBRIDGE_REDIS_URL")}
+    env["PYTHONUNBUFFERED"] = "1"
+    parties = {
+        "centre": person(pki.root_a, "中心管理员", "centre", "C001", []),
+        "host": person(pki.root_a, "主持人王", "host", "H001", []),
+        "supervisor": person(pki.root_b, "监管李", "supervisor", "S001", []),
+        "a": company(pki.bidder_rsa, "甲建设工程有限公司", CODE_A, []),
+        "b": company(pki.bidder_ec, "乙路桥集团有限公司", CODE_B, [pki.sub_b.certificate]),
+        "c": company(pki.other_rsa, "丙市政工程有限公司", CODE_C, []),
+    }
+    centre_pem = write_cert(tmp_path / "centre.pem", parties["centre"].cert)
+    added = subprocess.run(
+        [bidbridge_command(), "admin", "add-account", "--data", str(data), *db_args,
+         "--role", "centre", "--name", "中心管理员", "--cert", str(centre_pem)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    return SiteData(
+        data,
+        identity,
+        trust,
+        parties,
+        env,
+        db_args,
+        platform.certificate.public_bytes(serialization.Encoding.PEM),
+    )
+
+
+# --- setup through the API -------------------------------------------------------------------
+
+
+async def register(client: Client) -> None:
+    await register_parties(client.request, client.parties)
+
+
+def seal(tmp: Path, bidder: Party, name: str, document_bytes: int, price_fen: int) -> Path:
+    assert bidder.code is not None and bidder.enc_cert is not None
+    folder = make_package(
+        tmp / f"{name}-src",
+        bidder.code,
+        documents={"商务标.pdf": b"%PDF-1.7 bid\n" + os.urandom(document_bytes)},
+        summary=summary_for(bidder.code, bidder_name=bidder.name, price_fen=price_fen),
+    )
+    out = tmp / f"{name}.p7m"
+    seal_bid(
+        folder,
+        out,
+        signer=bidder.key,
+        signer_cert=bidder.cert,
+        chain=bidder.chain,
+        recipients=[Recipient(bidder.enc_cert)],
+    )
+    return out
+
+
+def check_chain(log: list[dict[str, Any]]) -> None:
+    """seq 1..n, no gap, no duplicate, every link hashes to the next (from GENESIS)."""
+    assert [e["seq"] for e in log] == list(range(1, len(log) + 1)), "a seq gap or duplicate"
+    prev = GENESIS
+    for e in log:
+        assert e["prev_hash"] == prev, f"seq {e['seq']}: prev_hash does not link"
+        assert event_hash(prev, e) == e["hash"], f"seq {e['seq']}: hash does not match content"
+        prev = e["hash"]
