@@ -176,8 +176,8 @@ IDENTICAL_NEAR = Decimal("0.95")
 IDENTICAL_NEAR_MIN_CELLS = 20
 SCORE_IDENTICAL = 0.85
 SCORE_IDENTICAL_NEAR = 0.6
-"""Two experts' sheets equal to the criterion for every bid: copied. Sheets with one value in
-every cell (all full marks) are excluded: agreement there is no sign."""
+"""Two experts' sheets equal to the criterion for every bid: copied. Sheets that give every bid
+the same score on every criterion (all full marks) are excluded: agreement there is no sign."""
 
 RING_THRESHOLD = 0.6
 """A pair of bidders is linked when their combined score (see :func:`pair_scores`) reaches this.
@@ -1037,9 +1037,8 @@ def _identical(facts: EvaluationFacts) -> list[Signal]:
         ]
         if len(cells) < IDENTICAL_MIN_CELLS:
             continue
-        values = {s1[b][c] for b, c in cells}
-        if len(values) < 2:
-            continue
+        if all(len({s1[b][c] for b, cc in cells if cc == c}) < 2 for c in criteria):
+            continue  # the sheet tells no bid from another (all full marks): agreement is no sign
         same = sum(1 for b, c in cells if s1[b][c] == s2[b][c])
         share = Decimal(same) / len(cells)
         if same == len(cells):
