@@ -5,12 +5,17 @@
   room device (sign experts in, record a missing key).
 * :class:`ExpertClient` acts for one expert signed in at a room: it holds the expert's token and
   signs sheets and the report with the expert's own key, on the room device.
+* :class:`ExpertDesk` is the room device's half of the expert desk (the browser page, which has
+  no CA plugin): it makes the page's one-time link, follows the session, and signs with the
+  expert's key what the page drafted (``sheet_to_sign`` / ``report_to_sign``), after the expert
+  confirms at the room device.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -179,9 +184,21 @@ class ExpertClient(HallClient):
         return await self.call("GET", eval_path(session_id, "report"))
 
     async def sign_report(
-        self, session_id: str, agree: bool = True, reason: str = ""
+        self,
+        session_id: str,
+        agree: bool = True,
+        reason: str = "",
+        report_sha256: str | None = None,
     ) -> dict[str, Any]:
+        """Sign the report; with ``report_sha256``, only if it is still the report on record."""
         report = await self.report(session_id)
+        if report_sha256 is not None and report["sha256"] != report_sha256:
+            raise AgentError(
+                "REPORT_CHANGED",
+                "待签名的评标报告与服务器上的不一致",
+                "the report to sign is not the one on record",
+                report["sha256"],
+            )
         doc = EV.report_document(session_id, self.party_id or "", report["sha256"], agree, reason)
         signature = await asyncio.to_thread(self._sign, doc)
         body = EV.ReportSignIn(agree=agree, reason=reason, signature=signature).model_dump()
@@ -193,6 +210,135 @@ class ExpertClient(HallClient):
 
     async def evaluation(self, session_id: str) -> dict[str, Any]:
         return await self.call("GET", eval_path(session_id))
+
+    async def to_sign(self, session_id: str) -> dict[str, Any] | None:
+        """The draft waiting for this expert's signature (from the expert desk), if any."""
+        out = await self.call(
+            "GET", eval_path(session_id, "members", self.party_id or "", "to-sign")
+        )
+        draft = out.get("draft")
+        return dict(draft) if draft else None
+
+    async def web_link(self, session_id: str) -> str:
+        """A one-time link (one use, one minute) that opens the expert desk in a browser."""
+        out = await self.call(
+            "POST", "/api/auth/web-link", {"session_id": session_id, "page": "expert"}
+        )
+        return f"{self.base_url}{out['url']}"
+
+
+Confirm = Callable[[dict[str, Any]], Awaitable[bool]]
+Notice = Callable[[str], None]
+DRAFT_EVENTS = ("sheet_to_sign", "report_to_sign")
+
+
+def describe_draft(draft: dict[str, Any]) -> list[str]:
+    """What the expert confirms at the room device before the key signs (Chinese, English)."""
+    if draft["kind"] == "report":
+        answer = "同意 agree" if draft["agree"] else f"不同意 disagree: {draft['reason']}"
+        return [
+            f"签署评标报告 sign the evaluation report {draft['report_sha256']}",
+            f"  意见 answer: {answer}",
+        ]
+    content = draft["content"]
+    lines = [
+        f"评审表 sheet: 阶段 stage {draft['stage']}, 第 {draft.get('round', 1)} 轮 round, "
+        f"SHA-256 {draft['sha256']}"
+    ]
+    for v in content.get("verdicts", []):
+        verdict = "合格 pass" if v.get("passed") else f"不合格 fail: {v.get('reason', '')}"
+        lines.append(f"  {v.get('bidder')} {v.get('item')}: {verdict}")
+    for sc in content.get("scores", []):
+        points = int(sc.get("points_x100", 0))
+        lines.append(
+            f"  {sc.get('bidder')} {sc.get('criterion')}: {points // 100}.{points % 100:02d}"
+        )
+    for adj in content.get("adjustments", []):
+        lines.append(f"  {adj}")
+    return lines
+
+
+class ExpertDesk:
+    """The room device signs what the expert drafted in the browser (评标室终端代为签名).
+
+    The page cannot sign (no CA plugin in the browser); it hands its draft to the server, which
+    shows it to this expert and this room only. The desk sees the draft in the event stream,
+    asks the expert to confirm at the room device (``confirm``), signs with the expert's own key
+    (file or token, never leaving the device) and submits through the ordinary routes; the page
+    learns the outcome from the same events.
+    """
+
+    def __init__(
+        self,
+        expert: ExpertClient,
+        session_id: str,
+        *,
+        confirm: Confirm,
+        notice: Notice | None = None,
+    ) -> None:
+        self.expert = expert
+        self.session_id = session_id
+        self.confirm = confirm
+        self.notice = notice or (lambda text: None)
+        self.handled: set[int] = set()
+        self.signed: list[dict[str, Any]] = []
+
+    async def handle(self, draft: dict[str, Any]) -> dict[str, Any] | None:
+        """Confirm, sign and submit one draft (once per request); None if not signed."""
+        request = int(draft["request"])
+        if request in self.handled:
+            return None
+        self.handled.add(request)
+        if not await self.confirm(draft):
+            self.notice(f"未签名 not signed: request {request}")
+            return None
+        sid = self.session_id
+        try:
+            if draft["kind"] == "sheet":
+                out = await self.expert.submit_sheet(sid, draft["stage"], draft["content"])
+            else:
+                out = await self.expert.sign_report(
+                    sid, draft["agree"], draft["reason"], report_sha256=draft["report_sha256"]
+                )
+        except AgentError as exc:
+            self.notice(f"提交被拒绝 refused: {exc}")
+            return None
+        self.signed.append(draft)
+        self.notice(f"已签名并提交 signed and submitted: request {request} (seq {out.get('seq')})")
+        return out
+
+    async def check(self) -> dict[str, Any] | None:
+        """Sign the draft waiting now, if there is one (the latest: earlier ones were replaced)."""
+        draft = await self.expert.to_sign(self.session_id)
+        return await self.handle(draft) if draft else None
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Follow the session and sign each new draft until ``stop`` is set."""
+        from room_client.agent import HallFollower
+
+        follower = HallFollower(self.expert, self.session_id)
+        await follower.connect()
+        try:
+            await self.check()  # a draft made while the desk was away
+            stop = stop or asyncio.Event()
+            while not stop.is_set():
+                getter = asyncio.ensure_future(follower.queue.get())
+                stopper = asyncio.ensure_future(stop.wait())
+                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (getter, stopper):
+                    if task not in done:
+                        task.cancel()
+                if getter not in done:
+                    break
+                record = getter.result()
+                payload = record.get("payload", {})
+                if (
+                    record.get("type") in DRAFT_EVENTS
+                    and payload.get("expert_id") == self.expert.party_id
+                ):
+                    await self.check()
+        finally:
+            await follower.close()
 
 
 async def _once(data: bytes) -> Any:

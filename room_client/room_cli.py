@@ -8,6 +8,9 @@
   PKCS#11 token) and saves the expert's session for the commands below.
 * ``room expert ...`` acts for a signed-in expert: vote for the chair, submit a signed sheet,
   close a stage or summarize (the chair), sign or refuse the report.
+* ``room desk`` serves the expert desk (the browser page): it signs the expert in (again), prints
+  the page's one-time link for the room's screen, and signs with the expert's key what the page
+  hands over (a sheet, the answer to the report) once the expert confirms here (or ``--yes``).
 """
 
 from __future__ import annotations
@@ -135,6 +138,59 @@ async def _expert(args: argparse.Namespace) -> int:
         await room.close()
 
 
+async def _confirm_at_terminal(draft: dict[str, Any]) -> bool:
+    from room_client.evaluation import describe_draft
+
+    out("", "专家评标网页提交了待签名内容 / the expert desk asks for a signature:")
+    out(*describe_draft(draft))
+    answer = await asyncio.to_thread(
+        input, "用专家证书签名并提交？Sign with the expert's key and submit? [y/N] "
+    )
+    return answer.strip().lower() in ("y", "yes", "是")
+
+
+async def _desk(args: argparse.Namespace) -> int:
+    from room_client.agent import Credentials
+    from room_client.evaluation import ExpertDesk, describe_draft
+
+    sid = _sid(args)
+    expert = Credentials.load(
+        key=args.expert_key, cert=args.expert_cert, token_uri=args.expert_token_uri, chain=[]
+    )
+    client = _room_client(args)
+    expert_client = None
+    try:
+        expert_client = await client.sign_in_expert(sid, args.expert_id, expert)
+        out(f"专家 {expert_client.name} ({expert_client.party_id}) 已签到 / signed in")
+        link = await expert_client.web_link(sid)
+        out(
+            "在评标室屏幕上打开专家评标网页（一次有效，60 秒内）/ open the expert desk on the "
+            "room's screen (one use, within 60 s):",
+            f"  {link}",
+        )
+        if args.link_only:
+            return 0
+
+        async def yes(draft: dict[str, Any]) -> bool:
+            out("", "自动签名 signing unattended (--yes):", *describe_draft(draft))
+            return True
+
+        desk = ExpertDesk(
+            expert_client, sid, confirm=yes if args.yes else _confirm_at_terminal, notice=out
+        )
+        stop = asyncio.Event()
+        if args.seconds:
+            asyncio.get_running_loop().call_later(args.seconds, stop.set)
+        out("等待专家评标网页提交 / waiting for the expert desk's drafts (Ctrl-C to stop)")
+        await desk.run(stop)
+        return 0
+    finally:
+        if expert_client is not None:
+            await expert_client.close()
+        expert.close()
+        await client.close()
+
+
 def _handler(coro: Any) -> Any:
     def handler(args: argparse.Namespace) -> int:
         with contextlib.suppress(KeyboardInterrupt):
@@ -176,6 +232,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--expert-id", required=True, help="专家编号 the expert's id")
     p.add_argument("--save", required=True, metavar="JSON", help="保存专家会话 save the session")
     p.set_defaults(handler=_handler(_sign_in))
+
+    p = rsub.add_parser(
+        "desk",
+        parents=[common],
+        help="专家评标网页：一次性链接，并在本终端为网页签名 the expert desk: its link, and signing "
+        "what it drafts",
+        description="签到专家、打印专家评标网页的一次性链接，并在专家于本终端确认后，用专家本人的 "
+        "CA 证书签名网页提交的评审表或评标报告意见。Signs the expert in, prints the expert "
+        "desk's one-time link, and signs with the expert's own key (file or PKCS#11 token) the "
+        "sheets and report answers the page drafts, after the expert confirms at this terminal "
+        "(or unattended with --yes). Run it again for a new link.",
+    )
+    _expert_key_args(p)
+    p.add_argument("--expert-id", required=True, help="专家编号 the expert's id")
+    p.add_argument(
+        "--yes", action="store_true", help="不逐项确认，自动签名 sign without asking (unattended)"
+    )
+    p.add_argument(
+        "--link-only", action="store_true", help="只打印链接 print the page's link and exit"
+    )
+    p.add_argument("--seconds", type=float, default=0, help="运行秒数 run this long (0: forever)")
+    p.set_defaults(handler=_handler(_desk))
 
     ep = rsub.add_parser("expert", help="专家操作 act for a signed-in expert")
     esub = ep.add_subparsers(dest="action", metavar="ACTION", required=True)

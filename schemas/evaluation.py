@@ -184,3 +184,52 @@ class OfferIn(_In):
 class AnswerOut(_Out):
     sdp: str
     type: str
+
+
+# --- the expert desk: documents, forms and the signature relay --------------------------------------
+
+
+class BidDocument(_Out):
+    path: str = Field(description="the file's path inside the bid package (as in manifest.json)")
+    size: int
+    sha256: str
+    content_type: str = Field(description="what the document route serves it as")
+
+
+class BidDocuments(_Out):
+    bidder: str
+    name: str
+    price_fen: int
+    envelope_sha256: str
+    package_sha256: str
+    documents: list[BidDocument]
+
+
+class BidsOut(_Out):
+    bids: list[BidDocuments]
+
+
+class FormsOut(_Out):
+    """What the review forms are built from: the method (criteria with their maxima) and the
+    pass/fail items per stage."""
+
+    method: dict[str, Any]
+    review_items: list[dict[str, Any]]
+    stages: list[str]
+
+
+class SignRequestIn(_In):
+    """A draft for the expert's room device to sign: a sheet of the current stage, or the
+    expert's answer to the report (agree, or disagree with a written reason)."""
+
+    kind: str = Field(pattern=r"^(sheet|report)$")
+    stage: str = Field(default="", max_length=32)
+    content: dict[str, Any] = Field(default_factory=dict)
+    agree: bool = True
+    reason: str = Field(default="", max_length=4000)
+
+
+class ToSignOut(_Out):
+    draft: dict[str, Any] | None = Field(
+        description="the draft waiting for the signature at the room device, if any"
+    )
