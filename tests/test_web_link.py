@@ -95,3 +95,36 @@ async def test_pages_and_the_socketio_client_are_served(hall: Hall) -> None:
         assert b"io" in await r.read()
     async with hall.http.get(hall.url + "/web/node_modules/socket.io-client/package.json") as r:
         assert r.status == 404  # packages are not served wholesale
+
+
+# --- token refresh ------------------------------------------------------------------------------
+
+
+async def test_a_token_is_renewed_before_it_expires_but_never_after(hall: Hall) -> None:
+    """A page open longer than a token lives renews it; an expired one stays expired."""
+    sid = await hall.create_session()
+    out = await hall.request(
+        "POST", "/api/auth/web-link", P(hall, "a"), {"session_id": sid, "page": "bidder"}
+    )
+    got = await hall.request(
+        "POST", "/api/auth/web-link/redeem", None, {"code": code_of(out["url"])}
+    )
+    assert got["issued_at"] == hall.clock.now().isoformat()
+    hall.clock.set(hall.clock.now() + timedelta(minutes=29))
+    bearer = {"Authorization": f"Bearer {got['token']}"}
+    fresh = await hall.request("POST", "/api/auth/refresh", headers=bearer)
+    assert fresh["token"] != got["token"]
+    assert fresh["issued_at"] == hall.clock.now().isoformat()
+    assert fresh["expires_at"] == (hall.clock.now() + timedelta(minutes=30)).isoformat()
+    # the old token's life ends as it did; the new one names the same party
+    hall.clock.set(hall.clock.now() + timedelta(minutes=2))
+    await hall.refused(401, "TOKEN_INVALID", "GET", f"/api/sessions/{sid}", None, headers=bearer)
+    await hall.refused(401, "TOKEN_INVALID", "POST", "/api/auth/refresh", None, headers=bearer)
+    renewed = {"Authorization": f"Bearer {fresh['token']}"}
+    view = await hall.request("GET", f"/api/sessions/{sid}", headers=renewed)
+    assert view["session_id"] == sid
+    again = await hall.request("POST", "/api/auth/refresh", headers=renewed)
+    assert hall.hub.tokens.check(again["token"], hall.clock.now()).party_id == P(hall, "a").code
+    await hall.refused(
+        401, "TOKEN_INVALID", "POST", "/api/auth/refresh", None, headers={"Authorization": "x"}
+    )

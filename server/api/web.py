@@ -3,7 +3,9 @@
 An agent that logged in with its CA key asks for a link (``POST /api/auth/web-link``); the link
 carries a code that is HMAC-signed by the server, names the party, the session and the page, and
 is good for one minute and one use (its nonce is consumed in the store, like a login challenge).
-The page redeems it (``POST /api/auth/web-link/redeem``) for an ordinary bearer token.
+The page redeems it (``POST /api/auth/web-link/redeem``) for an ordinary bearer token, and
+renews that token before it runs out (``POST /api/auth/refresh``), so a page left open all day
+keeps working; an expired token is never renewed (the agent makes a new link).
 """
 
 from __future__ import annotations
@@ -62,9 +64,16 @@ class RedeemOut(_Out):
     role: str
     party_id: str
     name: str
+    issued_at: str = Field(description="the server's clock when the token was issued")
     expires_at: str
     session_id: str
     page: str
+
+
+class RefreshOut(_Out):
+    token: str
+    issued_at: str = Field(description="the server's clock when the token was issued")
+    expires_at: str
 
 
 def _b64u(data: bytes) -> str:
@@ -147,10 +156,27 @@ async def redeem(ctx: Ctx, body: RedeemIn) -> RedeemOut:
         role=p.role,
         party_id=p.party_id,
         name=p.name,
+        issued_at=now.isoformat(),
         expires_at=exp.isoformat(),
         session_id=claims["session"],
         page=claims["page"],
     )
+
+
+@routes.route(
+    "POST",
+    "/api/auth/refresh",
+    "A fresh bearer token for the same party, in exchange for one that has not expired yet",
+    response=RefreshOut,
+    roles=("bidder", "host", "supervisor", "centre", "room", "expert"),
+    tag="auth",
+)
+async def refresh(ctx: Ctx) -> RefreshOut:
+    # ``dispatch`` has checked the token (signature, expiry) and read its principal: an expired
+    # token never gets here. The new one names the same party and certificate.
+    now = ctx.hub.clock.now()
+    token, exp = ctx.hub.tokens.issue(ctx.who, now)
+    return RefreshOut(token=token, issued_at=now.isoformat(), expires_at=exp.isoformat())
 
 
 def add_static(app: web.Application) -> None:
@@ -171,3 +197,7 @@ def add_static(app: web.Application) -> None:
     app.router.add_get("/web/", index)
     if pages.is_dir():
         app.router.add_static("/web/", pages, show_index=False, follow_symlinks=False)
+
+
+# The supervisor wall's routes live in their own module, on the same route table.
+from server.api import supervision as _supervision  # noqa: E402, F401

@@ -1,7 +1,8 @@
 // BidBridge pages: what every page shares (plain ES module, no build step).
 //
 // - i18n: one dictionary (Chinese first, English second), a language switch kept in localStorage;
-// - the REST helper: bearer token from sessionStorage, errors shown as {code, zh, en};
+// - the REST helper: bearer token from sessionStorage, errors shown as {code, zh, en}; the token is
+//   renewed before it runs out (POST /api/auth/refresh), so a page left open keeps working;
 // - the hall follower: socket.io namespace "/hall", replay by seq, duplicates dropped by seq,
 //   reconnect from the last seq, clock offset measured against the server's "time";
 // - the fold: the session as this role may see it = GET /api/sessions/{id} (a snapshot at seq N)
@@ -346,6 +347,123 @@ const TEXT = {
   "ev.session_resumed": ["恢复", "Resumed"],
   "ev.window_extended": ["延长时间", "Window extended"],
   "ev.checkpoint": ["平台签名检查点", "Signed checkpoint"],
+
+  // evaluation events (远程异地评标)
+  "ev.evaluation_created": ["创建评标会", "Evaluation created"],
+  "ev.draw_committed": ["平台提交随机数承诺", "Server committed to its random value"],
+  "ev.draw_entropy": ["加入随机数", "Entropy added"],
+  "ev.draw_completed": ["抽取完成，平台公开随机数", "Draw completed, server value revealed"],
+  "ev.committee_drawn": ["评标委员会抽取完成", "Committee drawn"],
+  "ev.room_assigned": ["分配评标室", "Room assigned"],
+  "ev.member_drawn": ["抽中专家", "Expert drawn"],
+  "ev.member_declined": ["专家回避/谢绝", "Expert declined"],
+  "ev.member_absent": ["专家缺席", "Expert absent"],
+  "ev.member_no_key": ["专家无 CA 锁", "Expert without a CA key"],
+  "ev.member_replaced": ["补抽专家", "Expert replaced"],
+  "ev.replacement_failed": ["补抽失败", "Replacement failed"],
+  "ev.member_signed_in": ["专家签到", "Expert signed in"],
+  "ev.room_link": ["评标室音视频连接", "Room link"],
+  "ev.evaluation_started": ["评标开始", "Evaluation started"],
+  "ev.chair_vote": ["推选组长投票", "Vote for the chair"],
+  "ev.chair_elected": ["组长产生", "Chair elected"],
+  "ev.stage_opened": ["评审阶段开始", "Review stage opened"],
+  "ev.sheet_submitted": ["提交签名评审表", "Signed sheet submitted"],
+  "ev.sheet_content": ["评审表内容", "Sheet content"],
+  "ev.rescore_called": ["要求复核评分", "Re-score called"],
+  "ev.stage_concluded": ["评审阶段结束", "Review stage concluded"],
+  "ev.evaluation_summarizing": ["汇总评审结果", "Summarizing"],
+  "ev.ranking_computed": ["计算排名", "Ranking computed"],
+  "ev.report_generated": ["生成评标报告", "Report generated"],
+  "ev.report_signed": ["签署评标报告", "Report signed"],
+  "ev.evaluation_closed": ["评标结束", "Evaluation closed"],
+  "ev.supervisor_warning": ["监督预警", "Supervisor's warning"],
+  "ev.evaluation_suspended": ["评标暂停", "Evaluation suspended"],
+  "ev.evaluation_resumed": ["评标恢复", "Evaluation resumed"],
+  "ev.evaluation_void": ["评标作废", "Evaluation void"],
+  "ev.media_segment": ["录像分段入档", "Recording segment recorded"],
+  "ev.signal": ["预警信号", "Warning signal"],
+  "evstatus.draft": ["草稿", "draft"],
+  "evstatus.drawing": ["抽取专家中", "drawing the committee"],
+  "evstatus.convening": ["专家签到中", "convening"],
+  "evstatus.evaluating": ["评审中", "evaluating"],
+  "evstatus.summarizing": ["汇总中", "summarizing"],
+  "evstatus.signing": ["签署评标报告中", "signing the report"],
+  "evstatus.closed": ["评标已结束", "closed"],
+  "evstatus.void": ["评标已作废", "void"],
+  "evstatus.suspended": ["已暂停", "suspended"],
+  "link.up": ["终端在线", "device online"],
+  "link.down": ["终端离线", "device offline"],
+
+  // supervisor wall
+  "sup.title": ["监管大屏（监督）", "Supervisor wall"],
+  "sup.me": ["监督人员", "Supervisor"],
+  "sup.overview": ["监管范围内的会话", "Sessions in your remit"],
+  "sup.none": ["暂无会话。", "No sessions."],
+  "sup.kind.opening": ["开标", "Opening"],
+  "sup.kind.evaluation": ["评标", "Evaluation"],
+  "sup.col.kind": ["类型", "Kind"],
+  "sup.col.title": ["名称", "Title"],
+  "sup.col.status": ["状态", "Status"],
+  "sup.col.link": ["实时连接", "Live link"],
+  "sup.col.seq": ["最新事件", "Latest event"],
+  "sup.live_count": ["{n}/{m} 个会话实时连接", "{n} of {m} sessions live"],
+  "sup.refresh_list": ["刷新会话列表", "Reload the list of sessions"],
+  "sup.feed": ["实时事件（最新在上）", "Live events (newest first)"],
+  "sup.feed.label": ["{title} 的实时事件", "Live events of {title}"],
+  "sup.warnings": ["预警与暂停", "Warnings and suspension"],
+  "sup.warn.label": ["预警内容（所有参与方可见，记入档案）", "Warning (every participant sees it; recorded)"],
+  "sup.warn.send": ["发出预警", "Raise the warning"],
+  "sup.warn.empty": ["请填写预警内容。", "Write the warning first."],
+  "sup.warn.sent": ["预警已发出（事件 #{seq}）。", "Warning raised (event #{seq})."],
+  "sup.warn.list": ["已发出的预警", "Warnings raised"],
+  "sup.warn.none": ["暂无预警。", "No warnings."],
+  "sup.reason.label": ["暂停/恢复原因（通知所有参与方，记入开标记录）", "Reason to suspend or resume (everyone is told; recorded)"],
+  "sup.suspend": ["暂停开标", "Suspend the opening"],
+  "sup.resume": ["恢复开标", "Resume the opening"],
+  "sup.reason.empty": ["请填写原因。", "A reason is required."],
+  "sup.done": ["已完成：{what}（事件 #{seq}）", "Done: {what} (event #{seq})"],
+  "sup.opening_note": [
+    "开标中监督可暂停或恢复开标（须写明原因）；主持人和投标人会看到原因。",
+    "In an opening the supervisor may suspend or resume it with a reason; the host and the bidders see the reason.",
+  ],
+  "sup.suspended": ["已暂停：{reason}", "Suspended: {reason}"],
+  "sup.video": ["评标室画面", "Room video"],
+  "sup.video.watch": ["观看 {room}", "Watch {room}"],
+  "sup.video.stop": ["停止观看", "Stop watching"],
+  "sup.video.idle": ["选择一个评标室观看其实时画面。", "Choose a room to watch its live video."],
+  "sup.video.connecting": ["正在连接 {room}…", "Connecting to {room}…"],
+  "sup.video.playing": ["正在播放 {room}", "Playing {room}"],
+  "sup.video.failed": ["画面连接失败：{why}", "The video link failed: {why}"],
+  "sup.video.none": ["尚未抽取评标室。", "No rooms drawn yet."],
+  "sup.video.label": ["{room} 的实时画面", "Live video of {room}"],
+  "sup.rooms": ["评标室", "Rooms"],
+  "sup.room.lead": ["主场", "lead site"],
+  "sup.room.secondary": ["副场", "secondary site"],
+  "sup.members": ["专家签到：{n}/{m}", "Experts signed in: {n} of {m}"],
+  "sup.fact.bids": ["投标", "Bids"],
+  "sup.fact.members": ["专家", "Experts"],
+  "sup.bids": ["有效投标文件：{n}", "Valid bids: {n}"],
+  "sup.bids_hidden": ["截止前不显示投标数量（规则 4）", "Bid count hidden before the deadline (rule 4)"],
+  "sup.archive": ["档案", "Archive"],
+  "sup.archive.download": ["下载档案（ZIP）", "Download the archive (ZIP)"],
+  "sup.archive.busy": ["正在导出档案…", "Exporting the archive…"],
+  "sup.archive.done": ["已下载 {name}（{size}）；可用 bidbridge verify-archive 离线验证。", "Downloaded {name} ({size}); check it offline with bidbridge verify-archive."],
+  "sup.signals": ["围标串标与评标不公预警信号", "Bid-rigging and unfair-evaluation signals"],
+  "sup.signals.none": [
+    "暂无预警信号。系统从开标和评标记录中发现可疑迹象时，会在此列出并附证据。",
+    "No signals. When the record shows signs of bid rigging or unfair evaluation, they are listed here with their evidence.",
+  ],
+  "sup.signal.score": ["可疑程度 {score}", "Score {score}"],
+  "sup.signal.subjects": ["涉及：{who}", "Concerns: {who}"],
+  "sup.signal.evidence": ["证据", "Evidence"],
+  "sup.signal.kind.same_origin": ["同一来源上传", "same upload origin"],
+  "sup.signal.kind.same_hands": ["同一人编制", "same hands"],
+  "sup.signal.kind.same_money": ["同一资金来源", "same money"],
+  "sup.signal.kind.price_patterns": ["报价规律异常", "price pattern"],
+  "sup.signal.kind.certificate_trail": ["证书使用轨迹", "certificate trail"],
+  "sup.signal.kind.unfair_evaluation": ["评标不公", "unfair evaluation"],
+  "sup.jump": ["转到 {title}", "Go to {title}"],
+  "sup.opening_of": ["来自开标 {id}", "from opening {id}"],
 };
 
 export const I18N = { zh: {}, en: {} };
@@ -580,6 +698,7 @@ export function saveAuth(out) {
     role: out.role,
     party_id: out.party_id,
     name: out.name,
+    issued_at: out.issued_at,
     expires_at: out.expires_at,
     session_id: out.session_id,
   };
@@ -600,6 +719,52 @@ let bearer = null;
 
 export function useToken(token) {
   bearer = token;
+}
+
+/** The bearer token in use now (renewals replace it). */
+export function currentToken() {
+  return bearer;
+}
+
+const TOKEN_LIFE_MS = 30 * 60000;
+
+/**
+ * Keep the sign-in alive: when less than half of the token's life is left (by the server's clock),
+ * trade it for a fresh one and keep that in this tab. An expired token cannot be renewed: then
+ * `onExpired(err)` says so and the person asks the agent for a new link.
+ */
+export function keepTokenFresh(auth, onExpired = () => {}) {
+  let current = { ...auth };
+  let busy = false;
+  let expired = false;
+  useToken(current.token);
+  const check = async () => {
+    if (busy || expired) return;
+    const exp = parseTime(current.expires_at);
+    const issued = parseTime(current.issued_at);
+    const life = Number.isFinite(issued) && exp > issued ? exp - issued : TOKEN_LIFE_MS;
+    if (!Number.isFinite(exp) || exp - serverNow() > life / 2) return;
+    busy = true;
+    try {
+      const out = await api("POST", "/api/auth/refresh");
+      current = { ...current, token: out.token, issued_at: out.issued_at, expires_at: out.expires_at };
+      useToken(out.token);
+      saveAuth(current);
+      document.body.dataset.tokenRenewals = String(Number(document.body.dataset.tokenRenewals || 0) + 1);
+    } catch (err) {
+      if (err && err.code === "TOKEN_INVALID") {
+        expired = true;
+        onExpired(err);
+      }
+    } finally {
+      busy = false;
+    }
+  };
+  setInterval(check, 1000);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") check();
+  });
+  return { check, auth: () => current };
 }
 
 /** JSON request to the API; a refusal becomes an ApiError with the server's {code, zh, en}. */
@@ -637,6 +802,13 @@ export async function api(method, path, body) {
 
 // --- the hall follower (socket.io) -----------------------------------------------------------------
 
+let clockOffset = 0;
+
+/** The server's clock as last measured by any follower on this page (ms since the epoch). */
+export function serverNow() {
+  return Date.now() + clockOffset;
+}
+
 /**
  * Follows one session's hall: replay after `cursor`, then live. Events are dropped when their seq
  * was seen before; after "replayed" the cursor is the server's replay point, and every live event
@@ -670,7 +842,7 @@ export class Follower {
       // Called before every (re)connection: the server replays after the cursor, then "replayed".
       auth: (cb) => {
         this.replaying = true;
-        cb({ token: this.token, session_id: this.sessionId, last_seq: this.cursor });
+        cb({ token: bearer || this.token, session_id: this.sessionId, last_seq: this.cursor });
       },
       transports: ["websocket", "polling"],
       reconnectionDelay: 500,
@@ -722,6 +894,7 @@ export class Follower {
     if (!Number.isFinite(server)) return;
     this.offset = server - (sent + received) / 2;
     this.synced = true;
+    clockOffset = this.offset;
   }
 
   async syncClock() {
@@ -1255,7 +1428,7 @@ export function bootHall({ page, roles, render, tick }) {
     showError(fatal, { code: "NOT_PERMITTED", zh: I18N.zh["err.wrong_page"], en: I18N.en["err.wrong_page"] });
     return null;
   }
-  useToken(auth.token);
+  keepTokenFresh(auth, (err) => showError(fatal, err));
   let conn = ["connecting", null];
   const connEl = byTestId("conn");
   const model = new HallModel({
@@ -1281,6 +1454,8 @@ export function bootHall({ page, roles, render, tick }) {
 
 // --- every page: i18n, the language switch, and the enter page's redemption ------------------------
 
+const PAGES = ["bidder", "host", "expert", "supervisor"];
+
 async function enterPage() {
   const status = byTestId("enter-status");
   const error = byTestId("enter-error");
@@ -1305,7 +1480,7 @@ async function enterPage() {
     fail(err);
     return;
   }
-  if (!["bidder", "host"].includes(out.page)) {
+  if (!PAGES.includes(out.page)) {
     fail({ code: "PAGE_UNAVAILABLE", zh: `暂无“${out.page}”页面`, en: `there is no ${out.page} page yet` });
     return;
   }
