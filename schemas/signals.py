@@ -109,6 +109,11 @@ class LotFacts(_Model):
         default_factory=list,
         description="SHA-256 of the tender's own files (forms every bidder includes): never a sign",
     )
+    platform_addresses: list[Text] = Field(
+        default_factory=list,
+        description="the platform's own proxy / NAT addresses, as clients may appear behind a "
+        "misconfigured forwarder: never a sign",
+    )
 
     @model_validator(mode="after")
     def _one_bid_per_bidder(self) -> LotFacts:

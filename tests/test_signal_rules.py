@@ -119,10 +119,14 @@ def test_signal_same_origin_decryption_only_is_weakest() -> None:
     assert seqs(s) == {40, 41}
 
 
-def test_signal_same_origin_proxy_address_of_every_bid_does_not_fire() -> None:
-    # Every one of 4 bids "from" 10.1.1.1: the platform's own forwarder, not the bidders.
-    facts = lot(*(bid(i, uploads=[up(i, "10.1.1.1", i)]) for i in range(1, 5)))
-    assert S.same_origin(facts) == []
+def test_signal_same_origin_platform_proxy_address_does_not_fire() -> None:
+    # Every one of 4 bids "from" 10.1.1.1, the platform's own forwarder: not the bidders.
+    bids = [bid(i, uploads=[up(i, "10.1.1.1", i)]) for i in range(1, 5)]
+    assert S.same_origin(lot(*bids, platform_addresses=["10.1.1.1"])) == []
+    # The same from any other address is a ring that is the whole lot: 4 uploads in 3 minutes.
+    s = only(S.same_origin(lot(*bids)), "same_origin_address")
+    assert s.score == 0.7 and s.subjects == [code(i) for i in range(1, 5)]
+    assert seqs(s) == {1, 2, 3, 4}
 
 
 def test_signal_same_origin_sealing_machine() -> None:
