@@ -1,18 +1,27 @@
 // The host's console (开标控制台): the session's state and timeline from the hall's events; the
 // host's actions call the REST routes of server/api/hall.py. Signing the record needs the CA key
 // and stays in the agent; the console shows the command.
+//
+// The same console follows an evaluation (评标控制台) when the link names one: its timeline and
+// state, the committee's sign-in (identities only as the server reveals them: counts until each
+// member signs in, 两随机四不知), rooms, review progress, and start / suspend / resume with a
+// reason (server/api/evaluation.py). The evaluation model is expert.js's EvalModel.
 
 import {
+  I18N,
   ACTIVE,
   BEFORE_DEADLINE,
   announce,
   api,
+  applyI18n,
   bootHall,
   byTestId,
   commandBlock,
   currentLang,
   fmtTime,
   h,
+  loadAuth,
+  renderConn,
   renderLog,
   renderStages,
   renderTable,
@@ -21,7 +30,9 @@ import {
   statusText,
   t,
   tickCountdown,
+  useToken,
 } from "/web/app.js";
+import { EvalModel, evalPath, evalStatusText, memberName, renderEvalBanner, renderEvalStages } from "/web/expert.js";
 
 const ui = {
   objections: new Map(), // id -> {li, sig}
@@ -371,7 +382,8 @@ function tick(model) {
   tickCountdown(byTestId("countdown"), byTestId("countdown-label"), model.state, now);
 }
 
-const model = bootHall({ page: "host", roles: ["host", "centre"], render, tick });
+const evaluation = await probeEvaluation();
+const model = evaluation ? null : bootHall({ page: "host", roles: ["host", "centre"], render, tick });
 
 async function act(button, tail, body, label) {
   const error = byTestId("host-error");
@@ -435,3 +447,256 @@ if (model) {
   }
   byTestId("window-form").addEventListener("submit", (ev) => ev.preventDefault());
 }
+
+// --- the evaluation view ------------------------------------------------------------------------------
+
+const EV_TEXT = {
+  "hev.title": ["评标控制台（主持人）", "Evaluation console (host)"],
+  "hev.controls": ["评标操作", "Evaluation controls"],
+  "hev.start": ["开始评标", "Start the evaluation"],
+  "hev.reason": ["原因（记入评标记录，通知监督和各评标室）", "Reason (recorded; the supervisor and every room are told)"],
+  "hev.suspend": ["暂停评标", "Suspend"],
+  "hev.resume": ["恢复评标", "Resume"],
+  "hev.committee": ["评标委员会与在线情况", "Committee and presence"],
+  "hev.rooms": ["评标室", "Rooms"],
+  "hev.progress": ["评审进度", "Review progress"],
+  "hev.why.state": ["当前状态不能执行此操作。", "Not possible in the current state."],
+  "hev.why.supervisor": ["须有监督人员在线才能开始评标。", "A supervisor must be present to start."],
+  "hev.why.signed_in": ["全部成员签到后才能开始评标。", "Every member must sign in first."],
+  "hev.signed_in": ["已签到成员：{n}/{m}", "Members signed in: {n}/{m}"],
+  "hev.identities": ["抽取结果对主持人保密，成员签到后才显示身份（两随机四不知）。", "The draw stays hidden from the host; members show once signed in."],
+  "hev.late": ["迟到", "late"],
+  "hev.supervisors": ["监督在线：{n}", "Supervisors present: {n}"],
+  "hev.rooms_count": ["抽中评标室：{n}，音视频在线：{up}", "Rooms drawn: {n}, linked: {up}"],
+  "hev.room_members": ["{room}：已签到 {n} 人", "{room}: {n} signed in"],
+  "hev.segments": ["录像分段：{n}", "Recording segments: {n}"],
+  "hev.convene": ["集合时间", "Convene at"],
+  "hev.grace": ["签到宽限（分钟）", "Sign-in grace (minutes)"],
+  "hev.suspended_at": ["暂停于", "Suspended at"],
+  "hev.submitted": ["{stage}：已提交 {n}/{m}", "{stage}: {n}/{m} sheets in"],
+  "hev.passed": ["通过：{who}", "passed: {who}"],
+  "hev.report_signed": ["评标报告签署：{n}/{m}", "Report signed: {n}/{m}"],
+  "hev.chair": ["评标委员会主任：{who}", "Chair: {who}"],
+  "hev.ranking": ["推荐中标候选人：{who}", "Recommended: {who}"],
+  "hev.done": ["已完成：{what}", "Done: {what}"],
+  "hev.need_reason": ["请填写原因。", "A reason is required."],
+};
+for (const [key, [zh, en]] of Object.entries(EV_TEXT)) {
+  if (!(key in I18N.zh)) I18N.zh[key] = zh;
+  if (!(key in I18N.en)) I18N.en[key] = en;
+}
+applyI18n();
+
+/** The link names an evaluation when the evaluation route knows the session. */
+async function probeEvaluation() {
+  const auth = loadAuth(sid());
+  if (!auth) return false;
+  useToken(auth.token);
+  try {
+    await api("GET", evalPath(sid()));
+    return true;
+  } catch {
+    return false; // NOT_FOUND: an opening (bootHall reports anything else)
+  }
+}
+
+const ev = { model: null, logKey: "" };
+
+function evControls(view) {
+  const why = {};
+  const missing = view.committee_size - (view.signed_in || []).length;
+  if (view.status !== "convening") why.start = t("hev.why.state");
+  else if (!view.supervisors_present) why.start = t("hev.why.supervisor");
+  else if (missing > 0) why.start = t("hev.why.signed_in");
+  if (!["drawing", "convening", "evaluating", "summarizing", "signing"].includes(view.status)) why.suspend = t("hev.why.state");
+  if (view.status !== "suspended") why.resume = t("hev.why.state");
+  return why;
+}
+
+function renderEvControls(view) {
+  const why = evControls(view);
+  for (const [testid, key] of [["ev-start", "start"], ["ev-suspend", "suspend"], ["ev-resume", "resume"]]) {
+    const button = byTestId(testid);
+    if (!button.dataset.busy) button.disabled = Boolean(why[key]);
+  }
+  byTestId("ev-why-start").textContent = why.start || "";
+}
+
+function renderEvTimes(view) {
+  const rows = [
+    ["hev.convene", fmtTime(view.timetable.convene_at)],
+    ["hev.grace", String(view.timetable.grace_minutes)],
+  ];
+  if (view.suspended_at) rows.push(["hev.suspended_at", fmtTime(view.suspended_at)]);
+  byTestId("ev-times").replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, t(k)), h("dd", { class: "mono" }, v)]));
+}
+
+function renderEvCommittee(view) {
+  const signed = view.signed_in || [];
+  const sups = view.supervisors_present || 0;
+  const items = [
+    h("li", { "data-testid": "ev-signed-in" }, t("hev.signed_in", { n: signed.length, m: view.committee_size })),
+    h("li", { "data-testid": "ev-supervisors", class: sups ? "ok" : "warn" }, t("hev.supervisors", { n: sups })),
+  ];
+  if (view.chair) items.push(h("li", { "data-testid": "ev-chair" }, t("hev.chair", { who: memberName(view, view.chair) })));
+  if (signed.length < view.committee_size) items.push(h("li", { class: "muted" }, t("hev.identities")));
+  byTestId("ev-committee").replaceChildren(
+    h("ul", { class: "plain" }, ...items),
+    h(
+      "ul",
+      { class: "plain", "data-testid": "ev-members" },
+      ...signed.map((m) =>
+        h("li", { "data-member": m.id }, memberName(view, m.id), " ", h("span", { class: "muted small" }, m.room_id), m.late ? h("span", { class: "tag" }, t("hev.late")) : null),
+      ),
+    ),
+  );
+}
+
+function renderEvRooms(view) {
+  const perRoom = new Map();
+  for (const m of view.signed_in || []) perRoom.set(m.room_id, (perRoom.get(m.room_id) || 0) + 1);
+  byTestId("ev-rooms").replaceChildren(
+    h("p", { "data-testid": "ev-rooms-count" }, t("hev.rooms_count", { n: view.rooms_drawn, up: view.rooms_up })),
+    h("ul", { class: "plain" }, ...[...perRoom].sort().map(([room, n]) => h("li", { "data-room": room }, t("hev.room_members", { room, n })))),
+    h("p", { class: "muted small" }, t("hev.segments", { n: view.segments })),
+  );
+}
+
+function renderEvProgress(view) {
+  const items = [];
+  for (const stage of view.stages || []) {
+    const n = ((view.submitted || {})[stage] || []).length;
+    const outcome = (view.outcomes || {})[stage];
+    items.push(
+      h(
+        "li",
+        { "data-stage": stage },
+        t("hev.submitted", { stage: t(`stg.${stage}`), n, m: view.committee_size }),
+        outcome && outcome.passed ? h("span", { class: "muted small" }, " · ", t("hev.passed", { who: outcome.passed.map((b) => bidderOf(view, b)).join("、") })) : null,
+      ),
+    );
+  }
+  const ranking = view.ranking && view.ranking.ranking;
+  if (ranking && ranking.recommended) items.push(h("li", { "data-testid": "ev-recommended" }, t("hev.ranking", { who: ranking.recommended.map((b) => bidderOf(view, b)).join("、") })));
+  if (view.report_sha256) {
+    items.push(h("li", { "data-testid": "ev-report-signed" }, t("hev.report_signed", { n: (view.report_signed || []).length, m: view.committee_size })));
+  }
+  byTestId("ev-progress").replaceChildren(h("ul", { class: "plain" }, ...items));
+}
+
+function bidderOf(view, code) {
+  const b = (view.bids || []).find((x) => x.bidder === code);
+  return b && b.name ? b.name : code;
+}
+
+function renderEvaluation(model) {
+  const view = model.view;
+  if (!view) return;
+  document.body.dataset.status = view.status;
+  document.body.dataset.seq = String(model.lastSeq);
+  byTestId("session-meta").replaceChildren(
+    h("div", { class: "meta-title", "data-testid": "title" }, view.title || ""),
+    h("div", { class: "meta-row" }, h("div", { class: "meta-item" }, h("span", { class: "label" }, t("session.lot")), h("span", { class: "value" }, view.lot_id))),
+  );
+  renderEvalBanner(byTestId("banner"), view, model.events);
+  const status = byTestId("ev-status");
+  status.textContent = evalStatusText(view);
+  status.dataset.status = view.status;
+  status.dataset.stage = view.stage || "";
+  renderEvalStages(byTestId("ev-stages"), view);
+  renderEvTimes(view);
+  renderEvControls(view);
+  renderEvCommittee(view);
+  renderEvRooms(view);
+  renderEvProgress(view);
+  const key = `${model.events.length}:${model.lastSeq}:${currentLang()}`;
+  if (key !== ev.logKey) {
+    ev.logKey = key;
+    renderLog(byTestId("ev-log"), model.events, (code) => bidderOf(view, code));
+  }
+}
+
+async function evAct(button, tail, body, label) {
+  const error = byTestId("ev-error");
+  const ok = byTestId("ev-ok");
+  showError(error, null);
+  showNotice(ok, "");
+  button.dataset.busy = "1";
+  button.disabled = true;
+  try {
+    await api("POST", evalPath(sid(), tail), body);
+    showNotice(ok, t("hev.done", { what: label }));
+    announce(t("hev.done", { what: label }));
+    return true;
+  } catch (err) {
+    showError(error, err);
+    return false;
+  } finally {
+    delete button.dataset.busy;
+    if (ev.model && ev.model.view) renderEvControls(ev.model.view);
+  }
+}
+
+function bootEvaluation() {
+  const auth = loadAuth(sid());
+  const fatal = byTestId("fatal");
+  if (!["host", "centre"].includes(auth.role)) {
+    showError(fatal, { code: "NOT_PERMITTED", zh: I18N.zh["err.wrong_page"], en: I18N.en["err.wrong_page"] });
+    return;
+  }
+  const opening = document.getElementById("main");
+  opening.hidden = true;
+  opening.id = "main-opening";
+  const main = byTestId("ev-main");
+  main.hidden = false;
+  main.id = "main";
+  const title = byTestId("page-title");
+  title.dataset.i18n = "hev.title";
+  document.body.dataset.titleKey = "hev.title";
+  title.textContent = t("hev.title");
+  document.title = `${t("hev.title")} · BidBridge`;
+  document.body.dataset.page = "host";
+  document.body.dataset.kind = "evaluation";
+  let conn = ["connecting", null];
+  const connEl = byTestId("conn");
+  const model = new EvalModel({
+    sessionId: sid(),
+    auth,
+    onChange: () => renderEvaluation(model),
+    onConn: (status, data) => {
+      conn = [status, data];
+      renderConn(connEl, status, data);
+      if (status === "refused") showError(fatal, data);
+    },
+    onError: (err) => showError(fatal, err),
+  });
+  ev.model = model;
+  document.addEventListener("langchange", () => {
+    renderConn(connEl, ...conn);
+    ev.logKey = "";
+    renderEvaluation(model);
+  });
+  model.start().catch((err) => showError(fatal, err));
+  setInterval(() => {
+    byTestId("server-time").textContent = model.follower.synced ? fmtTime(model.serverNow()) : "—";
+  }, 250);
+  byTestId("ev-start").addEventListener("click", (e) => evAct(e.currentTarget, "/start", undefined, t("hev.start")));
+  for (const [testid, tail, key] of [
+    ["ev-suspend", "/suspend", "hev.suspend"],
+    ["ev-resume", "/resume", "hev.resume"],
+  ]) {
+    byTestId(testid).addEventListener("click", async (e) => {
+      const input = byTestId("ev-reason");
+      const reason = input.value.trim();
+      if (!reason) {
+        showError(byTestId("ev-error"), { code: "REASON_REQUIRED", zh: I18N.zh["hev.need_reason"], en: I18N.en["hev.need_reason"] });
+        input.focus();
+        return;
+      }
+      if (await evAct(e.currentTarget, tail, { reason }, t(key))) input.value = "";
+    });
+  }
+  byTestId("ev-form").addEventListener("submit", (e) => e.preventDefault());
+}
+
+if (evaluation) bootEvaluation();
