@@ -410,11 +410,11 @@ function renderBids(view, model) {
       .catch((err) => showError(byTestId("fatal"), err));
     return;
   }
-  const rows = Object.values(ui.docs).map((b, i) =>
+  const rows = Object.values(ui.docs).map((b) =>
     h(
       "li",
       { class: "bid-docs", "data-testid": `bid-${b.bidder}` },
-      h("div", { class: "obj-head" }, h("strong", {}, `${i + 1}. ${b.name || b.bidder}`), h("span", { class: "mono muted" }, b.bidder),
+      h("div", { class: "obj-head" }, h("strong", {}, b.name || b.bidder), h("span", { class: "mono muted" }, b.bidder),
         h("span", {}, `${t("ex.bids.price")}: ${fmtFen(b.price_fen)}`)),
       h(
         "ul",

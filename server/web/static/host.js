@@ -650,6 +650,11 @@ function bootEvaluation() {
   const main = byTestId("ev-main");
   main.hidden = false;
   main.id = "main";
+  const brand = document.querySelector(".brand .app");
+  if (brand) {
+    brand.dataset.i18n = "expert.app";
+    brand.textContent = t("expert.app");
+  }
   const title = byTestId("page-title");
   title.dataset.i18n = "hev.title";
   document.body.dataset.titleKey = "hev.title";
