@@ -19,6 +19,7 @@ Handler = Callable[[argparse.Namespace], int]
 # 2 GB bid keeps its small, constant memory footprint.
 SERVER_COMMANDS = {
     "demo": "server.demo",
+    "link": "server.demo",
     "serve": "server.serve_cli",
     "admin": "server.serve_cli",
     "bidder": "room_client.bidder_cli",

@@ -3,7 +3,13 @@
 Five bidders with certificates from two CAs (one keeps its keys on a SoftHSM token) seal, upload,
 rehearse and decrypt online through the bidder agent; one cannot decrypt and ends revoked; an
 objection is raised and answered; the table and the record are printed; the archive is exported
-and verified offline. Then the server keeps running (Ctrl-C stops it), or exits with ``--exit``.
+and verified offline. Then the evaluation of the same lot (``server.demo_evaluation``). At the end
+the clock slows to real time and the demo prints the four pages (bidder hall, host console, expert
+desk, supervisor wall) with one-time links; the server keeps running (Ctrl-C stops it), or, with
+``--exit``, the demo opens each link itself (redeems it and loads the page) and exits.
+
+``bidbridge link`` asks a running server for a fresh link as one of the demo's parties (or with
+any CA key and certificate): links work once and for one minute.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
 
 from crypto import ca
 from crypto.bid import seal_bid
@@ -35,7 +44,7 @@ from crypto.token import (
     store_certificate_on_token,
 )
 from crypto.trust import TrustStore
-from room_client.agent import Credentials, HallFollower
+from room_client.agent import Credentials, HallClient, HallFollower
 from room_client.evaluation import EvalClient
 from schemas.common import uscc_check_char
 from server.app import Settings, build_app, build_hub
@@ -71,6 +80,31 @@ class DemoFailed(BidBridgeError):
 
 def _step(title: str) -> None:
     print(f"\n== {title} ==", flush=True)
+
+
+class DemoClock:
+    """Accelerated while the demo runs; real time from :meth:`settle` on, so that the pages a
+    person opens afterwards live as long as they would on a real server (a one-time link a
+    minute, a token half an hour) instead of a sixtieth of it."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self._fast = AcceleratedClock(factor)
+        self._settled: tuple[datetime, float] | None = None
+
+    def now(self) -> datetime:
+        if self._settled is None:
+            return self._fast.now()
+        at, real = self._settled
+        return at + timedelta(seconds=time.time() - real)
+
+    async def sleep(self, seconds: float) -> None:
+        rate = 1.0 if self._settled is not None else self.factor
+        await asyncio.sleep(max(0.0, seconds) / rate)
+
+    def settle(self) -> None:
+        if self._settled is None:
+            self._settled = (self._fast.now(), time.time())
 
 
 def _free_port(preferred: int) -> int:
@@ -226,6 +260,27 @@ class World:
             "chain": chain,
         }
 
+    def save_keys(self, folder: Path) -> Path:
+        """The demo parties' signing keys and certificates as PEM files, for ``bidbridge link``
+        (demo keys only, unencrypted). The token bidder's key stays on its token."""
+        folder.mkdir(parents=True, exist_ok=True)
+        parties: list[tuple[str, Credentials]] = list(self.staff.items())
+        parties += [(f"bidder{b['i'] + 1}", b["creds"]) for b in self.bidders if not b["token"]]
+        for name, creds in parties:
+            key = creds.signing_key
+            assert isinstance(key, SoftwareKey)
+            pem = key.private_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            (folder / f"{name}.key.pem").write_bytes(pem)
+            (folder / f"{name}.key.pem").chmod(0o600)
+            (folder / f"{name}.pem").write_text(cert_pem(creds.signing_cert))
+            if creds.chain:
+                (folder / f"{name}.chain.pem").write_text("".join(cert_pem(c) for c in creds.chain))
+        return folder
+
     def seal(self, b: dict[str, Any]) -> Path:
         folder = self.out / f"bidder{b['i'] + 1}"
         pkg = folder / "package"
@@ -268,6 +323,38 @@ def _money(fen: Any) -> str:
     return f"{fen / 100:,.2f} 元" if isinstance(fen, int) else "-"
 
 
+PAGE_TITLES = {
+    "bidder": "开标大厅（投标人）/ bidder hall",
+    "host": "开标控制台（主持人）/ host console",
+    "expert": "专家评标工作台 / expert desk",
+    "supervisor": "监管大屏（监督）/ supervisor wall",
+}
+
+
+async def web_link(c: HallClient, session_id: str, page: str) -> str:
+    """A one-time link to ``page`` of ``session_id`` for ``c``'s party (the path to open)."""
+    out = await c.call("POST", "/api/auth/web-link", {"session_id": session_id, "page": page})
+    return str(out["url"])
+
+
+async def open_link(url: str, page: str, link: str) -> str:
+    """Do what a browser does with a link: redeem its code, use the token, load the page."""
+    code = link.split("#code=", 1)[1]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/api/auth/web-link/redeem", json={"code": code}) as r:
+            got = await r.json()
+            if r.status != 200 or got.get("page") != page:
+                raise DemoFailed(f"the {page} link was refused: {got}")
+        bearer = {"Authorization": f"Bearer {got['token']}"}
+        async with http.post(f"{url}/api/auth/refresh", headers=bearer) as r:
+            if r.status != 200:
+                raise DemoFailed(f"the {page} page's token does not work: {await r.text()}")
+        async with http.get(f"{url}/web/{page}.html") as r:
+            if r.status != 200:
+                raise DemoFailed(f"the {page} page is not served: HTTP {r.status}")
+    return page
+
+
 async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
     now = datetime.now(UTC)
     _step("1. 两个 CA、五家投标人（其一使用 SoftHSM 令牌）/ two CAs, five bidders, one on a token")
@@ -277,7 +364,7 @@ async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
         print(f"   {b['name']} ({b['code']}) CA {b['ca']}, {where}")
 
     _step("2. 启动开标大厅服务（SQLite，本地文件，加速时钟）/ start the hall server")
-    clock = AcceleratedClock(factor)
+    clock = DemoClock(factor)
     settings = Settings(data_dir=out / "data")
     hub = await build_hub(settings, trust=world.trust, identity=world.identity, clock=clock)
     await hub.store.add_account(
@@ -484,7 +571,7 @@ async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
 
         from server.demo_evaluation import run_evaluation
 
-        await run_evaluation(
+        eval_sid, expert = await run_evaluation(
             out=out,
             url=url,
             hub=hub,
@@ -493,6 +580,43 @@ async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
             client=client,
             export=export_evaluation,
         )
+        clients.append(expert)
+
+        _step("16. 浏览器页面（一次性链接）/ the pages in a browser, with one-time links")
+        clock.settle()
+        keys = world.save_keys(out / "keys")
+        links = {
+            "bidder": await web_link(bidder_clients[0], sid, "bidder"),
+            "host": await web_link(host, sid, "host"),
+            "expert": await web_link(expert, eval_sid, "expert"),
+            "supervisor": await web_link(supervisor, sid, "supervisor"),
+        }
+        for page, link in links.items():
+            print(f"   {PAGE_TITLES[page]}:\n      {url}{link}")
+        print(
+            "   链接只能使用一次、一分钟内有效（时钟已恢复为实际时间）/ each link works once, for "
+            "one minute (the clock now runs at real time). 新链接 / a fresh link:"
+        )
+        for page, who, session in (
+            ("bidder", "bidder1", sid),
+            ("host", "host", sid),
+            ("supervisor", "supervisor", sid),
+        ):
+            print(
+                f"      bidbridge link --server {url} --demo {out} --as {who} --page {page} "
+                f"--session {session}"
+            )
+        print(
+            "      (专家工作台由评标室代理打开 / the expert desk is opened by the room agent: "
+            f"bidbridge room desk ...; evaluation {eval_sid})"
+        )
+        print(f"   演示各方的密钥 / the demo parties' keys: {keys}")
+        if not keep_running:
+            checked = [await open_link(url, page, link) for page, link in links.items()]
+            print(
+                f"   页面链接已验证 / page links checked: {len(checked)} ({', '.join(checked)}) "
+                "— 已在此使用 / used up here"
+            )
     except BidBridgeError as exc:
         print(f"ERROR {exc.line()}", file=sys.stderr)
         ok = False
@@ -508,6 +632,13 @@ async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.Event().wait()
     await runner.cleanup()
+    if ok and not keep_running:
+        print(
+            "\n服务器已停止（--exit）。要在浏览器中打开上面的页面，请不带 --exit 运行 "
+            "`bidbridge demo`（即 `make demo`），服务器会保持运行。/ The server has stopped "
+            "(--exit). To open the pages above in a browser, run `bidbridge demo` without --exit "
+            "(that is `make demo`): the server then keeps running."
+        )
     print("\n演示完成 / demo complete" if ok else "\n演示失败 / demo FAILED")
     return 0 if ok else 1
 
@@ -524,7 +655,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_link(args: argparse.Namespace) -> int:
+    if args.demo:
+        keys = Path(args.demo) / "keys"
+        chain = keys / f"{args.as_}.chain.pem"
+        creds = Credentials.load(
+            key=keys / f"{args.as_}.key.pem",
+            cert=keys / f"{args.as_}.pem",
+            chain=[chain] if chain.exists() else [],
+        )
+    else:
+        if not (args.cert and (args.key or args.token_uri)):
+            raise DemoFailed("--demo DIR --as NAME, or --cert with --key or --token-uri")
+        creds = Credentials.load(
+            key=args.key, cert=args.cert, token_uri=args.token_uri, chain=args.chain or ()
+        )
+
+    async def ask() -> str:
+        async with HallClient(args.server, creds) as c:
+            await c.login()
+            return await web_link(c, args.session, args.page)
+
+    link = asyncio.run(ask())
+    print(f"{args.server.rstrip('/')}{link}")
+    print(
+        "一次性链接：只能使用一次，一分钟内有效 / one-time link: works once, for one minute",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    link = sub.add_parser(
+        "link",
+        help="网页一次性链接 / a one-time link that opens a page in a browser (CA login first)",
+        description=(
+            "用 CA 密钥登录服务器，获取打开网页的一次性链接（只能使用一次，一分钟内有效）。"
+            "专家工作台的链接由评标室代理（bidbridge room desk）获取。/ Log in to the server with "
+            "a CA key and ask for a one-time link to a page (works once, for one minute). The "
+            "expert desk's link comes from the room agent (bidbridge room desk)."
+        ),
+    )
+    link.add_argument("--server", default="http://127.0.0.1:8080", help="the server's address")
+    link.add_argument("--session", required=True, help="session id (an opening or evaluation)")
+    link.add_argument(
+        "--page", required=True, choices=["bidder", "host", "supervisor"], help="which page"
+    )
+    link.add_argument("--demo", help="a demo's folder (bidbridge demo --out): use its keys")
+    link.add_argument(
+        "--as",
+        dest="as_",
+        default="host",
+        help="with --demo: host, supervisor, centre or bidder1 ... bidder4 (default host)",
+    )
+    link.add_argument("--key", help="signing key file (PEM, DER or PKCS#12)")
+    link.add_argument("--cert", help="signing certificate (PEM)")
+    link.add_argument("--chain", action="append", help="intermediate certificate (repeatable)")
+    link.add_argument("--token-uri", help="PKCS#11 URI of the signing key instead of --key")
+    link.set_defaults(handler=cmd_link)
+
     p = sub.add_parser(
         "demo",
         help="运行开标演示 run a complete no-show opening on the embedded default",

@@ -66,11 +66,13 @@ async def run_evaluation(
     opening_sid: str,
     client: Any,
     export: Any,
-) -> None:
+) -> tuple[str, ExpertClient]:
     """Drive the evaluation through the API as the centre, host, supervisor, rooms and experts.
 
     ``client(creds)`` makes a logged-out EvalClient that the caller closes; ``export(sid, path)``
-    exports and verifies a session's archive.
+    exports and verifies a session's archive. Returns the evaluation's id and the chair's client
+    with a freshly renewed token (the caller closes it): an expert cannot sign in again once the
+    evaluation is closed, and the expert desk's link is asked for with this token.
     """
     from server.experts_gen import generate_pool
 
@@ -250,8 +252,19 @@ async def run_evaluation(
 
         _step("15. 导出并离线验证评标档案，复核抽取 / export, verify, recompute the draw")
         await export(sid, out / "evaluation-archive.zip")
+        kept = experts.pop(ids[0])
+        await renew_token(kept)
+        return sid, kept
     finally:
         for link in media.values():
             await link.close()
         for ec in experts.values():
             await ec.close()
+
+
+async def renew_token(c: Any) -> None:
+    """Trade a client's token for a fresh one (``POST /api/auth/refresh``), before it expires."""
+    from schemas.time import parse_iso
+
+    out = await c.call("POST", "/api/auth/refresh")
+    c.token, c.token_expires_at = out["token"], parse_iso(out["expires_at"])

@@ -52,3 +52,11 @@ def test_demo_runs_an_opening_and_an_evaluation_and_verifies_both_archives(tmp_p
     assert text.count("验证通过 / verified") == 2
     assert "— 一致 / matches" in text
     assert (out / "evaluation-archive.zip").is_file()
+    # the four pages, each with a one-time link that the demo opened as a browser would
+    for title in ("bidder hall", "host console", "expert desk", "supervisor wall"):
+        assert f"/ {title}:" in text, title
+    assert text.count("/web/enter.html#code=") == 4
+    assert "页面链接已验证 / page links checked: 4 (bidder, host, expert, supervisor)" in text
+    assert "bidbridge link --server" in text
+    assert "run `bidbridge demo` without --exit" in text
+    assert (out / "keys" / "supervisor.key.pem").is_file()

@@ -9,6 +9,7 @@ saved to test-artifacts/pages/ (git-ignored).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -101,6 +102,14 @@ def tid(page: Page, testid: str) -> Any:
 
 async def shot(page: Page, name: str) -> None:
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def readme_shot(page: Page, name: str, full_page: bool = False) -> None:
+    """The README's pictures (scripts/screenshots.py sets BIDBRIDGE_README_SHOTS): the page laid
+    out in a 1366x768 window, what the screen shows or (``full_page``) the whole page."""
+    folder = os.environ.get("BIDBRIDGE_README_SHOTS")
+    if folder:
+        await page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=full_page)
 
 
 async def status_is(pages: list[Page], status: str) -> None:
@@ -328,6 +337,8 @@ async def test_full_opening_through_the_pages(
     await shot(pa, "03-bidder-a-table")
     await shot(pb, "03-bidder-b-table")
     await shot(host, "03-host-table")
+    await readme_shot(pa, "bidder-hall")
+    await readme_shot(host, "host-console", full_page=True)  # the table is below the fold
 
     # Confirmation: the page says it needs the CA signature and shows the agent's command.
     await tid(host, "confirmation-button").click()

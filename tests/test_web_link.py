@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest_asyncio
 
@@ -128,3 +131,54 @@ async def test_a_token_is_renewed_before_it_expires_but_never_after(hall: Hall) 
     await hall.refused(
         401, "TOKEN_INVALID", "POST", "/api/auth/refresh", None, headers={"Authorization": "x"}
     )
+
+
+def write_party(folder: Path, name: str, who: Any) -> tuple[Path, Path]:
+    """A party's signing key and certificate as PEM files, as `bidbridge demo` saves them."""
+    from cryptography.hazmat.primitives import serialization
+
+    from server.identity import cert_pem
+
+    folder.mkdir(parents=True, exist_ok=True)
+    key, cert = folder / f"{name}.key.pem", folder / f"{name}.pem"
+    key.write_bytes(
+        who.key.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert.write_text(cert_pem(who.cert))
+    return key, cert
+
+
+async def link_command(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.cli", "link", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_the_link_command_logs_in_with_a_ca_key_and_prints_a_working_link(
+    hall: Hall, tmp_path: Path
+) -> None:
+    """`bidbridge link` as a person would run it: CA login with key files, a link on stdout."""
+    sid = await hall.create_session()
+    key, cert = write_party(tmp_path, "sup", P(hall, "supervisor"))
+    args = ["--server", hall.url, "--page", "supervisor", "--session", sid]
+    status, out, err = await link_command(*args, "--key", str(key), "--cert", str(cert))
+    assert status == 0, err
+    url = out.strip()
+    assert url.startswith(hall.url + "/web/enter.html#code=")
+    got = await hall.request(
+        "POST", "/api/auth/web-link/redeem", None, {"code": url.split("#code=", 1)[1]}
+    )
+    assert (got["role"], got["page"], got["session_id"]) == ("supervisor", "supervisor", sid)
+    # With a demo folder's keys: a bidder may not open the wall (the server's refusal, coded).
+    write_party(tmp_path / "keys", "bidder1", P(hall, "a"))
+    status, out, err = await link_command(*args, "--demo", str(tmp_path), "--as", "bidder1")
+    assert (status, out) == (2, "")
+    assert err.startswith("ERROR NOT_PERMITTED: "), err
