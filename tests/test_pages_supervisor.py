@@ -20,6 +20,7 @@ from typing import Any
 from playwright.async_api import Page, expect
 
 from room_client.media import RoomMedia
+from schemas.events import NewEvent
 from tests.evaluation import Eval, new_evaluation
 from tests.hall import Hall
 from tests.test_hall_api import P
@@ -346,3 +347,85 @@ async def test_a_page_open_longer_than_a_token_lives_keeps_working(
     await wall.reload()
     await expect(tid(wall, "conn")).to_have_attribute("data-state", "live")
     await expect(tid(wall, "session-banner")).to_contain_text("still here after an hour")
+
+
+async def publish_signal(hall: Hall, sid: str, payload: dict[str, Any]) -> int:
+    """A ``signal`` event in the session's supervisor channel, written and published as the
+    server writes every event (issue 6's signals will arrive this way); it changes no state."""
+    store = hall.hub.store
+    row = await store.load_session(sid)
+    assert row is not None
+    records = await store.append(
+        sid,
+        expected_version=row.version,
+        events=[NewEvent(type="signal", actor="server", audience=["supervisor"], payload=payload)],
+        at=hall.clock.now(),
+        snapshot=row.snapshot,
+        status=row.status,
+        next_due=row.next_due,
+    )
+    await hall.hub.hall.publish(sid, records)
+    return records[0].seq
+
+
+async def test_signals_are_listed_newest_first_with_their_evidence_linked_to_the_feed(
+    hall: Hall, browsing: Browsing, tmp_path: Path
+) -> None:
+    sid = await live_opening(hall)
+    a, b = P(hall, "a"), P(hall, "b")
+    for who in (a, b):
+        await hall.upload(sid, who, hall.seal(tmp_path, who, name=who.name))
+    wall = await browsing.open(hall, sid, "supervisor", "supervisor")
+    bidder = await browsing.open(hall, sid, "a", "bidder")
+    await expect(tid(wall, "signals-none")).to_have_text(re.compile("暂无预警信号"))
+    published = int(
+        await card(wall, sid).locator('li[data-type="session_published"]').get_attribute("data-seq")
+        or 0
+    )
+    first = await publish_signal(
+        hall,
+        sid,
+        {
+            "id": "s1",
+            "kind": "same_origin",
+            "score": 0.82,
+            "subjects": [a.code, b.code],
+            "explanation_zh": "投标人甲与乙的投标文件在 2 分钟内从同一网络地址 10.0.0.7 上传",
+            "explanation_en": "bids of A and B were uploaded from the same address 10.0.0.7 2 minutes apart",
+            "evidence": [
+                {"session_id": sid, "seq": published, "ref": f"event:{published}", "note": ""}
+            ],
+        },
+    )
+    second = await publish_signal(
+        hall,
+        sid,
+        {
+            "id": "s2",
+            "kind": "price_patterns",
+            "score": 0.4,
+            "subjects": [a.code],
+            "explanation_zh": "报价呈等差排列",
+            "explanation_en": "prices in an arithmetic progression",
+            "evidence": [{"session_id": sid, "seq": first, "ref": f"event:{first}", "note": "s1"}],
+        },
+    )
+    signals = tid(wall, "signal")
+    await expect(signals).to_have_count(2)
+    await expect(signals.nth(0)).to_have_attribute("data-seq", str(second))  # newest first
+    await expect(signals.nth(1)).to_contain_text("同一网络地址 10.0.0.7")
+    await expect(signals.nth(1)).to_contain_text("可疑程度 0.82")
+    await expect(signals.nth(1)).to_contain_text(a.code or "")
+    link = signals.nth(1).get_by_test_id("evidence-link")
+    await expect(link).to_have_attribute("data-seq", str(published))
+    await link.click()
+    target = card(wall, sid).locator(f'li[data-seq="{published}"]')
+    await expect(target).to_be_focused()
+    await expect(card(wall, sid).locator(f'li[data-seq="{second}"]')).to_contain_text("预警信号")
+    await tid(wall, "lang-switch").click()
+    await expect(signals.nth(1)).to_contain_text("uploaded from the same address 10.0.0.7")
+    await shot(wall, "14-supervisor-wall-signals")
+    # The supervisor channel only: the bidder's page never sees a signal.
+    await expect(tid(bidder, "log").locator('li[data-type="signal"]')).to_have_count(0)
+    await expect(tid(bidder, "own-status")).to_be_visible()
+    assert "10.0.0.7" not in await bidder.content()
