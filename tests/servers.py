@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -335,3 +336,190 @@ def check_chain(log: list[dict[str, Any]]) -> None:
         assert e["prev_hash"] == prev, f"seq {e['seq']}: prev_hash does not link"
         assert event_hash(prev, e) == e["hash"], f"seq {e['seq']}: hash does not match content"
         prev = e["hash"]
+
+
+# --- own instances of the services -----------------------------------------------------------
+
+
+def _wait_port(port: int, seconds: float, what: str, proc: subprocess.Popen[bytes]) -> None:
+    give_up = time.monotonic() + seconds
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        if time.monotonic() > give_up:
+            pytest.fail(f"{what} did not listen on {port} within {seconds} s")
+        time.sleep(0.05)
+
+
+def need(binary: str) -> str:
+    """A Debian-installed service binary; skipped visibly when absent, never under CI."""
+    # PostgreSQL's server binaries live in the versioned folder of the Debian package.
+    found = next(
+        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{binary}"))), None
+    ) or shutil.which(binary)
+    if not found:
+        message = f"{binary} is not installed (scripts/setup.sh installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+@dataclass
+class RedisServer:
+    """``redis-server`` of our own on a free loopback port (nothing kept on disk)."""
+
+    folder: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        argv = [
+            need("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(self.folder),
+        ]  # fmt: skip
+        log = (self.folder / "redis.log").open("ab")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        _wait_port(self.port, 10, "redis-server", self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)  # a crash: in-flight pub/sub messages are lost
+            self.proc.wait(10)
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL cluster of our own (initdb in a temporary folder, run as user postgres)."""
+
+    folder: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, argv: list[str]) -> list[str]:
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "postgres", "--", *argv]
+        return argv
+
+    def init(self) -> None:
+        # Under root the server runs as user postgres, who cannot enter pytest's private tmp:
+        # its folder is a fresh one of its own (removed by ``remove``).
+        if os.geteuid() == 0:
+            self.folder = Path(tempfile.mkdtemp(prefix="bidbridge-pg-"))
+            shutil.chown(self.folder, "postgres", "postgres")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        data = self.folder / "pgdata"
+        subprocess.run(
+            self._as_postgres(
+                [need("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        argv = [
+            need("postgres"), "-D", str(self.folder / "pgdata"), "-p", str(self.port),
+            "-h", "127.0.0.1", "-k", str(self.folder), "-c", "fsync=off",
+        ]  # fmt: skip
+        log = (self.folder / "postgres.log").open("ab")
+        self.proc = subprocess.Popen(self._as_postgres(argv), stdout=log, stderr=subprocess.STDOUT)
+        _wait_port(self.port, 30, "postgres", self.proc)
+
+    def stop(self) -> None:
+        """Immediate shutdown: every connection is cut, like a crash of the database."""
+        if self.proc is not None and self.proc.poll() is None:
+            # The postmaster itself (runuser does not pass the signal on).
+            pid_file = self.folder / "pgdata" / "postmaster.pid"
+            try:
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
+            except (OSError, ValueError, IndexError):
+                self.proc.send_signal(signal.SIGQUIT)
+            self.proc.wait(30)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+NGINX_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {folder}/error.log warn;
+pid {folder}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {folder}/body;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    upstream bidbridge {{
+{servers}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 0;
+        proxy_request_buffering off;
+        location / {{
+            proxy_pass http://bidbridge;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_read_timeout 3600s;
+            proxy_next_upstream error timeout;
+            proxy_connect_timeout 1s;
+        }}
+    }}
+}}
+"""
+
+
+@dataclass
+class Nginx:
+    """Debian's nginx in front of the server processes (websocket upgrade, no stickiness)."""
+
+    folder: Path
+    upstreams: list[int]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        servers = "\n".join(
+            f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in self.upstreams
+        )
+        conf = self.folder / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(folder=self.folder, servers=servers, port=self.port))
+        log = (self.folder / "nginx.out").open("ab")
+        self.proc = subprocess.Popen(
+            [need("nginx"), "-c", str(conf), "-p", str(self.folder)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        _wait_port(self.port, 10, "nginx", self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)

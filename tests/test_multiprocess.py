@@ -1,0 +1,462 @@
+"""Several ``bidbridge serve`` processes over one PostgreSQL database and Redis (DESIGN.md 9).
+
+Real services on loopback: the machine's PostgreSQL (a fresh database per test) and, where a
+test breaks a service, an instance of our own (Redis, PostgreSQL) on a free port; nginx in front
+where the test goes through it. Every server is a child process with the same accelerated clock
+(same anchor and factor), so they share one time line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+import socketio
+
+from schemas.time import iso, parse_iso
+from tests.conftest import Pki
+from tests.dbs import _pg_database
+from tests.hall import ApiError
+from tests.servers import (
+    Client,
+    Nginx,
+    Postgres,
+    RedisServer,
+    ServerProcess,
+    SiteData,
+    check_chain,
+    free_port,
+    prepare_site,
+    register,
+    seal,
+    until,
+)
+
+FACTOR = 10.0
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+
+
+@dataclass
+class Cluster:
+    site: SiteData
+    servers: list[ServerProcess]
+    clients: list[Client]
+    http: aiohttp.ClientSession
+    tmp: Path
+    nginx: Nginx | None = None
+    extra: list[Any] = field(default_factory=list)
+
+    def via(self, i: int) -> Client:
+        return self.clients[i]
+
+    async def close(self) -> None:
+        for c in self.clients:
+            await c.close_sockets()
+        for s in self.servers:
+            s.kill()
+        if self.nginx is not None:
+            self.nginx.stop()
+        await self.http.close()
+
+
+async def start_cluster(
+    pki: Pki,
+    tmp: Path,
+    database_url: str,
+    redis_url: str,
+    processes: int = 2,
+    nginx: bool = False,
+) -> Cluster:
+    site = prepare_site(pki, tmp, database_url)
+    anchor = iso(datetime.now(UTC))
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    servers: list[ServerProcess] = []
+    for i in range(processes):
+        port = free_port()
+        argv = site.serve_argv(
+            port,
+            "--redis-url", redis_url,
+            "--accelerate", str(FACTOR), "--accelerate-from", anchor,
+        )  # fmt: skip
+        server = ServerProcess(argv, site.env, tmp / f"server{i}.log", f"http://127.0.0.1:{port}")
+        await server.start(http)
+        servers.append(server)
+    cluster = Cluster(site, servers, [], http, tmp)
+    # One set of parties (tokens are valid on every process: they share the token secret).
+    cluster.clients = [Client(http, s.url, site.parties) for s in servers]
+    if nginx:
+        cluster.nginx = Nginx(tmp / "nginx", [int(s.url.rsplit(":", 1)[1]) for s in servers])
+        cluster.nginx.start()
+        cluster.clients.append(Client(http, cluster.nginx.url, site.parties))
+    return cluster
+
+
+@pytest_asyncio.fixture
+async def pg_url() -> AsyncIterator[str]:
+    async for url in _pg_database():
+        yield url
+
+
+async def to_opening(
+    client: Client, tmp: Path, deadline_s: float = 30
+) -> tuple[str, dict[str, Path]]:
+    """A session with three sealed bids, started (status ``opening``); the supervisor present."""
+    p = client.parties
+    envelopes = {k: seal(tmp, p[k], k, 2_000, 12_000_000_000 + i) for i, k in enumerate("abc")}
+    await register(client)
+    now = await client.now()
+    created = await client.request(
+        "POST",
+        "/api/sessions",
+        p["host"],
+        {
+            "lot_id": "JS-2026-0101/01",
+            "title": "市政道路改造工程 01 标段",
+            "sign_in_opens": iso(now),
+            "deadline": iso(now + timedelta(seconds=deadline_s)),
+            "decrypt_minutes": 2,
+            "confirm_minutes": 10,
+            "min_bids": 3,
+        },
+    )
+    sid = str(created["session_id"])
+    await client.request("POST", f"/api/sessions/{sid}/publish", p["host"])
+    for k, path in envelopes.items():
+        await client.request(
+            "PUT",
+            f"/api/sessions/{sid}/bid",
+            p[k],
+            data=path.read_bytes(),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
+    async def sealed() -> bool:
+        return (await client.view(sid, "host"))["view"]["status"] == "sealed"
+
+    await until(sealed, "the deadline to seal the lot", seconds=deadline_s / FACTOR + 8)
+    await client.hall_socket(sid, "supervisor", 0, {})
+
+    async def supervisor_present() -> bool:
+        return bool((await client.view(sid, "host"))["view"]["supervisors_present"])
+
+    await until(supervisor_present, "the supervisor's presence")
+    await client.request("POST", f"/api/sessions/{sid}/start", p["host"])
+    return sid, envelopes
+
+
+@dataclass
+class Follower:
+    """A hall connection that keeps every event it is sent, duplicates included."""
+
+    who: str
+    seqs: list[int] = field(default_factory=list)
+    sio: socketio.AsyncClient | None = None
+
+    async def connect(self, client: Client, sid: str, last_seq: int = 0) -> None:
+        p = client.parties[self.who]
+        if p.token is None:
+            await client.login(p)
+        sio = socketio.AsyncClient(reconnection=False)
+        replayed = asyncio.Event()
+
+        async def on_event(data: dict[str, Any]) -> None:
+            self.seqs.append(int(data["seq"]))
+
+        async def on_replayed(data: Any) -> None:
+            replayed.set()
+
+        sio.on("event", on_event, namespace="/hall")
+        sio.on("replayed", on_replayed, namespace="/hall")
+        await sio.connect(
+            client.url,
+            namespaces=["/hall"],
+            transports=["websocket"],
+            auth={"token": p.token, "session_id": sid, "last_seq": last_seq},
+            wait_timeout=5,
+        )
+        await asyncio.wait_for(replayed.wait(), 5)
+        self.sio = sio
+        client.sockets.append(sio)
+
+
+async def visible_seqs(client: Client, sid: str, who: str) -> list[int]:
+    return [int(e["seq"]) for e in await client.events(sid, who)]
+
+
+async def test_events_caused_through_one_process_reach_another_in_order(
+    pki: Pki, tmp_path: Path, pg_url: str
+) -> None:
+    """A bidder connected to one process sees, in order and without gaps, what another caused;
+    through nginx too (websocket transport, no sticky sessions)."""
+    cluster = await start_cluster(pki, tmp_path, pg_url, SHARED_REDIS, nginx=True)
+    try:
+        one, two, front = cluster.clients
+        sid, _ = await to_opening(one, tmp_path)
+        followers = {k: Follower(k) for k in ("a", "b", "c", "host")}
+        for k, f in followers.items():
+            await f.connect(front if k == "c" else two, sid)
+        p = one.parties
+        for i in range(30):  # caused through process one only
+            await one.request(
+                "POST",
+                f"/api/sessions/{sid}/incidents",
+                p["host"],
+                {
+                    "reason": f"网络抖动 {i} / network jitter {i}",
+                    "bidders": [p["a"].code, p["b"].code, p["c"].code],
+                },
+            )
+        for k, f in followers.items():
+            want = await visible_seqs(one, sid, k)
+
+            async def complete(f: Follower = f, want: list[int] = want) -> bool:
+                return sorted(set(f.seqs)) == want
+
+            await until(complete, f"{k}'s events on the other process", seconds=10)
+            assert f.seqs == sorted(f.seqs), f"{k} got events out of order: {f.seqs}"
+            assert len(f.seqs) == len(set(f.seqs)), f"{k} got an event twice"
+        check_chain(await one.full_log(sid))
+    finally:
+        await cluster.close()
+
+
+async def test_redis_restart_loses_no_event(pki: Pki, tmp_path: Path, pg_url: str) -> None:
+    """Redis is killed and restarted while one process commits ~100 events/s to bidders
+    connected to another: afterwards every bidder has every seq it may see, none twice."""
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    cluster = await start_cluster(pki, tmp_path, pg_url, redis.url)
+    try:
+        one, two = cluster.clients
+        sid, _ = await to_opening(one, tmp_path)
+        followers = {k: Follower(k) for k in ("a", "b", "c", "host")}
+        for f in followers.values():
+            await f.connect(two, sid)
+        p = one.parties
+        everyone = [p["a"].code, p["b"].code, p["c"].code]
+        committed_during_outage = 0
+        outage = False
+
+        async def emit(seconds: float) -> None:
+            nonlocal committed_during_outage
+            end = time.monotonic() + seconds
+            i = 0
+            while time.monotonic() < end:
+                started = time.monotonic()
+                await one.request(
+                    "POST",
+                    f"/api/sessions/{sid}/incidents",
+                    p["host"],
+                    {"reason": f"抖动 {i} / jitter {i}", "bidders": everyone},
+                )  # three events: one per bid
+                if outage:
+                    committed_during_outage += 3
+                i += 1
+                await asyncio.sleep(max(0.0, 0.03 - (time.monotonic() - started)))
+
+        emitter = asyncio.ensure_future(emit(6.0))
+        await asyncio.sleep(1.5)
+        outage = True
+        redis.stop()
+        await asyncio.sleep(2.0)
+        redis.start()  # same port, empty: subscriptions and presence must be rebuilt
+        outage = False
+        await emitter
+        assert committed_during_outage > 0, "nothing was committed while Redis was away"
+
+        for k, f in followers.items():
+            want = await visible_seqs(one, sid, k)
+
+            async def complete(f: Follower = f, want: list[int] = want) -> bool:
+                return sorted(set(f.seqs)) == want
+
+            await until(complete, f"{k} to have every event after the Redis restart", seconds=10)
+            assert len(f.seqs) == len(set(f.seqs)), f"{k} got an event twice"
+            assert f.seqs == sorted(f.seqs), f"{k} got events out of order"
+        total = len(await visible_seqs(one, sid, "host"))
+        print(f"{total} events, {committed_during_outage} committed while Redis was down")
+    finally:
+        await cluster.close()
+        redis.stop()
+
+
+async def test_sigkill_of_the_bidders_process_during_decryption(
+    pki: Pki, tmp_path: Path, pg_url: str
+) -> None:
+    """The process a bidder is connected to dies (SIGKILL) in the decryption window: the bidder
+    reconnects to another, gets what it missed, decrypts, and the window closes on time, once."""
+    cluster = await start_cluster(pki, tmp_path, pg_url, SHARED_REDIS)
+    try:
+        one, two = cluster.clients
+        sid, envelopes = await to_opening(one, tmp_path)
+        p = one.parties
+        await one.request("POST", f"/api/sessions/{sid}/decryption", p["host"])
+        closes_at = parse_iso((await one.view(sid, "host"))["view"]["decrypt_closes_at"])
+
+        a = Follower("a")
+        await a.connect(two, sid)
+        cluster.servers[1].kill()
+        assert cluster.servers[1].proc is not None
+        assert cluster.servers[1].proc.returncode == -signal.SIGKILL
+        two.sockets.clear()
+
+        out = await one.submit_key(sid, "b", envelopes["b"])  # while a is away
+        assert out["ok"], out
+        await one.request(
+            "POST",
+            f"/api/sessions/{sid}/incidents",
+            p["host"],
+            {"reason": "甲方连接中断 / a's connection dropped", "bidders": [p["a"].code]},
+        )
+        missed_from = max(a.seqs)
+        await a.connect(one, sid, last_seq=missed_from)
+        assert any(s > missed_from for s in a.seqs), "the reconnect brought nothing it missed"
+        out = await one.submit_key(sid, "a", envelopes["a"])
+        assert out["ok"], out
+
+        async def announcing() -> bool:
+            return (await one.view(sid, "host"))["view"]["status"] == "announcing"
+
+        wait = (closes_at - await one.now()).total_seconds() / FACTOR
+        await until(announcing, "the window to close", seconds=wait + 5)
+        log = await one.full_log(sid)
+        check_chain(log)
+        closed = [e for e in log if e["type"] == "decryption_closed"]
+        assert len(closed) == 1, "the window closed more than once"
+        late = parse_iso(closed[0]["at"]) - closes_at
+        assert timedelta(0) <= late <= timedelta(seconds=2 * FACTOR), late
+        assert sorted(set(a.seqs)) == await visible_seqs(one, sid, "a")
+    finally:
+        await cluster.close()
+
+
+async def test_deadline_fires_when_its_process_is_killed(
+    pki: Pki, tmp_path: Path, pg_url: str
+) -> None:
+    """The process that set a deadline (and would fire it) is SIGKILLed just before it: another
+    process fires the transition within two seconds of the instant, once."""
+    cluster = await start_cluster(pki, tmp_path, pg_url, SHARED_REDIS)
+    try:
+        one, two = cluster.clients
+        sid, _ = await to_opening(one, tmp_path)
+        p = one.parties
+        await one.request("POST", f"/api/sessions/{sid}/decryption", p["host"])  # via one
+        closes_at = parse_iso((await one.view(sid, "host"))["view"]["decrypt_closes_at"])
+        before = (closes_at - await one.now()).total_seconds() / FACTOR
+        assert before > 1.5, "the test ran too slowly to kill before the deadline"
+        await asyncio.sleep(before - 1.0)
+        cluster.servers[0].kill()
+
+        async def announcing() -> bool:
+            return (await two.view(sid, "host"))["view"]["status"] == "announcing"
+
+        await until(announcing, "the other process to fire the deadline", seconds=6)
+        log = await two.full_log(sid)
+        check_chain(log)
+        closed = [e for e in log if e["type"] == "decryption_closed"]
+        assert len(closed) == 1
+        late = parse_iso(closed[0]["at"]) - closes_at
+        # Two seconds of real time (the clock runs FACTOR times faster).
+        assert timedelta(0) <= late <= timedelta(seconds=2 * FACTOR), late
+    finally:
+        await cluster.close()
+
+
+async def test_database_lost_mid_upload_stores_nothing_and_the_retry_succeeds(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """PostgreSQL goes away while a bid is being uploaded: the upload fails with a clear error,
+    nothing of it is stored, and the same upload succeeds once the database is back."""
+    pg = Postgres(tmp_path / "pg")
+    pg.init()
+    pg.start()
+    cluster: Cluster | None = None
+    try:
+        redis = RedisServer(tmp_path / "redis")
+        redis.start()
+        cluster = await start_cluster(pki, tmp_path, pg.url, redis.url, processes=1)
+        cluster.extra.append(redis)
+        client = cluster.clients[0]
+        p = client.parties
+        await register(client)
+        now = await client.now()
+        created = await client.request(
+            "POST",
+            "/api/sessions",
+            p["host"],
+            {
+                "lot_id": "JS-2026-0101/01",
+                "title": "市政道路改造工程 01 标段",
+                "sign_in_opens": iso(now),
+                "deadline": iso(now + timedelta(hours=2)),
+                "decrypt_minutes": 2,
+                "confirm_minutes": 10,
+                "min_bids": 1,
+            },
+        )
+        sid = str(created["session_id"])
+        await client.request("POST", f"/api/sessions/{sid}/publish", p["host"])
+        envelope = seal(tmp_path, p["a"], "a", 8_000_000, 12_000_000_000).read_bytes()
+        await client.login(p["a"])
+        half = len(envelope) // 2
+
+        async def body() -> AsyncIterator[bytes]:
+            for i in range(0, half, 256 * 1024):
+                yield envelope[i : min(i + 256 * 1024, half)]
+            pg.stop()  # the database dies with the upload half-sent
+            for i in range(half, len(envelope), 256 * 1024):
+                yield envelope[i : i + 256 * 1024]
+
+        headers = {
+            "Authorization": f"Bearer {p['a'].token}",
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(len(envelope)),
+        }
+        async with cluster.http.put(
+            f"{client.url}/api/sessions/{sid}/bid", data=body(), headers=headers
+        ) as r:
+            answer = await r.json(content_type=None)
+            assert r.status == 503, (r.status, answer)
+        assert answer["code"] == "STORE_UNAVAILABLE", answer
+        assert answer["zh"] and answer["en"]
+
+        pg.start()
+
+        async def receipt_absent() -> bool:
+            try:
+                await client.request("GET", f"/api/sessions/{sid}/receipt", p["a"])
+            except ApiError as exc:
+                return exc.status == 404
+            except aiohttp.ClientError:
+                return False
+            pytest.fail("a receipt exists for an upload that failed")
+
+        await until(receipt_absent, "the server to reach the database again", seconds=15)
+        assert not [e for e in await client.events(sid, "a") if e["type"] == "bid_uploaded"]
+
+        out = await client.request(
+            "PUT",
+            f"/api/sessions/{sid}/bid",
+            p["a"],
+            data=envelope,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert out["receipt"]["bidder"] == p["a"].code
+        uploads = [e for e in await client.events(sid, "a") if e["type"] == "bid_uploaded"]
+        assert len(uploads) == 1
+        check_chain(await client.full_log(sid))
+    finally:
+        if cluster is not None:
+            await cluster.close()
+            for r in cluster.extra:
+                r.stop()
+        pg.remove()
