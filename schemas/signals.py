@@ -69,6 +69,9 @@ class BidFacts(_Model):
     bidder_id: CreditCode
     bidder_name: str = Field(min_length=1, max_length=200)
     price: Decimal | None = Field(default=None, description="the price read at the opening (元)")
+    price_seq: Seq | None = Field(
+        default=None, description="the event that records the price (decryption / opening table)"
+    )
     uploads: list[Observation] = Field(default_factory=list)
     rehearsals: list[Observation] = Field(default_factory=list)
     decryptions: list[Observation] = Field(default_factory=list)

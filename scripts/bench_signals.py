@@ -454,11 +454,13 @@ def make_lot(rng: random.Random, index: int, companies: list[Company]) -> Lot:
         rows = ring_bill if (ring_bill is not None and i in boq_members) else bill({})
         boq = docmeta.boq_errors(boq_csv(rows))
         decrypt_at = deadline + timedelta(minutes=rng.uniform(1, 25))
+        decrypt_seq = next_seq()
         bids.append(
             BidFacts(
                 bidder_id=i,
                 bidder_name=c.name,
                 price=prices[i],
+                price_seq=decrypt_seq,
                 uploads=[
                     Observation(at=upload_at[i], addr=addr[i], machine=login_machine[i], seq=up_seq)
                 ],
@@ -477,7 +479,7 @@ def make_lot(rng: random.Random, index: int, companies: list[Company]) -> Lot:
                         addr=decrypt_addr[i],
                         machine=login_machine[i],
                         cert_serial=c.cert,
-                        seq=next_seq(),
+                        seq=decrypt_seq,
                     )
                 ],
                 sealing_machine=sealing[i],

@@ -335,8 +335,9 @@ def test_signal_same_money_no_account_data_does_not_fire() -> None:
 
 
 def priced(*prices: str, ceiling: str | None = None) -> LotFacts:
+    # The price of bid n is recorded by event 60 + n (its decryption).
     return lot(
-        *(bid(i + 1, price=Decimal(p)) for i, p in enumerate(prices)),
+        *(bid(i + 1, price=Decimal(p), price_seq=61 + i) for i, p in enumerate(prices)),
         ceiling_price=Decimal(ceiling) if ceiling else None,
     )
 
@@ -354,7 +355,8 @@ def test_signal_price_progression() -> None:
     assert s.subjects == [code(1), code(2), code(3)]
     assert "123,456.78" in s.explanation_zh and "123,456.78" in s.explanation_en
     assert "0.43%" in s.explanation_en
-    assert all(e.ref == "session:open-1#opening-table" for e in s.evidence)
+    assert seqs(s) == {61, 62, 63}
+    assert {e.ref for e in s.evidence} == {"event:61", "event:62", "event:63"}
 
 
 def test_signal_price_three_bids_two_percent_apart_do_not_fire() -> None:
@@ -380,6 +382,7 @@ def test_signal_price_band() -> None:
     s = only(S.price_patterns(facts), "price_band")
     assert s.score == 0.4
     assert s.subjects == [code(3), code(4)]
+    assert seqs(s) == {63, 64}
     assert "100.00" in s.explanation_zh and "0.55%" in s.explanation_en
 
 
@@ -390,6 +393,7 @@ def test_signal_price_ceiling_cluster() -> None:
     s = only(S.price_patterns(facts), "price_ceiling_cluster")
     assert s.score == 0.3
     assert s.subjects == [code(3), code(4), code(5)]
+    assert seqs(s) == {63, 64, 65}
     assert "10,000,000.00" in s.explanation_zh and "0.17%" in s.explanation_en
 
 
@@ -416,6 +420,7 @@ def test_signal_price_accompanying() -> None:
     s = only(S.price_patterns(facts), "price_accompanying")
     assert s.score == 0.35
     assert s.subjects == [code(i) for i in range(1, 6)]
+    assert seqs(s) == {61, 62, 63, 64, 65}
     assert "8,500,000.00" in s.explanation_zh and "70,000.00" in s.explanation_en
 
 

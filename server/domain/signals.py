@@ -702,11 +702,10 @@ def price_patterns(facts: LotFacts) -> list[Signal]:
 
     def evidence_of(ids: Iterable[str], what: str) -> list[Evidence]:
         return [
-            Evidence(
-                session_id=facts.session_id,
-                seq=None,
-                ref=f"session:{facts.session_id}#opening-table",
-                note=f"{what}: {i} price {_money(bids[i].price or Decimal(0))}",
+            _event(
+                facts.session_id,
+                bids[i].price_seq,
+                f"{what}: {i} price {_money(bids[i].price or Decimal(0))}",
             )
             for i in ids
         ]
