@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from crypto import ca
 from crypto.attest import b64encode, sign_document
 from crypto.bid import seal_bid, unwrap
 from crypto.envelope import Recipient
-from schemas.time import parse_iso
+from schemas.time import iso, parse_iso
 from server.audit.chain import GENESIS, event_hash
 from tests.conftest import (
     CODE_A,
@@ -336,6 +336,53 @@ def check_chain(log: list[dict[str, Any]]) -> None:
         assert e["prev_hash"] == prev, f"seq {e['seq']}: prev_hash does not link"
         assert event_hash(prev, e) == e["hash"], f"seq {e['seq']}: hash does not match content"
         prev = e["hash"]
+
+
+async def to_opening(
+    client: Client, tmp: Path, deadline_s: float = 30, factor: float = 10.0
+) -> tuple[str, dict[str, Path]]:
+    """A session with three sealed bids, started (status ``opening``); the supervisor present."""
+    p = client.parties
+    envelopes = {k: seal(tmp, p[k], k, 2_000, 12_000_000_000 + i) for i, k in enumerate("abc")}
+    await register(client)
+    now = await client.now()
+    created = await client.request(
+        "POST",
+        "/api/sessions",
+        p["host"],
+        {
+            "lot_id": "JS-2026-0101/01",
+            "title": "市政道路改造工程 01 标段",
+            "sign_in_opens": iso(now),
+            "deadline": iso(now + timedelta(seconds=deadline_s)),
+            "decrypt_minutes": 2,
+            "confirm_minutes": 10,
+            "min_bids": 3,
+        },
+    )
+    sid = str(created["session_id"])
+    await client.request("POST", f"/api/sessions/{sid}/publish", p["host"])
+    for k, path in envelopes.items():
+        await client.request(
+            "PUT",
+            f"/api/sessions/{sid}/bid",
+            p[k],
+            data=path.read_bytes(),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
+    async def sealed() -> bool:
+        return (await client.view(sid, "host"))["view"]["status"] == "sealed"
+
+    await until(sealed, "the deadline to seal the lot", seconds=deadline_s / factor + 8)
+    await client.hall_socket(sid, "supervisor", 0, {})
+
+    async def supervisor_present() -> bool:
+        return bool((await client.view(sid, "host"))["view"]["supervisors_present"])
+
+    await until(supervisor_present, "the supervisor's presence")
+    await client.request("POST", f"/api/sessions/{sid}/start", p["host"])
+    return sid, envelopes
 
 
 # --- own instances of the services -----------------------------------------------------------

@@ -38,6 +38,7 @@ from tests.servers import (
     prepare_site,
     register,
     seal,
+    to_opening,
     until,
 )
 
@@ -104,53 +105,6 @@ async def start_cluster(
 async def pg_url() -> AsyncIterator[str]:
     async for url in _pg_database():
         yield url
-
-
-async def to_opening(
-    client: Client, tmp: Path, deadline_s: float = 30
-) -> tuple[str, dict[str, Path]]:
-    """A session with three sealed bids, started (status ``opening``); the supervisor present."""
-    p = client.parties
-    envelopes = {k: seal(tmp, p[k], k, 2_000, 12_000_000_000 + i) for i, k in enumerate("abc")}
-    await register(client)
-    now = await client.now()
-    created = await client.request(
-        "POST",
-        "/api/sessions",
-        p["host"],
-        {
-            "lot_id": "JS-2026-0101/01",
-            "title": "市政道路改造工程 01 标段",
-            "sign_in_opens": iso(now),
-            "deadline": iso(now + timedelta(seconds=deadline_s)),
-            "decrypt_minutes": 2,
-            "confirm_minutes": 10,
-            "min_bids": 3,
-        },
-    )
-    sid = str(created["session_id"])
-    await client.request("POST", f"/api/sessions/{sid}/publish", p["host"])
-    for k, path in envelopes.items():
-        await client.request(
-            "PUT",
-            f"/api/sessions/{sid}/bid",
-            p[k],
-            data=path.read_bytes(),
-            headers={"Content-Type": "application/octet-stream"},
-        )
-
-    async def sealed() -> bool:
-        return (await client.view(sid, "host"))["view"]["status"] == "sealed"
-
-    await until(sealed, "the deadline to seal the lot", seconds=deadline_s / FACTOR + 8)
-    await client.hall_socket(sid, "supervisor", 0, {})
-
-    async def supervisor_present() -> bool:
-        return bool((await client.view(sid, "host"))["view"]["supervisors_present"])
-
-    await until(supervisor_present, "the supervisor's presence")
-    await client.request("POST", f"/api/sessions/{sid}/start", p["host"])
-    return sid, envelopes
 
 
 @dataclass
