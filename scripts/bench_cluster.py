@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Benchmark hall fan-out over two server processes (PostgreSQL + Redis), as deployed.
+
+Two ``bidbridge serve`` processes share a fresh PostgreSQL database (on the machine's server at
+127.0.0.1:5432, dropped afterwards) and a Redis of our own (``redis-server`` on a free port). N
+simulated bidders connect to the hall, half to each process, from two client processes
+(``scripts/bench_hall_clients.py``, one per server, websocket transport). The host suspends and
+resumes the opening in turn through process one's REST API; each command commits two events
+audienced ``all`` (the change and the server's signed checkpoint). Process one emits them to its
+own clients directly; process two hears the Redis doorbell and reads them from the database.
+
+Latency: client arrival instant minus the instant just before the REST request was sent (one
+machine, one ``time.time()``), for the first event of each command, over all clients and
+commands. The reference, in the same run: the clients of process one (local delivery) against
+those of process two (delivery through the doorbell and the database); the ratio is two / one.
+CPU per delivered message: the CPU time (user + system, from /proc) of both server processes
+over the measured commands, divided by events x clients.
+
+    .venv/bin/python scripts/bench_cluster.py                  # 2,000 and 5,000 bidders
+    .venv/bin/python scripts/bench_cluster.py --sizes 200 --events 6   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_hall import Child, pct, raise_fd_limit, verdict  # noqa: E402
+
+GOAL_P99_MS = 500.0
+FACTOR = 10.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(args: argparse.Namespace) -> bool:
+    import aiohttp
+
+    from server.auth import Tokens
+    from tests.conftest import pki as pki_fixture
+    from tests.dbs import _pg_database
+    from tests.servers import (
+        Client,
+        RedisServer,
+        ServerProcess,
+        free_port,
+        prepare_site,
+        to_opening,
+    )
+
+    pki = pki_fixture.__wrapped__()
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as d:
+        tmp = Path(d)
+        redis = RedisServer(tmp / "redis")
+        redis.start()
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        servers: list[ServerProcess] = []
+        try:
+            async for database_url in _pg_database():
+                site = prepare_site(pki, tmp, database_url)
+                anchor = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                for i in range(2):
+                    port = free_port()
+                    argv = site.serve_argv(
+                        port,
+                        "--redis-url", redis.url,
+                        "--accelerate", str(FACTOR), "--accelerate-from", anchor,
+                    )  # fmt: skip
+                    s = ServerProcess(argv, site.env, tmp / f"s{i}.log", f"http://127.0.0.1:{port}")
+                    await s.start(http)
+                    servers.append(s)
+                one = Client(http, servers[0].url, site.parties)
+                sid, _ = await to_opening(one, tmp, factor=FACTOR)
+                tokens = Tokens((site.data / "token.secret").read_bytes())
+                print(f"session {sid} is opening; 2 server processes, Redis {redis.url}")
+                print(
+                    f"{'bidders':>7} {'p50 ms':>7} {'p99 ms':>7} {'local p99':>9}"
+                    f" {'remote p99':>10} {'ratio':>6} {'µs CPU/msg':>10} {'lost':>5}"
+                )
+                for n in args.sizes:
+                    r = await fan_out(one, sid, n, args.events, tokens, servers, tmp)
+                    print(
+                        f"{n:>7} {r['p50']:>7.1f} {r['p99']:>7.1f} {r['local_p99']:>9.1f}"
+                        f" {r['remote_p99']:>10.1f} {r['ratio']:>6.2f} {r['us']:>10.1f}"
+                        f" {r['lost']:>5}",
+                        flush=True,
+                    )
+                    if n == max(args.sizes):
+                        ok = r["p99"] < GOAL_P99_MS and r["lost"] == 0
+                        print(
+                            f"goal: p99 < {GOAL_P99_MS:.0f} ms at {n} bidders over two processes:"
+                            f" {r['p99']:.1f} ms, {verdict(ok)}"
+                        )
+        finally:
+            for s in servers:
+                s.kill()
+            await http.close()
+            redis.stop()
+    return ok
+
+
+async def fan_out(
+    one: Any, sid: str, n: int, events: int, tokens: Any, servers: list[Any], tmp: Path
+) -> dict[str, Any]:
+    from server.auth import Principal
+
+    now = await one.now()
+    host = one.parties["host"]
+    halves = [list(range(0, n, 2)), list(range(1, n, 2))]
+    children: list[Child] = []
+    results: list[Path] = []
+    last_seq = (await one.view(sid, "host"))["seq"]
+    for k, idx in enumerate(halves):
+        toks = [
+            tokens.issue(Principal("bidder", f"B{n:05d}{i:06d}", f"投标人{i}", "0" * 64), now)[0]
+            for i in idx
+        ]
+        tok_file = tmp / f"tokens-{n}-{k}.json"
+        tok_file.write_text(json.dumps(toks))
+        results.append(tmp / f"arrivals-{n}-{k}.json")
+        child = await Child.start(
+            "hall", "--url", servers[k].url, "--session", sid, "--last-seq", str(last_seq),
+            "--tokens", str(tok_file), "--results", str(results[-1]),
+        )  # fmt: skip
+        children.append(child)
+    for child in children:
+        await child.expect("ready")
+
+    sent: dict[int, float] = {}
+    cpu0 = sum(cpu_seconds(s.proc.pid) for s in servers)
+    delivered_events = 0
+    warmup = 2
+    suspended = False
+    for k in range(warmup + events):
+        suspended = not suspended
+        path = "suspend" if suspended else "resume"
+        t = time.time()
+        if k == warmup:
+            cpu0 = sum(cpu_seconds(s.proc.pid) for s in servers)
+        out = await one.request(
+            "POST", f"/api/sessions/{sid}/{path}", host, {"reason": f"bench {k}: 压测 / load"}
+        )
+        seq = int(out["seq"])
+        # The command's events end at ``seq``: the change and the signed checkpoint.
+        first = seq - 1
+        await asyncio.gather(*(c.wait_all([first, seq]) for c in children))
+        if k >= warmup:
+            sent[first] = t
+            delivered_events += 2
+        await asyncio.sleep(0.05)
+    cpu = sum(cpu_seconds(s.proc.pid) for s in servers) - cpu0
+    for c in children:
+        c.send("quit")
+    for c in children:
+        await c.expect("done", timeout=120)
+        await c.proc.wait()
+    lat: list[list[float]] = []
+    lost = 0
+    for path in results:
+        arrivals = {int(k): v for k, v in json.loads(path.read_text()).items()}
+        side = []
+        for seq, t0 in sent.items():
+            side.extend((t - t0) * 1000 for t in arrivals.get(seq, []))
+        lat.append(side)
+    for k, idx in enumerate(halves):
+        lost += len(sent) * len(idx) - len(lat[k])
+    every = lat[0] + lat[1]
+    return {
+        "p50": statistics.median(every),
+        "p99": pct(every, 0.99),
+        "local_p99": pct(lat[0], 0.99),
+        "remote_p99": pct(lat[1], 0.99),
+        "ratio": pct(lat[1], 0.99) / max(pct(lat[0], 0.99), 1e-9),
+        "us": cpu / (delivered_events * n) * 1e6,
+        "lost": lost,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--sizes", default="2000,5000", help="bidders per run (default 2000,5000)")
+    ap.add_argument("--events", type=int, default=20, help="host commands per run (default 20)")
+    args = ap.parse_args()
+    args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    fds = raise_fd_limit()
+    print(
+        f"bench_cluster: {os.cpu_count()} CPUs · Python {platform.python_version()} ·"
+        f" {platform.platform()} · open files {fds}"
+    )
+    ok = asyncio.run(run(args))
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
