@@ -143,9 +143,13 @@ async def _confirm_at_terminal(draft: dict[str, Any]) -> bool:
 
     out("", "专家评标网页提交了待签名内容 / the expert desk asks for a signature:")
     out(*describe_draft(draft))
-    answer = await asyncio.to_thread(
-        input, "用专家证书签名并提交？Sign with the expert's key and submit? [y/N] "
-    )
+    try:
+        answer = await asyncio.to_thread(
+            input, "用专家证书签名并提交？Sign with the expert's key and submit? [y/N] "
+        )
+    except EOFError:  # no terminal to confirm at: nothing is signed
+        out("没有终端输入，未签名 / no terminal input: not signed (use --yes for unattended use)")
+        return False
     return answer.strip().lower() in ("y", "yes", "是")
 
 

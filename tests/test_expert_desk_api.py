@@ -325,3 +325,31 @@ async def test_room_desk_prints_a_one_time_link_to_the_expert_desk(
         e.sid,
     )
     await hall.refused(401, "CHALLENGE_INVALID", "POST", "/api/auth/web-link/redeem", None, {"code": code})  # fmt: skip
+
+
+async def test_room_desk_signs_a_waiting_draft_only_when_confirmed(
+    hall: Hall, tmp_path: Path
+) -> None:
+    """``bidbridge room desk`` as a room operator runs it: without a confirmation (no terminal,
+    no --yes) nothing is signed; with --yes the waiting draft is signed with the expert's key."""
+    e, committee = await qualification(hall, tmp_path)
+    mid = sorted(committee)[4]
+    seat = committee[mid]["room_id"]
+    member = e.as_expert(mid)
+    await e.post(member, "to-sign", body={"kind": "sheet", "stage": "qualification", "content": review(mid)})  # fmt: skip
+    room_key, room_cert = write_party(tmp_path, "room", e.rooms[seat])
+    expert_key, expert_cert = write_party(tmp_path, "expert", e.expert(mid))
+    argv = [
+        "room", "desk", "--server", hall.url, "--session", e.sid,
+        "--key", room_key, "--cert", room_cert, "--expert-id", mid,
+        "--expert-key", expert_key, "--expert-cert", expert_cert, "--seconds", "2",
+    ]  # fmt: skip
+    r = await bidbridge(*argv)
+    assert r.code == 0, r
+    assert "no terminal input: not signed" in r.out, r
+    assert mid not in (await e.view(P(hall, "host")))["submitted"].get("qualification", [])
+    r = await bidbridge(*argv, "--yes")
+    assert r.code == 0, r
+    assert "signed and submitted" in r.out, r
+    assert mid in (await e.view(P(hall, "host")))["submitted"]["qualification"]
+    assert (await hall.request("GET", e.path("members", mid, "to-sign"), member))["draft"] is None

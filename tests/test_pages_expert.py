@@ -179,9 +179,20 @@ async def test_expert_desk_waits_for_the_room_device_and_survives_a_reload(
     await reloaded_same(page, ["status", "sheet-state", "others"])
     await expect(tid(page, f"verdict-{CODE_B}-Q1")).to_have_value("pass")
     await expect(tid(page, f"verdict-{CODE_B}-Q1")).to_be_disabled()
-    # The room device signs what the page drafted (after the reload too).
-    async with desk_running(e, mid, committee[mid]["room_id"], tmp_path / "desk"):
+    first = await tid(page, "draft-sha").inner_text()
+    # The expert changes their mind before the room device signed: the new draft replaces it.
+    await tid(page, "sheet-edit").click()
+    await tid(page, f"verdict-{CODE_B}-Q1").select_option("fail")
+    await tid(page, f"reason-{CODE_B}-Q1").fill("投标函未盖章")
+    await tid(page, "sheet-submit").click()
+    await expect(tid(page, "sheet-state")).to_have_attribute("data-state", "waiting")
+    await expect(tid(page, "draft-sha")).not_to_have_text(first)
+    # The room device signs what the page drafted last (after the reload too).
+    async with desk_running(e, mid, committee[mid]["room_id"], tmp_path / "desk") as desk:
         await expect(tid(page, "sheet-state")).to_have_attribute("data-state", "submitted")
+        assert len(desk.signed) == 1
+    own = (await hall.request("GET", e.path("sheets", "qualification"), e.as_expert(mid)))["own"]
+    assert [v["bidder"] for v in own["content"]["verdicts"] if not v["passed"]] == [CODE_B]
     # English, by keyboard.
     await tid(page, "lang-switch").focus()
     await page.keyboard.press("Enter")

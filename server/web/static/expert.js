@@ -79,6 +79,7 @@ const TEXT = {
   "ex.doc.frame": ["投标文件 {name}", "Bid document {name}"],
   "ex.form.title": ["评审表", "Review sheet"],
   "ex.form.submit": ["提交并在评标室终端签名", "Submit and sign at the room device"],
+  "ex.form.edit": ["修改后重新提交", "Edit and submit again"],
   "ex.form.none": ["当前没有需要填写的评审表。", "No sheet to fill in now."],
   "ex.form.pass": ["合格", "pass"],
   "ex.form.fail": ["不合格", "fail"],
@@ -295,6 +296,7 @@ const ui = {
   docs: null, // {bidder -> entry}
   docsKey: "",
   shown: null, // {bidder, path}
+  editing: null, // the request of a waiting draft being edited
   objectUrl: null,
   formKey: "",
   othersKey: "",
@@ -502,7 +504,11 @@ function sheetState(view, data, me) {
   const own = data.sheets && data.sheets.own;
   const submitted = ((view.submitted || {})[stage] || []).includes(me);
   const rescore = own && !submitted;
-  if (data.draft && data.draft.kind === "sheet" && data.draft.stage === stage) return { state: "waiting", draft: data.draft, own };
+  if (data.draft && data.draft.kind === "sheet" && data.draft.stage === stage) {
+    // Editing a waiting draft: a new submission replaces it (the room device signs the latest).
+    if (ui.editing === data.draft.request) return { state: "draft", draft: data.draft, own, editing: true };
+    return { state: "waiting", draft: data.draft, own };
+  }
   if (submitted && own) return { state: "submitted", own };
   return { state: "draft", rescore, own };
 }
@@ -593,7 +599,7 @@ function renderSheet(view, model) {
   const stateEl = byTestId("sheet-state");
   const form = byTestId("sheet-form");
   byTestId("form-stage").textContent = REVIEW_STAGES.includes(view.stage) ? t(`stg.${view.stage}`) : "";
-  const key = JSON.stringify([s.state, view.stage, s.draft && s.draft.request, s.own && s.own.sha256, currentLang(), (view.outcomes && Object.keys(view.outcomes)) || []]);
+  const key = JSON.stringify([s.state, s.editing, view.stage, s.draft && s.draft.request, s.own && s.own.sha256, currentLang(), (view.outcomes && Object.keys(view.outcomes)) || []]);
   if (key === ui.formKey) return;
   ui.formKey = key;
   stateEl.dataset.state = s.state;
@@ -606,7 +612,7 @@ function renderSheet(view, model) {
     return;
   }
   form.hidden = false;
-  const content = s.state === "waiting" ? s.draft.content : s.own ? s.own.content : null;
+  const content = s.draft ? s.draft.content : s.own ? s.own.content : null;
   buildForm(view, view.stage, content);
   const locked = s.state !== "draft";
   for (const el of fields.querySelectorAll("input, select")) el.disabled = locked;
@@ -615,7 +621,13 @@ function renderSheet(view, model) {
   if (s.state === "waiting") {
     stateEl.replaceChildren(h("p", { class: "waiting", "data-testid": "waiting-room" }, h("strong", {}, t("ex.state.waiting")), " ", t("ex.state.waiting_note")),
       h("p", { class: "muted small" }, "SHA-256 ", h("span", { class: "mono", "data-testid": "draft-sha" }, s.draft.sha256)));
-    hint.replaceChildren(h("p", { class: "small" }, t("ex.desk.hint")), commandBlock(deskCommand(model), "cmd-desk"));
+    const edit = h("button", { type: "button", class: "secondary small", "data-testid": "sheet-edit" }, t("ex.form.edit"));
+    edit.addEventListener("click", () => {
+      ui.editing = s.draft.request;
+      ui.formKey = "";
+      renderSheet(model.view, model);
+    });
+    hint.replaceChildren(h("p", { class: "small" }, t("ex.desk.hint")), commandBlock(deskCommand(model), "cmd-desk"), h("div", { class: "row" }, edit));
   } else if (s.state === "submitted") {
     stateEl.replaceChildren(h("p", { class: "ok", "data-testid": "submitted" }, t("ex.state.submitted", { round: s.own.round })),
       h("p", { class: "muted small" }, "SHA-256 ", h("span", { class: "mono", "data-testid": "own-sha" }, s.own.sha256)));
