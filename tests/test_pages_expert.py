@@ -246,3 +246,37 @@ async def test_expert_desk_signs_the_report_and_the_host_console_follows_the_eva
     await tid(host, "ev-resume").click()
     await expect(tid(host, "ev-status")).to_have_attribute("data-status", "signing")
     await expect(tid(page, "status")).to_have_attribute("data-status", "signing")
+
+
+async def test_score_form_shows_each_maximum_and_checks_points_like_the_server(
+    hall: Hall, browsing: Browsing, tmp_path: Path
+) -> None:
+    e, committee = await qualification(hall, tmp_path)
+    ids = sorted(committee)
+    chair = e.as_expert(ids[0])
+    for stage, item in (("qualification", "Q1"), ("preliminary", "P1")):
+        for mid in ids:
+            await e.sheet(mid, stage, review(mid, stage, item))
+        await e.post(chair, "close-stage")
+    mid = ids[1]
+    page = await open_as(browsing, hall, e.sid, e.as_expert(mid), "expert")
+    await expect(tid(page, "status")).to_have_attribute("data-stage", "detailed")
+    await expect(tid(page, "max-T1")).to_have_text("满分 40.00")
+    await expect(tid(page, "max-C1")).to_have_text("满分 30.00")
+    for code in BIDS:
+        await tid(page, f"points-{code}-T1").fill("35.5")
+        await tid(page, f"points-{code}-C1").fill("28")
+    await tid(page, f"points-{CODE_B}-C1").fill("30.01")  # above the maximum
+    await tid(page, "sheet-submit").click()
+    await expect(tid(page, "form-error")).to_contain_text("分数须为 0 到满分之间")
+    await expect(tid(page, f"points-{CODE_B}-C1")).to_be_focused()
+    await tid(page, f"points-{CODE_B}-C1").fill("30")
+    await tid(page, "sheet-submit").click()
+    await expect(tid(page, "sheet-state")).to_have_attribute("data-state", "waiting")
+    await shot(page, "26-expert-score-sheet-waiting")
+    draft = (await hall.request("GET", e.path("members", mid, "to-sign"), e.as_expert(mid)))[
+        "draft"
+    ]
+    points = {(s["bidder"], s["criterion"]): s["points_x100"] for s in draft["content"]["scores"]}
+    assert points[(CODE_A, "T1")] == 3550 and points[(CODE_B, "C1")] == 3000
+    assert points[(CODE_C, "C1")] == 2800 and len(points) == 6
