@@ -42,7 +42,13 @@ from crypto.errors import (
     SummaryInvalid,
 )
 from crypto.keys import PrivateKeyHandle
-from crypto.package import PackageInfo, build_package, extract_package, verify_package
+from crypto.package import (
+    PackageInfo,
+    SealingMachine,
+    build_package,
+    extract_package,
+    verify_package,
+)
 from crypto.signed_data import SignerReport, build_signed_data_frame, read_signed_data
 from schemas.bid import BidSummary, EnvelopeKind
 
@@ -60,6 +66,7 @@ class SealResult:
     summary: BidSummary
     package_sha256: str
     package_size: int
+    sealing_machine: str | None = None
 
 
 @contextlib.contextmanager
@@ -123,11 +130,15 @@ def seal_bid(
     chain: Sequence[x509.Certificate] = (),
     now: datetime | None = None,
     envelope_kind: EnvelopeKind | None = None,
+    sealing_machine: SealingMachine = None,
 ) -> SealResult:
-    """封装投标文件: package, sign (CMS SignedData), encrypt (AuthEnvelopedData, AES-256-GCM)."""
+    """封装投标文件: package, sign (CMS SignedData), encrypt (AuthEnvelopedData, AES-256-GCM).
+
+    ``sealing_machine`` is this machine's fingerprint for the bid's lot (or a function of the
+    summary giving it: ``crypto.fingerprint``), recorded in the signed manifest."""
     signing_time = now or datetime.now(UTC)
     with tempfile.TemporaryFile(dir=out.parent if out.parent.exists() else None) as zf:
-        info = build_package(package, zf)
+        info = build_package(package, zf, sealing_machine=sealing_machine)
         summary = info.summary
         if envelope_kind is not None and summary.envelope != envelope_kind:
             raise SummaryInvalid(
@@ -158,7 +169,15 @@ def seal_bid(
         with _atomic_output(out) as f:
             counted = _HashingWriter(f)
             seal_stream(counted, plaintext(), frame.total_length, recipients)
-    return SealResult(out, counted.sha256.hexdigest(), counted.size, summary, pkg_hex, pkg_size)
+    return SealResult(
+        out,
+        counted.sha256.hexdigest(),
+        counted.size,
+        summary,
+        pkg_hex,
+        pkg_size,
+        info.manifest.sealing_machine,
+    )
 
 
 # --- opening -----------------------------------------------------------------------------------

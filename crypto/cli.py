@@ -14,6 +14,7 @@ from crypto.bid import decrypt_with_key, open_bid, seal_bid, unwrap
 from crypto.ca import credit_code_of
 from crypto.envelope import Recipient, inspect_envelope, recipients_of
 from crypto.errors import KeyLoadFailed
+from crypto.fingerprint import lot_key, this_machine
 from crypto.keys import (
     KeyTransportPadding,
     PrivateKeyHandle,
@@ -21,6 +22,7 @@ from crypto.keys import (
     load_certificates,
     load_private_key,
 )
+from crypto.package import SealingMachine
 
 PASSWORD_ENV = "BIDBRIDGE_KEY_PASSWORD"
 RSA_PADDINGS = {
@@ -86,6 +88,14 @@ def cmd_seal(args: argparse.Namespace) -> int:
         trust.validate(sign_cert, "bid_signature", now, extra_intermediates=chain)
         for r in recipients:
             trust.validate(r.certificate, "encryption", now, extra_intermediates=chain)
+    machine: SealingMachine = None
+    if not args.no_machine_fingerprint:
+        # The lot given, or the one summary.json names: per-lot, so it links bids in one lot only.
+        machine = (
+            this_machine(args.lot)
+            if args.lot
+            else (lambda s: this_machine(lot_key(s.project_code, s.lot_code)))
+        )
     result = seal_bid(
         Path(args.package),
         Path(args.out),
@@ -94,6 +104,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
         recipients=recipients,
         chain=chain,
         envelope_kind=args.envelope,
+        sealing_machine=machine,
     )
     s = result.summary
     print(f"已封装 sealed: {result.path}")
@@ -103,6 +114,8 @@ def cmd_seal(args: argparse.Namespace) -> int:
         f"  bidder: {s.bidder_name} ({s.bidder_credit_code}), lot {s.lot_code}, envelope {s.envelope}"
     )
     print(f"  recipients: {len(recipients)}")
+    if result.sealing_machine:
+        print(f"  机器指纹 sealing machine fingerprint: {result.sealing_machine[:12]}...")
     return 0
 
 
@@ -231,6 +244,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="refuse unless summary.json declares this envelope (two-envelope bids)",
     )
     p.add_argument("--trust", metavar="DIR", help="check certificates against this trust folder")
+    p.add_argument(
+        "--lot",
+        metavar="LOT_ID",
+        help="the lot the machine fingerprint is keyed to (default: PROJECT/LOT of summary.json)",
+    )
+    p.add_argument(
+        "--no-machine-fingerprint",
+        action="store_true",
+        help="do not record the sealing machine's fingerprint (a salted per-lot HMAC of the "
+        "machine id and MAC address, no personal data) in the signed manifest",
+    )
     p.add_argument("--out", required=True, metavar="BID.p7m", help="output file (DER)")
     p.set_defaults(handler=cmd_seal)
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 import shutil
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
@@ -88,8 +88,15 @@ def _source_files(src: Path) -> Iterator[tuple[str, IO[bytes]]]:
                 yield zi.filename, fh
 
 
-def build_package(src: Path, out: BinaryIO) -> PackageInfo:
-    """Write the package ZIP for a folder or ZIP ``src`` into ``out``, adding the manifest."""
+SealingMachine = str | Callable[[BidSummary], str | None] | None
+"""A fingerprint (``crypto.fingerprint``), or how to make one from the bid's summary (its lot)."""
+
+
+def build_package(
+    src: Path, out: BinaryIO, *, sealing_machine: SealingMachine = None
+) -> PackageInfo:
+    """Write the package ZIP for a folder or ZIP ``src`` into ``out``, adding the manifest
+    (with the sealing machine's fingerprint when one is given)."""
     if not src.exists():
         raise PackageError(f"{src}: no such folder or file")
     entries: list[ManifestEntry] = []
@@ -119,13 +126,15 @@ def build_package(src: Path, out: BinaryIO) -> PackageInfo:
             entries.append(ManifestEntry(path=name, size=size, sha256=h.hexdigest()))
         if summary is None:
             raise SummaryInvalid("the package has no summary.json at its top level")
-        manifest = Manifest(files=entries)
+        machine = sealing_machine(summary) if callable(sealing_machine) else sealing_machine
+        manifest = Manifest(files=entries, sealing_machine=machine)
         zout.writestr(zipfile.ZipInfo(MANIFEST_NAME, _FIXED_TIME), _manifest_bytes(manifest))
     return PackageInfo(summary, manifest)
 
 
 def _manifest_bytes(manifest: Manifest) -> bytes:
-    return json.dumps(manifest.model_dump(), ensure_ascii=False, indent=1).encode()
+    # Left out when absent: a package sealed without a fingerprint is byte for byte as before.
+    return json.dumps(manifest.model_dump(exclude_none=True), ensure_ascii=False, indent=1).encode()
 
 
 def verify_package(path: Path) -> PackageInfo:

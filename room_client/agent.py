@@ -39,6 +39,8 @@ from pydantic import BaseModel
 from crypto.attest import SignedDocument, b64decode, b64encode, sign_document, verify_document
 from crypto.bid import open_bid, unwrap
 from crypto.errors import BidBridgeError, KeyLoadFailed
+from crypto.fingerprint import HEADER as MACHINE_HEADER
+from crypto.fingerprint import this_machine
 from crypto.keys import (
     PrivateKeyHandle,
     check_key_matches,
@@ -58,6 +60,8 @@ NAMESPACE = "/hall"
 PASSWORD_ENV = "BIDBRIDGE_KEY_PASSWORD"
 """Environment variable holding a key file's password (as ``crypto/cli.py``)."""
 PIN_ENV = "BIDBRIDGE_PIN"
+MACHINE_ACTIONS = frozenset({"sign-in", "rehearsal", "key"})
+"""The calls that carry the machine fingerprint header (with the upload)."""
 """Environment variable holding the token (CA 锁) user PIN."""
 BACKUP_PURPOSE = "bidbridge-backup-approval"
 MAX_MESSAGE = 2000
@@ -347,8 +351,11 @@ class HallClient:
         *,
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 60.0,
+        machine_fingerprint: bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.machine_fingerprint = machine_fingerprint
+        self._machines: dict[str, str | None] = {}
         self.credentials = credentials
         self.ssl_context = ssl_context
         self.timeout = timeout
@@ -476,9 +483,12 @@ class HallClient:
         *,
         params: dict[str, str] | None = None,
         auth: bool = True,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Any JSON route; returns the response body, raises ``AgentError`` on a refusal."""
-        async with self._response(method, path, json=json, params=params, auth=auth) as resp:
+        async with self._response(
+            method, path, json=json, params=params, auth=auth, headers=headers
+        ) as resp:
             try:
                 data = await resp.json(content_type=None)
             except (ValueError, aiohttp.ClientError) as exc:
@@ -495,7 +505,25 @@ class HallClient:
     async def _post(self, session_id: str, action: str, body: Any = None) -> dict[str, Any]:
         if isinstance(body, BaseModel):
             body = body.model_dump(mode="json")
-        return await self.call("POST", self.sid_path(session_id, *action.split("/")), body)
+        headers = self.machine_header(session_id) if action in MACHINE_ACTIONS else None
+        return await self.call(
+            "POST", self.sid_path(session_id, *action.split("/")), body, headers=headers
+        )
+
+    def machine_header(self, session_id: str) -> dict[str, str]:
+        """This machine's fingerprint for the session's lot (``crypto.fingerprint``), as the
+        header sent with uploads, rehearsals, keys and hall sign-ins; empty when turned off or
+        when the machine has no readable id. The lot comes from the session id (``PROJECT~LOT~n``,
+        the platform's lot id with its slash replaced), so it matches what ``bidbridge seal``
+        records from ``summary.json``. Never sent with the CA login, which names no lot: a value
+        keyed to nothing would follow the machine across projects."""
+        if not self.machine_fingerprint or "~" not in session_id:
+            return {}
+        lot = session_id.rsplit("~", 1)[0].replace("~", "/")
+        if lot not in self._machines:
+            self._machines[lot] = this_machine(lot)
+        fingerprint = self._machines[lot]
+        return {MACHINE_HEADER: fingerprint} if fingerprint else {}
 
     # -- general --
 
@@ -531,7 +559,11 @@ class HallClient:
             "PUT",
             self.sid_path(session_id, "bid"),
             body=lambda: file_chunks(path, progress),
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(size),
+                **self.machine_header(session_id),
+            },
         ) as resp:
             data = await resp.json(content_type=None)
         return S.ReceiptOut.model_validate(data).model_dump(mode="json")

@@ -57,3 +57,9 @@ class Manifest(BaseModel):
 
     schema_version: Literal[1] = 1
     files: list[ManifestEntry]
+    sealing_machine: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the salted per-lot fingerprint of the machine that sealed the bid "
+        "(crypto.fingerprint; no personal data); absent in packages sealed without it",
+    )

@@ -36,7 +36,7 @@ class Observation(_Model):
     """One recorded contact of a bidder with the platform: an upload, a rehearsal (解密演练), a
     decryption, a login. ``addr`` is the client's network address as the server saw it;
     ``machine`` the salted machine fingerprint the agent sent (see
-    ``server.domain.signals.machine_fingerprint``); ``cert_serial`` the serial (hex) of the CA
+    ``crypto.fingerprint``); ``cert_serial`` the serial (hex) of the CA
     certificate used."""
 
     at: datetime

@@ -30,6 +30,7 @@ from schemas.signals import (
     SheetFact,
     Signal,
 )
+from crypto.fingerprint import machine_fingerprint
 from server import docmeta
 from server.domain import signals as S
 
@@ -130,11 +131,11 @@ def test_signal_same_origin_platform_proxy_address_does_not_fire() -> None:
 
 
 def test_signal_same_origin_sealing_machine() -> None:
-    m = S.machine_fingerprint("L1", b"4c4c4544003010\n", "00:1A:2B:3C:4D:5E")
+    m = machine_fingerprint("L1", b"4c4c4544003010\n", "00:1A:2B:3C:4D:5E")
     facts = lot(
         bid(1, sealing_machine=m, sealing_seq=5),
         bid(2, sealing_machine=m, sealing_seq=8),
-        bid(3, sealing_machine=S.machine_fingerprint("L1", b"other", None), sealing_seq=9),
+        bid(3, sealing_machine=machine_fingerprint("L1", b"other", None), sealing_seq=9),
     )
     s = only(S.same_origin(facts), "same_origin_machine")
     assert s.score == 0.9
@@ -146,12 +147,12 @@ def test_signal_same_origin_sealing_machine() -> None:
 
 def test_machine_fingerprint_links_within_a_lot_only_and_hides_its_inputs() -> None:
     machine_id = b"0f1e2d3c4b5a69788796a5b4c3d2e1f0"
-    a = S.machine_fingerprint("L1", machine_id + b"\n", "00-1a-2b-3c-4d-5e")
-    b = S.machine_fingerprint("L1", machine_id, "00:1A:2B:3C:4D:5E")
+    a = machine_fingerprint("L1", machine_id + b"\n", "00-1a-2b-3c-4d-5e")
+    b = machine_fingerprint("L1", machine_id, "00:1A:2B:3C:4D:5E")
     assert a == b  # whitespace and MAC spelling do not matter
-    assert S.machine_fingerprint("L2", machine_id, "00:1A:2B:3C:4D:5E") != a  # keyed per lot
-    assert S.machine_fingerprint("L1", machine_id, None) != a  # the MAC is an input
-    assert S.machine_fingerprint("L1", b"another", "00:1A:2B:3C:4D:5E") != a
+    assert machine_fingerprint("L2", machine_id, "00:1A:2B:3C:4D:5E") != a  # keyed per lot
+    assert machine_fingerprint("L1", machine_id, None) != a  # the MAC is an input
+    assert machine_fingerprint("L1", b"another", "00:1A:2B:3C:4D:5E") != a
     assert len(a) == 64 and int(a, 16) >= 0
     assert machine_id.decode() not in a and "1a2b3c4d5e" not in a
 
@@ -577,7 +578,7 @@ def test_combined_ring_joins_traces_of_a_pair() -> None:
 
 
 def rich_lot() -> list[BidFacts]:
-    m = S.machine_fingerprint("L1", b"m", None)
+    m = machine_fingerprint("L1", b"m", None)
     return [
         bid(1, price=Decimal("9012345.67"), uploads=[up(0, "10.0.0.7", 1)], sealing_machine=m),
         bid(2, price=Decimal("9135802.45"), uploads=[up(2, "10.0.0.7", 2)], sealing_machine=m),

@@ -45,6 +45,7 @@ from server.domain.common import reason_text as _reason
 from server.domain.common import require_role as _require_role
 from server.domain.common import require_state as _require_state
 from server.domain.common import sha256_json
+from server.domain.opening import raise_signals
 
 Status = Literal[
     "draft",
@@ -307,6 +308,9 @@ class EvaluationState(_Model):
     suspended_from: Status | None = None
     suspended_at: datetime | None = None
     void_reason: str | None = None
+    signals_raised: list[str] = Field(
+        default_factory=list, description="ids of the warnings (signal events) already recorded"
+    )
 
     def committee(self) -> list[Member]:
         """Members who count: drawn or signed in (not declined, absent or replaced)."""
@@ -611,7 +615,7 @@ def _ranking(state: EvaluationState, adjustments: list[PriceAdjustment]) -> dict
 def decide(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent]:
     """The events ``cmd`` causes at ``now``, or a :class:`Refusal`."""
     if state.status == "suspended" and not isinstance(
-        cmd, Resume | Join | Leave | Tick | Warn | RecordSegment | RoomLink
+        cmd, Resume | Join | Leave | Tick | Warn | RecordSegment | RoomLink | RaiseSignals
     ):
         raise E.NotAllowedInState("the evaluation is suspended / 评标已暂停")
     handler = _HANDLERS.get(type(cmd))
@@ -1222,6 +1226,17 @@ def _segment(state: EvaluationState, cmd: RecordSegment, now: datetime) -> list[
     ]
 
 
+class RaiseSignals(Command):
+    """评标不公预警: record the unfair-evaluation warnings computed from the record
+    (``server.domain.signals``): supervisors alone see them, once each; no outcome changes."""
+
+    signals: list[dict[str, Any]] = Field(max_length=1000)
+
+
+def _raise_signals(state: EvaluationState, cmd: RaiseSignals, now: datetime) -> list[NewEvent]:
+    return raise_signals(state.signals_raised, cmd, cmd.signals)
+
+
 _HANDLERS: dict[type[Command], Any] = {
     Tick: _tick,
     Join: _join,
@@ -1248,6 +1263,7 @@ _HANDLERS: dict[type[Command], Any] = {
     Suspend: _suspend,
     Resume: _resume,
     RecordSegment: _segment,
+    RaiseSignals: _raise_signals,
 }
 
 
@@ -1388,6 +1404,8 @@ def evolve(state: EvaluationState, event: NewEvent, at: datetime | None) -> Eval
     elif t == "evaluation_void":
         s.status = "void"
         s.void_reason = p["reason"]
+    elif t == "signal":
+        s.signals_raised.append(p["id"])
     elif t == "media_segment":
         s.segments += 1
         room = s.rooms.setdefault(p["room_id"], {})

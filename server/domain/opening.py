@@ -64,6 +64,7 @@ the window) · revoked 撤销 (bidder's fault, rule 8) · withdrawn 撤回 (some
 
 ALL: list[str] = ["all"]
 STAFF: list[str] = ["staff"]
+SUPERVISORS: list[str] = ["supervisor"]
 
 
 def bidder_tag(code: str) -> str:
@@ -184,6 +185,9 @@ class OpeningState(_Model):
     record_pending: bool = False
     record_sha256: str | None = None
     record_signatures: dict[str, str] = Field(default_factory=dict, description="role -> account")
+    signals_raised: list[str] = Field(
+        default_factory=list, description="ids of the warnings (signal events) already recorded"
+    )
 
     def live_bids(self) -> list[Bid]:
         """Bids that count: uploaded and not retracted before the deadline."""
@@ -209,6 +213,23 @@ class Command(_Model):
     actor: Actor
 
 
+class Origin(_Model):
+    """Where a bidder's request came from, as the server saw it: the client's network address,
+    the agent's machine fingerprint (``crypto.fingerprint``) and the serial of the CA certificate
+    used. Recorded in the bidder's own event for the bid-rigging signals (围标串标预警): the
+    events that carry it are never shown to another bidder, and before the deadline to nobody
+    but the bidder itself (rule 4)."""
+
+    addr: str | None = Field(default=None, max_length=100)
+    machine: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    cert_serial: str | None = Field(default=None, max_length=100)
+
+
+def _origin(origin: Origin | None) -> dict[str, Any]:
+    """The ``origin`` payload entry, only when there is one (older events stay as they were)."""
+    return {} if origin is None else {"origin": origin.model_dump(mode="json")}
+
+
 class Publish(Command):
     pass
 
@@ -228,12 +249,15 @@ class Leave(Command):
 class SignIn(Command):
     """签到: a bidder signs in to the hall."""
 
+    origin: Origin | None = None
+
 
 class Upload(Command):
     envelope_sha256: str
     size: int
     receipt: dict[str, Any]
     receipt_signature: str
+    origin: Origin | None = None
 
 
 class Retract(Command):
@@ -244,6 +268,7 @@ class Rehearse(Command):
     passed: bool
     code: str = ""
     message: str = ""
+    origin: Origin | None = None
 
 
 class Start(Command):
@@ -270,6 +295,7 @@ class DecryptionResult(Command):
     summary: dict[str, Any] | None = None
     cek_sha256: str | None = None
     via: Literal["bidder", "backup"] = "bidder"
+    origin: Origin | None = None
 
 
 class RecordIncident(Command):
@@ -330,6 +356,14 @@ class Resume(Command):
     reason: str
 
 
+class RaiseSignals(Command):
+    """围标串标预警: record the bid-rigging warnings computed from this session's record
+    (``server.domain.signals``). Only the server raises them; each becomes one ``signal`` event
+    seen by supervisors alone, once (by id), and none changes the state or the outcome."""
+
+    signals: list[dict[str, Any]] = Field(max_length=1000)
+
+
 class Extend(Command):
     """Extend the current window (deadline, decryption or confirmation) by some minutes."""
 
@@ -356,7 +390,9 @@ def _own_bid(state: OpeningState, code: str) -> Bid:
 
 def decide(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
     """The events ``cmd`` causes at ``now``, or a :class:`Refusal`."""
-    if state.status == "suspended" and not isinstance(cmd, Resume | Join | Leave | Tick | Object):
+    if state.status == "suspended" and not isinstance(
+        cmd, Resume | Join | Leave | Tick | Object | RaiseSignals
+    ):
         raise E.NotAllowedInState("the session is suspended / 会话已暂停")
     handler = _HANDLERS.get(type(cmd))
     if handler is None:
@@ -518,7 +554,8 @@ def _sign_in(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]
     audience = (
         [bidder_tag(cmd.actor.id)] if state.status == "sign_in" else _bid_audience(cmd.actor.id)
     )
-    return [_ev("bidder_signed_in", cmd.actor, audience, bidder=cmd.actor.id)]
+    origin = cmd.origin if isinstance(cmd, SignIn) else None
+    return [_ev("bidder_signed_in", cmd.actor, audience, bidder=cmd.actor.id, **_origin(origin))]
 
 
 def _before_deadline(state: OpeningState, now: datetime) -> None:
@@ -544,6 +581,7 @@ def _upload(state: OpeningState, cmd: Upload, now: datetime) -> list[NewEvent]:
             receipt=cmd.receipt,
             receipt_signature=cmd.receipt_signature,
             replaces=replaces,
+            **_origin(cmd.origin),
         )
     ]
 
@@ -577,6 +615,7 @@ def _rehearse(state: OpeningState, cmd: Rehearse, now: datetime) -> list[NewEven
             passed=cmd.passed,
             code=cmd.code,
             message=cmd.message,
+            **_origin(cmd.origin),
         )
     ]
 
@@ -643,6 +682,7 @@ def _decryption_result(state: OpeningState, cmd: DecryptionResult, now: datetime
                 cek_sha256=cmd.cek_sha256,
                 summary=cmd.summary,
                 via=cmd.via,
+                **_origin(cmd.origin),
             )
         ]
     attempt = Attempt(
@@ -655,6 +695,7 @@ def _decryption_result(state: OpeningState, cmd: DecryptionResult, now: datetime
             _bid_audience(cmd.bidder),
             bidder=cmd.bidder,
             attempt=attempt.model_dump(),
+            **_origin(cmd.origin),
         )
     ]
 
@@ -899,6 +940,27 @@ def _resume(state: OpeningState, cmd: Resume, now: datetime) -> list[NewEvent]:
     ]
 
 
+def raise_signals(raised: list[str], cmd: Any, signals: list[dict[str, Any]]) -> list[NewEvent]:
+    """The ``signal`` events of warnings not raised yet (shared with the evaluation).
+
+    Supervisors alone see them (the issue: "nobody else sees them"), and nothing folds them into
+    the state but their ids, so no warning changes an outcome by itself."""
+    _require_role(cmd, "server")
+    seen = set(raised)
+    events = []
+    for signal in signals:
+        ident = signal.get("id")
+        if not isinstance(ident, str) or ident in seen:
+            continue
+        seen.add(ident)
+        events.append(_ev("signal", cmd.actor, SUPERVISORS, **signal))
+    return events
+
+
+def _raise_signals(state: OpeningState, cmd: RaiseSignals, now: datetime) -> list[NewEvent]:
+    return raise_signals(state.signals_raised, cmd, cmd.signals)
+
+
 def _extend(state: OpeningState, cmd: Extend, now: datetime) -> list[NewEvent]:
     """Rule 13: extending a window needs a reason and is an event every party sees."""
     _require_role(cmd, "host")
@@ -960,6 +1022,7 @@ _HANDLERS: dict[type[Command], Any] = {
     Suspend: _suspend,
     Resume: _resume,
     Extend: _extend,
+    RaiseSignals: _raise_signals,
 }
 
 
@@ -1089,6 +1152,8 @@ def evolve(state: OpeningState, event: NewEvent, at: datetime | None) -> Opening
         s.suspended_from = None
         s.suspended_at = None
         _shift_future(s, shift, paused_at)
+    elif t == "signal":
+        s.signals_raised.append(p["id"])
     elif t == "window_extended":
         extra = timedelta(minutes=p["minutes"])
         if p["window"] == "deadline":

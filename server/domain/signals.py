@@ -6,7 +6,7 @@ clock, no randomness), so recomputing them from an archive gives the same warnin
 ids. Each family of signs is one function:
 
 * :func:`same_origin` - bids uploaded, rehearsed or decrypted from one network address; bids
-  sealed on one machine (the fingerprint inside the signed package, :func:`machine_fingerprint`).
+  sealed on one machine (the fingerprint inside the signed package, ``crypto.fingerprint``).
 * :func:`same_hands` - identical document files, identical author / last-modified-by metadata,
   identical odd errors in the bills of quantities (工程量清单).
 * :func:`same_money` - deposits (保证金) paid from one account.
@@ -32,7 +32,6 @@ small.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import math
 import statistics
 from collections import defaultdict
@@ -186,37 +185,6 @@ precision 0.945, recall 0.921); reported on seed 2."""
 LOT_FAMILIES = frozenset(
     {"same_origin", "same_hands", "same_money", "price_patterns", "certificate_trail"}
 )
-
-_SEAL_KEY_LABEL = b"bidbridge sealing-machine fingerprint v1\x00"
-
-
-# --- the sealing machine fingerprint -------------------------------------------------------------
-
-
-def machine_fingerprint(lot_id: str, machine_id: bytes, mac: str | None) -> str:
-    """The salted fingerprint of the machine that sealed a bid, as the bidder agent records it
-    inside the signed package (and sends with each upload, rehearsal, decryption and login).
-
-    Made of: HMAC-SHA256 keyed by ``label || lot id`` over the machine's installation id
-    (``/etc/machine-id`` on Linux, ``HKLM\\SOFTWARE\\Microsoft\\Cryptography\\MachineGuid`` on
-    Windows; surrounding whitespace removed) and the primary network interface's MAC address
-    (normalized to 12 lower-case hex digits; omitted when there is none). Hex, 64 characters.
-
-    Free of personal data: no user name, host name, IP address, disk serial or anything typed
-    by a person goes in, and the HMAC cannot be reversed to the machine id. Keyed per lot: two
-    bids of one lot sealed on one machine give the same value, while the same machine in another
-    project gives an unrelated value, so the fingerprint links bids within a lot and cannot track
-    a machine (or its owner) across projects. It is inside the signed package, so it cannot be
-    altered after sealing without breaking the bidder's signature.
-    """
-    key = _SEAL_KEY_LABEL + lot_id.encode("utf-8")
-    mac_hex = ""
-    if mac is not None:
-        mac_hex = "".join(c for c in mac.lower() if c in "0123456789abcdef")
-        if len(mac_hex) != 12:
-            mac_hex = ""
-    message = machine_id.strip() + b"\x00" + mac_hex.encode("ascii")
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 # --- building signals ----------------------------------------------------------------------------
