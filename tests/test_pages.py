@@ -390,7 +390,7 @@ async def test_link_works_once_and_expires_after_a_minute(hall: Hall, browsing: 
         "the login challenge is unknown, already used or expired; ask for a new one"
     )
     await expect(tid(again, "enter-error")).to_contain_text("请在代理程序中重新生成一次性链接")
-    await expect(tid(again, "enter-status")).to_have_text("无法进入开标大厅")
+    await expect(tid(again, "enter-status")).to_have_text("无法进入页面")
     await shot(again, "00-enter-link-used")
 
     late = await hall.request(

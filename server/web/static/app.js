@@ -38,18 +38,26 @@ const TEXT = {
   // index and enter
   "index.title": ["开标大厅网页", "Opening hall pages"],
   "index.lead": [
-    "本页面不需要在浏览器中安装 CA 插件。请在本机的投标人代理（或评标室代理）中用 CA 锁登录，代理会打印一个一次性链接；在浏览器中打开该链接即进入开标大厅。",
-    "These pages need no CA plug-in in the browser. Log in with your CA key in the bidder agent (or the room agent) on your computer; the agent prints a one-time link. Open that link in the browser to enter the hall.",
+    "本页面不需要在浏览器中安装 CA 插件。请在本机的代理（投标人代理、评标室代理）或 bidbridge link 命令中用 CA 锁登录，它会打印一个一次性链接；在浏览器中打开该链接即进入对应页面。",
+    "These pages need no CA plug-in in the browser. Log in with your CA key in the agent on your computer (the bidder agent, the room agent) or with the bidbridge link command; it prints a one-time link. Open that link in the browser to enter the page.",
   ],
   "index.once": [
     "链接只能使用一次，且在一分钟内有效。链接过期或已使用时，请在代理中重新生成。",
     "A link works once and for one minute. When it has expired or been used, ask the agent for a new one.",
   ],
+  "index.pages": ["四个页面", "The four pages"],
+  "index.page.bidder": ["开标大厅（投标人）：签到、解密状态、开标记录表、异议。", "Bidder hall: sign-in, decryption status, the opening table, objections."],
+  "index.page.host": ["开标控制台（主持人）：开标、解密、确认的操作，异议答复，开标记录。", "Host console: opening, decryption and confirmation, replies to objections, the record."],
+  "index.page.expert": ["专家评标工作台（评标专家，在评标室打开）。", "Expert desk (evaluation experts, opened at the evaluation room)."],
+  "index.page.supervisor": [
+    "监管大屏（监督）：所有开标和评标会话的状态与实时事件、评标室画面、预警、预警信号、档案下载。",
+    "Supervisor wall: every opening and evaluation with its state and live events, the rooms' video, warnings, signals, the archive download.",
+  ],
   "index.how": ["如何获取链接", "How to get a link"],
-  "index.step1": ["在代理中用 CA 锁登录开标服务器。", "Log in to the opening server with your CA key in the agent."],
+  "index.step1": ["在代理中用 CA 锁登录服务器。", "Log in to the server with your CA key in the agent."],
   "index.step2": [
-    "让代理为本开标会生成网页链接（接口：POST /api/auth/web-link）。",
-    "Have the agent create a page link for the session (API: POST /api/auth/web-link).",
+    "让代理为会话生成网页链接：bidbridge link --page bidder|host|supervisor --session 会话编号（接口：POST /api/auth/web-link）；专家工作台由评标室代理生成（bidbridge room desk）。",
+    "Have the agent create a page link for the session: bidbridge link --page bidder|host|supervisor --session ID (API: POST /api/auth/web-link); the expert desk's link comes from the room agent (bidbridge room desk).",
   ],
   "index.step3": [
     "在浏览器中打开代理打印的链接（…/web/enter.html#code=…）。",
@@ -59,9 +67,9 @@ const TEXT = {
     "签名类操作（确认开标记录表、签名开标记录）仍须在代理中使用 CA 锁完成；网页会显示对应命令。",
     "Signing (confirming the table, signing the record) still happens in the agent with the CA key; the pages show the command to run.",
   ],
-  "enter.title": ["正在进入开标大厅", "Entering the opening hall"],
+  "enter.title": ["正在进入页面", "Entering the page"],
   "enter.working": ["正在验证一次性链接…", "Checking the one-time link…"],
-  "enter.failed": ["无法进入开标大厅", "Cannot enter the hall"],
+  "enter.failed": ["无法进入页面", "Cannot enter the page"],
   "enter.back": ["返回说明页", "Back to the instructions"],
   "err.no_auth": [
     "本标签页没有登录信息：请在代理中生成新的一次性链接并在本标签页打开。",
