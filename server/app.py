@@ -48,6 +48,9 @@ class Settings:
     """Several processes: Redis for the doorbell, presence and work in flight (None: one process)."""
     instance: str = field(default_factory=lambda: secrets.token_hex(6))
     """This process's name among several (random per start; only used in Redis keys)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For header names the
+    client; from any other peer the header is ignored (the bid-rigging signals record addresses)."""
 
 
 @dataclass
@@ -104,7 +107,14 @@ async def build_hub(
     )
     hall.fanout = fanout
     coord = Coordination(settings.redis_url, settings.instance)
-    service = SessionService(store, clock, identity, fanout.committed)
+
+    async def committed(session_id: str, records: list[Any]) -> None:
+        await fanout.committed(session_id, records)
+        from server.signal_facts import after_commit
+
+        after_commit(hub, session_id, records)  # an evaluation's warnings, once they are due
+
+    service = SessionService(store, clock, identity, committed)
     hub = Hub(
         settings=settings,
         store=store,
@@ -207,13 +217,17 @@ async def forget_presence(hub: Hub) -> None:
 
 
 async def generate_record_if_due_safe(hub: Hub, session_id: str) -> None:
-    """Generate the record when it is due; a failure is logged (retried at the next start or answer)."""
+    """Generate the record when it is due; a failure is logged (retried at the next start or answer).
+    Then raise the warning signals the record now supports (after the opening table, again after
+    the record); a failure there is logged too."""
     from server.api.hall import generate_record_if_due
+    from server.signal_facts import raise_signals_safe
 
     try:
         await generate_record_if_due(hub, session_id)
     except Exception:
         log.exception("record generation failed on %s", session_id)
+    await raise_signals_safe(hub, session_id)
 
 
 def build_app(hub: Hub) -> web.Application:

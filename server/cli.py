@@ -29,6 +29,7 @@ SERVER_COMMANDS = {
     "verify-archive": "server.audit.cli",
     "verify-draw": "server.audit.verify_draw",
     "export-archive": "server.audit.export",
+    "signals": "server.audit.signals_cli",
 }
 
 

@@ -25,6 +25,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
         upload_limit=getattr(args, "upload_limit", DEFAULT_UPLOAD_LIMIT),
         server_id=getattr(args, "server_id", "bidbridge"),
         redis_url=getattr(args, "redis_url", None) or os.environ.get("BIDBRIDGE_REDIS_URL"),
+        trusted_proxies=tuple(
+            getattr(args, "trusted_proxy", None)
+            or [
+                p.strip()
+                for p in os.environ.get("BIDBRIDGE_TRUSTED_PROXIES", "").split(",")
+                if p.strip()
+            ]
+        ),
     )
 
 
@@ -98,6 +106,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--redis-url",
         help="Redis for several processes sharing one PostgreSQL database "
         "(default: $BIDBRIDGE_REDIS_URL; none: a single process)",
+    )
+    p.add_argument(
+        "--trusted-proxy",
+        action="append",
+        metavar="ADDR_OR_CIDR",
+        help="a reverse proxy whose X-Forwarded-For names the client (repeat; default: "
+        "$BIDBRIDGE_TRUSTED_PROXIES, comma-separated; none: the direct peer is the client)",
     )
     p.add_argument("--accelerate", type=float, help="run the clock this many times faster (demo)")
     p.add_argument(

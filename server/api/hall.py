@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import ipaddress
 import json
+import logging
 import secrets
 import shutil
 import tempfile
@@ -24,6 +27,8 @@ from crypto.bid import decrypt_with_key
 from crypto.ca import credit_code_of
 from crypto.envelope import inspect_envelope, is_addressed_to, unwrap_content_key
 from crypto.errors import BidBridgeError
+from crypto.fingerprint import FINGERPRINT
+from crypto.fingerprint import HEADER as MACHINE_HEADER
 from crypto.keys import parse_certificate
 from crypto.quorum import DecryptedShare, QuorumBundle, rebuild_backup_key
 from schemas import api as S
@@ -51,6 +56,7 @@ from server.realtime.coord import Busy
 from server.service import cek_fingerprint
 from server.store import NotFound
 
+log = logging.getLogger(__name__)
 routes = RouteTable()
 STAFF = ("host", "supervisor", "centre")
 CHUNK = 1024 * 1024
@@ -400,6 +406,76 @@ async def visible_events(ctx: Ctx, tags: frozenset[str], after: int) -> S.Events
     return S.EventsOut(events=[r.model_dump() for r in records if r.visible_to(tags)])
 
 
+# --- where a bidder's request came from (for the bid-rigging signals) ----------------------------
+
+
+def _networks(entries: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    out = []
+    for entry in entries:
+        try:
+            out.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            log.warning("trusted proxy %r is not an address or network; ignored", entry)
+    return out
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # [v6]:port
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def client_address(request: web.Request, trusted_proxies: tuple[str, ...]) -> str | None:
+    """The client's network address: the direct peer, unless the peer is a trusted proxy; then
+    X-Forwarded-For is walked from the right past trusted proxies to the first other address.
+    From an untrusted peer the header is ignored (anyone can write it)."""
+    peer = _address(request.remote or "")
+    if peer is None:
+        return None
+    nets = _networks(trusted_proxies)
+
+    def trusted(a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(a in n for n in nets)
+
+    hops = [
+        hop for value in request.headers.getall("X-Forwarded-For", []) for hop in value.split(",")
+    ]
+    current = peer
+    while trusted(current) and hops:
+        forwarded = _address(hops.pop())
+        if forwarded is None:
+            break  # a malformed entry: the last address vouched for is the client
+        current = forwarded
+    return str(current)
+
+
+async def request_origin(ctx: Ctx) -> op.Origin:
+    """Where this bidder's request came from: address, machine fingerprint (validated: 64 hex
+    digits, else dropped) and the serial of the certificate the bidder logged in with."""
+    machine = ctx.request.headers.get(MACHINE_HEADER, "").strip().lower()
+    serial = None
+    company = await ctx.hub.store.get_company(ctx.who.party_id)
+    if company is not None:
+        with contextlib.suppress(ValueError, BidBridgeError):
+            cert = _cert(company.signing_cert_pem, "signing certificate")
+            if cert_sha256(cert) == ctx.who.cert_sha256:
+                serial = format(cert.serial_number, "x")
+    return op.Origin(
+        addr=client_address(ctx.request, ctx.hub.settings.trusted_proxies),
+        machine=machine if FINGERPRINT.fullmatch(machine) else None,
+        cert_serial=serial,
+    )
+
+
 async def _command(ctx: Ctx, cmd: op.Command) -> S.OkOut:
     return S.OkOut(seq=_seq(await ctx.hub.service.execute(ctx.session_id, cmd)))
 
@@ -562,7 +638,7 @@ async def deposit(ctx: Ctx, body: S.DepositIn) -> S.OkOut:
     roles=("bidder",),
 )
 async def sign_in(ctx: Ctx) -> S.OkOut:
-    return await _command(ctx, op.SignIn(actor=ctx.actor))
+    return await _command(ctx, op.SignIn(actor=ctx.actor, origin=await request_origin(ctx)))
 
 
 @routes.route(
@@ -595,6 +671,7 @@ async def upload(ctx: Ctx) -> S.ReceiptOut:
 
         raise BlobTooLarge(hub.settings.upload_limit)
     enc_cert = _cert(company.encryption_cert_pem, "registered encryption certificate")
+    origin = await request_origin(ctx)
     received: list[datetime] = []
 
     async def last_byte_in_time() -> None:
@@ -637,6 +714,7 @@ async def upload(ctx: Ctx) -> S.ReceiptOut:
             size=blob.size,
             receipt=receipt,
             receipt_signature=signature,
+            origin=origin,
         ),
         now=now,
     )
@@ -732,8 +810,16 @@ async def own_receipt(ctx: Ctx) -> S.ReceiptOut:
     roles=("bidder",),
 )
 async def rehearsal(ctx: Ctx, body: S.RehearsalIn) -> S.OkOut:
+    origin = await request_origin(ctx)
     return await _command(
-        ctx, op.Rehearse(actor=ctx.actor, passed=body.passed, code=body.code, message=body.message)
+        ctx,
+        op.Rehearse(
+            actor=ctx.actor,
+            passed=body.passed,
+            code=body.code,
+            message=body.message,
+            origin=origin,
+        ),
     )
 
 
@@ -787,6 +873,7 @@ async def submit_key(ctx: Ctx, body: S.KeyIn) -> S.DecryptOut:
     loaded = await _loaded(ctx)
     op.decide(loaded.state, op.SubmitKey(actor=ctx.actor), submitted)  # refuses outside the window
     cek = b64decode(body.cek, "cek")
+    origin = await request_origin(ctx)
     if len(cek) not in (16, 24, 32):
         raise CE.KeyUnwrapFailed("内容密钥长度无效 / the content key has an invalid length")
     try:
@@ -794,6 +881,7 @@ async def submit_key(ctx: Ctx, body: S.KeyIn) -> S.DecryptOut:
             result = await _decrypt(
                 hub, ctx.session_id, loaded.state, code, cek, submitted, via="bidder"
             )
+            result = result.model_copy(update={"origin": origin})
             records = await hub.service.execute(ctx.session_id, result)
     except Busy:
         raise E.AlreadyDone("a decryption of this bid is in progress / 正在解密") from None
