@@ -19,6 +19,7 @@ from crypto.errors import (
     SummaryInvalid,
     UnknownIssuer,
 )
+from crypto.fingerprint import lot_key, machine_fingerprint, primary_mac, read_machine_id
 from crypto.keys import SoftwareKey
 from crypto.package import verify_package
 from tests.conftest import CODE_A, CODE_B, CODE_C, Pki, make_package, summary_for
@@ -203,3 +204,68 @@ def test_refused_package_leaves_no_folder_and_no_temporary_files(pki: Pki, tmp_p
     with pytest.raises(SignerNotBidder):
         decrypt_with_key(bid, cek, out_dir, expected_credit_code=CODE_B)
     assert set(tmp_path.rglob("*")) == before
+
+
+# --- the sealing machine's fingerprint (issue 6) -------------------------------------------------
+
+
+def test_the_sealing_machine_is_recorded_in_the_signed_manifest_keyed_by_the_summarys_lot(
+    pki: Pki, tmp_path: Path
+) -> None:
+    pair = pki.bidder_rsa
+    assert pair.signing.key is not None
+    pkg = make_package(tmp_path / "pkg", CODE_A)
+    seen: list[str] = []
+
+    def machine(summary: object) -> str:
+        lot = lot_key(summary.project_code, summary.lot_code)  # type: ignore[attr-defined]
+        seen.append(lot)
+        return machine_fingerprint(lot, b"machine-id", "00:1a:2b:3c:4d:5e")
+
+    out = tmp_path / "bid.p7m"
+    result = seal_bid(
+        pkg,
+        out,
+        signer=SoftwareKey(pair.signing.key),
+        signer_cert=pair.signing.certificate,
+        recipients=[Recipient(pair.encryption.certificate)],
+        sealing_machine=machine,
+    )
+    assert seen == ["JS-2026-0101/01"]
+    expected = machine_fingerprint("JS-2026-0101/01", b"machine-id", "00:1a:2b:3c:4d:5e")
+    assert result.sealing_machine == expected
+    opened = open_bid(
+        out,
+        tmp_path / "opened.zip",
+        key=_key(pair.encryption),
+        cert=pair.encryption.certificate,
+    )
+    assert opened.package.manifest.sealing_machine == expected
+    # A package sealed without one has no such field at all (older packages stay valid).
+    plain = _seal(tmp_path / "plain", pair)
+    opened = open_bid(plain, tmp_path / "plain.zip", key=_key(pair.encryption))
+    assert opened.package.manifest.sealing_machine is None
+    with zipfile.ZipFile(tmp_path / "plain.zip") as zf:
+        assert b"sealing_machine" not in zf.read("manifest.json")
+
+
+def test_machine_inputs_are_read_from_the_machine_id_and_a_device_backed_interface(
+    tmp_path: Path,
+) -> None:
+    ids = tmp_path / "machine-id"
+    ids.write_bytes(b"0123456789abcdef0123456789abcdef\n")
+    assert read_machine_id((tmp_path / "missing", ids)) == b"0123456789abcdef0123456789abcdef"
+    assert read_machine_id((tmp_path / "missing",)) is None  # (no registry off Windows)
+    net = tmp_path / "net"
+    for name, mac, device in (
+        ("br0", "02:42:ac:11:00:01", False),  # virtual: no device behind it
+        ("enp3s0", "00:1A:2B:3C:4D:5E", True),
+        ("lo", "00:00:00:00:00:00", False),
+        ("wlp2s0", "00:1a:2b:3c:4d:5f", True),
+    ):
+        (net / name).mkdir(parents=True)
+        (net / name / "address").write_text(mac + "\n")
+        if device:
+            (net / name / "device").mkdir()
+    assert primary_mac(net) == "00:1a:2b:3c:4d:5e"
+    assert primary_mac(tmp_path / "no-such-folder") is None

@@ -36,7 +36,9 @@ from server.domain.opening import (
     OpenConfirmation,
     OpenDecryption,
     OpeningState,
+    Origin,
     Publish,
+    RaiseSignals,
     RecordIncident,
     Rehearse,
     Reply,
@@ -1369,3 +1371,63 @@ def test_random_halls_refuse_cleanly_and_never_leak_bids_before_deadline(
     for event, at in hall.log:
         replayed = evolve(replayed, event, at)
     assert replayed == hall.state
+
+
+# --- warning signals (issue 6) ----------------------------------------------------------------
+
+
+def _warning(ident: str, subjects: list[str]) -> dict[str, Any]:
+    return {
+        "id": ident * 64,
+        "kind": "same_origin_address",
+        "family": "same_origin",
+        "score": 0.7,
+        "subjects": subjects,
+        "related": [],
+        "explanation_zh": "同一地址",
+        "explanation_en": "same address",
+        "evidence": [{"session_id": "s-1", "seq": 5, "ref": "event:5", "note": ""}],
+    }
+
+
+def test_signals_are_for_supervisors_once_each_and_change_no_outcome() -> None:
+    hall = Hall().to_announcing()
+    before = hall.state.model_dump(exclude={"signals_raised"})
+    for who in (HOST, SUP, bidder(A)):
+        hall.refused(
+            RaiseSignals(actor=who, signals=[_warning("a", [A, B])]), CONF_OPEN, E.NotPermitted
+        )
+    events = hall.run(
+        RaiseSignals(actor=SERVER, signals=[_warning("a", [A, B]), _warning("b", [B, C])]),
+        CONF_OPEN,
+    )
+    assert types(events) == ["signal", "signal"]
+    assert all(e.audience == ["supervisor"] and e.actor == "server:server" for e in events)
+    assert events[0].payload == _warning("a", [A, B])  # the Signal, as the supervisor wall reads it
+    assert hall.state.model_dump(exclude={"signals_raised"}) == before
+    assert hall.state.signals_raised == ["a" * 64, "b" * 64]
+    # Raised again (the record, a restart, a second process): nothing new is written.
+    again = hall.run(RaiseSignals(actor=SERVER, signals=[_warning("b", [B, C])]), CONF_OPEN)
+    assert again == []
+    for viewer in (HOST, bidder(A), bidder(B)):
+        assert not [e for e in hall.seen_by(viewer) if e.type == "signal"]
+    assert len([e for e in hall.seen_by(SUP) if e.type == "signal"]) == 2
+    # A warning while suspended is still recorded; it does not resume or change anything.
+    hall.run(Suspend(actor=HOST, reason="网络故障"), CONF_OPEN + SECOND)
+    late = hall.run(RaiseSignals(actor=SERVER, signals=[_warning("c", [A, C])]), CONF_OPEN + SECOND)
+    assert types(late) == ["signal"] and hall.status == "suspended"
+
+
+def test_origin_is_recorded_in_the_bidders_own_events_only_when_given() -> None:
+    hall = Hall().to_sign_in()
+    origin = Origin(addr="203.0.113.7", machine="f" * 64, cert_serial="1a2b")
+    plain = hall.run(upload(A, UPLOAD), UPLOAD)
+    assert "origin" not in plain[0].payload  # events without an origin stay as they were
+    noted = hall.run(upload(B, UPLOAD).model_copy(update={"origin": origin}), UPLOAD)
+    assert noted[0].payload["origin"] == origin.model_dump()
+    assert noted[0].audience == [bidder_tag(B)]  # rule 4: the bidder alone
+    signed = hall.run(SignIn(actor=bidder(B), origin=origin), UPLOAD)
+    assert signed[0].payload["origin"]["addr"] == "203.0.113.7"
+    assert signed[0].audience == [bidder_tag(B)]
+    with pytest.raises(ValueError):
+        Origin(machine="not hex")
