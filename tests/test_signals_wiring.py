@@ -4,6 +4,7 @@ outcome, and ``bidbridge signals --archive`` recomputes the same warnings from t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -22,8 +23,10 @@ from schemas.signals import Signal
 from schemas.time import parse_iso
 from server.audit.export import export_session
 from server.domain import opening as op
-from tests.conftest import Pki, make_package, summary_for
+from tests.conftest import CODE_A, CODE_B, CODE_C, Pki, make_package, summary_for
+from tests.evaluation import drawn
 from tests.hall import Hall, start_hall, stop_hall
+from tests.test_evaluation_api import review
 from tests.test_hall_api import HOUR, SIGN_IN, P, cek
 
 LOT = "JS-2026-0101/01"
@@ -260,3 +263,77 @@ async def test_archive_recomputes_the_recorded_signals_and_finds_a_changed_addre
         timeout=120,
     )
     assert text.returncode == 1 and "MISMATCH" in text.stdout
+
+
+# --- an evaluation -------------------------------------------------------------------------------
+
+
+def detailed(expert: str, a: tuple[int, int], b: tuple[int, int], c: tuple[int, int]) -> Any:
+    marks = {CODE_A: a, CODE_B: b, CODE_C: c}
+    return {
+        "expert": expert,
+        "stage": "detailed",
+        "scores": [
+            {"bidder": bidder, "criterion": crit, "points_x100": value}
+            for bidder, (t1, c1) in marks.items()
+            for crit, value in (("T1", t1), ("C1", c1))
+        ],
+    }
+
+
+async def test_identical_score_sheets_warn_the_supervisor_after_the_ranking(
+    hall: Hall, tmp_path: Path
+) -> None:
+    e, _sup = await drawn(hall, tmp_path)
+    host, supervisor = P(hall, "host"), P(hall, "supervisor")
+    committee = await e.committee()
+    ids = sorted(committee)
+    for mid in ids:
+        await e.sign_in(mid, committee[mid]["room_id"])
+    await e.post(host, "start")
+    for mid in ids[:3]:
+        await e.post(e.as_expert(mid), "vote", body={"candidate": ids[0]})
+    chair = e.as_expert(ids[0])
+    for stage, item in (("qualification", "Q1"), ("preliminary", "P1")):
+        for mid in ids:
+            await e.sheet(mid, stage, review(mid, stage, item))
+        await e.post(chair, "close-stage")
+    # ids[0] and ids[1] hand in the same sheet to the point; the others judge for themselves.
+    same = ((3500, 2600), (3000, 2400), (2800, 2200))
+    for i, mid in enumerate(ids):
+        marks = same if i < 2 else ((3400 - 50 * i, 2500), (3050, 2450 - 20 * i), (2900, 2150))
+        await e.sheet(mid, "detailed", detailed(mid, *marks))
+    await e.post(chair, "close-stage")
+    await e.post(chair, "summarize")  # the ranking: the warnings are computed in the background
+
+    async with asyncio.timeout(20):
+        while not (found := [x for x in await e.events(supervisor) if x["type"] == "signal"]):
+            await asyncio.sleep(0.05)
+    by_kind = {x["payload"]["kind"]: Signal.model_validate(x["payload"]) for x in found}
+    twins = by_kind["expert_identical"]
+    assert twins.subjects == sorted(ids[:2])
+    contents = {
+        x.payload["expert_id"]: x.seq
+        for x in await hall.hub.store.events_after(e.sid, 0)
+        if x.type == "sheet_content" and x.payload["stage"] == "detailed"
+    }
+    assert sorted(ev.seq for ev in twins.evidence) == sorted(contents[m] for m in ids[:2])
+    assert all(x["audience"] == ["supervisor"] for x in found)
+    for who in (host, e.as_expert(ids[0]), e.as_expert(ids[2])):
+        assert not [x for x in await e.events(who) if x["type"] == "signal"]
+    view = await e.view(host)
+    assert view["status"] == "signing"  # the warning changed nothing
+
+    archive = await export_session(
+        hall.hub.store,
+        hall.hub.blobs,
+        hall.hub.trust,
+        hall.hub.identity,
+        e.sid,
+        tmp_path / "evaluation.zip",
+        hall.clock.now(),
+    )
+    done = run_signals(archive)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = json.loads(done.stdout)
+    assert sorted(s["id"] for s in out["signals"]) == sorted(x["payload"]["id"] for x in found)
