@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crypto.fingerprint import machine_fingerprint
 from schemas.common import uscc_check_char
 from schemas.signals import (
     BidFacts,
@@ -30,7 +31,6 @@ from schemas.signals import (
     SheetFact,
     Signal,
 )
-from crypto.fingerprint import machine_fingerprint
 from server import docmeta
 from server.domain import signals as S
 
