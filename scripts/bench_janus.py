@@ -17,8 +17,9 @@ recording a room's stream. The two phases run one after the other with the same 
 Both phases also report this process's CPU ("main": signalling, and for Janus the joining of
 the converted tracks into one WebM and hashing them), and the ratio is given with and without it.
 CPU is read from ``/proc/<pid>/stat`` over ``--duration`` s after ``--warmup`` s; janus-pp-rec's
-from ``getrusage(RUSAGE_CHILDREN)`` around each run. "other CPU" is everything else on the
-machine in the window (``/proc/stat``): a high value means a neighbour disturbed the run.
+from ``getrusage(RUSAGE_CHILDREN)`` (this process's finished children) over the same window.
+"other CPU" is everything else on the machine in the window (``/proc/stat``): a high value
+means a neighbour disturbed the run.
 
     .venv/bin/python scripts/bench_janus.py                   # 6 rooms, 60 s per backend
     .venv/bin/python scripts/bench_janus.py --rooms 3 --duration 30 --warmup 5
@@ -32,6 +33,7 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import shutil
 import sys
 import tempfile
@@ -61,6 +63,7 @@ class Phase:
     machine_cpu: float = 0.0
     segments: int = 0
     errors: list[str] = field(default_factory=list)
+    parts: dict[str, float] = field(default_factory=dict)  # backend CPU by process kind
 
     def per_stream_minute(self, seconds: float) -> float:
         return seconds / self.rooms / (self.wall / 60.0)
@@ -68,6 +71,13 @@ class Phase:
     @property
     def other_cpu(self) -> float:
         return max(0.0, self.machine_cpu - self.backend_cpu - self.main_cpu - self.sender_cpu)
+
+
+def children_cpu() -> float:
+    """CPU of this process's finished children: the janus-pp-rec runs (the senders and janus
+    are still running, so they are not in it)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class SegmentLog:
@@ -148,8 +158,18 @@ async def janus_phase(source: str, work: Path, args: argparse.Namespace) -> Phas
 
     senders = await Senders.start(source, Answerer())
     phase = Phase("janus", args.rooms)
+    snaps: list[tuple[float, float]] = []  # (janus, janus-pp-rec) at the window's ends
+
+    def janus_cpu() -> float:
+        snaps.append((cpu_seconds(janus.pid), children_cpu()))
+        return sum(snaps[-1])
+
     try:
-        await measure(phase, senders, lambda: cpu_seconds(janus.pid) + media.conversion_cpu, args)
+        await measure(phase, senders, janus_cpu, args)
+        phase.parts = {
+            "janus": snaps[-1][0] - snaps[0][0],
+            "janus-pp-rec": snaps[-1][1] - snaps[0][1],
+        }
     finally:
         await senders.stop()
         await media.close()
@@ -170,6 +190,8 @@ def report(phases: list[Phase]) -> None:
             f"{p.name:<10}{p.rooms:>6}{p.wall:>6.0f}{p.backend_cpu:>12.1f}s{p.main_cpu:>9.1f}s"
             f"{p.sender_cpu:>8.1f}s{p.other_cpu:>7.1f}s{p.segments:>10}{len(p.errors):>8}"
         )
+        if p.parts:
+            print("    of which " + ", ".join(f"{k} {v:.1f}s" for k, v in p.parts.items()))
         for e in p.errors[:5]:
             print(f"    {e}")
     builtin, janus = phases

@@ -21,13 +21,15 @@ Signalling
 Recording (全程留痕)
     The session's VideoRoom is created with ``rec_dir`` (a folder Janus and the server share).
     Each publisher records with ``record: true`` and a file name of its own, and every
-    ``rotate_seconds`` (10 s by default) the server re-configures the publisher with the next
-    name: Janus closes the running dump (``<name>-audio-0.mjr``, ``<name>-video-1.mjr``; written as
-    ``.mjr.tmp`` until closed) and opens the next one, asking the room for a key frame. Each
-    closed pair is turned by ``janus-pp-rec`` into a VP8 WebM and an Opus track *without
-    transcoding*, the two are joined into one WebM/Matroska file (packets copied, not decoded),
-    and the file is stored as a blob whose SHA-256 and size go into the session's log as a
-    ``RecordSegment`` command, the same command the built-in backend issues.
+    ``rotate_seconds`` (10 s by default) the server switches the publisher to the next name
+    (Janus 1.1 ignores a new name while recording, so this is ``record: false`` then
+    ``record: true`` with the new name: the packets of the few milliseconds between the two
+    requests are not recorded). Janus writes each dump as ``<name>-audio-0.mjr`` and
+    ``<name>-video-1.mjr`` (``.mjr.tmp`` until it closes them). Each closed pair is turned by
+    ``janus-pp-rec`` into a VP8 WebM and an Opus track *without transcoding*, the two are joined
+    into one WebM/Matroska file (packets copied, not decoded), and the file is stored as a blob
+    whose SHA-256 and size go into the session's log as a ``RecordSegment`` command, the same
+    command the built-in backend issues. The dumps are deleted once their segment is recorded.
 
     The audit trail therefore looks like the built-in backend's, with longer segments: per room,
     ``media_segment`` events with indices 0, 1, 2, ... (continuing after what the log holds when a
@@ -35,10 +37,11 @@ Recording (全程留痕)
     instants at which the server asked Janus to start and to end it. Because a dump is converted
     only once Janus has closed it, a segment's event enters the log ``rotate_seconds`` plus the
     conversion time (well under a second) after its first packet. The first and the last
-    segment of a link are partial. Janus starts a new file on a key frame request, so a
-    segment's first frames may be missing until the room's next key frame arrives (at most a
-    few hundred milliseconds with aiortc). A dump that cannot be converted is recorded as a
-    segment with its ``error``, never skipped, so a gap in the recording is visible in the log.
+    segment of a link are partial; a last slot in which nothing was recorded (the room hung up
+    just after a rotation) is not a segment, and the next link takes its index. A segment's
+    video plays from its first key frame (janus-pp-rec skips what comes before it). A dump that
+    cannot be converted is recorded as a segment with its ``error``, never skipped, so a gap in
+    the recording is visible in the log.
 
 Several server processes
     Rooms, publishers and subscriptions live in Janus, named by the session (``media_id``) and
@@ -290,8 +293,6 @@ class JanusMedia:
         self.pp_rec = pp_rec
         self.segments_recorded = 0
         self.failures: list[str] = []
-        self.conversion_cpu = 0.0
-        """CPU seconds spent by ``janus-pp-rec`` (children of this process) on conversions."""
         self._janus: JanusSession | None = None
         self._lock = asyncio.Lock()
         self._rooms: set[str] = set()
@@ -599,7 +600,6 @@ class JanusMedia:
             return target
 
     async def _pp_rec(self, dump: Path, out: Path) -> None:
-        before = _children_cpu()
         proc = await asyncio.create_subprocess_exec(
             self.pp_rec,
             "--disable-colors",
@@ -611,7 +611,6 @@ class JanusMedia:
             stderr=asyncio.subprocess.STDOUT,
         )
         output, _ = await proc.communicate()
-        self.conversion_cpu += _children_cpu() - before
         if proc.returncode != 0:
             text = output.decode("utf-8", "replace").strip().splitlines()[-3:]
             raise RuntimeError(f"janus-pp-rec {dump.name}: exit {proc.returncode}: {text}")
@@ -686,13 +685,6 @@ class JanusMedia:
             self._janus = None
 
 
-def _children_cpu() -> float:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _has_media(dumps: list[Path]) -> bool:
     # A .mjr holds a header of a few hundred bytes before its first packet.
     return any(d.stat().st_size > 1024 for d in dumps if d.exists())
@@ -718,7 +710,10 @@ def _mux(parts: list[Path], target: Path) -> None:
                 for packet in src.demux(stream):
                     if packet.dts is None or packet.size == 0:
                         continue
-                    at = Fraction(packet.dts) * (packet.time_base or stream.time_base)
+                    base = packet.time_base or stream.time_base
+                    if base is None:
+                        raise ValueError(f"{parts[n].name}: no time base")
+                    at = Fraction(packet.dts) * base
                     packets.append((at, n, packet, ostream))
             packets.sort(key=lambda item: (item[0], item[1]))
             for _, _, packet, ostream in packets:
