@@ -23,7 +23,7 @@ from playwright.async_api import Browser, Page, ViewportSize, async_playwright, 
 
 from server.realtime.hall import NAMESPACE, room
 from tests.conftest import Pki
-from tests.hall import Hall, start_hall, stop_hall
+from tests.hall import Hall, Party, start_hall, stop_hall
 from tests.test_hall_api import P, cek, send_key
 
 CHROMIUM = "/usr/bin/chromium"
@@ -49,12 +49,21 @@ class Browsing:
     browser: Browser
     errors: list[str] = field(default_factory=list)
 
-    async def open(self, hall: Hall, sid: str, who: str, page: str) -> Page:
-        """A fresh browser context entering ``page`` of ``sid`` through ``who``'s one-time link."""
+    async def open(
+        self,
+        hall: Hall,
+        sid: str,
+        who: str | Party,
+        page: str,
+        viewport: ViewportSize = VIEWPORT,
+    ) -> Page:
+        """A fresh browser context entering ``page`` of ``sid`` through ``who``'s one-time link
+        (``who``: a party, or the name of one of the hall's parties)."""
+        party = P(hall, who) if isinstance(who, str) else who
         link = await hall.request(
-            "POST", "/api/auth/web-link", P(hall, who), {"session_id": sid, "page": page}
+            "POST", "/api/auth/web-link", party, {"session_id": sid, "page": page}
         )
-        tab = await self.new_tab()
+        tab = await self.new_tab(viewport)
         await tab.goto(hall.url + link["url"])
         await tab.wait_for_url(re.compile(rf"/web/{page}\.html\?session="))
         await expect(tab.locator("body")).to_have_attribute("data-seq", re.compile(r"^\d+$"))
@@ -68,7 +77,10 @@ class Browsing:
             timezone_id="Europe/Berlin",  # not Beijing: the pages must show Asia/Shanghai anyway
         )
         # The manual clock jumps: let the pages measure the server's clock often.
-        await context.add_init_script("localStorage.setItem('bidbridge.clockSyncMs', '250')")
+        # (Guarded: the script also runs in frames without storage, e.g. the PDF viewer's.)
+        await context.add_init_script(
+            "try { localStorage.setItem('bidbridge.clockSyncMs', '250') } catch (e) {}"
+        )
         tab = await context.new_page()
         tab.on("pageerror", lambda exc: self.errors.append(f"{tab.url}: {exc}"))
         return tab

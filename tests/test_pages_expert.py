@@ -16,11 +16,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Page, ViewportSize, expect
+from playwright.async_api import Page, expect
 
 from tests.conftest import CODE_A, CODE_B, CODE_C
 from tests.evaluation import Eval
-from tests.hall import Hall, Party
+from tests.hall import Hall
 from tests.test_expert_desk_api import (
     close_desk,
     qualification,
@@ -30,7 +30,6 @@ from tests.test_expert_desk_api import (
 )
 from tests.test_hall_api import P
 from tests.test_pages import (
-    VIEWPORT,
     WALL,
     Browsing,
     browsing,
@@ -43,33 +42,6 @@ from tests.test_pages import (
 __all__ = ["browsing", "hall"]  # fixtures, used by name
 
 BIDS = (CODE_A, CODE_B, CODE_C)
-
-
-async def new_tab(browsing: Browsing, viewport: ViewportSize = VIEWPORT) -> Page:
-    """Browsing.new_tab, with the clock-sync init script guarded: it also runs in the PDF
-    viewer's frame, which has no localStorage."""
-    context = await browsing.browser.new_context(
-        viewport=viewport, locale="zh-CN", timezone_id="Europe/Berlin"
-    )
-    await context.add_init_script(
-        "try { localStorage.setItem('bidbridge.clockSyncMs', '250') } catch (e) {}"
-    )
-    tab = await context.new_page()
-    tab.on("pageerror", lambda exc: browsing.errors.append(f"{tab.url}: {exc}"))
-    return tab
-
-
-async def open_as(
-    browsing: Browsing, hall: Hall, sid: str, who: Party, page: str, **kw: Any
-) -> Page:
-    """A fresh browser context entering ``page`` through ``who``'s one-time link."""
-    link = await hall.request("POST", "/api/auth/web-link", who, {"session_id": sid, "page": page})
-    tab = await new_tab(browsing, **kw)
-    await tab.goto(hall.url + link["url"])
-    await tab.wait_for_url(re.compile(rf"/web/{page}\.html\?session="))
-    await expect(tab.locator("body")).to_have_attribute("data-seq", re.compile(r"^\d+$"))
-    await expect(tid(tab, "conn")).to_have_attribute("data-state", "live")
-    return tab
 
 
 async def unlabelled(page: Page) -> list[str]:
@@ -104,7 +76,7 @@ async def test_expert_desk_submits_a_sheet_signed_at_the_room_device(
     ids = sorted(committee)
     mid, other = ids[1], ids[2]
     seat = committee[mid]["room_id"]
-    page = await open_as(browsing, hall, e.sid, e.as_expert(mid), "expert")
+    page = await browsing.open(hall, e.sid, e.as_expert(mid), "expert")
     await expect(page.locator("h1")).to_have_text("专家评标（评标专家）")
     await expect(tid(page, "status")).to_have_attribute("data-status", "evaluating")
     await expect(tid(page, "status")).to_have_attribute("data-stage", "qualification")
@@ -167,7 +139,7 @@ async def test_expert_desk_waits_for_the_room_device_and_survives_a_reload(
 ) -> None:
     e, committee = await qualification(hall, tmp_path)
     mid = sorted(committee)[3]
-    page = await open_as(browsing, hall, e.sid, e.as_expert(mid), "expert")
+    page = await browsing.open(hall, e.sid, e.as_expert(mid), "expert")
     for code in BIDS:
         await tid(page, f"verdict-{code}-Q1").select_option("pass")
     await tid(page, "sheet-submit").click()
@@ -206,7 +178,7 @@ async def test_expert_desk_signs_the_report_and_the_host_console_follows_the_eva
     e, committee = await signing(hall, tmp_path)
     ids = sorted(committee)
     mid = ids[2]
-    page = await open_as(browsing, hall, e.sid, e.as_expert(mid), "expert")
+    page = await browsing.open(hall, e.sid, e.as_expert(mid), "expert")
     await expect(tid(page, "status")).to_have_attribute("data-status", "signing")
     await expect(tid(page, "report-text")).to_contain_text("评标报告 / Evaluation report")
     # Disagreeing needs the reason; the room device signs the answer with it.
@@ -222,14 +194,14 @@ async def test_expert_desk_signs_the_report_and_the_host_console_follows_the_eva
     await shot(page, "23-expert-report-signed")
 
     # The host console's evaluation view, at 1366x768 and on a wall screen.
-    host = await open_as(browsing, hall, e.sid, P(hall, "host"), "host")
+    host = await browsing.open(hall, e.sid, P(hall, "host"), "host")
     await expect(tid(host, "ev-status")).to_have_attribute("data-status", "signing")
     await expect(tid(host, "ev-signed-in")).to_contain_text(f"{len(ids)}/{len(ids)}")
     await expect(tid(host, "ev-report-signed")).to_contain_text(f"1/{len(ids)}")
     await expect(tid(host, "ev-members")).to_contain_text(ids[0])
     await shot(host, "24-host-evaluation-signing")
     assert await unlabelled(host) == []
-    wall = await open_as(browsing, hall, e.sid, P(hall, "host"), "host", viewport=WALL)
+    wall = await browsing.open(hall, e.sid, P(hall, "host"), "host", viewport=WALL)
     await expect(tid(wall, "ev-status")).to_have_attribute("data-status", "signing")
     await shot(wall, "24-host-evaluation-wall")
 
@@ -259,7 +231,7 @@ async def test_score_form_shows_each_maximum_and_checks_points_like_the_server(
             await e.sheet(mid, stage, review(mid, stage, item))
         await e.post(chair, "close-stage")
     mid = ids[1]
-    page = await open_as(browsing, hall, e.sid, e.as_expert(mid), "expert")
+    page = await browsing.open(hall, e.sid, e.as_expert(mid), "expert")
     await expect(tid(page, "status")).to_have_attribute("data-stage", "detailed")
     await expect(tid(page, "max-T1")).to_have_text("满分 40.00")
     await expect(tid(page, "max-C1")).to_have_text("满分 30.00")
