@@ -88,6 +88,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from crypto.fingerprint import machine_fingerprint  # noqa: E402
 from schemas.common import uscc_check_char  # noqa: E402
 from schemas.signals import (  # noqa: E402
     FAMILY,
@@ -351,16 +352,16 @@ def make_lot(rng: random.Random, index: int, companies: list[Company]) -> Lot:
             if batch:
                 t0 += timedelta(minutes=rng.expovariate(1 / 4))
                 upload_at[m] = t0
-    sealing = {i: S.machine_fingerprint(lot_id, by_id[i].machine, by_id[i].mac) for i in ids}
+    sealing = {i: machine_fingerprint(lot_id, by_id[i].machine, by_id[i].mac) for i in ids}
     if "sealing" in traces:
         for m in subset(rng, ring):
-            sealing[m] = S.machine_fingerprint(lot_id, organiser_machine, organiser_mac)
+            sealing[m] = machine_fingerprint(lot_id, organiser_machine, organiser_mac)
     # The agent's machine (logins, uploads, decryptions) is the company's own unless the ring's
     # certificate trace puts it on the organiser's; sealing is a separate trace.
-    login_machine = {i: S.machine_fingerprint(lot_id, by_id[i].machine, by_id[i].mac) for i in ids}
+    login_machine = {i: machine_fingerprint(lot_id, by_id[i].machine, by_id[i].mac) for i in ids}
     if "certificate" in traces:
         for m in subset(rng, ring):
-            login_machine[m] = S.machine_fingerprint(lot_id, organiser_machine, organiser_mac)
+            login_machine[m] = machine_fingerprint(lot_id, organiser_machine, organiser_mac)
 
     # Documents.
     form_hashes = [hexid(rng, 64) for _ in range(2)]
