@@ -342,3 +342,50 @@ async def test_three_rooms_through_janus_recorded_into_the_archive(
             await media.close()
             hub.media = builtin
             await stop_hall(hall)
+
+
+async def test_janus_killed_mid_segment_keeps_what_it_wrote(pki: Pki, tmp_path: Path) -> None:
+    """Janus dies (SIGKILL) while recording: the segments already closed and the part of the
+    open one that Janus wrote are still converted and recorded, in order, without errors."""
+    async with local_janus(tmp_path / "janus") as janus:
+        hall = await start_hall(pki, tmp_path)
+        hub = hall.hub
+        media = JanusMedia(hub, janus.url, tmp_path / "recordings", rotate_seconds=ROTATE_SECONDS)
+        builtin, hub.media = hub.media, media
+        link = RoomMedia("synthetic", label="NJ-01")
+        try:
+            e, _sup = await drawn(
+                hall,
+                tmp_path,
+                draw={
+                    "lead_site_id": "NJ",
+                    "secondary_sites": 2,
+                    "categories": [{"category": "A08.01", "count": 5, "spares": 2}],
+                    "min_outside_lead": 2,
+                },
+            )
+
+            async def signal(offer: dict[str, str]) -> dict[str, str]:
+                return dict(await e.post(e.rooms["NJ-01"], "media", "offer", body=offer))
+
+            await link.connect(signal)
+            await link.wait_connected()
+            await asyncio.sleep(ROTATE_SECONDS * 1.6)  # inside the second segment
+            assert janus.proc is not None
+            janus.proc.kill()
+            await asyncio.to_thread(janus.proc.wait)
+            await media.close()
+            events = await e.events(P(hall, "supervisor"))
+            segments = [x["payload"] for x in events if x["type"] == "media_segment"]
+            assert [(s["room_id"], s["index"], s["error"]) for s in segments] == [
+                ("NJ-01", 0, None),
+                ("NJ-01", 1, None),
+            ]
+            with av.open(str(hub.blobs.path(segments[1]["sha256"]))) as container:
+                frames = list(container.decode(video=0))
+            assert len(frames) >= 15  # the second segment's first seconds were kept
+        finally:
+            await link.close()
+            await media.close()
+            hub.media = builtin
+            await stop_hall(hall)

@@ -303,6 +303,7 @@ class JanusMedia:
         self._subscriptions: dict[str, Subscription] = {}
         self._converting: set[asyncio.Task[None]] = set()
         self._last_converting: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._watch: asyncio.Task[None] | None = None
 
     def media_id(self, session_id: str) -> str:
         """Janus's room name for a session (file names allow fewer characters than ours)."""
@@ -324,7 +325,17 @@ class JanusMedia:
                 await session.open()
                 self._janus = session
                 self._rooms.clear()
+                if self._watch is not None:
+                    self._watch.cancel()
+                self._watch = asyncio.ensure_future(self._when_lost(session))
             return self._janus
+
+    async def _when_lost(self, session: JanusSession) -> None:
+        """Janus went away (restart, network): every link of this process is over; what Janus
+        wrote of their recordings is converted and recorded."""
+        await session.closed.wait()
+        for pub in list(self._publishers.values()):
+            await self._end(pub, leave=False)
 
     async def _room(self, janus: JanusSession, mid: str) -> None:
         """Create the session's VideoRoom unless it exists (another process may have made it)."""
@@ -574,13 +585,18 @@ class JanusMedia:
             self._next_index[key] = seg.index
 
     async def _closed_dumps(self, base: Path) -> list[Path]:
-        """The segment's dumps once Janus has closed them all (no ``.mjr.tmp`` left)."""
+        """The segment's dumps once Janus has closed them all (no ``.mjr.tmp`` left). A dump
+        still open after ``CLOSE_WAIT_SECONDS`` (Janus died while writing it) is taken as it
+        is: a .mjr has no trailer, so what was written converts."""
         deadline = asyncio.get_running_loop().time() + CLOSE_WAIT_SECONDS
         while True:
-            open_ = list(base.parent.glob(f"{base.name}-*.mjr.tmp"))
+            open_ = sorted(base.parent.glob(f"{base.name}-*.mjr.tmp"))
             done = sorted(base.parent.glob(f"{base.name}-*.mjr"))
-            if not open_ or asyncio.get_running_loop().time() > deadline:
+            if not open_:
                 return done
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("recording %s was never closed by Janus", base.name)
+                return done + open_
             await asyncio.sleep(0.1)
 
     async def _convert(self, base: Path, dumps: list[Path]) -> Path:
@@ -680,6 +696,10 @@ class JanusMedia:
             await asyncio.gather(*list(self._converting), return_exceptions=True)
         for sub_id in list(self._subscriptions):
             await self.unsubscribe(sub_id)
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+            self._watch = None
         if self._janus is not None:
             await self._janus.close()
             self._janus = None
