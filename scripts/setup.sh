@@ -5,8 +5,9 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 # fonts-noto-cjk: Chinese text in the browser pages' screenshots; nginx, redis-server, postgresql:
-# the multi-process tests start their own instances; janus, janus-tools, coturn: the Janus media backend.
-DEB_PACKAGES=(openssl softhsm2 chromium fonts-noto-cjk nginx redis-server postgresql janus janus-tools coturn)
+# the multi-process tests start their own instances; janus, janus-tools, coturn: the Janus media backend;
+# docker-compose: validates docker-compose.yml offline (no engine runs).
+DEB_PACKAGES=(openssl softhsm2 chromium fonts-noto-cjk nginx redis-server postgresql janus janus-tools coturn docker-compose)
 command -v npm >/dev/null 2>&1 || DEB_PACKAGES+=(npm)  # the browser pages' packages come from npm
 
 missing=()

@@ -43,7 +43,12 @@ class Settings:
     server_id: str = "bidbridge"
     scheduler: bool = True
     media: str = "builtin"
-    """The media backend of evaluations: ``builtin`` (aiortc, started on first use) or ``none``."""
+    """The media backend of evaluations: ``builtin`` (aiortc, started on first use), ``janus``
+    (a Janus server at ``janus_url``, see server/media/janus.py) or ``none``."""
+    janus_url: str | None = None
+    janus_recordings: Path | None = None
+    turn_secret: str | None = None
+    turn_urls: list[str] = field(default_factory=list)
     redis_url: str | None = None
     """Several processes: Redis for the doorbell, presence and work in flight (None: one process)."""
     instance: str = field(default_factory=lambda: secrets.token_hex(6))
@@ -139,6 +144,12 @@ async def build_hub(
         from server.media.link import LazyMedia
 
         hub.media = LazyMedia(hub)
+    elif settings.media == "janus":
+        from server.media.janus import JanusMedia
+
+        if not settings.janus_url:
+            raise ValueError("BIDBRIDGE_MEDIA=janus needs BIDBRIDGE_JANUS_URL")
+        hub.media = JanusMedia(hub, settings.janus_url, settings.janus_recordings)
     return hub
 
 
@@ -231,7 +242,8 @@ async def generate_record_if_due_safe(hub: Hub, session_id: str) -> None:
 
 
 def build_app(hub: Hub) -> web.Application:
-    import server.api.evaluation  # noqa: F401  (registers the evaluation's routes)
+    import server.api.evaluation  # registers the evaluation's routes
+    import server.api.turn  # noqa: F401  (registers GET /api/media/turn)
     from server.api.hall import routes
     from server.api.routing import errors_middleware
     from server.api.web import add_static

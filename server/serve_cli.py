@@ -24,6 +24,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
         database_url=args.database_url or os.environ.get("DATABASE_URL"),
         upload_limit=getattr(args, "upload_limit", DEFAULT_UPLOAD_LIMIT),
         server_id=getattr(args, "server_id", "bidbridge"),
+        media=os.environ.get("BIDBRIDGE_MEDIA", "builtin"),
+        janus_url=os.environ.get("BIDBRIDGE_JANUS_URL"),
+        janus_recordings=Path(p) if (p := os.environ.get("BIDBRIDGE_JANUS_RECORDINGS")) else None,
+        turn_secret=os.environ.get("BIDBRIDGE_TURN_SECRET"),
+        turn_urls=[
+            u.strip() for u in os.environ.get("BIDBRIDGE_TURN_URLS", "").split(",") if u.strip()
+        ],
         redis_url=getattr(args, "redis_url", None) or os.environ.get("BIDBRIDGE_REDIS_URL"),
         trusted_proxies=tuple(
             getattr(args, "trusted_proxy", None)
