@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import logging
 import re
@@ -73,6 +72,7 @@ import aiohttp
 
 from schemas.time import iso
 from server.domain import evaluation as ev
+from server.media import media_id_for
 
 if TYPE_CHECKING:
     from server.app import Hub
@@ -307,9 +307,7 @@ class JanusMedia:
 
     def media_id(self, session_id: str) -> str:
         """Janus's room name for a session (file names allow fewer characters than ours)."""
-        digest = hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:16]
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "-", session_id)[:100].lstrip("._-")
-        mid = f"{safe}-{digest}"
+        mid = media_id_for(session_id)
         self._sessions[mid] = session_id
         return mid
 

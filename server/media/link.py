@@ -4,13 +4,12 @@ recorded segments become blobs and ``media_segment`` events (DESIGN.md sections 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 from schemas.time import iso
 from server.domain import evaluation as ev
+from server.media import media_id_for
 
 if TYPE_CHECKING:
     from server.app import Hub
@@ -33,9 +32,7 @@ class LazyMedia:
 
     def media_id(self, session_id: str) -> str:
         """The backend's id for a session (its file names allow fewer characters than ours)."""
-        digest = hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:16]
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "-", session_id)[:100].lstrip("._-")
-        mid = f"{safe}-{digest}"
+        mid = media_id_for(session_id)
         self._sessions[mid] = session_id
         return mid
 

@@ -56,7 +56,6 @@ class Coordination:
         self._busy: dict[str, set[str]] = {}
         self._presence: dict[tuple[str, str, str], int] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self.fallbacks = 0
 
     async def start(self) -> None:
         if not self.redis_url:
@@ -86,7 +85,6 @@ class Coordination:
             self._redis = None
 
     def _fallback(self, what: str, exc: BaseException) -> None:
-        self.fallbacks += 1
         log.warning("Redis unavailable for %s (%s); using this process's own view", what, exc)
 
     # --- work in flight ------------------------------------------------------------------

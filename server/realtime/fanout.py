@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from schemas.events import EventRecord
@@ -59,8 +59,6 @@ class Fanout:
         self._locks: dict[str, asyncio.Lock] = {}
         self._redis: Any = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.doorbells_lost = 0  # publishes that failed (Redis away); healed by the sweep
-        self.caught_up = 0  # events emitted from the record rather than from a commit here
 
     # --- this process's connections ------------------------------------------------------
 
@@ -98,7 +96,6 @@ class Fanout:
             if not records or records[0].seq > cursor + 1:
                 # A gap (or only a doorbell): the record is the source, read it in order.
                 records = await self._read_after(session_id, cursor)
-                self.caught_up += len(records)
             fresh = [r for r in records if r.seq > cursor]
             if not fresh:
                 return
@@ -164,7 +161,6 @@ class Fanout:
         try:
             await self._redis.publish(CHANNEL, message)
         except Exception as exc:  # the commit stands; the sweep carries it to the others
-            self.doorbells_lost += 1
             log.warning(
                 "doorbell for %s@%d not sent (%s); the sweep will carry it", session_id, head, exc
             )
@@ -210,8 +206,3 @@ class Fanout:
                 raise
             except Exception as exc:  # the database may be away for a moment
                 log.warning("fan-out sweep failed (%s)", exc)
-
-
-def sessions_of(rooms: Iterable[str]) -> set[str]:
-    """Session ids of socket.io room names ``"<session>|<tag>"``."""
-    return {name.partition("|")[0] for name in rooms if name and "|" in name}
