@@ -897,6 +897,7 @@ class HallFollower:
         self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
         self.sio.on("connect_error", self._on_connect_error, namespace=NAMESPACE)
         self.sio.on("event", self._on_event, namespace=NAMESPACE)
+        self.sio.on("events", self._on_events, namespace=NAMESPACE)
         self.sio.on("replayed", self._on_replayed, namespace=NAMESPACE)
         self.sio.on("time", self._on_time, namespace=NAMESPACE)
 
@@ -991,6 +992,7 @@ class HallFollower:
             "token": self.client.token,
             "session_id": self.session_id,
             "last_seq": self.resume_seq,
+            "batch": True,  # a commit's live events as one "events" list (_on_events)
         }
 
     async def connect(self, timeout: float = 30.0) -> None:
@@ -1097,6 +1099,12 @@ class HallFollower:
                 if inspect.isawaitable(result):
                     await result
             self._maybe_request_replay()
+
+    async def _on_events(self, data: Any = None) -> None:
+        """A commit's events in one message, in ``seq`` order: each is taken as if alone."""
+        if isinstance(data, list):
+            for record in data:
+                await self._on_event(record)
 
     async def _on_replayed(self, data: Any = None) -> None:
         seq = int(data.get("seq", 0)) if isinstance(data, dict) else 0

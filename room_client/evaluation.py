@@ -109,6 +109,39 @@ class EvalClient(HallClient):
         body = EV.OfferIn(sdp=offer["sdp"], type=offer["type"], watch=watch).model_dump()
         return await self._epost(session_id, "media", "offer", body=body)
 
+    async def ice_servers(self) -> list[Any]:
+        """The server's TURN relay with time-limited credentials, as aiortc ICE servers; none
+        when the server has no relay configured (``TURN_NOT_CONFIGURED``)."""
+        from aiortc import RTCIceServer
+
+        from room_client.agent import AgentError
+
+        try:
+            turn = await self.call("GET", "/api/media/turn")
+        except AgentError as exc:
+            if exc.code == "TURN_NOT_CONFIGURED":
+                return []
+            raise
+        return [
+            RTCIceServer(
+                urls=list(turn["urls"]), username=turn["username"], credential=turn["credential"]
+            )
+        ]
+
+    async def media_subscribe(self, session_id: str, watch: str | None = None) -> dict[str, Any]:
+        """Through a media server (Janus): its offer of room ``watch``'s feed (a room leaves
+        ``watch`` out: the host feed)."""
+        body = EV.SubscribeIn(watch=watch).model_dump()
+        return await self._epost(session_id, "media", "subscribe", body=body)
+
+    async def media_subscription_answer(
+        self, session_id: str, subscription: str, answer: dict[str, Any]
+    ) -> dict[str, Any]:
+        body = EV.SubscriptionAnswerIn(sdp=answer["sdp"], type=answer["type"]).model_dump()
+        return await self._epost(
+            session_id, "media", "subscriptions", subscription, "answer", body=body
+        )
+
     # -- room device --
 
     async def sign_in_expert(

@@ -719,3 +719,31 @@ class SupervisorMedia(_PeerMedia):
         except BaseException:
             await self.close()
             raise
+
+
+Subscribe = Callable[[], Awaitable[dict[str, str]]]
+"""Ask the server for a feed: returns ``{"subscription", "sdp", "type": "offer"}``."""
+AnswerSubscription = Callable[[str, dict[str, str]], Awaitable[Any]]
+"""Hand the answer back: (subscription id, ``{"sdp", "type": "answer"}``)."""
+
+
+class SubscriberMedia(_PeerMedia):
+    """A receive-only link through a media server (Janus) that makes the offer itself: a
+    secondary room receiving the host feed, or a supervisor watching a room."""
+
+    subscription: str | None = None
+
+    async def connect(self, subscribe: Subscribe, answer: AnswerSubscription) -> None:
+        offer = await subscribe()
+        if offer.get("type") != "offer" or not offer.get("sdp") or not offer.get("subscription"):
+            raise ValueError("the server did not offer the feed / 服务器未提供画面")
+        pc = self._new_pc()
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())  # ICE gathered on return
+            local = pc.localDescription
+            self.subscription = str(offer["subscription"])
+            await answer(self.subscription, {"sdp": local.sdp, "type": local.type})
+        except BaseException:
+            await self.close()
+            raise

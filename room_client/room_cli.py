@@ -40,10 +40,16 @@ async def _run(args: argparse.Namespace) -> int:
 
     sid = _sid(args)
     client = _room_client(args)
-    media = RoomMedia(args.source, label=args.label or "room")
+    media: RoomMedia | None = None
+    feeds: list[Any] = []  # the host feed's own link (with a media server)
+    host: asyncio.Future[None] | None = None
     try:
         login = await client.login()
         out(f"评标室 room {login['party_id']} 已登录 / logged in")
+        ice = await client.ice_servers()
+        if ice:
+            out(f"经 TURN 中继连线 / TURN relay offered: {', '.join(ice[0].urls)}")
+        media = RoomMedia(args.source, label=args.label or "room", ice_servers=ice)
 
         def show(event: dict[str, Any]) -> None:
             out(
@@ -52,18 +58,63 @@ async def _run(args: argparse.Namespace) -> int:
 
         follower = HallFollower(client, sid, on_event=show)
         await follower.connect()
-        await media.connect(lambda offer: client.media_offer(sid, offer))
+        answers: list[dict[str, Any]] = []
+
+        async def offer(sdp: dict[str, str]) -> dict[str, str]:
+            answers.append(await client.media_offer(sid, sdp))
+            return answers[-1]
+
+        await media.connect(offer)
         await media.wait_connected()
         out("音视频已连接 / audio and video linked to the lead site")
+        if answers[-1].get("watch_by_subscription"):
+            # a media server (Janus): the host feed comes over a link of its own
+            host = asyncio.ensure_future(_host_feed(client, sid, feeds, ice))
         deadline = asyncio.get_running_loop().time() + args.seconds if args.seconds else None
         while deadline is None or asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(5)
-            out(f"  主场画面 host feed frames: {media.frames_received}, sent: {media.frames_sent}")
+            received = feeds[0].frames_received if feeds else media.frames_received
+            out(f"  主场画面 host feed frames: {received}, sent: {media.frames_sent}")
         await follower.close()
         return 0
     finally:
-        await media.close()
+        if host is not None:
+            host.cancel()
+            await asyncio.gather(host, return_exceptions=True)
+        for feed in feeds:
+            await feed.close()
+        if media is not None:
+            await media.close()
         await client.close()
+
+
+async def _host_feed(client: Any, sid: str, feeds: list[Any], ice: list[Any]) -> None:
+    """Receive the lead room's feed through the media server; subscribe again whenever the lead
+    room is not linked yet or the link drops."""
+    from room_client.agent import AgentError
+    from room_client.media import SubscriberMedia
+
+    view = await client.evaluation(sid)
+    if (view.get("room") or {}).get("role") == "lead":
+        return  # this room's own feed is the host feed
+    while True:
+        feed = SubscriberMedia(ice_servers=ice)
+        try:
+            await feed.connect(
+                lambda: client.media_subscribe(sid),
+                lambda sub, answer: client.media_subscription_answer(sid, sub, answer),
+            )
+            await feed.wait_connected()
+        except (AgentError, ConnectionError, ValueError) as exc:
+            await feed.close()
+            out(f"  主场画面暂不可用 host feed not available yet: {exc}")
+            await asyncio.sleep(3)
+            continue
+        feeds[:] = [feed]
+        out("主场画面已接收 / receiving the host feed through the media server")
+        while feed.connection_state not in ("failed", "closed"):
+            await asyncio.sleep(2)
+        await feed.close()
 
 
 async def _sign_in(args: argparse.Namespace) -> int:

@@ -184,6 +184,32 @@ class OfferIn(_In):
 class AnswerOut(_Out):
     sdp: str
     type: str
+    watch_by_subscription: bool = Field(
+        default=False,
+        description="the server's media backend (Janus) sends watched feeds over links of their "
+        "own: a secondary room then receives the host feed through media/subscribe",
+    )
+
+
+class SubscribeIn(_In):
+    watch: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="supervisors: the room whose feed to receive; rooms leave it out and receive "
+        "the host feed (the lead room's)",
+    )
+
+
+class SubscriptionOut(_Out):
+    subscription: str = Field(description="where the answer goes: media/subscriptions/{id}/answer")
+    sdp: str
+    type: str = Field(description="always offer: the media server offers the feed")
+
+
+class SubscriptionAnswerIn(_In):
+    sdp: str = Field(min_length=1, max_length=200_000)
+    type: str = Field(pattern=r"^answer$")
 
 
 # --- the expert desk: documents, forms and the signature relay --------------------------------------

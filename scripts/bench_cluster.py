@@ -9,15 +9,27 @@ resumes the opening in turn through process one's REST API; each command commits
 audienced ``all`` (the change and the server's signed checkpoint). Process one emits them to its
 own clients directly; process two hears the Redis doorbell and reads them from the database.
 
+The simulated bidders are, by default, ``LeanListener``s: each speaks Engine.IO 4 / Socket.IO 5
+over its own websocket, answers pings, parses every message's JSON and checks that its events
+come in ``seq`` order, each once; like the browser page they ask for a commit's events as one
+``events`` message (``--no-batch``: one message per event). ``--client socketio`` uses
+python-socketio's ``AsyncClient`` instead, which costs its process about four times as much CPU
+per message; thousands of them in one process share the two cores with the servers.
+
 Latency: client arrival instant minus the instant just before the REST request was sent (one
 machine, one ``time.time()``), for the first event of each command, over all clients and
 commands. The reference, in the same run: the clients of process one (local delivery) against
 those of process two (delivery through the doorbell and the database); the ratio is two / one.
 CPU per delivered message: the CPU time (user + system, from /proc) of both server processes
-over the measured commands, divided by events x clients.
+over the measured commands, divided by events x clients; "client µs", the same for both client
+processes. "msg/ev": socket.io messages per delivered event. "lost": events a client never got;
+"order": events a client got out of order or twice. The goal needs both at 0.
 
     .venv/bin/python scripts/bench_cluster.py                  # 2,000 and 5,000 bidders
     .venv/bin/python scripts/bench_cluster.py --sizes 200 --events 6   # a smoke run
+    .venv/bin/python scripts/bench_cluster.py --client socketio --no-batch   # stock clients
+    .venv/bin/python scripts/bench_cluster.py --detail      # each command's deliveries
+    .venv/bin/python scripts/bench_cluster.py --py-spy /path/to/py-spy   # profile all four
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -92,19 +105,37 @@ async def run(args: argparse.Namespace) -> bool:
                 tokens = Tokens((site.data / "token.secret").read_bytes())
                 print(f"session {sid} is opening; 2 server processes, Redis {redis.url}")
                 print(
+                    f"clients: {args.client}, {'batched' if args.batch else 'one message per event'}"
+                )
+                print(
                     f"{'bidders':>7} {'p50 ms':>7} {'p99 ms':>7} {'local p99':>9}"
-                    f" {'remote p99':>10} {'ratio':>6} {'µs CPU/msg':>10} {'lost':>5}"
+                    f" {'remote p99':>10} {'ratio':>6} {'µs CPU/msg':>10} {'client µs':>9}"
+                    f" {'msg/ev':>6} {'lost':>5} {'order':>5}"
                 )
                 for n in args.sizes:
-                    r = await fan_out(one, sid, n, args.events, tokens, servers, tmp)
+                    r = await fan_out(
+                        one,
+                        sid,
+                        n,
+                        args.events,
+                        tokens,
+                        servers,
+                        tmp,
+                        args.client,
+                        args.batch,
+                        args.settle,
+                        args.detail,
+                        args.py_spy,
+                    )
                     print(
                         f"{n:>7} {r['p50']:>7.1f} {r['p99']:>7.1f} {r['local_p99']:>9.1f}"
                         f" {r['remote_p99']:>10.1f} {r['ratio']:>6.2f} {r['us']:>10.1f}"
-                        f" {r['lost']:>5}",
+                        f" {r['client_us']:>9.1f} {r['per_event']:>6.2f}"
+                        f" {r['lost']:>5} {r['disorder']:>5}",
                         flush=True,
                     )
                     if n == max(args.sizes):
-                        ok = r["p99"] < GOAL_P99_MS and r["lost"] == 0
+                        ok = r["p99"] < GOAL_P99_MS and r["lost"] == 0 and r["disorder"] == 0
                         print(
                             f"goal: p99 < {GOAL_P99_MS:.0f} ms at {n} bidders over two processes:"
                             f" {r['p99']:.1f} ms, {verdict(ok)}"
@@ -118,7 +149,18 @@ async def run(args: argparse.Namespace) -> bool:
 
 
 async def fan_out(
-    one: Any, sid: str, n: int, events: int, tokens: Any, servers: list[Any], tmp: Path
+    one: Any,
+    sid: str,
+    n: int,
+    events: int,
+    tokens: Any,
+    servers: list[Any],
+    tmp: Path,
+    client: str = "lean",
+    batch: bool = True,
+    settle: float = 0.0,
+    detail: bool = False,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     from server.auth import Principal
 
@@ -138,14 +180,19 @@ async def fan_out(
         results.append(tmp / f"arrivals-{n}-{k}.json")
         child = await Child.start(
             "hall", "--url", servers[k].url, "--session", sid, "--last-seq", str(last_seq),
-            "--tokens", str(tok_file), "--results", str(results[-1]),
+            "--tokens", str(tok_file), "--results", str(results[-1]), "--client", client,
+            "--batch" if batch else "--no-batch",
         )  # fmt: skip
         children.append(child)
     for child in children:
         await child.expect("ready")
+    if settle:
+        await asyncio.sleep(settle)
 
     sent: dict[int, float] = {}
     cpu0 = sum(cpu_seconds(s.proc.pid) for s in servers)
+    ccpu0 = sum(cpu_seconds(c.proc.pid) for c in children)
+    spies = []
     delivered_events = 0
     warmup = 2
     suspended = False
@@ -155,6 +202,19 @@ async def fan_out(
         t = time.time()
         if k == warmup:
             cpu0 = sum(cpu_seconds(s.proc.pid) for s in servers)
+            ccpu0 = sum(cpu_seconds(c.proc.pid) for c in children)
+            if profile:
+                spies = [
+                    await asyncio.create_subprocess_exec(
+                        profile, "record", "--nonblocking", "--format", "raw", "--rate", "200",
+                        "-p", str(pid), "-o", f"/tmp/bench-cluster-spy-{n}-{name}.txt",
+                        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                    )
+                    for name, pid in [
+                        *((f"server{i}", s.proc.pid) for i, s in enumerate(servers)),
+                        *((f"clients{i}", c.proc.pid) for i, c in enumerate(children)),
+                    ]
+                ]  # fmt: skip
         out = await one.request(
             "POST", f"/api/sessions/{sid}/{path}", host, {"reason": f"bench {k}: 压测 / load"}
         )
@@ -167,19 +227,38 @@ async def fan_out(
             delivered_events += 2
         await asyncio.sleep(0.05)
     cpu = sum(cpu_seconds(s.proc.pid) for s in servers) - cpu0
+    ccpu = sum(cpu_seconds(c.proc.pid) for c in children) - ccpu0
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+        await spy.wait()
     for c in children:
         c.send("quit")
+    disorder = messages = received = 0
     for c in children:
-        await c.expect("done", timeout=120)
+        done = await c.expect("done", timeout=120)
+        disorder += int(done.split()[1])
+        messages += int(done.split()[2])
+        received += int(done.split()[3])
         await c.proc.wait()
     lat: list[list[float]] = []
     lost = 0
+    per_command: dict[int, list[str]] = {seq: [] for seq in sent}
     for path in results:
         arrivals = {int(k): v for k, v in json.loads(path.read_text()).items()}
         side = []
         for seq, t0 in sent.items():
-            side.extend((t - t0) * 1000 for t in arrivals.get(seq, []))
+            got = [(t - t0) * 1000 for t in arrivals.get(seq, [])]
+            side.extend(got)
+            if got:
+                per_command[seq].append(
+                    f"{min(got):6.0f} {statistics.median(got):6.0f} {max(got):6.0f}"
+                )
         lat.append(side)
+    if detail:
+        print("  seq  sent (s)  process one: min p50 max ms | process two: min p50 max ms")
+        t_first = min(sent.values())
+        for seq, t0 in sent.items():
+            print(f"  {seq:>4} {t0 - t_first:>8.2f}  " + " | ".join(per_command[seq]))
     for k, idx in enumerate(halves):
         lost += len(sent) * len(idx) - len(lat[k])
     every = lat[0] + lat[1]
@@ -190,7 +269,10 @@ async def fan_out(
         "remote_p99": pct(lat[1], 0.99),
         "ratio": pct(lat[1], 0.99) / max(pct(lat[0], 0.99), 1e-9),
         "us": cpu / (delivered_events * n) * 1e6,
+        "client_us": ccpu / (delivered_events * n) * 1e6,
         "lost": lost,
+        "disorder": disorder,
+        "per_event": messages / max(received, 1),
     }
 
 
@@ -200,6 +282,36 @@ def main() -> None:
     )
     ap.add_argument("--sizes", default="2000,5000", help="bidders per run (default 2000,5000)")
     ap.add_argument("--events", type=int, default=20, help="host commands per run (default 20)")
+    ap.add_argument(
+        "--client",
+        choices=("lean", "socketio"),
+        default="lean",
+        help="simulated bidders: the lean protocol client (default) or python-socketio's",
+    )
+    ap.add_argument(
+        "--batch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="clients ask for a commit's events in one message, as the browser page does",
+    )
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long after the clients connected before the first command (default 0)",
+    )
+    ap.add_argument(
+        "--detail",
+        action="store_true",
+        help="print each measured command's fastest, median and slowest delivery per process",
+    )
+    ap.add_argument(
+        "--py-spy",
+        metavar="PATH",
+        help="profile the servers and the client processes over the measured commands with this"
+        " py-spy binary (raw stacks to /tmp/bench-cluster-spy-<bidders>-<process>.txt)",
+    )
     args = ap.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     fds = raise_fd_limit()

@@ -236,6 +236,8 @@ async def fan_out(
         str(tok_file),
         "--results",
         str(res_file),
+        # One message per event, as the plain reference broadcasts: a like-for-like ratio.
+        "--no-batch",
     )
     ready = await child.expect("ready")
     connect_s = float(ready.split()[2])

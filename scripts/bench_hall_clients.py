@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""The client side of ``scripts/bench_hall.py``, run by it in a separate process.
+"""The client side of ``scripts/bench_hall.py`` and ``scripts/bench_cluster.py``, run by them in
+a separate process.
 
 Two modes, each driven over stdin/stdout by the parent (one line per message):
 
-``hall``: connect N socket.io clients (python-socketio ``AsyncClient``, websocket transport,
-all in one asyncio loop) to the ``/hall`` namespace; print ``ready`` once all are in; print
-``all <seq>`` when every client has received the event with that ``seq``; on ``quit`` (stdin),
-write the arrival instants (``time.time()``) per ``seq`` to the results file and exit.
+``hall``: connect N socket.io clients (websocket transport, all in one asyncio loop) to the
+``/hall`` namespace: python-socketio's ``AsyncClient`` (``--client socketio``, the default) or
+``LeanListener`` (``--client lean``, the same protocol at a quarter of the CPU); print ``ready``
+once all are in; print ``all <seq>`` when every client has received the event with that
+``seq``; on ``quit`` (stdin), write the arrival instants (``time.time()``) per ``seq`` to the
+results file and print ``done <out of order> <messages> <events>``.
 
 ``login``: run CA logins (challenge -> sign -> login) against the server with some concurrency;
 print one JSON line with the timings.
@@ -32,6 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+PLAIN_SEQ = 1_000_000_000  # as in bench_hall.py
+
+
 def raise_fd_limit() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else 65536
@@ -48,46 +54,175 @@ def say(line: str) -> None:
 # --- hall: many listeners -----------------------------------------------------------------------
 
 
-async def hall_mode(args: argparse.Namespace) -> None:
+class Arrivals:
+    """What the listeners of this process received: arrival instants per ``seq``, and checks.
+
+    Each listener must see the events in ``seq`` order, each once: an event at or below the last
+    ``seq`` that listener saw counts as out of order (or repeated) and is not taken. The plain
+    broadcasts of ``bench_hall.py`` carry ``seq`` numbers from ``PLAIN_SEQ`` up, a stream of their
+    own, interleaved with the log's. Completeness is checked by the parent from the arrivals
+    (every listener, every measured ``seq``).
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.by_seq: dict[int, list[float]] = defaultdict(list)
+        self.disorder = 0
+        self.messages = 0  # socket.io messages that carried events (one event, or a list)
+        self.cpu_mark = 0.0
+
+    def take(self, listener: list[int], record: dict[str, Any], t: float) -> None:
+        """``listener``: the last ``seq`` seen by one listener, of the log and of the plain."""
+        seq = record["seq"]
+        if not isinstance(seq, int):
+            self.disorder += 1
+            return
+        stream = 1 if seq >= PLAIN_SEQ else 0
+        if seq <= listener[stream]:
+            self.disorder += 1
+            return
+        listener[stream] = seq
+        got = self.by_seq[seq]
+        got.append(t)
+        if len(got) == self.n:
+            cpu = time.process_time()
+            say(f"all {seq} {cpu - self.cpu_mark:.6f}")  # CPU since the previous "all"
+            self.cpu_mark = cpu
+
+
+def auth_payload(args: argparse.Namespace, token: str) -> dict[str, Any]:
+    auth: dict[str, Any] = {"token": token, "session_id": args.session, "last_seq": args.last_seq}
+    if args.batch:
+        auth["batch"] = True  # as the browser page does (server/web/static/app.js)
+    return auth
+
+
+async def connect_socketio(args: argparse.Namespace, token: str, arrivals: Arrivals) -> Any:
+    """A python-socketio ``AsyncClient`` (websocket transport): the stock Python client."""
     import socketio
 
-    tokens: list[str] = json.loads(Path(args.tokens).read_text())
-    n = len(tokens)
-    arrivals: dict[int, list[float]] = defaultdict(list)
     clock = time.time
-    cpu_mark = [0.0]
+    listener = [args.last_seq, 0]
 
     def on_event(data: dict[str, Any]) -> None:
-        t = clock()
-        seq = data["seq"]
-        got = arrivals[seq]
-        got.append(t)
-        if len(got) == n:
-            cpu = time.process_time()
-            say(f"all {seq} {cpu - cpu_mark[0]:.6f}")  # CPU since the previous "all"
-            cpu_mark[0] = cpu
+        arrivals.messages += 1
+        arrivals.take(listener, data, clock())
 
-    clients: list[socketio.AsyncClient] = []
+    def on_events(data: list[dict[str, Any]]) -> None:
+        t = clock()
+        arrivals.messages += 1
+        for record in data:
+            arrivals.take(listener, record, t)
+
+    c = socketio.AsyncClient(reconnection=False)
+    c.on("event", on_event, namespace="/hall")
+    c.on("events", on_events, namespace="/hall")
+    await c.connect(
+        args.url,
+        namespaces=["/hall"],
+        auth=auth_payload(args, token),
+        transports=["websocket"],
+        wait_timeout=60,
+    )
+    return c
+
+
+class LeanListener:
+    """A hall listener speaking the Engine.IO 4 / Socket.IO 5 protocol over one websocket.
+
+    What a browser tab does with the socket.io JavaScript client, without python-socketio's
+    per-message machinery (a ``wait_for`` and a task per message): one task per connection
+    reads each frame, answers the server's pings, parses every event's JSON and checks its
+    ``seq``. One Python process simulating thousands of browsers can afford little per message.
+    """
+
+    def __init__(self, args: argparse.Namespace, token: str, arrivals: Arrivals) -> None:
+        self.args = args
+        self.token = token
+        self.arrivals = arrivals
+        self.listener = [args.last_seq, 0]
+        self.ws: Any = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def connect(self, http: Any) -> None:
+        url = self.args.url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
+        self.ws = ws = await http.ws_connect(url, autoping=True, max_msg_size=0)
+        try:
+            opened = await asyncio.wait_for(ws.receive_str(), 60)
+            if not opened.startswith("0"):
+                raise RuntimeError(f"no engine.io handshake: {opened[:80]}")
+            await ws.send_str("40/hall," + json.dumps(auth_payload(self.args, self.token)))
+            replayed = asyncio.get_running_loop().create_future()
+            self.task = asyncio.create_task(self.read(replayed))
+            await asyncio.wait_for(asyncio.shield(replayed), 60)
+        except BaseException:
+            await ws.close()
+            raise
+
+    async def read(self, replayed: asyncio.Future[None]) -> None:
+        clock = time.time
+        loads = json.loads
+        arrivals = self.arrivals
+        take = arrivals.take
+        listener = self.listener
+        ws = self.ws
+        while True:
+            msg = await ws.receive()
+            t = clock()
+            if msg.type != 1:  # aiohttp.WSMsgType.TEXT; anything else ends the connection
+                break
+            data: str = msg.data
+            if data.startswith("42/hall,"):  # a socket.io EVENT in /hall: ["name", payload]
+                name, payload = loads(data[8:])
+                if name == "event":
+                    arrivals.messages += 1
+                    take(listener, payload, t)
+                elif name == "events":  # a commit's events in one message (we asked: batch)
+                    arrivals.messages += 1
+                    for record in payload:
+                        take(listener, record, t)
+                elif name == "replayed" and not replayed.done():
+                    replayed.set_result(None)
+            elif data == "2":  # engine.io ping: answer or be dropped
+                await ws.send_str("3")
+            elif data.startswith("44/hall,"):  # connect_error: the hall refused us
+                if not replayed.done():
+                    replayed.set_exception(RuntimeError(data[8:200]))
+            elif data.startswith("41"):  # the server disconnected this namespace
+                break
+        if not replayed.done():
+            replayed.set_exception(RuntimeError("connection closed before the replay ended"))
+
+    async def disconnect(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.send_str("41/hall,")
+        await self.ws.close()
+        if self.task is not None:
+            with contextlib.suppress(BaseException):
+                await self.task
+
+
+async def hall_mode(args: argparse.Namespace) -> None:
+    tokens: list[str] = json.loads(Path(args.tokens).read_text())
+    arrivals = Arrivals(len(tokens))
+    clients: list[Any] = []
     gate = asyncio.Semaphore(args.connect_concurrency)
     failures: list[str] = []
+    http: Any = None
+    if args.client == "lean":
+        import aiohttp
+
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def connect(token: str) -> None:
-        c = socketio.AsyncClient(reconnection=False)
-        c.on("event", on_event, namespace="/hall")
         async with gate:
             for attempt in range(5):
                 try:
-                    await c.connect(
-                        args.url,
-                        namespaces=["/hall"],
-                        auth={
-                            "token": token,
-                            "session_id": args.session,
-                            "last_seq": args.last_seq,
-                        },
-                        transports=["websocket"],
-                        wait_timeout=60,
-                    )
+                    if args.client == "lean":
+                        c = LeanListener(args, token, arrivals)
+                        await c.connect(http)
+                    else:
+                        c = await connect_socketio(args, token, arrivals)
                     clients.append(c)
                     return
                 except Exception as exc:  # retry a refused or timed-out connect
@@ -104,7 +239,7 @@ async def hall_mode(args: argparse.Namespace) -> None:
     # over 2,000 clients' objects would be an artefact of packing them into one process.
     gc.collect()
     gc.freeze()
-    cpu_mark[0] = time.process_time()
+    arrivals.cpu_mark = time.process_time()
     say(f"ready {len(clients)} {time.perf_counter() - t0:.2f}")
 
     loop = asyncio.get_running_loop()
@@ -114,16 +249,19 @@ async def hall_mode(args: argparse.Namespace) -> None:
         line = (await reader.readline()).decode().strip()
         if not line or line == "quit":
             break
-    Path(args.results).write_text(json.dumps({str(k): v for k, v in arrivals.items()}))
+    Path(args.results).write_text(json.dumps({str(k): v for k, v in arrivals.by_seq.items()}))
     gate = asyncio.Semaphore(200)
 
-    async def close(c: socketio.AsyncClient) -> None:
+    async def close(c: Any) -> None:
         async with gate:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(c.disconnect(), 5)
 
     await asyncio.gather(*(close(c) for c in clients))
-    say("done")
+    if http is not None:
+        await http.close()
+    events = sum(len(v) for v in arrivals.by_seq.values())
+    say(f"done {arrivals.disorder} {arrivals.messages} {events}")
 
 
 # --- login: a burst of CA logins ----------------------------------------------------------------
@@ -203,6 +341,18 @@ def main() -> None:
     h.add_argument("--tokens", required=True, help="JSON file: a list of bearer tokens")
     h.add_argument("--results", required=True, help="where to write the arrivals (JSON)")
     h.add_argument("--connect-concurrency", type=int, default=50)
+    h.add_argument(
+        "--client",
+        choices=("socketio", "lean"),
+        default="socketio",
+        help="python-socketio AsyncClient, or the lean protocol client (LeanListener)",
+    )
+    h.add_argument(
+        "--batch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ask the hall for a commit's events in one message, as the browser page does",
+    )
     lg = sub.add_parser("login")
     lg.add_argument("--url", required=True)
     lg.add_argument("--creds", required=True, help="JSON file: [{cert_pem, key_pem, chain_pem}]")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from server.domain import evaluation as ev
 from server.identity import ServerIdentity
 from server.realtime.coord import Coordination
 from server.realtime.fanout import Fanout
-from server.realtime.hall import NAMESPACE, Hall
+from server.realtime.hall import NAMESPACE, Hall, freeze_heap
 from server.scheduler import Scheduler
 from server.service import MACHINES, SessionService
 from server.store import BlobStore, Store, open_store
@@ -76,6 +75,7 @@ class Hub:
     fanout: Fanout
     coord: Coordination
     media: Any = None
+    relay: Any = None  # server.media.relay.SubscriptionRelay: watchers' answers between processes
 
 
 def token_secret(data_dir: Path) -> bytes:
@@ -150,6 +150,13 @@ async def build_hub(
         if not settings.janus_url:
             raise ValueError("BIDBRIDGE_MEDIA=janus needs BIDBRIDGE_JANUS_URL")
         hub.media = JanusMedia(hub, settings.janus_url, settings.janus_recordings)
+    from server.media.relay import SubscriptionRelay, apply_answer
+
+    hub.relay = SubscriptionRelay(
+        settings.redis_url if settings.media == "janus" else None,
+        settings.instance,
+        lambda *args: apply_answer(hub.media, *args),
+    )
     return hub
 
 
@@ -258,6 +265,7 @@ def build_app(hub: Hub) -> web.Application:
     async def on_startup(app: web.Application) -> None:
         await hub.coord.start()
         await hub.fanout.start()
+        await hub.relay.start()
         await forget_presence(hub)
         if hub.settings.scheduler:
             hub.scheduler.start()
@@ -270,6 +278,7 @@ def build_app(hub: Hub) -> web.Application:
         app[FREEZER_KEY].cancel()
         if REAPER_KEY in app:
             app[REAPER_KEY].cancel()
+        await hub.relay.close()
         if hub.media is not None:
             await hub.media.close()
         await hub.scheduler.stop()
@@ -295,8 +304,7 @@ async def _freeze_heap() -> None:
     and stalls fan-out for 100-300 ms; frozen objects are skipped (scripts/bench_hall.py).
     """
     while True:
-        gc.collect(1)  # young garbage only: a full pass is the stall this avoids
-        gc.freeze()
+        freeze_heap()
         await asyncio.sleep(FREEZE_SECONDS)
 
 

@@ -338,6 +338,29 @@ def check_chain(log: list[dict[str, Any]]) -> None:
         prev = e["hash"]
 
 
+async def published_session(client: Client, deadline: timedelta, min_bids: int = 1) -> str:
+    """A session published by the host, open for sign-in now, with its deadline ``deadline``
+    from the server's now."""
+    now = await client.now()
+    created = await client.request(
+        "POST",
+        "/api/sessions",
+        client.parties["host"],
+        {
+            "lot_id": "JS-2026-0101/01",
+            "title": "市政道路改造工程 01 标段",
+            "sign_in_opens": iso(now),
+            "deadline": iso(now + deadline),
+            "decrypt_minutes": 2,
+            "confirm_minutes": 10,
+            "min_bids": min_bids,
+        },
+    )
+    sid = str(created["session_id"])
+    await client.request("POST", f"/api/sessions/{sid}/publish", client.parties["host"])
+    return sid
+
+
 async def to_opening(
     client: Client, tmp: Path, deadline_s: float = 30, factor: float = 10.0
 ) -> tuple[str, dict[str, Path]]:
@@ -345,23 +368,7 @@ async def to_opening(
     p = client.parties
     envelopes = {k: seal(tmp, p[k], k, 2_000, 12_000_000_000 + i) for i, k in enumerate("abc")}
     await register(client)
-    now = await client.now()
-    created = await client.request(
-        "POST",
-        "/api/sessions",
-        p["host"],
-        {
-            "lot_id": "JS-2026-0101/01",
-            "title": "市政道路改造工程 01 标段",
-            "sign_in_opens": iso(now),
-            "deadline": iso(now + timedelta(seconds=deadline_s)),
-            "decrypt_minutes": 2,
-            "confirm_minutes": 10,
-            "min_bids": 3,
-        },
-    )
-    sid = str(created["session_id"])
-    await client.request("POST", f"/api/sessions/{sid}/publish", p["host"])
+    sid = await published_session(client, timedelta(seconds=deadline_s), min_bids=3)
     for k, path in envelopes.items():
         await client.request(
             "PUT",

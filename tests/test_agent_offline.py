@@ -288,7 +288,7 @@ async def test_follower_auth_resumes_from_the_contiguous_seq() -> None:
     f.client.token_expires_at = datetime.now(UTC) + timedelta(minutes=10)
     f.feed(rec(1))
     f.feed(rec(4))
-    assert await f._auth() == {"token": "t", "session_id": SID, "last_seq": 1}
+    assert await f._auth() == {"token": "t", "session_id": SID, "last_seq": 1, "batch": True}
 
 
 async def test_follower_replay_may_finish_before_the_connect_handler() -> None:

@@ -159,6 +159,7 @@ async def test_route_role_matrix(hall: Hall, tmp_path: Path) -> None:
             expert_id="E1",
             site_id="S1",
             stage="detailed",
+            subscription="a1b2c3.x",
         )
         kw: dict[str, Any] = {}
         if route.body is not None:

@@ -250,3 +250,39 @@ async def test_live_events_are_filtered_by_role(hall: Hall, tmp_path: Path) -> N
     assert receivers == {"a", "host", "supervisor"}
     for listener in viewers.values():
         await hall.hang_up(listener)
+
+
+async def test_a_batching_client_gets_a_commits_events_in_one_message(hall: Hall) -> None:
+    sid = await hall.create_session()
+    await hall.at(hall.t0 + timedelta(minutes=10))
+    a, host = hall.parties["a"], hall.parties["host"]
+    plain = await hall.listen(sid, a)
+    await hall.login(a)
+    batches: list[list[dict[str, Any]]] = []
+    batching = Listener()
+    hall.listeners.append(batching)
+
+    async def on_events(data: Any) -> None:
+        batches.append(data)
+        batching._changed.set()
+
+    batching.client.on("events", on_events, namespace="/hall")
+    await batching.connect_with(
+        hall.url, {"token": a.token, "session_id": sid, "last_seq": 0, "batch": True}
+    )
+    out = await hall.request("POST", f"/api/sessions/{sid}/suspend", host, {"reason": "网络故障"})
+    seq = int(out["seq"])
+    await batching.until(lambda: bool(batches))
+    await plain.until(lambda: plain.seqs[-1:] == [seq])
+    # One message with the change and its checkpoint, in seq order; the plain client got the
+    # same events one message each.
+    assert [e["seq"] for e in batches[0]] == [seq - 1, seq]
+    assert [e["type"] for e in batches[0]] == ["session_suspended", "checkpoint"]
+    assert batches[0] == plain.events[-2:]
+    assert all(e["seq"] < seq - 1 for e in batching.events)  # the replay, one message each
+    # the next commit comes as one message too
+    out = await hall.request("POST", f"/api/sessions/{sid}/resume", host, {"reason": "恢复"})
+    await batching.until(lambda: len(batches) == 2)
+    assert [e["type"] for e in batches[1]] == ["session_resumed", "checkpoint"]
+    await hall.hang_up(batching)
+    await hall.hang_up(plain)

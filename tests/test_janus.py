@@ -23,21 +23,30 @@ from typing import Any
 import aiohttp
 import av
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from playwright.async_api import expect
 
-from room_client.media import RoomMedia
+from room_client.media import RoomMedia, SubscriberMedia
 from server.audit.archive import ArchiveInvalid, verify_archive
 from server.audit.export import export_session
 from server.media.janus import JanusMedia
 from tests.conftest import Pki
 from tests.evaluation import drawn
-from tests.hall import start_hall, stop_hall
+from tests.hall import ApiError, start_hall, stop_hall
 from tests.test_hall_api import P
+from tests.test_pages import Browsing, browsing, shot
+from tests.test_pages_supervisor import card
+
+__all__ = ["browsing"]  # the fixture, shared with tests/test_pages.py
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY_JANUS = ROOT / "deploy" / "janus"
 RUN_SECONDS = 22.0
+THREE_ROOMS = {
+    "lead_site_id": "NJ",
+    "secondary_sites": 2,
+    "categories": [{"category": "A08.01", "count": 5, "spares": 2}],
+    "min_outside_lead": 2,
+}
 ROTATE_SECONDS = 5.0
 
 
@@ -139,42 +148,6 @@ async def local_janus(work: Path) -> AsyncIterator[LocalJanus]:
         await janus.stop()
 
 
-class Watcher:
-    """A party that watches one feed through Janus: it answers Janus's offer (as a supervisor's
-    browser or a secondary room would) and counts the frames that arrive."""
-
-    def __init__(self) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.frames: dict[str, int] = {"audio": 0, "video": 0}
-        self.size: tuple[int, int] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-
-        @self.pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            self._tasks.append(asyncio.ensure_future(self._consume(track)))
-
-    async def _consume(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            self.frames[track.kind] += 1
-            if isinstance(frame, av.VideoFrame):
-                self.size = (frame.width, frame.height)
-
-    async def answer(self, offer: dict[str, Any]) -> dict[str, str]:
-        await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], offer["type"]))
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
-        return {"sdp": self.pc.localDescription.sdp, "type": "answer"}
-
-    async def close(self) -> None:
-        await self.pc.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
 async def test_janus_answers_with_its_own_errors_for_a_room_that_is_not_linked(
     pki: Pki, tmp_path: Path
 ) -> None:
@@ -186,6 +159,7 @@ async def test_janus_answers_with_its_own_errors_for_a_room_that_is_not_linked(
                 await media.subscribe("E-1", "S001", "SZ-01")
             with pytest.raises(ValueError, match="subscribe"):
                 await media.answer("E-1", "S001", "supervisor", {"sdp": "v=0", "type": "offer"})
+            assert media.watch_by_subscription
             with pytest.raises(LookupError):
                 await media.start_subscription(
                     "E-1", "S001", "nope", {"sdp": "x", "type": "answer"}
@@ -240,46 +214,86 @@ async def test_three_rooms_through_janus_recorded_into_the_archive(
         media = JanusMedia(hub, janus.url, tmp_path / "recordings", rotate_seconds=ROTATE_SECONDS)
         builtin, hub.media = hub.media, media
         links: list[RoomMedia] = []
-        watchers: dict[str, Watcher] = {}
+        watchers: dict[str, SubscriberMedia] = {}
         try:
-            e, _sup = await drawn(
-                hall,
-                tmp_path,
-                draw={
-                    "lead_site_id": "NJ",
-                    "secondary_sites": 2,
-                    "categories": [{"category": "A08.01", "count": 5, "spares": 2}],
-                    "min_outside_lead": 2,
-                },
-            )
+            e, _sup = await drawn(hall, tmp_path, draw=THREE_ROOMS)
             view = await e.view(P(hall, "supervisor"))
             assert sorted(view["rooms"]) == ["NJ-01", "SZ-01", "WX-01"]
             lead = next(r for r, v in view["rooms"].items() if v["role"] == "lead")
+            secondary = sorted(r for r in view["rooms"] if r != lead)
+            sup = P(hall, "supervisor")
+
+            async def refused(who: Any, *path: str, body: Any) -> ApiError:
+                with pytest.raises(ApiError) as caught:
+                    await e.post(who, *path, body=body)
+                return caught.value
+
+            # before any room is linked: nothing to receive yet, try again
+            gone = await refused(e.rooms[secondary[0]], "media", "subscribe", body={})
+            assert (gone.code, gone.status) == ("MEDIA_NOT_LINKED", 409)
             for room_id in sorted(view["rooms"]):
                 link = RoomMedia("synthetic", label=room_id)
                 room = e.rooms[room_id]
 
                 async def signal(offer: dict[str, str], room: Any = room) -> dict[str, str]:
-                    return dict(await e.post(room, "media", "offer", body=offer))
+                    answer = dict(await e.post(room, "media", "offer", body=offer))
+                    assert answer.pop("watch_by_subscription") is True  # Janus: subscribe
+                    return answer
 
                 await link.connect(signal)  # through the server's real offer route
                 links.append(link)
             for link in links:
                 await link.wait_connected()
-            # the supervisor watches SZ-01; the secondary rooms receive the host (lead) feed
-            wanted = {"S001": "SZ-01"} | {r: lead for r in view["rooms"] if r != lead}
-            for party, watch in wanted.items():
-                watcher = Watcher()
-                offer = await media.subscribe(e.sid, party, watch)
-                assert offer["type"] == "offer"
-                answer = await watcher.answer(offer)
-                await media.start_subscription(e.sid, party, offer["subscription"], answer)
-                watchers[party] = watcher
+            # the refusals a watcher can act on, each with its stable code
+            offer = {"sdp": "v=0", "type": "offer", "watch": "SZ-01"}
+            assert (await refused(sup, "media", "offer", body=offer)).code == "MEDIA_SUBSCRIBE"
+            named = await refused(e.rooms[secondary[0]], "media", "subscribe", body={"watch": lead})
+            assert named.code == "NOT_PERMITTED"  # a room is not told which room is the lead
+            assert (await refused(e.rooms[lead], "media", "subscribe", body={})).code == (
+                "NOT_PERMITTED"
+            )
+            assert (await refused(sup, "media", "subscribe", body={})).code == "INVALID_INPUT"
+            bad = {"sdp": "v=0", "type": "answer"}
+            here = hub.relay.instance
+            for sub in (f"{here}.nope", "elsewhere.nope", "junk"):
+                gone = await refused(sup, "media", "subscriptions", sub, "answer", body=bad)
+                assert (gone.code, gone.status) == ("MEDIA_SUBSCRIPTION_GONE", 404), sub
+            # through the server's subscribe and answer routes, as the room agent and the
+            # supervisor page do: the supervisor watches SZ-01, the secondary rooms receive the
+            # host (lead) feed
+            wanted: dict[str, tuple[Any, dict[str, str]]] = {"S001": (sup, {"watch": "SZ-01"})} | {
+                r: (e.rooms[r], {}) for r in secondary
+            }
+
+            async def watch(who: Any, body: dict[str, str]) -> SubscriberMedia:
+                watcher = SubscriberMedia()
+
+                async def subscribe() -> dict[str, str]:
+                    return dict(await e.post(who, "media", "subscribe", body=body))
+
+                async def answer(sub: str, sdp: dict[str, str]) -> Any:
+                    assert sub.startswith(f"{here}.")  # names the process that holds it
+                    return await e.post(who, "media", "subscriptions", sub, "answer", body=sdp)
+
+                await watcher.connect(subscribe, answer)
+                return watcher
+
+            for party, (who, body) in wanted.items():
+                watchers[party] = await watch(who, body)
+            for watcher in watchers.values():
+                await watcher.wait_connected()
+            # subscribing again replaces the watcher's last link (one per watcher and room)
+            before = len(media._subscriptions)
+            again = await watch(sup, {"watch": "SZ-01"})
+            assert len(media._subscriptions) == before
+            await again.close()
+            await watchers.pop("S001").close()
+            watchers["S001"] = await watch(sup, {"watch": "SZ-01"})
             await asyncio.sleep(RUN_SECONDS)
             for party, watcher in watchers.items():
-                assert watcher.frames["video"] > 0, party
-                assert watcher.frames["audio"] > 0, party
-                assert watcher.size == (640, 480), party
+                assert watcher.frames_received["video"] > 0, party
+                assert watcher.frames_received["audio"] > 0, party
+                assert watcher.last_video_size == (640, 480), party
             for link in links:
                 assert link.frames_sent["video"] > 0
                 await link.close()
@@ -293,6 +307,7 @@ async def test_three_rooms_through_janus_recorded_into_the_archive(
             by_room: dict[str, list[int]] = {}
             for s in segments:
                 assert s["error"] is None, s
+                assert s["backend"] == "janus", s
                 by_room.setdefault(s["room_id"], []).append(s["index"])
             assert sorted(by_room) == ["NJ-01", "SZ-01", "WX-01"]
             for indexes in by_room.values():
@@ -388,4 +403,98 @@ async def test_janus_killed_mid_segment_keeps_what_it_wrote(pki: Pki, tmp_path: 
             await link.close()
             await media.close()
             hub.media = builtin
+            await stop_hall(hall)
+
+
+async def test_supervisor_wall_watches_rooms_through_janus(
+    pki: Pki, tmp_path: Path, browsing: Browsing
+) -> None:
+    """The supervisor wall in Chromium with Janus as the media backend: its own offer is refused
+    with MEDIA_SUBSCRIBE, it switches to answering Janus's offer, the room's video plays; when
+    the supervisor switches rooms, the old link ends in Janus too."""
+    async with local_janus(tmp_path / "janus") as janus:
+        hall = await start_hall(pki, tmp_path)
+        media = JanusMedia(hall.hub, janus.url, tmp_path / "recordings")
+        builtin, hall.hub.media = hall.hub.media, media
+        links: list[RoomMedia] = []
+        try:
+            e, _sup = await drawn(hall, tmp_path, draw=THREE_ROOMS)
+            rooms = sorted((await e.view(P(hall, "supervisor")))["rooms"])
+            assert len(rooms) == 3
+            for room_id in rooms:
+                link = RoomMedia("synthetic", label=room_id)
+
+                async def signal(offer: dict[str, str], room: Any = e.rooms[room_id]) -> Any:
+                    return dict(await e.post(room, "media", "offer", body=offer))
+
+                await link.connect(signal)
+                links.append(link)
+            for link in links:
+                await link.wait_connected()
+            wall = await browsing.open(hall, e.sid, "supervisor", "supervisor")
+            ecard = card(wall, e.sid)
+            for watched in (rooms[-1], rooms[0]):
+                await ecard.get_by_test_id(f"watch-{watched}").click()
+                tile = ecard.get_by_test_id("video-tile")
+                await expect(tile).to_have_attribute("data-state", "playing", timeout=20000)
+                assert await ecard.get_by_test_id("video").evaluate("(v) => v.videoWidth") == 640
+                await expect(ecard.get_by_test_id("video-state")).to_have_text(
+                    f"正在播放 {watched}"
+                )
+            await shot(wall, "12-supervisor-wall-video-janus")
+            # the first room's link was closed by the page: Janus hangs up, the server forgets it
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                watching = [s.watch for s in media._subscriptions.values()]
+                if watching == [rooms[0]]:
+                    break
+                await asyncio.sleep(0.5)
+            assert watching == [rooms[0]]
+            assert browsing.errors == []
+        finally:
+            for link in links:
+                await link.close()
+            await media.close()
+            hall.hub.media = builtin
+            await stop_hall(hall)
+
+
+async def test_room_agent_receives_the_host_feed_through_janus(pki: Pki, tmp_path: Path) -> None:
+    """``bidbridge room run`` at a secondary room, with Janus: its publication's answer says to
+    subscribe, it subscribes (retrying until the lead room is linked) and receives the host
+    feed."""
+    from tests.test_room_cli import bidbridge, write_party
+
+    async with local_janus(tmp_path / "janus") as janus:
+        hall = await start_hall(pki, tmp_path)
+        media = JanusMedia(hall.hub, janus.url, tmp_path / "recordings")
+        builtin, hall.hub.media = hall.hub.media, media
+        lead_link = RoomMedia("synthetic", label="lead")
+        try:
+            e, _sup = await drawn(hall, tmp_path, draw=THREE_ROOMS)
+            view = await e.view(P(hall, "supervisor"))
+            lead = next(r for r, v in view["rooms"].items() if v["role"] == "lead")
+            secondary = sorted(r for r in view["rooms"] if r != lead)[0]
+            key, cert = write_party(tmp_path / "room", "room", e.rooms[secondary])
+            argv = [
+                "room", "run", "--server", hall.url, "--session", e.sid, "--key", key,
+                "--cert", cert, "--source", "synthetic", "--label", secondary, "--seconds", "16",
+            ]  # fmt: skip
+            run = asyncio.create_task(bidbridge(*argv))
+            await asyncio.sleep(4)  # the agent is up before the lead room links: it waits
+
+            async def signal(offer: dict[str, str]) -> Any:
+                return dict(await e.post(e.rooms[lead], "media", "offer", body=offer))
+
+            await lead_link.connect(signal)
+            await lead_link.wait_connected()
+            r = await run
+            assert r.code == 0, r
+            assert "receiving the host feed through the media server" in r.out, r
+            counts = re.findall(r"host feed frames: \{'audio': (\d+), 'video': (\d+)\}", r.out)
+            assert counts and int(counts[-1][1]) > 0 and int(counts[-1][0]) > 0, r.out
+        finally:
+            await lead_link.close()
+            await media.close()
+            hall.hub.media = builtin
             await stop_hall(hall)

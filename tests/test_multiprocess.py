@@ -36,6 +36,7 @@ from tests.servers import (
     check_chain,
     free_port,
     prepare_site,
+    published_session,
     register,
     seal,
     to_opening,
@@ -342,23 +343,7 @@ async def test_database_lost_mid_upload_stores_nothing_and_the_retry_succeeds(
         client = cluster.clients[0]
         p = client.parties
         await register(client)
-        now = await client.now()
-        created = await client.request(
-            "POST",
-            "/api/sessions",
-            p["host"],
-            {
-                "lot_id": "JS-2026-0101/01",
-                "title": "市政道路改造工程 01 标段",
-                "sign_in_opens": iso(now),
-                "deadline": iso(now + timedelta(hours=2)),
-                "decrypt_minutes": 2,
-                "confirm_minutes": 10,
-                "min_bids": 1,
-            },
-        )
-        sid = str(created["session_id"])
-        await client.request("POST", f"/api/sessions/{sid}/publish", p["host"])
+        sid = await published_session(client, timedelta(hours=2))
         envelope = seal(tmp_path, p["a"], "a", 8_000_000, 12_000_000_000).read_bytes()
         await client.login(p["a"])
         half = len(envelope) // 2

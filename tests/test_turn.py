@@ -45,7 +45,11 @@ class LocalTurn:
 
 
 @contextlib.asynccontextmanager
-async def local_turn(work: Path, secret: str = SECRET) -> AsyncIterator[LocalTurn]:
+async def local_turn(
+    work: Path, secret: str = SECRET, *, verbose: bool = False
+) -> AsyncIterator[LocalTurn]:
+    """coturn on loopback with the project's configuration (``verbose``: it logs each session's
+    requests, e.g. ``ALLOCATE processed, success`` under the user name)."""
     binary = shutil.which("turnserver")
     if binary is None:
         if os.environ.get("CI") == "1":
@@ -68,6 +72,7 @@ async def local_turn(work: Path, secret: str = SECRET) -> AsyncIterator[LocalTur
             f"--static-auth-secret={secret}",
             f"--pidfile={work / 'turn.pid'}",
             f"--userdb={work / 'turndb'}",
+            *(["--verbose"] if verbose else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -166,3 +171,39 @@ async def test_turn_route_is_for_media_roles_and_needs_a_configured_relay(
         assert caught.value.status == 401
     finally:
         await stop_hall(hall)
+
+
+async def test_room_agent_allocates_its_relay_with_the_servers_credentials(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """``bidbridge room run`` asks the server for TURN credentials and gathers a relayed
+    candidate on coturn with them (coturn's own log shows the allocation under the room's
+    time-limited username); the link still comes up."""
+    from tests.evaluation import drawn
+    from tests.test_room_cli import bidbridge, write_party
+
+    async with local_turn(tmp_path / "turn", verbose=True) as turn:
+        hall = await start_hall(pki, tmp_path)
+        try:
+            hall.hub.settings.turn_secret = SECRET  # type: ignore[attr-defined]
+            hall.hub.settings.turn_urls = [turn.url]  # type: ignore[attr-defined]
+            e, _sup = await drawn(hall, tmp_path)
+            room_id = sorted(e.rooms)[0]
+            key, cert = write_party(tmp_path / "room", "room", e.rooms[room_id])
+            argv = [
+                "room", "run", "--server", hall.url, "--session", e.sid, "--key", key,
+                "--cert", cert, "--source", "synthetic", "--label", room_id, "--seconds", "6",
+            ]  # fmt: skip
+            r = await bidbridge(*argv)
+            assert r.code == 0, r
+            assert f"TURN relay offered: {turn.url}" in r.out, r
+            assert "audio and video linked" in r.out, r
+            log = (tmp_path / "turn" / "turn.log").read_text(errors="replace")
+            allocations = [
+                line
+                for line in log.splitlines()
+                if f":{room_id}>" in line and "ALLOCATE processed, success" in line
+            ]
+            assert allocations, log[-3000:]
+        finally:
+            await stop_hall(hall)

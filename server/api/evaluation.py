@@ -498,6 +498,9 @@ async def media_offer(ctx: Ctx, body: EV.OfferIn) -> EV.AnswerOut:
         raise E.NotPermitted("this room is not drawn for this evaluation / 本评标室未被抽中")
     if role == "supervisor" and (body.watch is None or body.watch not in state.rooms):
         raise Invalid("watch: a room of this evaluation / watch 须为本评标的评标室")
+    watch_by_subscription = bool(getattr(hub.media, "watch_by_subscription", False))
+    if role == "supervisor" and watch_by_subscription:
+        raise MediaSubscribe()
     offer = {"sdp": body.sdp, "type": body.type}
     peer = ctx.who.party_id
     lead = role == "room" and state.rooms.get(peer, {}).get("role") == "lead"
@@ -505,7 +508,102 @@ async def media_offer(ctx: Ctx, body: EV.OfferIn) -> EV.AnswerOut:
         answer = await _answer(hub, ctx, peer, role, offer, body, state, lead)
     except (ValueError, LookupError) as exc:
         raise Invalid(f"offer: {exc}"[:500]) from None
-    return EV.AnswerOut(sdp=answer["sdp"], type=answer["type"])
+    return EV.AnswerOut(
+        sdp=answer["sdp"], type=answer["type"], watch_by_subscription=watch_by_subscription
+    )
+
+
+MediaSubscribe = E.refusal(
+    "MediaSubscribe",
+    "MEDIA_SUBSCRIBE",
+    409,
+    "本服务器的音视频由媒体服务器发起观看连接：请改用 media/subscribe",
+    "this server's media server offers watched feeds itself: use media/subscribe",
+)
+MediaWatchByOffer = E.refusal(
+    "MediaWatchByOffer",
+    "MEDIA_WATCH_BY_OFFER",
+    409,
+    "本服务器在 media/offer 的连接上发送观看画面，无需订阅",
+    "this server sends watched feeds on the media/offer link: no subscription is needed",
+)
+MediaNotLinked = E.refusal(
+    "MediaNotLinked",
+    "MEDIA_NOT_LINKED",
+    409,
+    "该评标室尚未连线，请稍后重试",
+    "that room is not linked yet: try again shortly",
+)
+
+MediaUnavailable = E.refusal(
+    "MediaUnavailable",
+    "MEDIA_UNAVAILABLE",
+    503,
+    "媒体服务器暂不可用，请稍后重试",
+    "the media server is not available at the moment: try again shortly",
+)
+
+
+@routes.route(
+    "POST",
+    "/api/evaluations/{session_id}/media/subscribe",
+    "WebRTC through a media server (Janus): receive a room's feed; the server offers it. A "
+    "secondary room receives the lead room's (the host feed); a supervisor any room's",
+    body=EV.SubscribeIn,
+    response=EV.SubscriptionOut,
+    roles=("room", "supervisor"),
+    tag="room",
+)
+async def media_subscribe(ctx: Ctx, body: EV.SubscribeIn) -> EV.SubscriptionOut:
+    hub = ctx.hub
+    state: ev.EvaluationState = (await _eval(ctx)).state
+    if hub.media is None:
+        raise E.NotAllowedInState("no media backend on this server / 本服务器未启用音视频")
+    if not getattr(hub.media, "watch_by_subscription", False):
+        raise MediaWatchByOffer()
+    peer = ctx.who.party_id
+    watch = body.watch
+    if ctx.who.role == "room":
+        # a room receives the host feed only, and is not told which room is the lead (views)
+        lead = next((r for r, v in state.rooms.items() if v.get("role") == "lead"), None)
+        if peer not in state.rooms:
+            raise E.NotPermitted("this room is not drawn for this evaluation / 本评标室未被抽中")
+        if watch is not None or lead is None or lead == peer:
+            raise E.NotPermitted(
+                "a secondary room receives only the host feed; leave watch out / "
+                "副场评标室只能接收主场画面，请勿指定 watch"
+            )
+        watch = lead
+    elif watch is None or watch not in state.rooms:
+        raise Invalid("watch: a room of this evaluation / watch 须为本评标的评标室")
+    try:
+        offer = await hub.media.subscribe(ctx.session_id, peer, watch)
+    except LookupError:
+        raise MediaNotLinked() from None
+    except Exception as exc:  # Janus away or refusing: nothing was set up
+        raise MediaUnavailable(str(exc)[:300]) from None
+    return EV.SubscriptionOut(
+        subscription=hub.relay.name(offer["subscription"]), sdp=offer["sdp"], type="offer"
+    )
+
+
+@routes.route(
+    "POST",
+    "/api/evaluations/{session_id}/media/subscriptions/{subscription}/answer",
+    "WebRTC through a media server: the watcher's answer to the offer of media/subscribe (any "
+    "server process takes it and hands it to the one holding the subscription)",
+    body=EV.SubscriptionAnswerIn,
+    response=S.OkOut,
+    roles=("room", "supervisor"),
+    tag="room",
+)
+async def media_subscription_answer(ctx: Ctx, body: EV.SubscriptionAnswerIn) -> S.OkOut:
+    hub = ctx.hub
+    await _eval(ctx)  # the session exists and the caller is admitted
+    answer = {"sdp": body.sdp, "type": body.type}
+    subscription = ctx.request.match_info["subscription"]
+    await hub.relay.answer(subscription, ctx.session_id, ctx.who.party_id, answer)
+    return S.OkOut()
 
 
 async def _answer(

@@ -1566,6 +1566,8 @@ class _Verifier:
         error = p.get("error")
         if error is not None and not isinstance(error, str):
             raise _Problem("error 须为文本或 null", "error must be a string or null")
+        if p.get("backend", "builtin") not in ("builtin", "janus"):
+            raise _Problem("backend 须为 builtin 或 janus", "backend must be builtin or janus")
         if event.actor != "server:server":
             raise _Problem(
                 "录像片段不是由服务器记录的", "the segment was not recorded by the server"

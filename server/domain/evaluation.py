@@ -487,6 +487,9 @@ class RecordSegment(Command):
     started_at: str
     ended_at: str
     error: str | None = None
+    backend: str | None = Field(
+        default=None, pattern=r"^(builtin|janus)$", description="the media backend that recorded it"
+    )
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -1221,7 +1224,7 @@ def _segment(state: EvaluationState, cmd: RecordSegment, now: datetime) -> list[
             "media_segment",
             SERVER,
             ["supervisor"],
-            **cmd.model_dump(exclude={"actor"}),
+            **cmd.model_dump(exclude={"actor"} | ({"backend"} if cmd.backend is None else set())),
         )
     ]
 

@@ -268,13 +268,14 @@ class Subscription:
     owner: str  # the party that asked for it
     media_id: str
     handle: int
+    watch: str  # the room whose feed it carries
 
 
 class JanusMedia:
     """The Janus backend, with the interface of ``LazyMedia`` (``answer``, ``media_id``,
     ``close``) plus the two steps of a subscription (``subscribe``, ``start_subscription``)."""
 
-    subscriber_offers = True
+    watch_by_subscription = True
     """Watching takes Janus's offer (``subscribe``), not the watcher's."""
 
     def __init__(
@@ -301,6 +302,7 @@ class JanusMedia:
         self._by_handle: dict[int, Publisher] = {}
         self._next_index: dict[tuple[str, str], int] = {}
         self._subscriptions: dict[str, Subscription] = {}
+        self._subscription_handles: dict[int, str] = {}  # Janus handle -> subscription id
         self._converting: set[asyncio.Task[None]] = set()
         self._last_converting: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._watch: asyncio.Task[None] | None = None
@@ -514,10 +516,15 @@ class JanusMedia:
             await asyncio.gather(pub.converting, return_exceptions=True)
 
     def _on_event(self, body: dict[str, Any]) -> None:
-        pub = self._by_handle.get(int(body.get("sender", 0) or 0))
+        sender = int(body.get("sender", 0) or 0)
+        kind = body.get("janus")
+        watching = self._subscription_handles.get(sender)
+        if watching is not None and kind in ("hangup", "detached"):  # the watcher went away
+            self._task(self.unsubscribe(watching))
+            return
+        pub = self._by_handle.get(sender)
         if pub is None:
             return
-        kind = body.get("janus")
         data = body.get("plugindata", {}).get("data", {})
         gone = kind in ("hangup", "detached") or (
             kind == "event"
@@ -572,6 +579,7 @@ class JanusMedia:
             started_at=iso(seg.started_at),
             ended_at=iso(seg.ended_at),
             error=error,
+            backend="janus",
         )
         await self.hub.service.execute(session_id, cmd)
         self.segments_recorded += 1
@@ -659,8 +667,13 @@ class JanusMedia:
         if data.get("videoroom") != "attached" or not jsep or jsep.get("type") != "offer":
             await janus.detach(handle)
             raise ValueError(f"Janus did not offer the feed: {data}"[:300])
+        # one link per watcher and room: a watcher that subscribes again replaces its last one
+        for old_id, old in list(self._subscriptions.items()):
+            if (old.owner, old.media_id, old.watch) == (peer_id, mid, watch):
+                await self.unsubscribe(old_id)
         sub_id = secrets.token_urlsafe(12)
-        self._subscriptions[sub_id] = Subscription(peer_id, mid, handle)
+        self._subscriptions[sub_id] = Subscription(peer_id, mid, handle, watch)
+        self._subscription_handles[handle] = sub_id
         return {"sdp": jsep["sdp"], "type": "offer", "subscription": sub_id}
 
     async def start_subscription(
@@ -680,7 +693,10 @@ class JanusMedia:
 
     async def unsubscribe(self, subscription: str) -> None:
         sub = self._subscriptions.pop(subscription, None)
-        if sub is not None and self._janus is not None:
+        if sub is None:
+            return
+        self._subscription_handles.pop(sub.handle, None)
+        if self._janus is not None:
             await self._janus.detach(sub.handle)
 
     # --- shutting down ------------------------------------------------------------------------------

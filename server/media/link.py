@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 class LazyMedia:
     """The built-in aiortc backend (a worker process), started when the first room links up."""
 
+    watch_by_subscription = False
+    """Watched feeds travel on the watcher's own offer/answer link (``answer``)."""
+
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self._backend: BuiltinMedia | None = None
@@ -91,6 +94,7 @@ class LazyMedia:
             started_at=iso(seg.started_at),
             ended_at=iso(seg.ended_at),
             error=error,
+            backend="builtin",
         )
         session_id = self._sessions.get(seg.session_id, seg.session_id)
         try:

@@ -8,8 +8,11 @@
   those 4 s. The same key refuses a second decryption of the same bid on another process.
 - **Presence.** Who is connected (a supervisor must be present; a room device's link is up)
   counts connections across processes: each process keeps its counts in its own Redis hash and
-  a heartbeat key; a party is present while the sum over live processes is above zero. When a
-  process dies, the others notice its heartbeat expire and record the departures it left behind.
+  a heartbeat key (``ALIVE_MS``, renewed every ``HEARTBEAT_SECONDS``), and names itself in a set
+  of instances; a party is present while the sum over the processes not yet reaped is above
+  zero. When a process dies, the others' reapers notice its heartbeat expire, take its counts
+  over and record the departures it left behind, each once. A process that stops with
+  connections still counted leaves its counts for the others to reap at once.
 
 Without Redis (one process, the embedded default) the same interface keeps everything in memory.
 When Redis is unreachable the process falls back to its own view and logs it: the record stays
@@ -37,6 +40,51 @@ SEP = "\x1f"
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
+"""
+
+# Other processes' hashes are named from the instances set, not passed as KEYS: one Redis server,
+# not a cluster. KEYS: the instances set, our hash, our alive key. ARGV: prefix, our instance,
+# field, our count ("": only read), alive ms. Writing our count also marks us alive, so a count
+# written after a Redis restart, before our next heartbeat, cannot be taken for a dead process's.
+_COUNT = """
+local prefix, me, field, mine = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+if mine then
+  redis.call('set', KEYS[3], '1', 'px', ARGV[5])
+  redis.call('sadd', KEYS[1], me)
+  if mine > 0 then redis.call('hset', KEYS[2], field, mine) else redis.call('hdel', KEYS[2], field) end
+end
+local total = 0
+for _, instance in ipairs(redis.call('smembers', KEYS[1])) do
+  if instance ~= me then
+    total = total + tonumber(redis.call('hget', prefix .. ':presence:' .. instance, field) or 0)
+  end
+end
+return total
+"""
+
+# KEYS: the instances set. ARGV: prefix. Takes every dead instance's counts (alive key expired)
+# and returns the fields no live instance counts any more, each once.
+_REAP = """
+local prefix = ARGV[1]
+local taken = {}
+for _, instance in ipairs(redis.call('smembers', KEYS[1])) do
+  if redis.call('exists', prefix .. ':alive:' .. instance) == 0 then
+    local hash = prefix .. ':presence:' .. instance
+    for _, field in ipairs(redis.call('hkeys', hash)) do taken[field] = true end
+    redis.call('del', hash)
+    redis.call('srem', KEYS[1], instance)
+  end
+end
+local live = redis.call('smembers', KEYS[1])
+local gone = {}
+for field in pairs(taken) do
+  local total = 0
+  for _, instance in ipairs(live) do
+    total = total + tonumber(redis.call('hget', prefix .. ':presence:' .. instance, field) or 0)
+  end
+  if total == 0 then table.insert(gone, field) end
+end
+return gone
 """
 
 
@@ -78,8 +126,14 @@ class Coordination:
                 await task
         self._tasks.clear()
         if self._redis is not None:
-            with contextlib.suppress(Exception):  # leave cleanly: nobody needs to reap us
-                await self._redis.delete(self._presence_key(self.instance), self._alive_key())
+            with contextlib.suppress(Exception):
+                if self._presence:  # connections still counted here: the others reap them now
+                    await self._redis.delete(self._alive_key())
+                else:  # leave cleanly: nobody needs to reap us
+                    async with self._redis.pipeline(transaction=True) as pipe:
+                        pipe.delete(self._presence_key(self.instance), self._alive_key())
+                        pipe.srem(self._instances_key(), self.instance)
+                        await pipe.execute()
             with contextlib.suppress(Exception):
                 await self._redis.aclose()
             self._redis = None
@@ -144,6 +198,12 @@ class Coordination:
         return False
 
     # --- presence ------------------------------------------------------------------------
+    #
+    # Every presence operation is one Lua script, so Redis runs them one after another: a
+    # departure is decided once, by the count that took the last connection away or by the reap
+    # that took over the dead process's counts, never by both. A dead process's counts go on
+    # counting until a reap takes them (its heartbeat expired), and the reap that takes them
+    # decides, in the same step, who is now absent everywhere.
 
     def _presence_key(self, instance: str) -> str:
         return f"{PREFIX}:presence:{instance}"
@@ -151,8 +211,11 @@ class Coordination:
     def _alive_key(self, instance: str | None = None) -> str:
         return f"{PREFIX}:alive:{instance or self.instance}"
 
+    def _instances_key(self) -> str:
+        return f"{PREFIX}:instances"
+
     async def joined(self, session_id: str, role: str, party: str) -> int:
-        """Count a connection of ``party``; returns the total over all live processes."""
+        """Count a connection of ``party``; returns the total over all processes not yet reaped."""
         return await self._count(session_id, role, party, +1)
 
     async def left(self, session_id: str, role: str, party: str) -> int:
@@ -167,19 +230,14 @@ class Coordination:
             self._presence.pop(key, None)
         if self._redis is None:
             return mine
-        field = SEP.join(key)
         try:
-            if mine:
-                await self._redis.hset(self._presence_key(self.instance), field, mine)
-            else:
-                await self._redis.hdel(self._presence_key(self.instance), field)
-            return mine + await self._others(field)
+            return mine + await self._others(SEP.join(key), mine)
         except Exception as exc:
             self._fallback("presence", exc)
             return mine
 
     async def total(self, session_id: str, role: str, party: str) -> int:
-        """Connections of ``party`` in ``session_id`` over all live processes."""
+        """Connections of ``party`` in ``session_id`` over all processes not yet reaped."""
         mine = self._presence.get((session_id, role, party), 0)
         if self._redis is None:
             return mine
@@ -189,53 +247,37 @@ class Coordination:
             self._fallback("presence", exc)
             return mine
 
-    async def _live_instances(self) -> tuple[set[str], set[str]]:
-        """(live, dead) instances that hold presence counts."""
-        live: set[str] = set()
-        dead: set[str] = set()
-        async for key in self._redis.scan_iter(match=f"{PREFIX}:presence:*", count=200):
-            instance = key.split(":", 2)[2]
-            if instance == self.instance:
-                continue
-            (live if await self._redis.exists(self._alive_key(instance)) else dead).add(instance)
-        return live, dead
-
-    async def _others(self, field: str) -> int:
-        live, _ = await self._live_instances()
-        total = 0
-        for instance in live:
-            value = await self._redis.hget(self._presence_key(instance), field)
-            total += int(value or 0)
-        return total
+    async def _others(self, field: str, write: int | None = None) -> int:
+        """The other processes' counts of ``field``, after writing ours (``write``) if given."""
+        keys = (self._instances_key(), self._presence_key(self.instance), self._alive_key())
+        args = (PREFIX, self.instance, field, "" if write is None else write, ALIVE_MS)
+        return int(await self._redis.eval(_COUNT, len(keys), *keys, *args))
 
     async def reap(self) -> list[tuple[str, str, str]]:
         """Take over the counts of dead processes; returns the parties now absent everywhere."""
         if self._redis is None:
             return []
-        gone: list[tuple[str, str, str]] = []
         try:
-            _, dead = await self._live_instances()
-            for instance in dead:
-                taken = f"{PREFIX}:reaping:{self.instance}:{instance}"
-                try:
-                    await self._redis.rename(self._presence_key(instance), taken)
-                except Exception:
-                    continue  # another process reaped it first
-                fields = await self._redis.hgetall(taken)
-                await self._redis.delete(taken)
-                for field in fields:
-                    session_id, role, party = field.split(SEP, 2)
-                    if await self.total(session_id, role, party) == 0:
-                        gone.append((session_id, role, party))
+            fields = await self._redis.eval(_REAP, 1, self._instances_key(), PREFIX)
         except Exception as exc:
             self._fallback("presence reaping", exc)
+            return []
+        gone: list[tuple[str, str, str]] = []
+        for field in sorted(fields):
+            session_id, role, party = field.split(SEP, 2)
+            # Our own hash may lag behind (Redis restarted since our last heartbeat).
+            if not self._presence.get((session_id, role, party)):
+                gone.append((session_id, role, party))
         return gone
 
     async def _beat(self) -> None:
-        await self._redis.set(self._alive_key(), "1", px=ALIVE_MS)
-        if self._presence:  # a Redis restart loses the hash: put this process's counts back
-            mapping = {SEP.join(k): v for k, v in self._presence.items()}
-            await self._redis.hset(self._presence_key(self.instance), mapping=mapping)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._alive_key(), "1", px=ALIVE_MS)
+            pipe.sadd(self._instances_key(), self.instance)
+            if self._presence:  # a Redis restart loses the hash: put this process's counts back
+                mapping = {SEP.join(k): v for k, v in self._presence.items()}
+                pipe.hset(self._presence_key(self.instance), mapping=mapping)
+            await pipe.execute()
 
     async def _heartbeat(self) -> None:
         while True:

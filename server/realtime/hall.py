@@ -1,16 +1,21 @@
 """The hall namespace (socket.io): token auth, replay by ``seq``, live events filtered by role.
 
-A client connects with ``{"token", "session_id", "last_seq"}``. It joins the rooms of its
-audience tags first and replays from the log second, so nothing committed in between is missed;
-the client drops duplicates by ``seq``. Every event carries the session's ``seq``.
+A client connects with ``{"token", "session_id", "last_seq"}`` (and ``"batch": true`` if it
+takes a commit's live events as one ``events`` list; see ``Hall.publish``). It joins the rooms of
+its audience tags first and replays from the log second, so nothing committed in between is
+missed; the client drops duplicates by ``seq``. Every event carries the session's ``seq``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 from typing import Any
 
 import socketio
+from engineio import packet as eio_packet
+from socketio import packet
 
 from crypto.errors import BidBridgeError
 from schemas.events import EventRecord
@@ -41,8 +46,21 @@ def refuse(code: str, zh: str, en: str) -> socketio.exceptions.ConnectionRefused
     return exc
 
 
+FREEZE_AFTER_JOINS = 200
+"""Connections joined since the hall last froze the heap that make it freeze again, once settled."""
+FREEZE_QUIET_SECONDS = 1.0
+"""How long no connection must join before the hall counts a burst as settled."""
+
 PRESENCE_ROLES = (*op.STAFF_ROLES, "room")
 """Whose presence is recorded: staff (a supervisor must be present) and room devices (links)."""
+
+
+def freeze_heap() -> None:
+    """Move the long-lived objects (connections, sessions) out of the collector's way: collect
+    the young garbage only (a full pass is the stall this avoids), then freeze the rest. Used by
+    the periodic freezer (server/app.py) and once a burst of connections has settled."""
+    gc.collect(1)
+    gc.freeze()
 
 
 class Hall(socketio.AsyncNamespace):
@@ -53,11 +71,80 @@ class Hall(socketio.AsyncNamespace):
         self.clock = clock
         self.on_presence: Any = None  # async (session_id, principal, joined: bool) -> None
         self.fanout: Any = None  # server.realtime.fanout.Fanout: live events after the replay
+        self.batched: set[str] = set()  # connections that take a commit's events as one list
+        self._joined = 0  # connections joined since the hall last froze the heap
+        self._freeze_timer: asyncio.TimerHandle | None = None
 
     async def publish(self, session_id: str, records: list[EventRecord]) -> None:
-        for r in records:
+        """Send ``records`` (in ``seq`` order) to this process's connections in their audience.
+
+        A connection gets each of its events as one ``event`` message, or, if it asked for
+        batches (``"batch": true`` in its connect payload) and is shown more than one of them,
+        all of them in one ``events`` message (a list in ``seq`` order): one frame for a commit
+        and its signed checkpoint instead of two.
+
+        Each distinct message is encoded once, and each connection is handed all of its
+        messages in one go, in order, with no task per recipient and no yield in between, so
+        its writer wakes once per publish. With thousands of connections the per-recipient task,
+        writer wake-up and frame were most of the server's cost (scripts/bench_cluster.py).
+        """
+        server = self.server
+        if server is None or not records:
+            return
+        # No collection in the middle: each would walk the young (and large) outbox again, every
+        # 700 allocations. What the loop leaves behind is collected once, right after it.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            await self._send(session_id, records, server)
+        finally:
+            if collecting:
+                gc.enable()
+
+    async def _send(self, session_id: str, records: list[EventRecord], server: Any) -> None:
+        # eio_sid -> (sid, indices into records); dicts keep the order recipients were met in.
+        outbox: dict[str, tuple[str, list[int]]] = {}
+        for i, r in enumerate(records):
             rooms = [room(session_id, tag) for tag in r.audience]
-            await self.emit("event", r.model_dump(), to=rooms)
+            for sid, eio_sid in server.manager.get_participants(NAMESPACE, rooms):
+                entry = outbox.get(eio_sid)
+                if entry is None:
+                    outbox[eio_sid] = (sid, [i])
+                else:
+                    entry[1].append(i)
+        if not outbox:
+            return
+        dumped = [r.model_dump() for r in records]
+        encoded: dict[tuple[str, tuple[int, ...]], list[Any]] = {}
+
+        def message(name: str, shown: tuple[int, ...]) -> list[Any]:
+            parts = encoded.get((name, shown))
+            if parts is None:
+                data = dumped[shown[0]] if name == "event" else [dumped[i] for i in shown]
+                out = server.packet_class(
+                    packet.EVENT, namespace=NAMESPACE, data=[name, data]
+                ).encode()
+                # One engine.io packet for every recipient, as python-socketio's own broadcast
+                # does: it caches its encoding, so the frame text is built once too.
+                parts = encoded[(name, shown)] = [
+                    eio_packet.Packet(eio_packet.MESSAGE, data=part)
+                    for part in (out if isinstance(out, list) else [out])
+                ]
+            return parts
+
+        batched = self.batched
+        for eio_sid, (sid, shown) in outbox.items():
+            if len(shown) > 1 and sid in batched:
+                queued = message("events", tuple(shown))
+            elif len(shown) == 1:
+                queued = message("event", (shown[0],))
+            else:
+                queued = [part for i in shown for part in message("event", (i,))]
+            try:
+                for part in queued:
+                    await server.eio.send_packet(eio_sid, part)
+            except Exception as exc:  # one connection going away must not hold up the others
+                log.debug("hall: not sent to %s (%s)", eio_sid, exc)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         if not isinstance(auth, dict):
@@ -82,6 +169,8 @@ class Hall(socketio.AsyncNamespace):
         else:
             tags = op.viewer_tags(p.role, p.party_id)
         await self.save_session(sid, {"principal": p, "session_id": session_id, "tags": tags})
+        if auth.get("batch") is True:
+            self.batched.add(sid)
         for tag in ("all", *tags):
             await self.enter_room(sid, room(session_id, tag))
         if self.fanout is not None:
@@ -90,6 +179,29 @@ class Hall(socketio.AsyncNamespace):
         await self._replay(sid, session_id, tags, last_seq)
         if self.on_presence is not None and p.role in PRESENCE_ROLES:
             await self.on_presence(session_id, p, True)
+        self._joined_one()
+
+    def _joined_one(self) -> None:
+        """A connection joined: once a burst of them has settled, freeze the heap.
+
+        Each connection leaves thousands of long-lived objects. Until they are frozen, every full
+        collection walks them all (with 2,500 connections in a process: 150-350 ms with nothing
+        delivered), and a burst of deliveries allocates enough to start one or two. The periodic
+        freezer (server/app.py, every 30 s) catches them in time; a hall that has just filled up
+        for an opening should not wait for it (scripts/bench_cluster.py).
+        """
+        self._joined += 1
+        if self._joined < FREEZE_AFTER_JOINS:
+            return
+        if self._freeze_timer is not None:
+            self._freeze_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._freeze_timer = loop.call_later(FREEZE_QUIET_SECONDS, self._freeze)
+
+    def _freeze(self) -> None:
+        self._freeze_timer = None
+        self._joined = 0
+        freeze_heap()
 
     async def _replay(self, sid: str, session_id: str, tags: frozenset[str], after: int) -> None:
         while True:
@@ -103,6 +215,7 @@ class Hall(socketio.AsyncNamespace):
         await self.emit("replayed", {"seq": after if not page else page[-1].seq}, to=sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.batched.discard(sid)
         try:
             data = await self.get_session(sid)
         except KeyError:

@@ -850,7 +850,12 @@ export class Follower {
       // Called before every (re)connection: the server replays after the cursor, then "replayed".
       auth: (cb) => {
         this.replaying = true;
-        cb({ token: bearer || this.token, session_id: this.sessionId, last_seq: this.cursor });
+        cb({
+          token: bearer || this.token,
+          session_id: this.sessionId,
+          last_seq: this.cursor,
+          batch: true, // a commit's live events come as one "events" list: one frame, not one each
+        });
       },
       transports: ["websocket", "polling"],
       reconnectionDelay: 500,
@@ -877,6 +882,9 @@ export class Follower {
     });
     socket.on("time", (data) => this.setServerTime(data && data.now, Date.now(), Date.now()));
     socket.on("event", (ev) => this.receive(ev));
+    socket.on("events", (list) => {
+      if (Array.isArray(list)) list.forEach((ev) => this.receive(ev));
+    });
     socket.on("replayed", (data) => {
       const seq = Number(data && data.seq) || 0;
       this.cursor = Math.max(this.cursor, seq);

@@ -121,6 +121,7 @@ class SessionBox {
     this.refetch = null;
     this.pending = false;
     this.video = { pc: null, room: null, state: "idle", why: "" };
+    this.bySubscription = false; // the server's media server (Janus) offers watched feeds
     this.follower = new Follower({
       token: currentToken(),
       sessionId: this.sid,
@@ -541,15 +542,22 @@ class SessionBox {
     }
   }
 
-  /** Watch one room: a receive-only WebRTC link to the lead site's supervisor media route. */
+  /** Watch one room: a receive-only WebRTC link. With the built-in media backend the page
+   * offers and the lead site answers (media/offer); with a media server (Janus) the server
+   * offers and the page answers (media/subscribe, then the subscription's answer). The server
+   * says which by refusing the first with MEDIA_SUBSCRIBE; the page remembers it. */
   async watch(room) {
+    let iceServers = [];
+    try {
+      iceServers = await turnServers();
+    } catch (err) {
+      showError(this.errorEl, err); // watch without the relay: loopback and LANs still work
+    }
     this.stopVideo(false);
-    const pc = new RTCPeerConnection();
+    const pc = new RTCPeerConnection({ iceServers });
     this.video = { pc, room, state: "connecting", why: "" };
     this.renderRooms(this.snapshot.view);
     const stream = new MediaStream();
-    pc.addTransceiver("video", { direction: "recvonly" });
-    pc.addTransceiver("audio", { direction: "recvonly" });
     pc.addEventListener("track", (e) => {
       stream.addTrack(e.track);
       this.videoEl.srcObject = stream;
@@ -559,19 +567,47 @@ class SessionBox {
       if (this.video.pc === pc && pc.connectionState === "failed") this.videoFailed(pc, "ICE");
     });
     try {
-      await pc.setLocalDescription(await pc.createOffer());
-      await iceGathered(pc);
-      const answer = await api("POST", kindPath("evaluation", this.sid, "/media/offer"), {
-        sdp: pc.localDescription.sdp,
-        type: "offer",
-        watch: room,
-      });
-      if (this.video.pc !== pc) return;
-      await pc.setRemoteDescription(answer);
+      if (this.bySubscription) await this.answerOffer(pc, room);
+      else await this.offerTo(pc, room);
     } catch (err) {
+      if (err && err.code === "MEDIA_SUBSCRIBE" && !this.bySubscription) {
+        this.bySubscription = true;
+        if (this.video.pc === pc) await this.watch(room);
+        return;
+      }
       if (err && err.code) showError(this.errorEl, err);
       this.videoFailed(pc, (err && err.code) || String(err));
     }
+  }
+
+  async offerTo(pc, room) {
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGathered(pc);
+    const answer = await api("POST", kindPath("evaluation", this.sid, "/media/offer"), {
+      sdp: pc.localDescription.sdp,
+      type: "offer",
+      watch: room,
+    });
+    if (this.video.pc !== pc) return;
+    await pc.setRemoteDescription(answer);
+  }
+
+  async answerOffer(pc, room) {
+    const offer = await api("POST", kindPath("evaluation", this.sid, "/media/subscribe"), {
+      watch: room,
+    });
+    if (this.video.pc !== pc) return;
+    await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    await iceGathered(pc);
+    if (this.video.pc !== pc) return;
+    const sub = encodeURIComponent(offer.subscription);
+    await api("POST", kindPath("evaluation", this.sid, `/media/subscriptions/${sub}/answer`), {
+      sdp: pc.localDescription.sdp,
+      type: "answer",
+    });
   }
 
   videoPlaying() {
@@ -594,6 +630,24 @@ class SessionBox {
     if (this.videoEl) this.videoEl.srcObject = null;
     if (render && this.snapshot) this.renderRooms(this.snapshot.view);
   }
+}
+
+/** The server's TURN relay with time-limited credentials (none if it has no relay), asked
+ * again once the credentials are past half their life. */
+let turn = { servers: null, until: 0 };
+async function turnServers() {
+  if (turn.servers && Date.now() < turn.until) return turn.servers;
+  try {
+    const t = await api("GET", "/api/media/turn");
+    turn = {
+      servers: [{ urls: t.urls, username: t.username, credential: t.credential }],
+      until: Date.now() + (t.ttl * 1000) / 2,
+    };
+  } catch (err) {
+    if (!err || err.code !== "TURN_NOT_CONFIGURED") throw err;
+    turn = { servers: [], until: Date.now() + 10 * 60 * 1000 };
+  }
+  return turn.servers;
 }
 
 /** The offer goes out whole (the server does not take trickled candidates). */
