@@ -96,6 +96,33 @@ def summary_for(code: str, **overrides: object) -> dict[str, object]:
     return summary
 
 
+def pdf_document(text: str = "bid") -> bytes:
+    """A small but well-formed one-page PDF (what a bidder's document looks like to a viewer).
+
+    Chromium's viewer takes the keyboard focus when it shows a file it cannot read, so page
+    tests that type into a form after opening a document need a readable one.
+    """
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode("ascii")
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.7\n")
+    offsets = []
+    for n, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (n, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
 def make_package(
     folder: Path,
     code: str = CODE_A,
@@ -107,7 +134,7 @@ def make_package(
     if summary != "absent":
         data = summary if isinstance(summary, dict) else summary_for(code)
         (folder / "summary.json").write_text(json.dumps(data, ensure_ascii=False))
-    for name, content in (documents or {"商务标.pdf": b"%PDF-1.7 bid\n" * 300}).items():
+    for name, content in (documents or {"商务标.pdf": pdf_document()}).items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(content)
     return folder

@@ -15,7 +15,7 @@ import pytest_asyncio
 from room_client.agent import Credentials
 from room_client.evaluation import EvalClient, ExpertDesk
 from server.auth import Principal
-from tests.conftest import CODE_A, CODE_B, CODE_C, Pki
+from tests.conftest import CODE_A, CODE_B, CODE_C, Pki, pdf_document
 from tests.evaluation import Eval, drawn
 from tests.hall import Hall, Party, start_hall, stop_hall
 from tests.test_hall_api import P
@@ -131,7 +131,7 @@ async def test_members_see_the_bids_documents_only_once_the_evaluation_has_start
     status, headers, body = await raw_get(hall, document_path(e, CODE_A, "商务标.pdf"), member)
     assert status == 200
     assert hashlib.sha256(body).hexdigest() == pdf["sha256"] == headers["X-Document-SHA256"]
-    assert body.startswith(b"%PDF-1.7 bid")
+    assert body == pdf_document()
     assert headers["Content-Type"] == "application/pdf"
     assert headers["Content-Disposition"].startswith("inline;")
     assert headers["X-Content-Type-Options"] == "nosniff"
