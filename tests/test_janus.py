@@ -462,7 +462,9 @@ async def test_supervisor_wall_watches_rooms_through_janus(
 async def test_room_agent_receives_the_host_feed_through_janus(pki: Pki, tmp_path: Path) -> None:
     """``bidbridge room run`` at a secondary room, with Janus: its publication's answer says to
     subscribe, it subscribes (retrying until the lead room is linked) and receives the host
-    feed."""
+    feed. When the lead room's link drops, the server ends the subscriptions to it (Janus would
+    keep them up without media); the agent sees its link close, subscribes again and receives
+    the lead room's next link."""
     from tests.test_room_cli import bidbridge, write_party
 
     async with local_janus(tmp_path / "janus") as janus:
@@ -478,7 +480,7 @@ async def test_room_agent_receives_the_host_feed_through_janus(pki: Pki, tmp_pat
             key, cert = write_party(tmp_path / "room", "room", e.rooms[secondary])
             argv = [
                 "room", "run", "--server", hall.url, "--session", e.sid, "--key", key,
-                "--cert", cert, "--source", "synthetic", "--label", secondary, "--seconds", "16",
+                "--cert", cert, "--source", "synthetic", "--label", secondary, "--seconds", "40",
             ]  # fmt: skip
             run = asyncio.create_task(bidbridge(*argv))
             await asyncio.sleep(4)  # the agent is up before the lead room links: it waits
@@ -488,10 +490,30 @@ async def test_room_agent_receives_the_host_feed_through_janus(pki: Pki, tmp_pat
 
             await lead_link.connect(signal)
             await lead_link.wait_connected()
+
+            def watching_lead() -> list[str]:
+                return [s.owner for s in media._subscriptions.values() if s.watch == lead]
+
+            deadline = time.monotonic() + 20
+            while not watching_lead() and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            assert watching_lead() == [secondary]
+            await asyncio.sleep(6)  # the host feed flows for a while
+            await lead_link.close()  # the lead room's link drops ...
+            deadline = time.monotonic() + 15
+            while watching_lead() and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            assert watching_lead() == []  # ... and so does every subscription to it
+            await asyncio.sleep(3)
+            lead_link = RoomMedia("synthetic", label="lead")  # ... then it links again
+            await lead_link.connect(signal)
+            await lead_link.wait_connected()
             r = await run
             assert r.code == 0, r
-            assert "receiving the host feed through the media server" in r.out, r
-            counts = re.findall(r"host feed frames: \{'audio': (\d+), 'video': (\d+)\}", r.out)
+            marker = "receiving the host feed through the media server"
+            assert r.out.count(marker) == 2, r.out  # once per link of the lead room
+            after = r.out.rsplit(marker, 1)[1]
+            counts = re.findall(r"host feed frames: \{'audio': (\d+), 'video': (\d+)\}", after)
             assert counts and int(counts[-1][1]) > 0 and int(counts[-1][0]) > 0, r.out
         finally:
             await lead_link.close()

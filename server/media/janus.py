@@ -509,6 +509,12 @@ class JanusMedia:
                     del self._publishers[(pub.media_id, pub.room_id)]
                 if janus is not None:
                     await janus.detach(pub.handle)
+                # Janus keeps a watcher's link up, without media, when the feed it carries
+                # goes away; ending it here lets the watcher see the link close and subscribe
+                # again to the room's next link.
+                for sub_id, sub in list(self._subscriptions.items()):
+                    if (sub.media_id, sub.watch) == (pub.media_id, pub.room_id):
+                        await self.unsubscribe(sub_id)
         if pub.rotating is not None:
             pub.rotating.cancel()
             await asyncio.gather(pub.rotating, return_exceptions=True)
