@@ -411,7 +411,8 @@ async def test_supervisor_wall_watches_rooms_through_janus(
 ) -> None:
     """The supervisor wall in Chromium with Janus as the media backend: its own offer is refused
     with MEDIA_SUBSCRIBE, it switches to answering Janus's offer, the room's video plays; when
-    the supervisor switches rooms, the old link ends in Janus too."""
+    the supervisor switches rooms, the old link ends in Janus too; when the watched room's link
+    ends, the page shows the video link as failed."""
     async with local_janus(tmp_path / "janus") as janus:
         hall = await start_hall(pki, tmp_path)
         media = JanusMedia(hall.hub, janus.url, tmp_path / "recordings")
@@ -450,6 +451,13 @@ async def test_supervisor_wall_watches_rooms_through_janus(
                     break
                 await asyncio.sleep(0.5)
             assert watching == [rooms[0]]
+            # the watched room's own link ends: the server ends the subscription, and the page
+            # says the video link failed once the browser notices (its ICE checks go unanswered)
+            await links[0].close()
+            await expect(ecard.get_by_test_id("video-tile")).to_have_attribute(
+                "data-state", "failed", timeout=45000
+            )
+            assert [s.watch for s in media._subscriptions.values()] == []
             assert browsing.errors == []
         finally:
             for link in links:
