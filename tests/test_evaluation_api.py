@@ -129,9 +129,10 @@ async def test_eval_rule_02_identities_hidden_from_host_until_sign_in(
     assert "members" not in host_view and host_view["committee_size"] == 5
     for mid, m in committee.items():
         assert mid not in host_events and m["room_id"] not in host_events
-    # two randoms: the secondary room was drawn too, and its city is not the lead's
+    # two randoms: the secondary room was drawn too, and its city is not the lead's. The draw
+    # may seat every member outside the lead city, so the lead room need not hold one.
     rooms = {m["room_id"] for m in committee.values()}
-    assert "NJ-01" in rooms and len(rooms) == 2
+    assert len(rooms - {"NJ-01"}) == 1  # one secondary site (draw.secondary_sites)
     outside = [m for m in committee.values() if m["room_id"] != "NJ-01"]
     assert len(outside) >= 2  # region spread: at least two of five from outside the lead city
     first = sorted(committee)[0]
