@@ -492,15 +492,20 @@ class Postgres:
         self.proc = subprocess.Popen(self._as_postgres(argv), stdout=log, stderr=subprocess.STDOUT)
         _wait_port(self.port, 30, "postgres", self.proc)
 
+    def signal(self, sig: int) -> None:
+        """Signal the postmaster itself (runuser does not pass signals on): SIGTERM is a smart
+        shutdown (new connections refused, open sessions carry on), SIGQUIT an immediate one."""
+        assert self.proc is not None
+        pid_file = self.folder / "pgdata" / "postmaster.pid"
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), sig)
+        except (OSError, ValueError, IndexError):
+            self.proc.send_signal(sig)
+
     def stop(self) -> None:
         """Immediate shutdown: every connection is cut, like a crash of the database."""
         if self.proc is not None and self.proc.poll() is None:
-            # The postmaster itself (runuser does not pass the signal on).
-            pid_file = self.folder / "pgdata" / "postmaster.pid"
-            try:
-                os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
-            except (OSError, ValueError, IndexError):
-                self.proc.send_signal(signal.SIGQUIT)
+            self.signal(signal.SIGQUIT)
             self.proc.wait(30)
 
     def remove(self) -> None:

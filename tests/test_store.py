@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -33,6 +35,7 @@ from server.store import (
 )
 from server.store.db import database_url
 from server.store.models import Base, Event
+from tests.servers import Postgres
 
 T0 = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
 SHANGHAI = timezone(timedelta(hours=8))
@@ -161,6 +164,41 @@ async def test_lost_database_is_store_unavailable(tmp_path: Path) -> None:
             await cut_off.consume_challenge("n1", T0)
     finally:
         await cut_off.close()
+
+
+async def test_database_shutting_down_is_store_unavailable(tmp_path: Path) -> None:
+    """A PostgreSQL of the test's own in a smart shutdown refuses new connections ("the
+    database system is shutting down") while an open session keeps it up. A store that needs a
+    new connection then answers STORE_UNAVAILABLE, not an internal error (SQLAlchemy reports
+    that refusal as a plain DBAPIError)."""
+    pg = Postgres(tmp_path / "pg")
+    pg.init()
+    pg.start()
+    try:
+        await (await open_store(pg.url, tmp_path / "data")).close()  # the tables exist
+        holder = await asyncpg.connect(pg.url)  # keeps the smart shutdown waiting
+        try:
+            pg.signal(signal.SIGTERM)
+            for _ in range(100):
+                try:
+                    await (await asyncpg.connect(pg.url)).close()
+                except asyncpg.CannotConnectNowError:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("PostgreSQL kept accepting connections after a smart shutdown")
+            engine = create_async_engine(database_url(pg.url, tmp_path), pool_pre_ping=True)
+            store = Store(engine, BlobStore(tmp_path / "blobs"))
+            try:
+                with pytest.raises(StoreUnavailable) as caught:
+                    await store.get_company("91350100M000100Y48")
+                assert "shutting down" in str(caught.value)
+            finally:
+                await store.close()
+        finally:
+            await holder.close()
+    finally:
+        pg.remove()
 
 
 # --- registry --------------------------------------------------------------------------------

@@ -106,13 +106,20 @@ def _is_unavailable(exc: BaseException) -> bool:
         import asyncpg
     except ImportError:  # pragma: no cover - asyncpg is a dependency
         return False
-    return isinstance(
+    if isinstance(
         exc,
         asyncpg.PostgresConnectionError
         | asyncpg.InterfaceError
-        | asyncpg.CannotConnectNowError
+        | asyncpg.CannotConnectNowError  # starting up, or shutting down
+        | asyncpg.AdminShutdownError
+        | asyncpg.CrashShutdownError
         | asyncpg.TooManyConnectionsError,
-    )
+    ):
+        return True
+    # SQLAlchemy's asyncpg adapter wraps the driver's error in a DB-API error of its own
+    # (``exc.orig``) raised from it: the driver's error is that one's cause.
+    cause = exc.__cause__
+    return cause is not None and cause is not exc and _is_unavailable(cause)
 
 
 # --- rows ------------------------------------------------------------------------------------
