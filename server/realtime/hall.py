@@ -92,7 +92,7 @@ class Hall(socketio.AsyncNamespace):
         if server is None or not records:
             return
         # No collection in the middle: each would walk the young (and large) outbox again, every
-        # 700 allocations. What the loop leaves behind is collected once, right after it.
+        # 700 allocations. What the loop leaves behind goes to the first collection after it.
         collecting = gc.isenabled()
         gc.disable()
         try:
@@ -171,14 +171,18 @@ class Hall(socketio.AsyncNamespace):
         await self.save_session(sid, {"principal": p, "session_id": session_id, "tags": tags})
         if auth.get("batch") is True:
             self.batched.add(sid)
-        for tag in ("all", *tags):
-            await self.enter_room(sid, room(session_id, tag))
-        if self.fanout is not None:
-            await self.fanout.watch(session_id)
-        await self.emit("time", {"now": self.clock.now().isoformat()}, to=sid)
-        await self._replay(sid, session_id, tags, last_seq)
-        if self.on_presence is not None and p.role in PRESENCE_ROLES:
-            await self.on_presence(session_id, p, True)
+        try:
+            for tag in ("all", *tags):
+                await self.enter_room(sid, room(session_id, tag))
+            if self.fanout is not None:
+                await self.fanout.watch(session_id)
+            await self.emit("time", {"now": self.clock.now().isoformat()}, to=sid)
+            await self._replay(sid, session_id, tags, last_seq)
+            if self.on_presence is not None and p.role in PRESENCE_ROLES:
+                await self.on_presence(session_id, p, True)
+        except BaseException:
+            self.batched.discard(sid)  # a connection that never joined gets no disconnect
+            raise
         self._joined_one()
 
     def _joined_one(self) -> None:
