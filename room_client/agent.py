@@ -361,6 +361,11 @@ class HallClient:
         self.timeout = timeout
         self.token: str | None = None
         self.token_expires_at: datetime | None = None
+        # The token's life on this machine's monotonic clock (from the server's ``expires_in``):
+        # the server's clock may be skewed or, in the demo, run fast.
+        self._token_got: float | None = None
+        self._token_life: float | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self.role: str | None = None
         self.party_id: str | None = None
         self.name: str | None = None
@@ -374,6 +379,7 @@ class HallClient:
         await self.close()
 
     async def close(self) -> None:
+        await self.stop_keeping_token()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -396,10 +402,62 @@ class HallClient:
 
     # -- authentication --
 
+    def set_token(self, token: str, expires_at: datetime, expires_in: float | None) -> None:
+        """Keep a token the server issued; ``expires_in`` is its life in real seconds."""
+        self.token, self.token_expires_at = token, expires_at
+        self._token_got = time.monotonic() if expires_in is not None else None
+        self._token_life = expires_in
+
+    def token_left(self) -> float | None:
+        """Real seconds the token has left, by this machine's monotonic clock (None: unknown)."""
+        if self._token_got is None or self._token_life is None:
+            return None
+        return self._token_got + self._token_life - time.monotonic()
+
     def token_fresh(self, margin: timedelta = timedelta(seconds=30)) -> bool:
         if self.token is None:
             return False
+        left = self.token_left()
+        if left is not None:
+            assert self._token_life is not None
+            # A short-lived token (the demo's fast clock) keeps a quarter of its life as margin.
+            return left > min(margin.total_seconds(), self._token_life / 4)
         return self.token_expires_at is None or utc_now() + margin < self.token_expires_at
+
+    async def refresh_token(self) -> None:
+        """Trade the token for a fresh one (``POST /api/auth/refresh``) before it runs out."""
+        out = S.RefreshOut.model_validate(await self.call("POST", "/api/auth/refresh"))
+        self.set_token(out.token, parse_iso(out.expires_at), out.expires_in)
+
+    def keep_token_alive(self) -> None:
+        """Renew the token in the background, a third into its life each time, until
+        :meth:`close`: a party that waits longer than a token lasts between two actions (an
+        expert reading bids for an hour) is never told to sign in again. A renewal that fails
+        on the network is retried; one that the server refuses ends the keeping (the next call
+        then logs in again, or says why it cannot)."""
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.create_task(self._keep_alive())
+
+    async def stop_keeping_token(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
+
+    async def _keep_alive(self) -> None:
+        while self.token is not None:
+            left, life = self.token_left(), self._token_life
+            if left is None or life is None:
+                return  # a server that does not say how long its tokens last
+            await asyncio.sleep(max(0.0, left - life * 2 / 3))
+            try:
+                await self.refresh_token()
+            except AgentError as exc:
+                if exc.code != "SERVER_UNREACHABLE":
+                    log.info("token renewal refused (%s): keeping stops", exc.code)
+                    return
+                await asyncio.sleep(min(5.0, life / 10))
 
     async def login(self) -> dict[str, Any]:
         """CA login: sign the server's challenge document; keep the bearer token."""
@@ -422,8 +480,7 @@ class HallClient:
                     auth=False,
                 )
             )
-            self.token = out.token
-            self.token_expires_at = out.expires_at
+            self.set_token(out.token, out.expires_at, out.expires_in)
             self.role, self.party_id, self.name = out.role, out.party_id, out.name
             return out.model_dump(mode="json")
 

@@ -148,23 +148,31 @@ class EvalClient(HallClient):
         self, session_id: str, expert_id: str, expert: Credentials
     ) -> ExpertClient:
         """Sign ``expert_id`` in at this room with the expert's own key; returns their client."""
+        out = await self.expert_token(session_id, expert_id, expert)
+        client = ExpertClient(self.base_url, expert, room=self, ssl_context=self.ssl_context)
+        client.set_token(out.token, out.expires_at, out.expires_in)
+        client.role, client.party_id, client.name = "expert", out.expert_id, out.name
+        client.session_id = session_id
+        # The room device keeps its signed-in experts' tokens alive while the room is active.
+        client.keep_token_alive()
+        return client
+
+    async def expert_token(
+        self, session_id: str, expert_id: str, expert: Credentials
+    ) -> EV.ExpertSignInOut:
+        """The sign-in itself: the expert's key signs the server's challenge for this room."""
         await self.ensure_login()
         challenge = S.ChallengeOut.model_validate(
             await self.call("POST", "/api/auth/challenge", auth=False)
         )
-        server_id = challenge.server
         doc = EV.sign_in_document(
-            server_id, session_id, self.party_id or "", expert_id, challenge.nonce
+            challenge.server, session_id, self.party_id or "", expert_id, challenge.nonce
         )
         signature = await asyncio.to_thread(expert.sign, doc, utc_now())
         body = EV.ExpertSignInIn(expert_id=expert_id, nonce=challenge.nonce, signature=signature)
-        out = EV.ExpertSignInOut.model_validate(
+        return EV.ExpertSignInOut.model_validate(
             await self._epost(session_id, "sign-in", body=body.model_dump())
         )
-        client = ExpertClient(self.base_url, expert, room=self, ssl_context=self.ssl_context)
-        client.token, client.token_expires_at = out.token, out.expires_at
-        client.role, client.party_id, client.name = "expert", out.expert_id, out.name
-        return client
 
     async def no_key(self, session_id: str, expert_id: str) -> dict[str, Any]:
         return await self._epost(session_id, "members", expert_id, "no-key")
@@ -176,13 +184,24 @@ class ExpertClient(HallClient):
     def __init__(self, base_url: str, credentials: Credentials, *, room: EvalClient, **kw: Any):
         super().__init__(base_url, credentials, **kw)
         self.room = room
+        self.session_id: str | None = None
 
     async def login(self) -> dict[str, Any]:
-        raise AgentError(
-            "TOKEN_INVALID",
-            "专家登录已过期，请在评标室重新签到",
-            "the expert's session expired: sign in again at the room",
-        )
+        """A lapsed token (the room device was off the network longer than a token lasts):
+        with the expert's key still at the room device, sign in again there. The server
+        answers a signed-in member at the same room with the same key with a new token and
+        no new event. Without the key, the expert must sign in again in person."""
+        if self.credentials is None or self.session_id is None or self.party_id is None:
+            raise AgentError(
+                "TOKEN_INVALID",
+                "专家登录已过期，请在评标室重新签到",
+                "the expert's session expired: sign in again at the room",
+            )
+        async with self._login_lock:
+            out = await self.room.expert_token(self.session_id, self.party_id, self.credentials)
+            self.set_token(out.token, out.expires_at, out.expires_in)
+        self.keep_token_alive()
+        return out.model_dump(mode="json")
 
     def _sign(self, document: bytes) -> str:
         assert self.credentials is not None

@@ -55,6 +55,20 @@ class LoginOut(_Out):
     party_id: str
     name: str
     expires_at: datetime
+    expires_in: float | None = Field(
+        None,
+        description="real seconds the token lasts from now (RFC 6749 5.1), whatever the clocks say",
+    )
+
+
+class RefreshOut(_Out):
+    token: str
+    issued_at: str = Field(description="the server's clock when the token was issued")
+    expires_at: str
+    expires_in: float | None = Field(
+        None,
+        description="real seconds the token lasts from now (RFC 6749 5.1), whatever the clocks say",
+    )
 
 
 class CompanyIn(_In):

@@ -131,6 +131,10 @@ class ExpertSignInOut(_Out):
     expert_id: str
     name: str
     expires_at: datetime
+    expires_in: float | None = Field(
+        None,
+        description="real seconds the token lasts from now (RFC 6749 5.1), whatever the clocks say",
+    )
     seq: int | None = None
 
 

@@ -18,6 +18,7 @@ from crypto.ca import credit_code_of
 from crypto.errors import BidBridgeError
 from crypto.trust import TrustStore
 from schemas.canonical import canonical_json
+from server.clock import Clock, real_seconds
 
 LOGIN_PURPOSE = "bidbridge-login"
 CHALLENGE_SECONDS = 60
@@ -101,6 +102,12 @@ class Tokens:
         if body["exp"] <= now.timestamp():
             raise TokenInvalid("expired / 已过期")
         return Principal(body["role"], body["sub"], body["name"], body["cert"])
+
+
+def token_lifetime(tokens: Tokens, clock: Clock) -> float:
+    """A new token's lifetime in real seconds (``expires_in``): clients schedule renewals by it
+    on their own monotonic clock, so neither clock skew nor the demo's fast clock misleads them."""
+    return real_seconds(clock, tokens.ttl.total_seconds())
 
 
 def _b64u(data: bytes) -> str:

@@ -9,6 +9,10 @@ from typing import Protocol
 
 
 class Clock(Protocol):
+    #: How many seconds of this clock pass in one real second (1 except in the demo). The
+    #: server turns a lifetime on this clock into real seconds for clients (``expires_in``).
+    rate: float
+
     def now(self) -> datetime: ...
 
     async def sleep(self, seconds: float) -> None:
@@ -18,6 +22,8 @@ class Clock(Protocol):
 
 class SystemClock:
     """Real UTC time."""
+
+    rate = 1.0
 
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -37,6 +43,7 @@ class AcceleratedClock:
         if factor <= 0:
             raise ValueError("factor must be positive")
         self.factor = factor
+        self.rate = factor
         self.anchor = anchor or datetime.now(UTC)
         self._anchor_ts = self.anchor.timestamp()
 
@@ -50,6 +57,8 @@ class AcceleratedClock:
 
 class ManualClock:
     """Time that moves only when a test says so; sleepers wake when it passes their instant."""
+
+    rate = 1.0  # it does not run on its own; lifetimes are given to clients as if it did
 
     def __init__(self, start: datetime) -> None:
         self._now = start
@@ -74,3 +83,8 @@ class ManualClock:
                 await asyncio.wait_for(changed.wait(), timeout=0.05)
             except TimeoutError:
                 await asyncio.sleep(0)  # stay responsive to cancellation
+
+
+def real_seconds(clock: Clock, seconds: float) -> float:
+    """``seconds`` of ``clock``'s time, in real seconds (what a client can wait for)."""
+    return seconds / clock.rate

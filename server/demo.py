@@ -98,9 +98,12 @@ class DemoClock:
         at, real = self._settled
         return at + timedelta(seconds=time.time() - real)
 
+    @property
+    def rate(self) -> float:
+        return 1.0 if self._settled is not None else self.factor
+
     async def sleep(self, seconds: float) -> None:
-        rate = 1.0 if self._settled is not None else self.factor
-        await asyncio.sleep(max(0.0, seconds) / rate)
+        await asyncio.sleep(max(0.0, seconds) / self.rate)
 
     def settle(self) -> None:
         if self._settled is None:

@@ -253,18 +253,10 @@ async def run_evaluation(
         _step("15. 导出并离线验证评标档案，复核抽取 / export, verify, recompute the draw")
         await export(sid, out / "evaluation-archive.zip")
         kept = experts.pop(ids[0])
-        await renew_token(kept)
+        await kept.refresh_token()  # kept alive from here by its room's keeper
         return sid, kept
     finally:
         for link in media.values():
             await link.close()
         for ec in experts.values():
             await ec.close()
-
-
-async def renew_token(c: Any) -> None:
-    """Trade a client's token for a fresh one (``POST /api/auth/refresh``), before it expires."""
-    from schemas.time import parse_iso
-
-    out = await c.call("POST", "/api/auth/refresh")
-    c.token, c.token_expires_at = out["token"], parse_iso(out["expires_at"])

@@ -31,7 +31,7 @@ from schemas.experts import DrawRequest, Expert, Room, Site
 from server.api.hall import Ctx, _seq, routes, visible_events
 from server.api.routing import Invalid, after_seq, read_body
 from server.app import Hub
-from server.auth import ChallengeInvalid, Principal
+from server.auth import ChallengeInvalid, Principal, token_lifetime
 from server.domain import draw as D
 from server.domain import errors as E
 from server.domain import evaluation as ev
@@ -444,7 +444,13 @@ async def expert_sign_in(ctx: Ctx, body: EV.ExpertSignInIn) -> EV.ExpertSignInOu
         # Signed in already (the token expired, the room device restarted): a new token, no
         # new event; the same key at the same room proves it is the same member.
         token, exp = hub.tokens.issue(Principal("expert", body.expert_id, name, fp), now)
-        return EV.ExpertSignInOut(token=token, expert_id=body.expert_id, name=name, expires_at=exp)
+        return EV.ExpertSignInOut(
+            token=token,
+            expert_id=body.expert_id,
+            name=name,
+            expires_at=exp,
+            expires_in=token_lifetime(hub.tokens, hub.clock),
+        )
     cmd = ev.ExpertSignIn(
         actor=_actor(ctx),
         expert_id=body.expert_id,
@@ -456,7 +462,12 @@ async def expert_sign_in(ctx: Ctx, body: EV.ExpertSignInIn) -> EV.ExpertSignInOu
     records = await hub.service.execute(ctx.session_id, cmd)
     token, exp = hub.tokens.issue(Principal("expert", body.expert_id, name, fp), now)
     return EV.ExpertSignInOut(
-        token=token, expert_id=body.expert_id, name=name, expires_at=exp, seq=_seq(records)
+        token=token,
+        expert_id=body.expert_id,
+        name=name,
+        expires_at=exp,
+        expires_in=token_lifetime(hub.tokens, hub.clock),
+        seq=_seq(records),
     )
 
 

@@ -45,6 +45,7 @@ from server.auth import (
     TokenInvalid,
     login_document,
     new_nonce,
+    token_lifetime,
     verify_login,
 )
 from server.domain import errors as E
@@ -186,6 +187,7 @@ async def login(ctx: Ctx, body: S.LoginIn) -> S.LoginOut:
         party_id=principal.party_id,
         name=principal.name,
         expires_at=exp,
+        expires_in=token_lifetime(hub.tokens, hub.clock),
     )
 
 

@@ -21,9 +21,10 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas import api as S
 from schemas.canonical import canonical_json
 from server.api.hall import Ctx, routes
-from server.auth import ChallengeInvalid, Principal, new_nonce
+from server.auth import ChallengeInvalid, Principal, new_nonce, token_lifetime
 from server.store import NotFound
 
 LINK_SECONDS = 60
@@ -66,14 +67,12 @@ class RedeemOut(_Out):
     name: str
     issued_at: str = Field(description="the server's clock when the token was issued")
     expires_at: str
+    expires_in: float | None = Field(
+        None,
+        description="real seconds the token lasts from now (RFC 6749 5.1), whatever the clocks say",
+    )
     session_id: str
     page: str
-
-
-class RefreshOut(_Out):
-    token: str
-    issued_at: str = Field(description="the server's clock when the token was issued")
-    expires_at: str
 
 
 def _b64u(data: bytes) -> str:
@@ -158,6 +157,7 @@ async def redeem(ctx: Ctx, body: RedeemIn) -> RedeemOut:
         name=p.name,
         issued_at=now.isoformat(),
         expires_at=exp.isoformat(),
+        expires_in=token_lifetime(hub.tokens, hub.clock),
         session_id=claims["session"],
         page=claims["page"],
     )
@@ -167,16 +167,21 @@ async def redeem(ctx: Ctx, body: RedeemIn) -> RedeemOut:
     "POST",
     "/api/auth/refresh",
     "A fresh bearer token for the same party, in exchange for one that has not expired yet",
-    response=RefreshOut,
+    response=S.RefreshOut,
     roles=("bidder", "host", "supervisor", "centre", "room", "expert"),
     tag="auth",
 )
-async def refresh(ctx: Ctx) -> RefreshOut:
+async def refresh(ctx: Ctx) -> S.RefreshOut:
     # ``dispatch`` has checked the token (signature, expiry) and read its principal: an expired
     # token never gets here. The new one names the same party and certificate.
     now = ctx.hub.clock.now()
     token, exp = ctx.hub.tokens.issue(ctx.who, now)
-    return RefreshOut(token=token, issued_at=now.isoformat(), expires_at=exp.isoformat())
+    return S.RefreshOut(
+        token=token,
+        issued_at=now.isoformat(),
+        expires_at=exp.isoformat(),
+        expires_in=token_lifetime(ctx.hub.tokens, ctx.hub.clock),
+    )
 
 
 def add_static(app: web.Application) -> None:
