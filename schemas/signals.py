@@ -47,7 +47,7 @@ class Observation(_Model):
 
 
 class DocumentFact(_Model):
-    """A document inside a bid package, with the metadata ``server.docmeta`` could read."""
+    """A document inside a bid package, with the metadata ``server.signals.docmeta`` could read."""
 
     path: str = Field(min_length=1, max_length=1000)
     sha256: Sha256Hex
@@ -82,7 +82,7 @@ class BidFacts(_Model):
     sealing_seq: Seq | None = Field(default=None, description="the upload event of that package")
     documents: list[DocumentFact] = Field(default_factory=list)
     boq_errors: list[Text] = Field(
-        default_factory=list, description="signatures from server.docmeta.boq_errors"
+        default_factory=list, description="signatures from server.signals.docmeta.boq_errors"
     )
     boq_seq: Seq | None = None
     deposit_account: Text | None = Field(

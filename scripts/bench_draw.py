@@ -30,14 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from schemas.experts import CategoryDemand, DrawRequest  # noqa: E402
-from server.domain import draw as D  # noqa: E402
-from server.experts_gen import (  # noqa: E402
+from server.demo.experts_gen import (  # noqa: E402
     CITIES,
     credit_code,
     generate_pool,
     generate_sites,
     typical_bidders,
 )
+from server.domain import draw as D  # noqa: E402
 
 GOAL_MS = 100.0
 

@@ -101,8 +101,8 @@ from schemas.signals import (  # noqa: E402
     SheetFact,
     Signal,
 )
-from server import docmeta  # noqa: E402
 from server.domain import signals as S  # noqa: E402
+from server.signals import docmeta  # noqa: E402
 
 COMPANIES = 400
 EXPERTS = 100

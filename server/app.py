@@ -115,7 +115,7 @@ async def build_hub(
 
     async def committed(session_id: str, records: list[Any]) -> None:
         await fanout.committed(session_id, records)
-        from server.signal_facts import after_commit
+        from server.signals.facts import after_commit
 
         after_commit(hub, session_id, records)  # an evaluation's warnings, once they are due
 
@@ -239,7 +239,7 @@ async def generate_record_if_due_safe(hub: Hub, session_id: str) -> None:
     Then raise the warning signals the record now supports (after the opening table, again after
     the record); a failure there is logged too."""
     from server.api.hall import generate_record_if_due
-    from server.signal_facts import raise_signals_safe
+    from server.signals.facts import raise_signals_safe
 
     try:
         await generate_record_if_due(hub, session_id)

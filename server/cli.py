@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from crypto import ca_cli, token_cli
 from crypto import cli as crypto_cli
 from crypto.errors import BidBridgeError, FileUnreadable
-from server import demo_crypto
+from server.demo import sealing as demo_crypto
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -18,8 +18,8 @@ Handler = Callable[[argparse.Namespace], int]
 # when one of their commands is asked for (or for the full --help), so `bidbridge open` of a
 # 2 GB bid keeps its small, constant memory footprint.
 SERVER_COMMANDS = {
-    "demo": "server.demo",
-    "link": "server.demo",
+    "demo": "server.demo.run",
+    "link": "server.demo.run",
     "serve": "server.serve_cli",
     "admin": "server.serve_cli",
     "bidder": "room_client.bidder_cli",

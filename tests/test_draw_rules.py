@@ -27,10 +27,10 @@ from schemas.experts import (
     employer_name_sha256,
     normalize_employer_name,
 )
+from server.demo.experts_gen import CITIES, generate_pool, generate_sites, typical_bidders
 from server.domain import draw as D
 from server.domain.errors import Refusal
 from server.domain.pool import parent, within
-from server.experts_gen import CITIES, generate_pool, generate_sites, typical_bidders
 
 SR = bytes(range(32))
 SUP = b"supervisor entropy 1"

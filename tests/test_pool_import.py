@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from schemas.common import uscc_check_char
 from schemas.experts import Expert
+from server.demo.experts_gen import generate_pool
 from server.domain.pool import PoolInvalid, parent, parse_pool
-from server.experts_gen import generate_pool
 
 FIRST17 = "91150700MA0BD0001"
 GOOD_CODE = FIRST17 + uscc_check_char(FIRST17)

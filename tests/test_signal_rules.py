@@ -1,6 +1,6 @@
 """The bid-rigging and unfair-evaluation signals (围标串标、评标不公预警) as specifications.
 
-Pure: ``server.domain.signals`` and ``server.docmeta`` without a server, a database or a clock.
+Pure: ``server.domain.signals`` and ``server.signals.docmeta`` without a server, a database or a clock.
 Each rule has a worked case written as literal data, with the expected score, subjects, evidence
 and numbers in the explanation worked out by hand in the comments, and a near miss where the
 innocent explanation must not fire.
@@ -31,8 +31,8 @@ from schemas.signals import (
     SheetFact,
     Signal,
 )
-from server import docmeta
 from server.domain import signals as S
+from server.signals import docmeta
 
 
 def code(n: int) -> str:
@@ -252,7 +252,7 @@ def test_signal_same_hands_tender_template_only_does_not_fire() -> None:
 
 
 def test_signal_same_hands_author_from_real_docx() -> None:
-    # The documents of bidders 1 and 2 were written by "陈建国" (read by server.docmeta from
+    # The documents of bidders 1 and 2 were written by "陈建国" (read by server.signals.docmeta from
     # core.xml); "Administrator" is an installation default shared by all: not a sign.
     d1 = docmeta.document_fact("商务标.docx", docx("陈建国", "Administrator"), seq=31)
     d2 = docmeta.document_fact("技术标.docx", docx("Administrator", "陈建国"), seq=32)
@@ -621,7 +621,7 @@ def test_signal_no_signal_on_a_lot_with_one_bid(
     assert S.combined(S.lot_signals(facts)) == []
 
 
-# --- server.docmeta ------------------------------------------------------------------------------
+# --- server.signals.docmeta ------------------------------------------------------------------------------
 
 
 def test_docmeta_reads_docx_and_xlsx_properties() -> None:

@@ -174,7 +174,7 @@ async def test_same_address_and_machine_warn_the_supervisor_alone(
     assert sorted(loaded.state.signals_raised) == sorted(s.id for s in by_kind.values())
 
     # A second pass (the record, a restart) raises nothing twice.
-    from server.signal_facts import raise_signals
+    from server.signals.facts import raise_signals
 
     assert await raise_signals(hall.hub, sid) == 0
 

@@ -29,6 +29,7 @@ from crypto.envelope import inspect_envelope, is_addressed_to, unwrap_content_ke
 from crypto.errors import BidBridgeError
 from crypto.fingerprint import FINGERPRINT
 from crypto.fingerprint import HEADER as MACHINE_HEADER
+from crypto.guarantee import Expectation, verify_guarantee
 from crypto.keys import parse_certificate
 from crypto.quorum import DecryptedShare, QuorumBundle, rebuild_backup_key
 from schemas import api as S
@@ -51,7 +52,6 @@ from server.auth import (
 from server.domain import errors as E
 from server.domain import opening as op
 from server.domain.views import view_for
-from server.guarantee import Expectation, verify_guarantee
 from server.identity import cert_sha256
 from server.realtime.coord import Busy
 from server.service import cek_fingerprint

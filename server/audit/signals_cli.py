@@ -3,7 +3,7 @@ offline, and compare them with the ``signal`` events the archive records.
 
 The facts are rebuilt from the archive alone (``events.jsonl``; for an opening also the sealed
 bids under ``envelopes/`` opened with ``keys.json``) by the same code the server uses
-(``server.signal_facts``), so an untouched archive gives exactly the recorded warnings, and a
+(``server.signals.facts``), so an untouched archive gives exactly the recorded warnings, and a
 changed fact (an address, a price, a sheet) shows up as a warning missing or extra. Integrity of
 the archive itself is ``bidbridge verify-archive``'s job.
 """
@@ -23,7 +23,7 @@ from schemas.events import EventRecord
 from schemas.signals import EvaluationFacts, Signal
 from server.audit.archive import ENVELOPES, EVENTS, KEYS
 from server.domain import signals as S
-from server.signal_facts import (
+from server.signals.facts import (
     compute,
     evaluation_facts,
     history_of,

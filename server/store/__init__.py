@@ -3,20 +3,22 @@
 from server.store.blobs import BadBlobId, Blob, BlobStore, BlobTooLarge
 from server.store.db import (
     AccountRow,
-    AlreadyExists,
     CompanyRow,
     LotRow,
-    NotFound,
     ProjectRow,
     RoomInfo,
     SessionRow,
     SiteInfo,
     Store,
+    account_id,
+    open_store,
+)
+from server.store.errors import (
+    AlreadyExists,
+    NotFound,
     StoreError,
     StoreUnavailable,
     VersionConflict,
-    account_id,
-    open_store,
 )
 
 __all__ = [

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -21,10 +21,17 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from crypto.errors import BidBridgeError
 from schemas.events import EventRecord, NewEvent
 from schemas.time import iso
 from server.audit.chain import GENESIS, event_hash
+from server.store.blobs import BlobStore
+from server.store.errors import (
+    AlreadyExists,
+    NotFound,
+    StoreError,
+    StoreUnavailable,
+    VersionConflict,
+)
 from server.store.models import (
     Account,
     BackupShare,
@@ -42,54 +49,10 @@ from server.store.models import (
     SiteRow,
 )
 
-if TYPE_CHECKING:
-    from server.store.blobs import BlobStore
-
 MIGRATIONS = Path(__file__).parent / "migrations"
 ROLES = frozenset({"host", "supervisor", "centre", "expert", "room"})
 # Any constant will do: it only has to be the same for every server process migrating one database.
 _MIGRATION_LOCK = 0x6262_6D69_6772
-
-
-# --- errors ----------------------------------------------------------------------------------
-
-
-class StoreError(BidBridgeError):
-    code = "STORE_ERROR"
-    zh = "数据存储出错"
-    en = "storage error"
-
-
-class AlreadyExists(StoreError):
-    code = "ALREADY_EXISTS"
-    zh = "记录已存在"
-    en = "the record already exists"
-
-
-class NotFound(StoreError):
-    code = "NOT_FOUND"
-    zh = "记录不存在"
-    en = "no such record"
-
-
-class VersionConflict(StoreError):
-    """Another command changed the session first; reload and decide again."""
-
-    code = "VERSION_CONFLICT"
-    zh = "数据已被其他操作更新，请刷新后重试"
-    en = "the session was changed by another operation; reload and retry"
-
-    def __init__(self, session_id: str, expected: int, actual: int | None) -> None:
-        self.session_id = session_id
-        self.expected = expected
-        self.actual = actual
-        super().__init__(f"session {session_id}: expected version {expected}, found {actual}")
-
-
-class StoreUnavailable(StoreError):
-    code = "STORE_UNAVAILABLE"
-    zh = "数据库暂时无法访问，操作未执行，请稍后重试"
-    en = "the database is unreachable; nothing was changed, please retry later"
 
 
 def _is_unavailable(exc: BaseException) -> bool:
@@ -279,7 +242,6 @@ async def open_store(url: str | None, data_dir: Path) -> Store:
         if _is_unavailable(exc):
             raise StoreUnavailable(str(exc)) from exc
         raise
-    from server.store.blobs import BlobStore  # blobs.py imports this module's errors
 
     return Store(engine, BlobStore(data_dir / "blobs"))
 

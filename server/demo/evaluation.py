@@ -21,6 +21,8 @@ from crypto.keys import SoftwareKey
 from room_client.agent import Credentials, HallFollower
 from room_client.evaluation import EvalClient, ExpertClient
 from room_client.media import RoomMedia
+from server.demo.common import DemoFailed, step
+from server.demo.experts_gen import generate_pool
 from server.identity import cert_pem
 
 LEAD_CITY = "150100"  # 呼和浩特市
@@ -49,10 +51,6 @@ REVIEW_ITEMS = [
 ]
 
 
-def _step(title: str) -> None:
-    print(f"\n== {title}", flush=True)
-
-
 def _points(x100: Any) -> str:
     return f"{x100 / 100:.2f}" if isinstance(x100, int) else "-"
 
@@ -74,13 +72,12 @@ async def run_evaluation(
     with a freshly renewed token (the caller closes it): an expert cannot sign in again once the
     evaluation is closed, and the expert desk's link is asked for with this token.
     """
-    from server.experts_gen import generate_pool
 
     centre: EvalClient = client(world.staff["centre"])
     host: EvalClient = client(world.staff["host"])
     supervisor: EvalClient = client(world.staff["supervisor"])
 
-    _step("9. 评标室网络与专家库（10,000 名专家）/ rooms network and a pool of 10,000 experts")
+    step("9. 评标室网络与专家库（10,000 名专家）/ rooms network and a pool of 10,000 experts")
     room_creds: dict[str, Credentials] = {}
     for site_id, (name, city, room_id, seats) in SITES.items():
         await centre.add_site(site_id, name, city)
@@ -106,7 +103,7 @@ async def run_evaluation(
     category = top[0]
     print(f"   抽取专业 category {category} ({top[1]} active experts)")
 
-    _step("10. 创建评标并验证式抽取专家 / create the evaluation and draw the committee")
+    step("10. 创建评标并验证式抽取专家 / create the evaluation and draw the committee")
     now = hub.clock.now()
     body = {
         "opening_session_id": opening_sid,
@@ -154,9 +151,7 @@ async def run_evaluation(
     media: dict[str, RoomMedia] = {}
     experts: dict[str, ExpertClient] = {}
     try:
-        _step(
-            "11. 两个评标室终端接入（合成摄像头）/ two room agents link up with synthetic cameras"
-        )
+        step("11. 两个评标室终端接入（合成摄像头）/ two room agents link up with synthetic cameras")
         for room_id in sorted({m["room_id"] for m in members}):
             rc = client(room_creds[room_id])
             await rc.login()
@@ -168,7 +163,7 @@ async def run_evaluation(
             await link.wait_connected()
             print(f"   {room_id} 音视频已连接 / linked")
 
-        _step("12. 专家在评标室用本人 CA 证书签到 / experts sign in with their own CA keys")
+        step("12. 专家在评标室用本人 CA 证书签到 / experts sign in with their own CA keys")
         for m in sorted(members, key=lambda m: m["id"]):
             issued = ca.issue_person(
                 world.sub_b,
@@ -190,7 +185,7 @@ async def run_evaluation(
         chair = experts[ids[0]]
         print(f"   评标委员会主任 chair: {ids[0]}")
 
-        _step("13. 资格审查、初步评审、详细评审（综合评估法）/ review and comprehensive scoring")
+        step("13. 资格审查、初步评审、详细评审（综合评估法）/ review and comprehensive scoring")
         bids = sorted(b["bidder"] for b in created["view"]["bids"])
         for stage, items in (("qualification", ["Q1", "Q2"]), ("preliminary", ["P1"])):
             for mid in ids:
@@ -226,7 +221,7 @@ async def run_evaluation(
                 f"  价格分 {_points(e.get('price_score_x100'))}  总分 {_points(e.get('total_x100'))}"
             )
 
-        _step("14. 评标报告签署 / the report signed by every member")
+        step("14. 评标报告签署 / the report signed by every member")
         await experts[ids[-1]].sign_report(
             sid,
             agree=False,
@@ -246,11 +241,9 @@ async def run_evaluation(
         segments = (await supervisor.evaluation(sid))["view"]["segments"]
         print(f"   录像分段 recorded segments in the log: {segments}")
         if segments < 2:
-            from server.demo import DemoFailed
-
             raise DemoFailed("no recording reached the record")
 
-        _step("15. 导出并离线验证评标档案，复核抽取 / export, verify, recompute the draw")
+        step("15. 导出并离线验证评标档案，复核抽取 / export, verify, recompute the draw")
         await export(sid, out / "evaluation-archive.zip")
         kept = experts.pop(ids[0])
         await kept.refresh_token()  # kept alive from here by its room's keeper

@@ -11,7 +11,7 @@ What is read, and from where:
   their prices), each bidder's uploads, rehearsals, decryptions and hall sign-ins with the
   ``origin`` the server noted (address, machine fingerprint, certificate serial), and, from each
   bid's decrypted package (the stored envelope opened with the kept content key), the sealing
-  machine in the signed manifest, every document's hash and metadata (``server.docmeta``) and
+  machine in the signed manifest, every document's hash and metadata (``server.signals.docmeta``) and
   the odd errors of bills of quantities exported as CSV;
 * an evaluation (:func:`evaluation_facts`): the criteria of the detailed review, every expert's
   last signed score sheet (``sheet_content``), the ranking (``ranking_computed``) and the bidders'
@@ -50,10 +50,10 @@ from schemas.signals import (
     SheetFact,
     Signal,
 )
-from server import docmeta
 from server.domain import evaluation as ev
 from server.domain import opening as op
 from server.domain import signals as S
+from server.signals import docmeta
 
 if TYPE_CHECKING:
     from server.app import Hub

@@ -3,7 +3,7 @@
 Five bidders with certificates from two CAs (one keeps its keys on a SoftHSM token) seal, upload,
 rehearse and decrypt online through the bidder agent; one cannot decrypt and ends revoked; an
 objection is raised and answered; the table and the record are printed; the archive is exported
-and verified offline. Then the evaluation of the same lot (``server.demo_evaluation``). At the end
+and verified offline. Then the evaluation of the same lot (``server.demo.evaluation``). At the end
 the clock slows to real time and the demo prints the four pages (bidder hall, host console, expert
 desk, supervisor wall) with one-time links; the server keeps running (Ctrl-C stops it), or, with
 ``--exit``, the demo opens each link itself (redeems it and loads the page) and exits.
@@ -51,6 +51,8 @@ from server.app import Settings, build_app, build_hub
 from server.audit.archive import verify_archive
 from server.audit.export import export_session
 from server.clock import AcceleratedClock
+from server.demo.common import DemoFailed, step
+from server.demo.evaluation import run_evaluation
 from server.identity import ServerIdentity, cert_pem
 
 SOFTHSM_MODULE = os.environ.get("SOFTHSM2_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
@@ -70,16 +72,6 @@ BIDDERS = [
     ("戊城建集团有限公司", _code("91330100MA05EEEE5"), "A", "ec-p256", 129_990_000_00, True),
 ]
 FAILS = 2  # index of the bidder whose CA key was replaced after sealing: it cannot decrypt
-
-
-class DemoFailed(BidBridgeError):
-    code = "DEMO_FAILED"
-    zh = "演示步骤失败"
-    en = "a demo step failed"
-
-
-def _step(title: str) -> None:
-    print(f"\n== {title} ==", flush=True)
 
 
 class DemoClock:
@@ -360,13 +352,13 @@ async def open_link(url: str, page: str, link: str) -> str:
 
 async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
     now = datetime.now(UTC)
-    _step("1. 两个 CA、五家投标人（其一使用 SoftHSM 令牌）/ two CAs, five bidders, one on a token")
+    step("1. 两个 CA、五家投标人（其一使用 SoftHSM 令牌）/ two CAs, five bidders, one on a token")
     world = World(out, now)
     for b in world.bidders:
         where = "SoftHSM 令牌 / token" if b["token"] else "密钥文件 / key file"
         print(f"   {b['name']} ({b['code']}) CA {b['ca']}, {where}")
 
-    _step("2. 启动开标大厅服务（SQLite，本地文件，加速时钟）/ start the hall server")
+    step("2. 启动开标大厅服务（SQLite，本地文件，加速时钟）/ start the hall server")
     clock = DemoClock(factor)
     settings = Settings(data_dir=out / "data")
     hub = await build_hub(settings, trust=world.trust, identity=world.identity, clock=clock)
@@ -428,7 +420,7 @@ async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
             f"   session {sid}: deadline {(t + timedelta(minutes=15)):%H:%M:%S} UTC (server clock)"
         )
 
-        _step("3. 离线封装、上传、回执、解密演练 / seal offline, upload, receipt, rehearsal")
+        step("3. 离线封装、上传、回执、解密演练 / seal offline, upload, receipt, rehearsal")
         bidder_clients = []
         for b in world.bidders:
             envelope = await asyncio.to_thread(world.seal, b)
@@ -460,7 +452,7 @@ async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
             f"   主持人此时看到的投标数 / bids the host can see before the deadline: {('bids' in view['view'] and len(view['view']['bids'])) or '— (不可见 hidden, rule 4)'}"
         )
 
-        _step(
+        step(
             "4. 截标、监管签到、开标、在线解密 / deadline, supervisor signs in, opening, online decryption"
         )
         async with HallFollower(supervisor, sid) as sup_follow:
@@ -487,13 +479,13 @@ async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
                         f"   窗口关闭 window closed: {e['payload']['bidder']} -> {e['type']} ({e['payload']['evidence']['finding']})"
                     )
 
-            _step("5. 唱标 / opening table")
+            step("5. 唱标 / opening table")
             for row in table_event["payload"]["table"]["rows"]:
                 print(
                     f"   {row['bidder_name']:<12} {row['status']:<10} {_money(row['price_fen']):>20}  工期 {row['duration_days'] or '-'} 天  安全 {row['fields'].get('safety_rating') or '-'}"
                 )
 
-            _step("6. 异议与答复、确认 / objection and reply, confirmation")
+            step("6. 异议与答复、确认 / objection and reply, confirmation")
             failing_client = bidder_clients[FAILS]
             await failing_client.object(
                 sid,
@@ -516,7 +508,7 @@ async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
                 timeout=120,
             )
 
-            _step("7. 开标记录（平台、主持人、监管签名）/ the opening record, signed")
+            step("7. 开标记录（平台、主持人、监管签名）/ the opening record, signed")
             await host.sign_record(sid)
             await supervisor.sign_record(sid)
             await sup_follow.wait_for(
@@ -527,7 +519,7 @@ async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
             print(record["text"])
             print(f"   签名 signatures: {', '.join(sorted(record['signatures']))}")
 
-        _step("8. 导出并离线验证档案 / export and verify the archive")
+        step("8. 导出并离线验证档案 / export and verify the archive")
         archive = out / "archive.zip"
         await export_session(
             hub.store,
@@ -572,8 +564,6 @@ async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
                 f"   抽取复核 draw recomputed from the archive: {draw.summary()} — 一致 / matches"
             )
 
-        from server.demo_evaluation import run_evaluation
-
         eval_sid, expert = await run_evaluation(
             out=out,
             url=url,
@@ -585,7 +575,7 @@ async def run(out: Path, port: int, factor: float, keep_running: bool) -> int:
         )
         clients.append(expert)
 
-        _step("16. 浏览器页面（一次性链接）/ the pages in a browser, with one-time links")
+        step("16. 浏览器页面（一次性链接）/ the pages in a browser, with one-time links")
         clock.settle()
         keys = world.save_keys(out / "keys")
         links = {
