@@ -23,9 +23,7 @@ from crypto.bid import unwrap
 from crypto.keys import SoftwareKey
 from schemas.canonical import canonical_json
 from schemas.time import iso, parse_iso
-from server.api import evaluation as _evaluation_routes
-from server.api import web as _web_routes
-from server.api.hall import routes
+from server.api.routes import ROUTES
 from server.auth import Principal, Tokens, login_document
 from server.identity import cert_pem
 from tests.conftest import Pki
@@ -111,7 +109,6 @@ def mentions(event: dict[str, Any], code: str | None) -> bool:
 # --- the matrix: every route against every role ----------------------------------------------
 
 ROLES = ("anonymous", "bidder", "host", "supervisor", "centre", "room", "expert")
-ROUTE_MODULES = (_evaluation_routes, _web_routes)  # the table holds every module's routes
 PUBLIC = {
     ("GET", "/api/openapi.json"),
     ("GET", "/api/time"),
@@ -122,8 +119,8 @@ PUBLIC = {
 
 
 def test_public_routes_are_exactly_the_login_clock_and_openapi() -> None:
-    assert {(r.method, r.path) for r in routes.routes if r.roles is None} == PUBLIC
-    for r in routes.routes:
+    assert {(r.method, r.path) for r in ROUTES if r.roles is None} == PUBLIC
+    for r in ROUTES:
         assert r.roles is None or set(r.roles) <= set(ROLES) - {"anonymous"}, r.path
 
 
@@ -149,7 +146,7 @@ async def test_route_role_matrix(hall: Hall, tmp_path: Path) -> None:
         tokens[role] = party
     failures: list[str] = []
     checked = 0
-    for route in routes.routes:
+    for route in ROUTES:
         if route.roles is None:
             continue
         path = route.path.format(
@@ -190,7 +187,7 @@ async def test_route_role_matrix(hall: Hall, tmp_path: Path) -> None:
                     failures.append(f"{role}: {exc}")
                 checked += 1
     assert not failures, "\n".join(failures)
-    assert checked >= 3 * len([r for r in routes.routes if r.roles])
+    assert checked >= 3 * len([r for r in ROUTES if r.roles])
 
 
 async def test_tampered_and_expired_tokens(hall: Hall, tmp_path: Path) -> None:

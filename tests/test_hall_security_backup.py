@@ -17,7 +17,7 @@ from crypto.bid import unwrap
 from crypto.keys import SoftwareKey
 from crypto.quorum import open_share, split_backup_key
 from schemas.canonical import canonical_json
-from server.api.hall import backup_approval_document
+from server.api.backup import backup_approval_document
 from server.identity import cert_sha256
 from tests.conftest import Pki, credit_code
 from tests.hall import TENDERER_CODE, ApiError, Hall, start_hall, stop_hall

@@ -1,4 +1,4 @@
-"""TURN credentials (server/api/turn.py) against a real coturn started on loopback with the
+"""TURN credentials (server/api/media.py) against a real coturn started on loopback with the
 project's configuration (deploy/coturn/turnserver.conf): the server's credentials allocate a
 relay; expired or forged ones are refused; only media roles get them."""
 
@@ -20,8 +20,7 @@ import pytest
 from aioice import stun
 from aioice.turn import create_turn_endpoint
 
-import server.api.turn  # noqa: F401  (registers GET /api/media/turn before the app is built)
-from server.api.turn import TURN_TTL, turn_credentials
+from server.api.media import TURN_TTL, turn_credentials
 from tests.conftest import Pki
 from tests.hall import ApiError, start_hall, stop_hall
 from tests.test_hall_api import P

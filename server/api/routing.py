@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +13,14 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from crypto.errors import BidBridgeError
-from schemas.api import ErrorOut
+from schemas.api import ErrorOut, OkOut
+from schemas.events import EventRecord
+from server.auth import Principal, TokenInvalid
+from server.core import HUB_KEY, Hub
+from server.domain import errors as E
+from server.domain import opening as op
 from server.domain.errors import Refusal
-from server.store import StoreError
+from server.store import NotFound, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -26,108 +31,86 @@ Handler = Callable[..., Awaitable[Any]]
 
 @dataclass
 class Route:
+    """One route: what it answers, who may call it, and the models it reads and writes."""
+
     method: str
     path: str
     handler: Handler
     summary: str
-    body: type[BaseModel] | None
-    response: type[BaseModel] | None
-    roles: tuple[str, ...] | None  # None: no login needed
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    roles: tuple[str, ...] | None = None  # None: no login needed
     raw: str | None = None  # content type of a raw (streamed) request or response body
     tag: str = "hall"
 
 
-class RouteTable:
-    def __init__(self) -> None:
-        self.routes: list[Route] = []
+def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
+    """OpenAPI 3.1 document of every route (served at ``/api/openapi.json``)."""
+    schemas: dict[str, Any] = {
+        "ErrorOut": ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    }
+    paths: dict[str, Any] = {}
 
-    def route(
-        self,
-        method: str,
-        path: str,
-        summary: str,
-        *,
-        body: type[BaseModel] | None = None,
-        response: type[BaseModel] | None = None,
-        roles: tuple[str, ...] | None = None,
-        raw: str | None = None,
-        tag: str = "hall",
-    ) -> Callable[[Handler], Handler]:
-        def register(handler: Handler) -> Handler:
-            self.routes.append(
-                Route(method, path, handler, summary, body, response, roles, raw, tag)
-            )
-            return handler
+    def ref(model: type[BaseModel]) -> dict[str, str]:
+        js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in js.pop("$defs", {}).items():
+            schemas[name] = sub
+        schemas[model.__name__] = js
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
 
-        return register
-
-    def openapi(self) -> dict[str, Any]:
-        """OpenAPI 3.1 document of every route (served at ``/api/openapi.json``)."""
-        schemas: dict[str, Any] = {
-            "ErrorOut": ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
-        }
-        paths: dict[str, Any] = {}
-
-        def ref(model: type[BaseModel]) -> dict[str, str]:
-            js = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            for name, sub in js.pop("$defs", {}).items():
-                schemas[name] = sub
-            schemas[model.__name__] = js
-            return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-        error = {
-            "description": "refused: a stable code and a message in Chinese and English",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
-        }
-        for r in self.routes:
-            op: dict[str, Any] = {"summary": r.summary, "tags": [r.tag], "responses": {}}
-            params = [
-                {"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
-                for part in r.path.split("/")
-                if part.startswith("{")
-            ]
-            if params:
-                op["parameters"] = params
-            if r.body is not None:
-                op["requestBody"] = {
-                    "required": True,
-                    "content": {"application/json": {"schema": ref(r.body)}},
-                }
-            elif r.raw and r.method in ("PUT", "POST"):
-                op["requestBody"] = {
-                    "required": True,
-                    "content": {r.raw: {"schema": {"type": "string", "format": "binary"}}},
-                }
-            if r.response is not None:
-                op["responses"]["200"] = {
-                    "description": "OK",
-                    "content": {"application/json": {"schema": ref(r.response)}},
-                }
-            elif r.raw:
-                op["responses"]["200"] = {
-                    "description": "OK",
-                    "content": {r.raw: {"schema": {"type": "string", "format": "binary"}}},
-                }
-            else:
-                op["responses"]["200"] = {"description": "OK"}
-            op["responses"]["4XX"] = error
-            if r.roles is not None:
-                op["security"] = [{"bearer": []}]
-                op["description"] = "roles: " + ", ".join(r.roles)
-            paths.setdefault(r.path, {})[r.method.lower()] = op
-        return {
-            "openapi": "3.1.0",
-            "info": {
-                "title": "BidBridge opening hall API",
-                "version": "1",
-                "description": "不见面开标 no-show bid opening: REST API of the lead site's server.",
-            },
-            "paths": paths,
-            "components": {
-                "schemas": schemas,
-                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            },
-        }
+    error = {
+        "description": "refused: a stable code and a message in Chinese and English",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+    }
+    for r in routes:
+        op: dict[str, Any] = {"summary": r.summary, "tags": [r.tag], "responses": {}}
+        params = [
+            {"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+            for part in r.path.split("/")
+            if part.startswith("{")
+        ]
+        if params:
+            op["parameters"] = params
+        if r.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(r.body)}},
+            }
+        elif r.raw and r.method in ("PUT", "POST"):
+            op["requestBody"] = {
+                "required": True,
+                "content": {r.raw: {"schema": {"type": "string", "format": "binary"}}},
+            }
+        if r.response is not None:
+            op["responses"]["200"] = {
+                "description": "OK",
+                "content": {"application/json": {"schema": ref(r.response)}},
+            }
+        elif r.raw:
+            op["responses"]["200"] = {
+                "description": "OK",
+                "content": {r.raw: {"schema": {"type": "string", "format": "binary"}}},
+            }
+        else:
+            op["responses"]["200"] = {"description": "OK"}
+        op["responses"]["4XX"] = error
+        if r.roles is not None:
+            op["security"] = [{"bearer": []}]
+            op["description"] = "roles: " + ", ".join(r.roles)
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "BidBridge opening hall API",
+            "version": "1",
+            "description": "不见面开标 no-show bid opening: REST API of the lead site's server.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
 
 
 def error_response(code: str, zh: str, en: str, status: int, detail: str = "") -> web.Response:
@@ -224,3 +207,95 @@ async def errors_middleware(
         return error_response(
             "INTERNAL", "服务器内部错误，请稍后重试", "internal server error", 500
         )
+
+
+# --- one request: who calls, for which session, and the answer ---------------------------------
+
+
+@dataclass
+class Ctx:
+    """What a handler gets: the server, the request and the caller (None on public routes)."""
+
+    hub: Hub
+    request: web.Request
+    principal: Principal | None
+
+    @property
+    def who(self) -> Principal:
+        assert self.principal is not None
+        return self.principal
+
+    @property
+    def actor(self) -> op.Actor:
+        """The caller as the opening machine names its actors."""
+        return op.Actor(role=self.who.role, id=self.who.party_id)  # type: ignore[arg-type]
+
+    @property
+    def session_id(self) -> str:
+        return self.request.match_info["session_id"]
+
+
+async def dispatch(request: web.Request, route: Route) -> web.StreamResponse:
+    """Authenticate (bearer token, role), parse the body into its model, call, answer JSON."""
+    hub = request.app[HUB_KEY]
+    principal = None
+    if route.roles is not None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            raise TokenInvalid("no bearer token / 缺少登录凭证")
+        principal = hub.tokens.check(header[7:].strip(), hub.clock.now())
+        if principal.role not in route.roles:
+            raise E.NotPermitted(f"{principal.role} may not call {route.method} {route.path}")
+    ctx = Ctx(hub, request, principal)
+    if route.body is not None:
+        body = await parse_body(request, route.body)
+        result = await route.handler(ctx, body)
+    else:
+        result = await route.handler(ctx)
+    if isinstance(result, web.StreamResponse):
+        return result
+    assert isinstance(result, BaseModel)
+    return web.json_response(
+        result.model_dump(mode="json"), dumps=lambda v: json.dumps(v, ensure_ascii=False)
+    )
+
+
+def seq_of(records: list[EventRecord]) -> int | None:
+    return records[-1].seq if records else None
+
+
+async def load_session(ctx: Ctx) -> Any:
+    """The caller's session (state, version, head), or NOT_FOUND."""
+    out = await ctx.hub.service.load(ctx.session_id)
+    if out is None:
+        raise NotFound(ctx.session_id)
+    return out
+
+
+async def execute(ctx: Ctx, cmd: Any) -> OkOut:
+    """Run one command on the caller's session; answer the sequence number it reached."""
+    return OkOut(seq=seq_of(await ctx.hub.service.execute(ctx.session_id, cmd)))
+
+
+def command(
+    method: str,
+    path: str,
+    summary: str,
+    build: Callable[[Ctx, Any], Any],
+    *,
+    body: type[BaseModel] | None = None,
+    response: type[BaseModel] | None = OkOut,
+    roles: tuple[str, ...] | None = None,
+    tag: str = "hall",
+) -> Route:
+    """A route that only builds a command from the request and executes it."""
+
+    async def handler(ctx: Ctx, parsed: Any = None) -> OkOut:
+        return await execute(ctx, build(ctx, parsed))
+
+    handler.__name__ = handler.__qualname__ = "command:" + path
+    return Route(method, path, handler, summary, body, response, roles, tag=tag)
+
+
+ROUTES_KEY: web.AppKey[Sequence[Route]] = web.AppKey("routes")
+"""The application's route list (the OpenAPI route describes it)."""

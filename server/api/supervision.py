@@ -19,7 +19,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.hall import Ctx, routes
+from server.api.routing import Ctx, Route
 from server.audit.export import export_session
 from server.domain import errors as E
 from server.store import NotFound
@@ -57,14 +57,6 @@ class SupervisedSessions(_Out):
     sessions: list[SupervisedSession]
 
 
-@routes.route(
-    "GET",
-    "/api/supervision/sessions",
-    "Every opening and evaluation with its state (the supervisor wall's list)",
-    response=SupervisedSessions,
-    roles=("supervisor",),
-    tag="supervision",
-)
 async def supervised_sessions(ctx: Ctx) -> SupervisedSessions:
     out = []
     for row in await ctx.hub.store.list_sessions():
@@ -92,14 +84,6 @@ def archive_name(session_id: str) -> str:
     return "bidbridge-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", session_id).strip("-.") + ".zip"
 
 
-@routes.route(
-    "GET",
-    "/api/supervision/sessions/{session_id}/archive",
-    "The session's archive (as `bidbridge export-archive` writes it), as a file download",
-    roles=("supervisor",),
-    raw="application/zip",
-    tag="supervision",
-)
 async def download_archive(ctx: Ctx) -> web.StreamResponse:
     hub = ctx.hub
     row = await hub.store.load_session(ctx.session_id)
@@ -139,3 +123,25 @@ async def download_archive(ctx: Ctx) -> web.StreamResponse:
         return resp
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+ROUTES: list[Route] = [
+    Route(
+        "GET",
+        "/api/supervision/sessions",
+        supervised_sessions,
+        "Every opening and evaluation with its state (the supervisor wall's list)",
+        response=SupervisedSessions,
+        roles=("supervisor",),
+        tag="supervision",
+    ),
+    Route(
+        "GET",
+        "/api/supervision/sessions/{session_id}/archive",
+        download_archive,
+        "The session's archive (as `bidbridge export-archive` writes it), as a file download",
+        roles=("supervisor",),
+        raw="application/zip",
+        tag="supervision",
+    ),
+]

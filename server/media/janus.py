@@ -66,16 +66,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
 from schemas.time import iso
+from server.core import Hub
 from server.domain import evaluation as ev
 from server.media import media_id_for
-
-if TYPE_CHECKING:
-    from server.app import Hub
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from schemas.time import iso
+from server.core import Hub
 from server.domain import evaluation as ev
 from server.media import media_id_for
 
 if TYPE_CHECKING:
-    from server.app import Hub
     from server.media.builtin import BuiltinMedia, Segment
 
 log = logging.getLogger(__name__)

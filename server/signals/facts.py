@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from crypto.bid import decrypt_with_key
 from crypto.errors import BidBridgeError
@@ -50,13 +50,11 @@ from schemas.signals import (
     SheetFact,
     Signal,
 )
+from server.core import Hub
 from server.domain import evaluation as ev
 from server.domain import opening as op
 from server.domain import signals as S
 from server.signals import docmeta
-
-if TYPE_CHECKING:
-    from server.app import Hub
 
 log = logging.getLogger(__name__)
 

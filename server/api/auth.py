@@ -1,12 +1,4 @@
-"""The browser pages' way in: a one-time link instead of a CA plugin in the browser.
-
-An agent that logged in with its CA key asks for a link (``POST /api/auth/web-link``); the link
-carries a code that is HMAC-signed by the server, names the party, the session and the page, and
-is good for one minute and one use (its nonce is consumed in the store, like a login challenge).
-The page redeems it (``POST /api/auth/web-link/redeem``) for an ordinary bearer token, and
-renews that token before it runs out (``POST /api/auth/refresh``), so a page left open all day
-keeps working; an expired token is never renewed (the agent makes a new link).
-"""
+"""CA login (challenge, signed answer, token), token renewal, and one-time page links."""
 
 from __future__ import annotations
 
@@ -15,22 +7,58 @@ import hashlib
 import hmac
 import json
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Literal
 
-from aiohttp import web
+from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import api as S
 from schemas.canonical import canonical_json
-from server.api.hall import Ctx, routes
-from server.auth import ChallengeInvalid, Principal, new_nonce, token_lifetime
+from server.api.routing import (
+    Ctx,
+    Route,
+)
+from server.auth import (
+    CHALLENGE_SECONDS,
+    ChallengeInvalid,
+    PartyUnknown,
+    Principal,
+    login_document,
+    new_nonce,
+    token_lifetime,
+    verify_login,
+)
+from server.core import Hub
+from server.identity import cert_sha256
 from server.store import NotFound
 
+
+async def _principal_for(hub: Hub, cert: x509.Certificate, code: str | None) -> Principal:
+    fp = cert_sha256(cert)
+    account = await hub.store.get_account(fp[:32])
+    if account is not None:
+        if account.role == "room":  # a room device acts as its room
+            room = await hub.store.room_of_account(account.id)
+            if room is None:
+                raise PartyUnknown("room device without a room / 设备未绑定评标室")
+            return Principal("room", room.id, account.name, fp)
+        return Principal(account.role, account.id, account.name, fp)
+    if code is not None:
+        company = await hub.store.get_company(code)
+        if company is not None:
+            return Principal("bidder", code, company.name, fp)
+    raise PartyUnknown(cert.subject.rfc4514_string())
+
+
 LINK_SECONDS = 60
+
+
 LINK_PURPOSE = b"bidbridge/web-link/v1\x00"
-WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+
+
 Page = Literal["bidder", "host", "supervisor", "expert"]
+
+
 PAGE_ROLES: dict[str, tuple[str, ...]] = {
     "bidder": ("bidder",),
     "host": ("host", "centre"),
@@ -87,15 +115,36 @@ def _mac(secret: bytes, raw: bytes) -> bytes:
     return hmac.new(secret, LINK_PURPOSE + raw, hashlib.sha256).digest()
 
 
-@routes.route(
-    "POST",
-    "/api/auth/web-link",
-    "A one-time link (one use, one minute) that opens a page of this session in a browser",
-    body=WebLinkIn,
-    response=WebLinkOut,
-    roles=("bidder", "host", "supervisor", "centre", "expert"),
-    tag="auth",
-)
+async def challenge(ctx: Ctx) -> S.ChallengeOut:
+    hub = ctx.hub
+    now = hub.clock.now()
+    nonce = new_nonce()
+    expires = now + timedelta(seconds=CHALLENGE_SECONDS)
+    await hub.store.add_challenge(nonce, expires)
+    doc = login_document(nonce, hub.settings.server_id).decode("utf-8")
+    return S.ChallengeOut(
+        nonce=nonce, server=hub.settings.server_id, expires_at=expires, document=doc
+    )
+
+
+async def login(ctx: Ctx, body: S.LoginIn) -> S.LoginOut:
+    hub = ctx.hub
+    now = hub.clock.now()
+    verified = await verify_login(body.signature, hub.settings.server_id, hub.trust, now)
+    if not await hub.store.consume_challenge(verified.nonce, now):
+        raise ChallengeInvalid("replayed or stale / 重放或过期")
+    principal = await _principal_for(hub, verified.certificate, verified.credit_code)
+    token, exp = hub.tokens.issue(principal, now)
+    return S.LoginOut(
+        token=token,
+        role=principal.role,
+        party_id=principal.party_id,
+        name=principal.name,
+        expires_at=exp,
+        expires_in=token_lifetime(hub.tokens, hub.clock),
+    )
+
+
 async def web_link(ctx: Ctx, body: WebLinkIn) -> WebLinkOut:
     hub = ctx.hub
     p = ctx.who
@@ -125,14 +174,6 @@ async def web_link(ctx: Ctx, body: WebLinkIn) -> WebLinkOut:
     return WebLinkOut(url=f"/web/enter.html#code={code}", expires_at=exp.isoformat())
 
 
-@routes.route(
-    "POST",
-    "/api/auth/web-link/redeem",
-    "Redeem a one-time link's code for a bearer token (once, within a minute)",
-    body=RedeemIn,
-    response=RedeemOut,
-    tag="auth",
-)
 async def redeem(ctx: Ctx, body: RedeemIn) -> RedeemOut:
     hub = ctx.hub
     now = hub.clock.now()
@@ -163,14 +204,6 @@ async def redeem(ctx: Ctx, body: RedeemIn) -> RedeemOut:
     )
 
 
-@routes.route(
-    "POST",
-    "/api/auth/refresh",
-    "A fresh bearer token for the same party, in exchange for one that has not expired yet",
-    response=S.RefreshOut,
-    roles=("bidder", "host", "supervisor", "centre", "room", "expert"),
-    tag="auth",
-)
 async def refresh(ctx: Ctx) -> S.RefreshOut:
     # ``dispatch`` has checked the token (signature, expiry) and read its principal: an expired
     # token never gets here. The new one names the same party and certificate.
@@ -184,25 +217,50 @@ async def refresh(ctx: Ctx) -> S.RefreshOut:
     )
 
 
-def add_static(app: web.Application) -> None:
-    """The pages (``/web/...``) and the front-end packages installed from npm."""
-    vendor = WEB_ROOT / "node_modules" / "socket.io-client" / "dist"
-    pages = WEB_ROOT / "static"
-
-    async def socketio_client(request: web.Request) -> web.StreamResponse:
-        path = vendor / "socket.io.esm.min.js"
-        if not path.is_file():
-            raise web.HTTPNotFound(text="socket.io-client is not installed: run `make setup`")
-        return web.FileResponse(path, headers={"Content-Type": "text/javascript"})
-
-    async def index(request: web.Request) -> web.StreamResponse:
-        raise web.HTTPFound("/web/index.html")
-
-    app.router.add_get("/web/vendor/socket.io.esm.min.js", socketio_client)
-    app.router.add_get("/web/", index)
-    if pages.is_dir():
-        app.router.add_static("/web/", pages, show_index=False, follow_symlinks=False)
-
-
-# The supervisor wall's routes live in their own module, on the same route table.
-from server.api import supervision as _supervision  # noqa: E402, F401
+ROUTES: list[Route] = [
+    Route(
+        "POST",
+        "/api/auth/challenge",
+        challenge,
+        "CA login, step 1: a fresh challenge",
+        response=S.ChallengeOut,
+        tag="auth",
+    ),
+    Route(
+        "POST",
+        "/api/auth/login",
+        login,
+        "CA login, step 2: the signed challenge -> a token",
+        body=S.LoginIn,
+        response=S.LoginOut,
+        tag="auth",
+    ),
+    Route(
+        "POST",
+        "/api/auth/web-link",
+        web_link,
+        "A one-time link (one use, one minute) that opens a page of this session in a browser",
+        body=WebLinkIn,
+        response=WebLinkOut,
+        roles=("bidder", "host", "supervisor", "centre", "expert"),
+        tag="auth",
+    ),
+    Route(
+        "POST",
+        "/api/auth/web-link/redeem",
+        redeem,
+        "Redeem a one-time link's code for a bearer token (once, within a minute)",
+        body=RedeemIn,
+        response=RedeemOut,
+        tag="auth",
+    ),
+    Route(
+        "POST",
+        "/api/auth/refresh",
+        refresh,
+        "A fresh bearer token for the same party, in exchange for one that has not expired yet",
+        response=S.RefreshOut,
+        roles=("bidder", "host", "supervisor", "centre", "room", "expert"),
+        tag="auth",
+    ),
+]

@@ -1,0 +1,167 @@
+"""The centre's records: companies, staff accounts, projects, lots, sites, rooms, the expert pool."""
+
+from __future__ import annotations
+
+from crypto import errors as CE
+from crypto.ca import credit_code_of
+from schemas import api as S
+from schemas import evaluation as EV
+from server.api.routing import Ctx, Invalid, Route, read_body
+from server.api.shared import STAFF, sites_of, stored_cert
+from server.domain.pool import parse_pool
+from server.store import NotFound
+
+POOL_LIMIT = 64 * 1024**2
+
+
+async def add_company(ctx: Ctx, body: S.CompanyIn) -> S.OkOut:
+    hub = ctx.hub
+    now = hub.clock.now()
+    signing = stored_cert(body.signing_cert_pem, "signing certificate")
+    encryption = stored_cert(body.encryption_cert_pem, "encryption certificate")
+    for cert, purpose in ((signing, "bid_signature"), (encryption, "encryption")):
+        await hub.trust.avalidate(cert, purpose, now)  # type: ignore[arg-type]
+        if credit_code_of(cert) != body.credit_code:
+            raise CE.CertificateError(
+                f"{purpose}: 证书中的信用代码不符 / the certificate names another credit code"
+            )
+    await hub.store.add_company(
+        body.credit_code, body.name, body.signing_cert_pem, body.encryption_cert_pem, now
+    )
+    return S.OkOut()
+
+
+async def add_account(ctx: Ctx, body: S.AccountIn) -> S.AccountOut:
+    hub = ctx.hub
+    cert = stored_cert(body.cert_pem, "account certificate")
+    await hub.trust.avalidate(cert, "login", hub.clock.now())
+    row = await hub.store.add_account(body.role, body.name, body.cert_pem, hub.clock.now())
+    return S.AccountOut(id=row.id, role=row.role, name=row.name)
+
+
+async def add_project(ctx: Ctx, body: S.ProjectIn) -> S.OkOut:
+    await ctx.hub.store.add_project(
+        body.code, body.name, body.tenderer_name, body.tenderer_credit_code
+    )
+    return S.OkOut()
+
+
+async def add_lot(ctx: Ctx, body: S.LotIn) -> S.LotOut:
+    if await ctx.hub.store.get_project(body.project_code) is None:
+        raise NotFound(body.project_code)
+    row = await ctx.hub.store.add_lot(body.project_code, body.code, body.name)
+    return S.LotOut(id=row.id)
+
+
+async def import_experts(ctx: Ctx) -> EV.ImportOut:
+    fmt = ctx.request.query.get("format") or (
+        "json" if "json" in ctx.request.content_type else "csv"
+    )
+    if fmt not in ("csv", "json"):
+        raise Invalid("format: csv or json / 格式须为 csv 或 json")
+    data = await read_body(ctx.request, POOL_LIMIT)
+    experts = parse_pool(data, fmt)  # type: ignore[arg-type]
+    now = ctx.hub.clock.now()
+    await ctx.hub.store.import_experts([e.model_dump(mode="json") for e in experts], now)
+    return EV.ImportOut(imported=len(experts), total=await ctx.hub.store.count_experts())
+
+
+async def add_site(ctx: Ctx, body: EV.SiteIn) -> S.OkOut:
+    await ctx.hub.store.add_site(body.id, body.name, body.city)
+    return S.OkOut()
+
+
+async def add_room(ctx: Ctx, body: EV.RoomIn) -> S.OkOut:
+    cert = stored_cert(body.cert_pem, "room device certificate")
+    await ctx.hub.trust.avalidate(cert, "login", ctx.hub.clock.now())
+    site_id = ctx.request.match_info["site_id"]
+    await ctx.hub.store.add_room(
+        body.id, site_id, body.name, body.cert_pem, ctx.hub.clock.now(), body.seats
+    )
+    return S.OkOut()
+
+
+async def list_sites(ctx: Ctx) -> EV.SitesOut:
+    return EV.SitesOut(sites=[s.model_dump(mode="json") for s in await sites_of(ctx.hub)])
+
+
+ROUTES: list[Route] = [
+    Route(
+        "POST",
+        "/api/companies",
+        add_company,
+        "Register a bidder company with its two certificates",
+        body=S.CompanyIn,
+        response=S.OkOut,
+        roles=("centre",),
+        tag="centre",
+    ),
+    Route(
+        "POST",
+        "/api/accounts",
+        add_account,
+        "Register a host, supervisor or centre account bound to its certificate",
+        body=S.AccountIn,
+        response=S.AccountOut,
+        roles=("centre",),
+        tag="centre",
+    ),
+    Route(
+        "POST",
+        "/api/projects",
+        add_project,
+        "Create a project",
+        body=S.ProjectIn,
+        response=S.OkOut,
+        roles=("centre", "host"),
+        tag="centre",
+    ),
+    Route(
+        "POST",
+        "/api/lots",
+        add_lot,
+        "Create a lot (标段) of a project",
+        body=S.LotIn,
+        response=S.LotOut,
+        roles=("centre", "host"),
+        tag="centre",
+    ),
+    Route(
+        "POST",
+        "/api/experts/import",
+        import_experts,
+        "Import experts into the pool (CSV or JSON body; ?format=csv|json); all rows or none",
+        response=EV.ImportOut,
+        roles=("centre",),
+        tag="centre",
+    ),
+    Route(
+        "POST",
+        "/api/sites",
+        add_site,
+        "Add a site (场地) of the rooms network",
+        body=EV.SiteIn,
+        response=S.OkOut,
+        roles=("centre",),
+        tag="centre",
+    ),
+    Route(
+        "POST",
+        "/api/sites/{site_id}/rooms",
+        add_room,
+        "Add an evaluation room with its device certificate",
+        body=EV.RoomIn,
+        response=S.OkOut,
+        roles=("centre",),
+        tag="centre",
+    ),
+    Route(
+        "GET",
+        "/api/sites",
+        list_sites,
+        "Sites and their rooms",
+        response=EV.SitesOut,
+        roles=STAFF,
+        tag="centre",
+    ),
+]

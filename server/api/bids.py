@@ -1,0 +1,287 @@
+"""A bidder's bid before the deadline (rules 1-4): hall sign-in, upload with receipt, withdrawal, download, rehearsal, deposit and guarantee."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from crypto import errors as CE
+from crypto.envelope import inspect_envelope, is_addressed_to
+from crypto.errors import BidBridgeError
+from crypto.guarantee import Expectation, verify_guarantee
+from schemas import api as S
+from schemas.events import EventRecord
+from schemas.time import iso
+from server.api.origin import request_origin
+from server.api.routing import Ctx, Route, command, execute, load_session
+from server.api.shared import CHUNK, stored_cert
+from server.auth import (
+    PartyUnknown,
+)
+from server.domain import errors as E
+from server.domain import opening as op
+from server.work.decryption import session_info
+
+
+class UploadTruncated(BidBridgeError):
+    code = "UPLOAD_TRUNCATED"
+    zh = "上传不完整（连接中断或长度不符），请重新上传"
+    en = "the upload is incomplete (connection dropped or length mismatch); upload again"
+    status = 400
+
+
+async def _body_chunks(
+    request: web.Request,
+    declared: int | None,
+    at_end: Callable[[], Awaitable[None]] | None = None,
+) -> Any:
+    """The request body in chunks; ``at_end`` runs once the last byte is in (it may refuse)."""
+    received = 0
+    try:
+        async for chunk in request.content.iter_chunked(CHUNK):
+            received += len(chunk)
+            yield chunk
+    except Exception as exc:  # aiohttp's payload errors: the client went away mid-upload
+        raise UploadTruncated(type(exc).__name__) from None
+    if declared is not None and received != declared:
+        raise UploadTruncated(f"{received} of {declared} bytes")
+    if at_end is not None:
+        await at_end()
+
+
+async def deposit(ctx: Ctx, body: S.DepositIn) -> S.OkOut:
+    loaded = await load_session(ctx)
+    required = loaded.state.timetable.security_required_fen or 0
+    ok = body.amount_fen >= required
+    detail = body.reference or ("" if ok else f"below the required {required} fen / 低于要求金额")
+    sec = op.Security(
+        kind="deposit",
+        status="valid" if ok else "invalid",
+        amount_fen=body.amount_fen,
+        detail=detail,
+    )
+    return await execute(ctx, op.SetSecurity(actor=ctx.actor, bidder=body.bidder, security=sec))
+
+
+async def upload(ctx: Ctx) -> S.ReceiptOut:
+    hub = ctx.hub
+    loaded = await load_session(ctx)
+
+    def may_upload(state: op.OpeningState, now: datetime) -> None:
+        # The domain decides (rule 1): the same refusal as the real command, without its data.
+        probe = op.Upload(
+            actor=ctx.actor, envelope_sha256="0" * 64, size=0, receipt={}, receipt_signature=""
+        )
+        op.decide(state, probe, now)
+
+    # Refuse before reading a byte when the upload could not be accepted anyway.
+    may_upload(loaded.state, hub.clock.now())
+    company = await hub.store.get_company(ctx.who.party_id)
+    if company is None:
+        raise PartyUnknown(ctx.who.party_id)
+    declared = ctx.request.content_length
+    if declared is not None and declared > hub.settings.upload_limit:
+        from server.store import BlobTooLarge
+
+        raise BlobTooLarge(hub.settings.upload_limit)
+    enc_cert = stored_cert(company.encryption_cert_pem, "registered encryption certificate")
+    origin = await request_origin(ctx)
+    received: list[datetime] = []
+
+    async def last_byte_in_time() -> None:
+        # Rule 1: server time when the last byte arrived decides. Checked before the bytes are
+        # committed, so a late upload leaves no blob behind.
+        now = hub.clock.now()
+        may_upload((await load_session(ctx)).state, now)
+        received.append(now)
+
+    def check(path: Path) -> None:
+        # Rule 3: a valid envelope addressed to the bidder's own registered encryption certificate.
+        info = inspect_envelope(path)
+        if not is_addressed_to(info, enc_cert):
+            raise CE.NotARecipient(
+                "投标文件未使用您登记的加密证书加密 / the bid is not sealed to your registered encryption certificate"
+            )
+
+    blob = await hub.blobs.receive(
+        _body_chunks(ctx.request, declared, last_byte_in_time),
+        limit=hub.settings.upload_limit,
+        check=check,
+    )
+    now = received[0]  # time of receipt: when the last byte arrived
+    receipt = {
+        "receipt_id": secrets.token_hex(8),
+        "session_id": ctx.session_id,
+        "lot_id": loaded.state.lot_id,
+        "bidder": ctx.who.party_id,
+        "bidder_name": company.name,
+        "envelope_sha256": blob.sha256,
+        "size": blob.size,
+        "received_at": iso(now),
+    }
+    signature = hub.identity.sign_json(receipt, now)
+    records = await hub.service.execute(
+        ctx.session_id,
+        op.Upload(
+            actor=ctx.actor,
+            envelope_sha256=blob.sha256,
+            size=blob.size,
+            receipt=receipt,
+            receipt_signature=signature,
+            origin=origin,
+        ),
+        now=now,
+    )
+    return S.ReceiptOut(receipt=receipt, signature=signature, seq=records[-1].seq)
+
+
+async def download_own(ctx: Ctx) -> web.StreamResponse:
+    loaded = await load_session(ctx)
+    bid = loaded.state.bids.get(ctx.who.party_id)
+    if bid is None or bid.status == "retracted":
+        raise E.NoBid()
+    path = ctx.hub.blobs.path(bid.envelope_sha256)
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "application/pkcs7-mime",
+            "X-Envelope-SHA256": bid.envelope_sha256,
+        },
+    )
+
+
+async def own_receipt(ctx: Ctx) -> S.ReceiptOut:
+    await load_session(ctx)
+    tag = op.bidder_tag(ctx.who.party_id)
+    last: EventRecord | None = None
+    for r in await ctx.hub.store.events_after(ctx.session_id, 0):
+        if r.type == "bid_uploaded" and r.audience == [tag]:
+            last = r
+    if last is None:
+        raise E.NoBid()
+    return S.ReceiptOut(
+        receipt=last.payload["receipt"], signature=last.payload["receipt_signature"], seq=last.seq
+    )
+
+
+async def rehearsal(ctx: Ctx, body: S.RehearsalIn) -> S.OkOut:
+    origin = await request_origin(ctx)
+    return await execute(
+        ctx,
+        op.Rehearse(
+            actor=ctx.actor,
+            passed=body.passed,
+            code=body.code,
+            message=body.message,
+            origin=origin,
+        ),
+    )
+
+
+async def guarantee(ctx: Ctx, body: S.GuaranteeIn) -> S.OkOut:
+    hub = ctx.hub
+    loaded = await load_session(ctx)
+    info = await session_info(hub, ctx.session_id)
+    state = loaded.state
+    expect = Expectation(
+        bidder=ctx.who.party_id,
+        beneficiary_credit_code=info["tenderer_credit_code"],
+        project_code=info["project_code"],
+        lot_code=info["lot_code"],
+        min_amount_fen=state.timetable.security_required_fen or 0,
+        cover_until=(
+            state.timetable.deadline + timedelta(days=info.get("bid_valid_days", 90))
+        ).date(),
+    )
+    g = await verify_guarantee(body.signature, expect, hub.trust, hub.clock.now())
+    sec = op.Security(
+        kind="guarantee",
+        status="valid",
+        amount_fen=g.amount_fen,
+        detail=f"{g.guarantor_name} {g.guarantee_no}",
+    )
+    return await execute(
+        ctx, op.SetSecurity(actor=op.SERVER, bidder=ctx.who.party_id, security=sec)
+    )
+
+
+async def sign_in(ctx: Ctx) -> S.OkOut:
+    return await execute(ctx, op.SignIn(actor=ctx.actor, origin=await request_origin(ctx)))
+
+
+ROUTES: list[Route] = [
+    Route(
+        "POST",
+        "/api/sessions/{session_id}/deposits",
+        deposit,
+        "Confirm a bidder's deposit (投标保证金)",
+        body=S.DepositIn,
+        response=S.OkOut,
+        roles=("centre",),
+        tag="centre",
+    ),
+    Route(
+        "POST",
+        "/api/sessions/{session_id}/sign-in",
+        sign_in,
+        "签到: sign in to the hall",
+        response=S.OkOut,
+        roles=("bidder",),
+    ),
+    Route(
+        "PUT",
+        "/api/sessions/{session_id}/bid",
+        upload,
+        "Upload or replace the sealed bid (streamed; rules 1-3); returns the signed receipt",
+        response=S.ReceiptOut,
+        roles=("bidder",),
+        raw="application/octet-stream",
+    ),
+    command(
+        "DELETE",
+        "/api/sessions/{session_id}/bid",
+        "Withdraw the bid before the deadline (撤回)",
+        lambda ctx, body: op.Retract(actor=ctx.actor),
+        response=S.OkOut,
+        roles=("bidder",),
+    ),
+    Route(
+        "GET",
+        "/api/sessions/{session_id}/bid",
+        download_own,
+        "Download one's own stored envelope (for the rehearsal)",
+        roles=("bidder",),
+        raw="application/pkcs7-mime",
+    ),
+    Route(
+        "GET",
+        "/api/sessions/{session_id}/receipt",
+        own_receipt,
+        "One's own receipt and its signature",
+        response=S.ReceiptOut,
+        roles=("bidder",),
+    ),
+    Route(
+        "POST",
+        "/api/sessions/{session_id}/rehearsal",
+        rehearsal,
+        "Report the decryption rehearsal's result",
+        body=S.RehearsalIn,
+        response=S.OkOut,
+        roles=("bidder",),
+    ),
+    Route(
+        "POST",
+        "/api/sessions/{session_id}/guarantee",
+        guarantee,
+        "Lodge an electronic guarantee (电子保函)",
+        body=S.GuaranteeIn,
+        response=S.OkOut,
+        roles=("bidder",),
+    ),
+]

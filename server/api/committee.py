@@ -1,0 +1,239 @@
+"""The committee (评标委员会): the verifiable draw, members declining or replaced, sign-in at the room, the chair's election."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from crypto.attest import b64decode, read_document
+from schemas import api as S
+from schemas import evaluation as EV
+from schemas.canonical import canonical_json
+from schemas.experts import Expert
+from server.api.routing import Ctx, Route, command, execute, seq_of
+from server.api.shared import MEMBER_ROLES, SignatureInvalid, eval_actor, load_evaluation, sites_of
+from server.auth import (
+    ChallengeInvalid,
+    Principal,
+    token_lifetime,
+)
+from server.domain import draw as D
+from server.domain import errors as E
+from server.domain import evaluation as ev
+from server.identity import cert_sha256
+
+
+def person_id_of(cert: x509.Certificate) -> str | None:
+    values = cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+    return str(values[0].value) if values else None
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(values[0].value) if values else ""
+
+
+async def begin_draw(ctx: Ctx) -> S.OkOut:
+    await load_evaluation(ctx)
+    stored = await ctx.hub.store.put_draw_secret(ctx.session_id, secrets.token_hex(32))
+    commitment = D.commitment(bytes.fromhex(stored))
+    return await execute(ctx, ev.BeginDraw(actor=eval_actor(ctx), commitment=commitment))
+
+
+async def run_draw(ctx: Ctx) -> S.OkOut:
+    hub = ctx.hub
+    loaded = await load_evaluation(ctx)
+    secret = await hub.store.draw_secret(ctx.session_id)
+    if secret is None:
+        raise E.NotAllowedInState("the draw has not begun / 抽取尚未开始")
+    pool = [Expert.model_validate(e) for e in await hub.store.list_experts()]
+    sites = await sites_of(hub)
+    snapshot = {
+        "format": "bidbridge-draw-input",
+        "pool": D.pool_snapshot(pool),
+        "sites": [s.model_dump(mode="json") for s in sites],
+    }
+    raw = canonical_json(snapshot)
+    cmd = ev.Draw(
+        actor=ev.SERVER,
+        server_random=secret,
+        pool=pool,
+        sites=sites,
+        pool_blob=hashlib.sha256(raw).hexdigest(),
+    )
+    ev.decide(loaded.state, cmd, hub.clock.now())  # a refusal here leaves nothing behind
+    await hub.blobs.put_bytes(raw)  # the draw's input is kept before the draw is recorded
+    return await execute(ctx, cmd)
+
+
+async def decline(ctx: Ctx, body: EV.ExpertReasonIn) -> S.OkOut:
+    expert_id = ctx.request.match_info["expert_id"]
+    return await execute(
+        ctx, ev.Decline(actor=eval_actor(ctx), expert_id=expert_id, reason=body.reason)
+    )
+
+
+async def replace(ctx: Ctx, body: EV.ExpertReasonIn) -> S.OkOut:
+    expert_id = ctx.request.match_info["expert_id"]
+    return await execute(
+        ctx, ev.Replace(actor=eval_actor(ctx), expert_id=expert_id, reason=body.reason)
+    )
+
+
+async def expert_sign_in(ctx: Ctx, body: EV.ExpertSignInIn) -> EV.ExpertSignInOut:
+    hub = ctx.hub
+    now = hub.clock.now()
+    loaded = await load_evaluation(ctx)
+    doc = read_document(b64decode(body.signature))
+    expected = EV.sign_in_document(
+        hub.settings.server_id, ctx.session_id, ctx.who.party_id, body.expert_id, body.nonce
+    )
+    if doc.content != expected:
+        raise SignatureInvalid("not this sign-in / 签到文档不符")
+    await hub.trust.avalidate(doc.signer, "login", now, extra_intermediates=doc.certificates)
+    if person_id_of(doc.signer) != body.expert_id:
+        raise SignatureInvalid("the certificate is not the expert's / 证书不属于该专家")
+    if not await hub.store.consume_challenge(body.nonce, now):
+        raise ChallengeInvalid("replayed or stale / 重放或过期")
+    name = _common_name(doc.signer)
+    fp = cert_sha256(doc.signer)
+    member = loaded.state.members.get(body.expert_id)
+    if (
+        member is not None
+        and member.status == "signed_in"
+        and member.room_id == ctx.who.party_id
+        and member.cert_sha256 == fp
+    ):
+        # Signed in already (the token expired, the room device restarted): a new token, no
+        # new event; the same key at the same room proves it is the same member.
+        token, exp = hub.tokens.issue(Principal("expert", body.expert_id, name, fp), now)
+        return EV.ExpertSignInOut(
+            token=token,
+            expert_id=body.expert_id,
+            name=name,
+            expires_at=exp,
+            expires_in=token_lifetime(hub.tokens, hub.clock),
+        )
+    cmd = ev.ExpertSignIn(
+        actor=eval_actor(ctx),
+        expert_id=body.expert_id,
+        name=name,
+        cert_sha256=fp,
+        nonce=body.nonce,
+        signature=body.signature,
+    )
+    records = await hub.service.execute(ctx.session_id, cmd)
+    token, exp = hub.tokens.issue(Principal("expert", body.expert_id, name, fp), now)
+    return EV.ExpertSignInOut(
+        token=token,
+        expert_id=body.expert_id,
+        name=name,
+        expires_at=exp,
+        expires_in=token_lifetime(hub.tokens, hub.clock),
+        seq=seq_of(records),
+    )
+
+
+async def no_key(ctx: Ctx) -> S.OkOut:
+    expert_id = ctx.request.match_info["expert_id"]
+    return await execute(ctx, ev.NoKey(actor=eval_actor(ctx), expert_id=expert_id))
+
+
+async def get_to_sign(ctx: Ctx) -> EV.ToSignOut:
+    loaded = await load_evaluation(ctx)
+    expert_id = ctx.request.match_info["expert_id"]
+    draft = ev.draft_for(loaded.state, ctx.who.role, ctx.who.party_id, expert_id)
+    return EV.ToSignOut(draft=draft or None)
+
+
+ROUTES: list[Route] = [
+    Route(
+        "POST",
+        "/api/evaluations/{session_id}/draw/begin",
+        begin_draw,
+        "Begin the draw: the server commits to its random value (published)",
+        response=S.OkOut,
+        roles=("host", "centre"),
+        tag="evaluation",
+    ),
+    command(
+        "POST",
+        "/api/evaluations/{session_id}/draw/entropy",
+        "Add the supervisor's or the host's random value to the draw",
+        lambda ctx, body: ev.AddEntropy(actor=eval_actor(ctx), value=body.value),
+        body=EV.EntropyIn,
+        response=S.OkOut,
+        roles=("host", "supervisor"),
+        tag="evaluation",
+    ),
+    Route(
+        "POST",
+        "/api/evaluations/{session_id}/draw",
+        run_draw,
+        "Draw the committee and the secondary rooms; the server reveals its random value",
+        response=S.OkOut,
+        roles=("host", "centre"),
+        tag="evaluation",
+    ),
+    Route(
+        "POST",
+        "/api/evaluations/{session_id}/members/{expert_id}/decline",
+        decline,
+        "Record that a drawn expert declined; the next spare is drawn",
+        body=EV.ExpertReasonIn,
+        response=S.OkOut,
+        roles=("host", "centre"),
+        tag="evaluation",
+    ),
+    Route(
+        "POST",
+        "/api/evaluations/{session_id}/members/{expert_id}/replace",
+        replace,
+        "Replace a member who cannot serve by the next spare",
+        body=EV.ExpertReasonIn,
+        response=S.OkOut,
+        roles=("host", "centre"),
+        tag="evaluation",
+    ),
+    Route(
+        "POST",
+        "/api/evaluations/{session_id}/sign-in",
+        expert_sign_in,
+        "Sign an expert in at this room with the expert's CA key (returns the expert's token)",
+        body=EV.ExpertSignInIn,
+        response=EV.ExpertSignInOut,
+        roles=("room",),
+        tag="room",
+    ),
+    Route(
+        "POST",
+        "/api/evaluations/{session_id}/members/{expert_id}/no-key",
+        no_key,
+        "Record that an expert came to the room without a CA key",
+        response=S.OkOut,
+        roles=("room",),
+        tag="room",
+    ),
+    command(
+        "POST",
+        "/api/evaluations/{session_id}/vote",
+        "Vote for the chair (推选评标委员会主任)",
+        lambda ctx, body: ev.Vote(actor=eval_actor(ctx), candidate=body.candidate),
+        body=EV.VoteIn,
+        response=S.OkOut,
+        roles=MEMBER_ROLES,
+        tag="committee",
+    ),
+    Route(
+        "GET",
+        "/api/evaluations/{session_id}/members/{expert_id}/to-sign",
+        get_to_sign,
+        "The draft waiting for an expert's signature (the expert, or the expert's room device)",
+        response=EV.ToSignOut,
+        roles=("expert", "room"),
+        tag="committee",
+    ),
+]

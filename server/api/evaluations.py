@@ -1,0 +1,164 @@
+"""Evaluation sessions (远程异地评标): creation, the view each party may see, events, start, suspension, warnings."""
+
+from __future__ import annotations
+
+import secrets
+
+from schemas import api as S
+from schemas import evaluation as EV
+from schemas.experts import DrawRequest
+from server.api.routing import Ctx, Invalid, Route, after_seq, command
+from server.api.shared import STAFF, eval_actor, load_evaluation, sites_of, visible_events
+from server.domain import draw as D
+from server.domain import errors as E
+from server.domain import evaluation as ev
+from server.domain.views import evaluation_view
+from server.store import NotFound
+
+
+async def create_evaluation(ctx: Ctx, body: EV.EvaluationIn) -> S.SessionOut:
+    hub = ctx.hub
+    opening = await hub.service.load(body.opening_session_id, kind="opening")
+    if opening is None:
+        raise NotFound(body.opening_session_id)
+    if opening.state.status != "closed":
+        raise E.NotAllowedInState("the opening has not closed / 开标尚未结束")
+    info = (await hub.store.events_after(body.opening_session_id, 0, limit=1))[0].payload
+    bids = {}
+    for b in opening.state.bids.values():
+        if b.status == "decrypted" and b.summary:
+            bids[b.bidder] = ev.BidEntry(
+                bidder=b.bidder,
+                name=b.bidder_name or b.summary.get("bidder_name", ""),
+                price_fen=int(b.summary.get("price_fen") or 0),
+                envelope_sha256=b.envelope_sha256,
+                summary=b.summary,
+            )
+    if not bids:
+        raise E.NotAllowedInState("no decrypted bid to evaluate / 没有可评审的投标文件")
+    session_id = f"{opening.state.lot_id.replace('/', '~')}~eval~{secrets.token_hex(4)}"
+    try:
+        draw = DrawRequest.model_validate({**body.draw, "session_id": session_id})
+    except ValueError as exc:
+        raise Invalid(f"draw: {exc}"[:1000]) from None
+    site_ids = {s.id for s in await sites_of(hub)}
+    if draw.lead_site_id not in site_ids:
+        raise NotFound(f"site {draw.lead_site_id}")
+    if len(body.owner_reps) != draw.owner_reps:
+        raise Invalid("owner_reps: one person id per owner representative / 业主代表人数不符")
+    D.check_committee(draw.experts, draw.owner_reps)
+    state = ev.EvaluationState(
+        session_id=session_id,
+        lot_id=opening.state.lot_id,
+        opening_session_id=body.opening_session_id,
+        title=body.title or opening.state.title,
+        timetable=ev.Timetable(convene_at=body.convene_at, grace_minutes=body.grace_minutes),
+        config=ev.EvalConfig(
+            method=body.method,
+            review_items=body.review_items,
+            draw=draw,
+            owner_reps=body.owner_reps,
+            rescore_threshold_points=body.rescore_threshold_points,
+        ),
+        tenderer_credit_code=info.get("tenderer_credit_code", ""),
+        tenderer_name=info.get("tenderer_name", ""),
+        bids=bids,
+    )
+    extra = {
+        "opening_session_id": body.opening_session_id,
+        "config": state.config.model_dump(mode="json"),
+        "bids": {k: v.model_dump(mode="json") for k, v in sorted(bids.items())},
+        "tenderer_credit_code": state.tenderer_credit_code,
+    }
+    records = await hub.service.create(state, ctx.actor, extra, kind="evaluation")
+    return S.SessionOut(
+        session_id=state.session_id,
+        view=evaluation_view(state, ctx.who.role, ctx.who.party_id),
+        seq=records[-1].seq,
+    )
+
+
+async def get_evaluation(ctx: Ctx) -> S.SessionOut:
+    loaded = await load_evaluation(ctx)
+    return S.SessionOut(
+        session_id=ctx.session_id,
+        view=evaluation_view(loaded.state, ctx.who.role, ctx.who.party_id),
+        seq=loaded.version,
+    )
+
+
+async def evaluation_events(ctx: Ctx) -> S.EventsOut:
+    after = after_seq(ctx.request)
+    await load_evaluation(ctx)
+    return await visible_events(ctx, ev.viewer_tags(ctx.who.role, ctx.who.party_id), after)
+
+
+ROUTES: list[Route] = [
+    Route(
+        "POST",
+        "/api/evaluations",
+        create_evaluation,
+        "Create the evaluation of a closed opening (draft)",
+        body=EV.EvaluationIn,
+        response=S.SessionOut,
+        roles=("host", "centre"),
+        tag="evaluation",
+    ),
+    Route(
+        "GET",
+        "/api/evaluations/{session_id}",
+        get_evaluation,
+        "The evaluation as the caller may see it (两随机四不知)",
+        response=S.SessionOut,
+        roles=(*STAFF, "room", "expert"),
+        tag="evaluation",
+    ),
+    Route(
+        "GET",
+        "/api/evaluations/{session_id}/events",
+        evaluation_events,
+        "The evaluation's log, filtered by role; ?after=seq to replay",
+        response=S.EventsOut,
+        roles=(*STAFF, "room", "expert"),
+        tag="evaluation",
+    ),
+    command(
+        "POST",
+        "/api/evaluations/{session_id}/start",
+        "Start the evaluation (supervisor present, every member signed in)",
+        lambda ctx, body: ev.StartEvaluation(actor=eval_actor(ctx)),
+        response=S.OkOut,
+        roles=("host",),
+        tag="evaluation",
+    ),
+    command(
+        "POST",
+        "/api/evaluations/{session_id}/suspend",
+        "Suspend the evaluation (fault); it is void unless resumed within four hours",
+        lambda ctx, body: ev.Suspend(actor=eval_actor(ctx), reason=body.reason),
+        body=S.ReasonIn,
+        response=S.OkOut,
+        roles=("host",),
+        tag="evaluation",
+    ),
+    command(
+        "POST",
+        "/api/evaluations/{session_id}/resume",
+        "Resume a suspended evaluation",
+        lambda ctx, body: ev.Resume(actor=eval_actor(ctx), reason=body.reason),
+        body=S.ReasonIn,
+        response=S.OkOut,
+        roles=("host",),
+        tag="evaluation",
+    ),
+    command(
+        "POST",
+        "/api/evaluations/{session_id}/warnings",
+        "A supervisor's warning, seen by every participant",
+        lambda ctx, body: ev.Warn(actor=eval_actor(ctx), text=body.text),
+        body=S.TextIn,
+        response=S.OkOut,
+        roles=("supervisor",),
+        tag="evaluation",
+    ),
+]

@@ -1,0 +1,184 @@
+"""Opening sessions (开标): creation, the session as each party may see it, its events, and the host's and supervisor's steps."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from crypto.quorum import QuorumBundle
+from schemas import api as S
+from server.api.routing import Ctx, Route, after_seq, command, load_session
+from server.api.shared import STAFF, visible_events
+from server.domain import errors as E
+from server.domain import opening as op
+from server.domain.views import view_for
+from server.identity import cert_sha256
+from server.store import NotFound
+
+
+async def create_session(ctx: Ctx, body: S.SessionIn) -> S.SessionOut:
+    hub = ctx.hub
+    lot = await hub.store.get_lot(body.lot_id)
+    if lot is None:
+        raise NotFound(body.lot_id)
+    project = await hub.store.get_project(lot.project_code)
+    assert project is not None
+    backup = None
+    extra: dict[str, Any] = {
+        "project_code": project.code,
+        "lot_code": lot.code,
+        "tenderer_name": project.tenderer_name,
+        "tenderer_credit_code": project.tenderer_credit_code,
+        "bid_valid_days": 90,
+    }
+    if body.backup is not None:
+        bundle = QuorumBundle.from_json(body.backup.bundle_json)
+        if bundle.k != body.backup.k or bundle.n != len(body.backup.custodians):
+            raise E.TimetableInvalid(
+                "backup k/n do not match the bundle / 备用密钥 k/n 与分片包不符"
+            )
+        for account in body.backup.custodians:
+            if await hub.store.get_account(account) is None:
+                raise NotFound(account)
+        blob = await hub.blobs.put_bytes(body.backup.bundle_json.encode("utf-8"))
+        backup = op.BackupConfig(
+            k=bundle.k, custodians=body.backup.custodians, bundle_sha256=blob.sha256
+        )
+        extra["backup_certificate_sha256"] = cert_sha256(bundle.certificate)
+    timetable = op.Timetable(
+        sign_in_opens=body.sign_in_opens,
+        deadline=body.deadline,
+        decrypt_minutes=body.decrypt_minutes,
+        confirm_minutes=body.confirm_minutes,
+        min_bids=body.min_bids,
+        table_fields=body.table_fields,
+        security_required_fen=body.security_required_fen,
+        backup=backup,
+    )
+    if not timetable.sign_in_opens <= timetable.deadline:
+        raise E.TimetableInvalid("sign_in_opens must not be after the deadline")
+    session_id = f"{lot.id.replace('/', '~')}~{secrets.token_hex(4)}"
+    state = op.new_session(session_id, lot.id, timetable, body.title or project.name)
+    records = await hub.service.create(state, ctx.actor, extra)
+    return S.SessionOut(
+        session_id=session_id,
+        view=view_for(state, ctx.who.role, ctx.who.party_id),
+        seq=records[-1].seq,
+    )
+
+
+async def list_sessions(ctx: Ctx) -> S.SessionList:
+    out = []
+    for row in await ctx.hub.store.list_sessions(kind="opening"):
+        st = row.snapshot["state"]
+        out.append(
+            {
+                "session_id": row.id,
+                "lot_id": row.lot_id,
+                "title": st.get("title", ""),
+                "status": row.status,
+                "deadline": st["timetable"]["deadline"],
+            }
+        )
+    return S.SessionList(sessions=out)
+
+
+async def get_session(ctx: Ctx) -> S.SessionOut:
+    loaded = await load_session(ctx)
+    return S.SessionOut(
+        session_id=ctx.session_id,
+        view=view_for(loaded.state, ctx.who.role, ctx.who.party_id),
+        seq=loaded.version,
+    )
+
+
+async def get_events(ctx: Ctx) -> S.EventsOut:
+    after = after_seq(ctx.request)
+    await load_session(ctx)
+    return await visible_events(ctx, op.viewer_tags(ctx.who.role, ctx.who.party_id), after)
+
+
+ROUTES: list[Route] = [
+    Route(
+        "POST",
+        "/api/sessions",
+        create_session,
+        "Create a lot's opening session with its timetable (draft)",
+        body=S.SessionIn,
+        response=S.SessionOut,
+        roles=("host", "centre"),
+        tag="host",
+    ),
+    Route(
+        "GET",
+        "/api/sessions",
+        list_sessions,
+        "Sessions (status and timetable only)",
+        response=S.SessionList,
+        roles=("bidder", *STAFF),
+    ),
+    Route(
+        "GET",
+        "/api/sessions/{session_id}",
+        get_session,
+        "The session as the caller may see it (rule 4)",
+        response=S.SessionOut,
+        roles=("bidder", *STAFF),
+    ),
+    Route(
+        "GET",
+        "/api/sessions/{session_id}/events",
+        get_events,
+        "The log, filtered by role; ?after=seq to replay",
+        response=S.EventsOut,
+        roles=("bidder", *STAFF),
+    ),
+    command(
+        "POST",
+        "/api/sessions/{session_id}/publish",
+        "Publish the session (招标公告)",
+        lambda ctx, body: op.Publish(actor=ctx.actor),
+        response=S.OkOut,
+        roles=("host", "centre"),
+        tag="host",
+    ),
+    command(
+        "POST",
+        "/api/sessions/{session_id}/start",
+        "Start the opening (rule 6)",
+        lambda ctx, body: op.Start(actor=ctx.actor),
+        response=S.OkOut,
+        roles=("host",),
+        tag="host",
+    ),
+    command(
+        "POST",
+        "/api/sessions/{session_id}/suspend",
+        "Suspend with a reason (rule 13)",
+        lambda ctx, body: op.Suspend(actor=ctx.actor, reason=body.reason),
+        body=S.ReasonIn,
+        response=S.OkOut,
+        roles=("host", "supervisor"),
+        tag="host",
+    ),
+    command(
+        "POST",
+        "/api/sessions/{session_id}/resume",
+        "Resume with a reason (rule 13)",
+        lambda ctx, body: op.Resume(actor=ctx.actor, reason=body.reason),
+        body=S.ReasonIn,
+        response=S.OkOut,
+        roles=("host", "supervisor"),
+        tag="host",
+    ),
+    command(
+        "POST",
+        "/api/sessions/{session_id}/extend",
+        "Extend the current window with a reason (rule 13)",
+        lambda ctx, body: op.Extend(actor=ctx.actor, minutes=body.minutes, reason=body.reason),
+        body=S.ExtendIn,
+        response=S.OkOut,
+        roles=("host",),
+        tag="host",
+    ),
+]

@@ -1,0 +1,239 @@
+"""Review and scoring sheets, rescoring, stage closing, and the evaluation report with its signatures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from crypto.attest import b64decode, read_document
+from schemas import api as S
+from schemas import evaluation as EV
+from schemas.canonical import canonical_json
+from server.api.routing import Ctx, Route, command, execute, seq_of
+from server.api.shared import MEMBER_ROLES, STAFF, SignatureInvalid, eval_actor, load_evaluation
+from server.core import Hub
+from server.domain import errors as E
+from server.domain import evaluation as ev
+from server.identity import cert_sha256
+
+
+async def _member_cert(ctx: Ctx, signature: str, expected: bytes) -> None:
+    """The signature is the member's own, over exactly ``expected``, with the signed-in cert."""
+    loaded = await load_evaluation(ctx)
+    member = loaded.state.members.get(ctx.who.party_id)
+    doc = read_document(b64decode(signature))
+    if doc.content != expected:
+        raise SignatureInvalid("the signed content differs / 签名内容不符")
+    if member is None or member.cert_sha256 != cert_sha256(doc.signer):
+        raise SignatureInvalid("not the certificate used at sign-in / 非签到时使用的证书")
+    await ctx.hub.trust.avalidate(
+        doc.signer, "login", ctx.hub.clock.now(), extra_intermediates=doc.certificates
+    )
+
+
+async def generate_report(hub: Hub, session_id: str) -> list[Any]:
+    loaded = await hub.service.load(session_id, kind="evaluation")
+    if loaded is None or loaded.state.status != "signing" or loaded.state.report_sha256:
+        return []
+    report = ev.build_report(loaded.state, loaded.version, loaded.head_hash)
+    raw = canonical_json(report)
+    blob = await hub.blobs.put_bytes(raw)
+    signature = hub.identity.sign_json(report, hub.clock.now())
+    cmd = ev.GenerateReport(actor=ev.SERVER, report_sha256=blob.sha256, signature=signature)
+    return await hub.service.execute(session_id, cmd)
+
+
+async def report_of(hub: Hub, state: ev.EvaluationState) -> tuple[dict[str, Any], str]:
+    if state.report_sha256 is None:
+        raise E.NotAllowedInState("the report is not ready / 评标报告尚未生成")
+    blob = hub.blobs.path(state.report_sha256)
+    report: dict[str, Any] = json.loads(blob.read_bytes())
+    if hashlib.sha256(canonical_json(report)).hexdigest() != state.report_sha256:
+        raise E.NotAllowedInState("stored report damaged / 存储的报告已损坏")
+    events = await hub.store.events_after(state.session_id, 0)
+    sig = next(e.payload["signature"] for e in events if e.type == "report_generated")
+    return report, sig
+
+
+async def submit_sheet(ctx: Ctx, body: EV.SheetIn) -> S.OkOut:
+    expected = EV.sheet_document(ctx.session_id, ctx.who.party_id, body.stage, body.content)
+    await _member_cert(ctx, body.signature, expected)
+    cmd = ev.SubmitSheet(
+        actor=eval_actor(ctx), stage=body.stage, content=body.content, signature=body.signature
+    )
+    return await execute(ctx, cmd)
+
+
+async def get_sheets(ctx: Ctx) -> EV.SheetsOut:
+    loaded = await load_evaluation(ctx)
+    stage = ctx.request.match_info["stage"]
+    sheets = loaded.state.sheets.get(stage, {})
+    me = ctx.who.party_id
+    own = sheets.get(me)
+    # Eval rule 8: the others' sheets only after one's own is in (the supervisor sees all).
+    show = ctx.who.role == "supervisor" or (
+        own is not None and me not in loaded.state.reopened.get(stage, [])
+    )
+    others = [s.model_dump(mode="json") for k, s in sorted(sheets.items()) if k != me and show]
+    return EV.SheetsOut(
+        stage=stage, own=own.model_dump(mode="json") if own else None, others=others
+    )
+
+
+async def rescore(ctx: Ctx, body: EV.RescoreIn) -> S.OkOut:
+    cmd = ev.CallRescore(actor=eval_actor(ctx), expert_id=body.expert_id, reason=body.reason)
+    return await execute(ctx, cmd)
+
+
+async def summarize(ctx: Ctx) -> S.OkOut:
+    records = await ctx.hub.service.execute(ctx.session_id, ev.Summarize(actor=eval_actor(ctx)))
+    more = await generate_report(ctx.hub, ctx.session_id)
+    return S.OkOut(seq=seq_of(more) or seq_of(records))
+
+
+async def get_report(ctx: Ctx) -> EV.ReportOut:
+    loaded = await load_evaluation(ctx)
+    state: ev.EvaluationState = loaded.state
+    report, sig = await report_of(ctx.hub, state)
+    signatures = {k: v.model_dump(mode="json") for k, v in state.report_signatures.items()}
+    return EV.ReportOut(
+        report=report,
+        text=ev.report_text(report, signatures),
+        sha256=state.report_sha256 or "",
+        server_signature=sig,
+        signatures=signatures,
+    )
+
+
+async def sign_report(ctx: Ctx, body: EV.ReportSignIn) -> S.OkOut:
+    loaded = await load_evaluation(ctx)
+    sha = loaded.state.report_sha256 or ""
+    expected = EV.report_document(ctx.session_id, ctx.who.party_id, sha, body.agree, body.reason)
+    await _member_cert(ctx, body.signature, expected)
+    cmd = ev.SignReport(
+        actor=eval_actor(ctx), agree=body.agree, reason=body.reason, signature=body.signature
+    )
+    return await execute(ctx, cmd)
+
+
+async def forms(ctx: Ctx) -> EV.FormsOut:
+    loaded = await load_evaluation(ctx)
+    state: ev.EvaluationState = loaded.state
+    return EV.FormsOut(
+        method=state.config.method.model_dump(mode="json"),
+        review_items=[i.model_dump(mode="json") for i in state.config.review_items],
+        stages=state.stages(),
+    )
+
+
+async def request_signature(ctx: Ctx, body: EV.SignRequestIn) -> S.OkOut:
+    await load_evaluation(ctx)
+    cmd = ev.RequestSignature(
+        actor=eval_actor(ctx),
+        kind=body.kind,  # type: ignore[arg-type]
+        stage=body.stage,
+        content=body.content,
+        agree=body.agree,
+        reason=body.reason,
+    )
+    return await execute(ctx, cmd)
+
+
+ROUTES: list[Route] = [
+    Route(
+        "POST",
+        "/api/evaluations/{session_id}/sheets",
+        submit_sheet,
+        "Submit one's review or score sheet for the current stage, signed with one's CA key",
+        body=EV.SheetIn,
+        response=S.OkOut,
+        roles=MEMBER_ROLES,
+        tag="committee",
+    ),
+    Route(
+        "GET",
+        "/api/evaluations/{session_id}/sheets/{stage}",
+        get_sheets,
+        "One's own sheet, and the others' once one's own is in",
+        response=EV.SheetsOut,
+        roles=(*MEMBER_ROLES, "supervisor"),
+        tag="committee",
+    ),
+    Route(
+        "POST",
+        "/api/evaluations/{session_id}/rescore",
+        rescore,
+        "The chair calls a re-score where an expert deviates beyond the threshold",
+        body=EV.RescoreIn,
+        response=S.OkOut,
+        roles=MEMBER_ROLES,
+        tag="committee",
+    ),
+    command(
+        "POST",
+        "/api/evaluations/{session_id}/close-stage",
+        "The chair concludes the current stage (every member's sheet in)",
+        lambda ctx, body: ev.CloseStage(actor=eval_actor(ctx)),
+        response=S.OkOut,
+        roles=MEMBER_ROLES,
+        tag="committee",
+    ),
+    Route(
+        "POST",
+        "/api/evaluations/{session_id}/summarize",
+        summarize,
+        "The chair computes the ranking; the server issues the report for signing",
+        response=S.OkOut,
+        roles=MEMBER_ROLES,
+        tag="committee",
+    ),
+    Route(
+        "GET",
+        "/api/evaluations/{session_id}/report",
+        get_report,
+        "The evaluation report (JSON and text) with the members' signatures",
+        response=EV.ReportOut,
+        roles=(*STAFF, "expert", "room"),
+        tag="committee",
+    ),
+    Route(
+        "POST",
+        "/api/evaluations/{session_id}/report/sign",
+        sign_report,
+        "Sign the report: agree, or disagree with a written reason",
+        body=EV.ReportSignIn,
+        response=S.OkOut,
+        roles=MEMBER_ROLES,
+        tag="committee",
+    ),
+    command(
+        "POST",
+        "/api/evaluations/{session_id}/report/refuse",
+        "Refuse to sign; without a reason this counts as agreement (实施条例 art. 53)",
+        lambda ctx, body: ev.RefuseToSign(actor=eval_actor(ctx), reason=body.reason),
+        body=EV.RefuseIn,
+        response=S.OkOut,
+        roles=MEMBER_ROLES,
+        tag="committee",
+    ),
+    Route(
+        "GET",
+        "/api/evaluations/{session_id}/forms",
+        forms,
+        "The review forms' definition: criteria with their maxima, pass/fail items per stage",
+        response=EV.FormsOut,
+        roles=(*STAFF, "expert"),
+        tag="committee",
+    ),
+    Route(
+        "POST",
+        "/api/evaluations/{session_id}/to-sign",
+        request_signature,
+        "Hand a draft (a sheet, or one's answer to the report) to one's room device for signing",
+        body=EV.SignRequestIn,
+        response=S.OkOut,
+        roles=MEMBER_ROLES,
+        tag="committee",
+    ),
+]
