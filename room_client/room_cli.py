@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from room_client.bidder_cli import UsageError, _common, _sid, _ssl, load_credentials, out
+from room_client.cli_common import UsageError, _common, _sid, _ssl, load_credentials, out
 
 
 def _room_client(args: argparse.Namespace) -> Any:
