@@ -1,6 +1,6 @@
 """The evaluation's REST API for rooms, experts and staff (远程异地评标).
 
-* :class:`EvalClient` is a :class:`~room_client.agent.HallClient` with the evaluation's calls:
+* :class:`EvalClient` is a :class:`~room_client.client.HallClient` with the evaluation's calls:
   centre (pool, sites, rooms), host (create, draw, start), supervisor (entropy, warnings) and a
   room device (sign experts in, record a missing key).
 * :class:`ExpertClient` acts for one expert signed in at a room: it holds the expert's token and
@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from room_client.agent import AgentError, Credentials, HallClient, utc_now
+from room_client.client import AgentError, HallClient
+from room_client.credentials import Credentials, utc_now
+from room_client.follower import HallFollower
 from schemas import api as S
 from schemas import evaluation as EV
 
@@ -113,8 +115,6 @@ class EvalClient(HallClient):
         """The server's TURN relay with time-limited credentials, as aiortc ICE servers; none
         when the server has no relay configured (``TURN_NOT_CONFIGURED``)."""
         from aiortc import RTCIceServer
-
-        from room_client.agent import AgentError
 
         try:
             turn = await self.call("GET", "/api/media/turn")
@@ -366,8 +366,6 @@ class ExpertDesk:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Follow the session and sign each new draft until ``stop`` is set."""
-        from room_client.agent import HallFollower
-
         follower = HallFollower(self.expert, self.session_id)
         await follower.connect()
         try:

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from room_client.bidder_cli import UsageError, _common, _sid, _ssl, load_credentials, out
+from room_client.cli_common import UsageError, _common, _sid, _ssl, load_credentials, out
 
 
 def _room_client(args: argparse.Namespace) -> Any:
@@ -35,7 +35,7 @@ def _room_client(args: argparse.Namespace) -> Any:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from room_client.agent import HallFollower
+    from room_client.follower import HallFollower
     from room_client.media import RoomMedia
 
     sid = _sid(args)
@@ -91,7 +91,7 @@ async def _run(args: argparse.Namespace) -> int:
 async def _host_feed(client: Any, sid: str, feeds: list[Any], ice: list[Any]) -> None:
     """Receive the lead room's feed through the media server; subscribe again whenever the lead
     room is not linked yet or the link drops."""
-    from room_client.agent import AgentError
+    from room_client.client import AgentError
     from room_client.media import SubscriberMedia
 
     view = await client.evaluation(sid)
@@ -118,7 +118,7 @@ async def _host_feed(client: Any, sid: str, feeds: list[Any], ice: list[Any]) ->
 
 
 async def _sign_in(args: argparse.Namespace) -> int:
-    from room_client.agent import Credentials
+    from room_client.credentials import Credentials
 
     sid = _sid(args)
     expert = Credentials.load(
@@ -151,7 +151,7 @@ async def _sign_in(args: argparse.Namespace) -> int:
 
 
 async def _expert(args: argparse.Namespace) -> int:
-    from room_client.agent import Credentials
+    from room_client.credentials import Credentials
     from room_client.evaluation import EvalClient, ExpertClient
 
     saved = json.loads(Path(args.expert_session).read_text())
@@ -205,7 +205,7 @@ async def _confirm_at_terminal(draft: dict[str, Any]) -> bool:
 
 
 async def _desk(args: argparse.Namespace) -> int:
-    from room_client.agent import Credentials
+    from room_client.credentials import Credentials
     from room_client.evaluation import ExpertDesk, describe_draft
 
     sid = _sid(args)

@@ -1,14 +1,8 @@
-"""Private keys on a PKCS#11 token (a bidder's CA USB key, an HSM, SoftHSM in tests).
+"""Token sessions: opening a PKCS#11 token and using a private key that never leaves it.
 
 ``TokenKey`` implements ``crypto.keys.PrivateKeyHandle``: it asks the token to sign, to decrypt a
-key-transport blob or to agree an ECDH secret, and the private key never leaves the token.
-
-Keys are named by PKCS#11 URIs (RFC 7512)::
-
-    pkcs11:token=bidder;object=sign-key;type=private?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234
-
-The module comes from ``module-path`` or else from the ``BIDBRIDGE_PKCS11_MODULE`` environment
-variable; the PIN from the ``pin`` argument, ``pin-value`` or ``pin-source`` (a file).
+key-transport blob or to agree an ECDH secret. ``open_token_key`` opens one by its URI;
+``find_certificate`` reads the certificate stored next to it.
 
 Every failure is a typed ``crypto.errors`` exception; raw ``pkcs11`` exceptions never escape.
 
@@ -26,11 +20,8 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self, cast
-from urllib.parse import quote, unquote, unquote_to_bytes, urlparse
+from typing import Any, Self, cast
 
 import pkcs11
 from asn1crypto.core import ObjectIdentifier, OctetString
@@ -43,195 +34,13 @@ from pkcs11 import exceptions as p11e
 
 from crypto.errors import (
     AlgorithmUnsupported,
-    KeyCertificateMismatch,
     KeyUnwrapFailed,
     TokenError,
     TokenNotFound,
     TokenPinIncorrect,
 )
 from crypto.keys import HashName, KeyTransportPadding, PublicKey, hash_algorithm
-
-MODULE_ENV = "BIDBRIDGE_PKCS11_MODULE"
-"""Environment variable naming the default PKCS#11 module (shared library)."""
-
-TokenKeyType = Literal["rsa2048", "ec-p256"]
-ObjectType = Literal["public", "private", "cert", "secret-key", "data"]
-
-_OBJECT_TYPES: tuple[ObjectType, ...] = ("public", "private", "cert", "secret-key", "data")
-_PATH_ATTRS = ("token", "manufacturer", "serial", "model", "object", "id", "type", "slot-id")
-_QUERY_ATTRS = ("module-path", "pin-value", "pin-source")
-# Path attributes RFC 7512 defines that we accept but do not use to select anything.
-_IGNORED_PATH_ATTRS = (
-    "library-manufacturer",
-    "library-description",
-    "library-version",
-    "slot-manufacturer",
-    "slot-description",
-)
-
-# --- PKCS#11 URIs (RFC 7512) ------------------------------------------------------------------
-
-
-def _invalid_uri(uri: str, why: str) -> TokenError:
-    return TokenError(f"PKCS#11 URI 无效 / invalid PKCS#11 URI {_redact(uri)!r}: {why}")
-
-
-def _redact(uri: str) -> str:
-    """``uri`` with any ``pin-value`` hidden, for messages and logs."""
-    head, sep, query = uri.partition("?")
-    if not sep:
-        return uri
-    parts = ["pin-value=***" if p.lower().startswith("pin-value=") else p for p in query.split("&")]
-    return head + "?" + "&".join(parts)
-
-
-@dataclass(frozen=True)
-class Pkcs11Uri:
-    """A parsed ``pkcs11:`` URI. Unset attributes are ``None`` (match anything)."""
-
-    token: str | None = None
-    manufacturer: str | None = None
-    serial: str | None = None
-    model: str | None = None
-    slot_id: int | None = None
-    object: str | None = None
-    id: bytes | None = None
-    type: ObjectType | None = None
-    module_path: str | None = None
-    pin_value: str | None = field(default=None, repr=False)
-    pin_source: str | None = None
-
-    @classmethod
-    def parse(cls, uri: str) -> Pkcs11Uri:
-        """Parse an RFC 7512 URI; raise ``TokenError`` if it is malformed."""
-        scheme, colon, rest = uri.strip().partition(":")
-        if not colon or scheme.lower() != "pkcs11":
-            raise _invalid_uri(uri, "it must start with 'pkcs11:'")
-        path, _, query = rest.partition("?")
-        if "#" in query:
-            raise _invalid_uri(uri, "a fragment ('#') is not allowed")
-        values: dict[str, Any] = {}
-        for part in path.split(";") if path else []:
-            name, value = _split_attr(uri, part)
-            if name in _IGNORED_PATH_ATTRS:
-                continue
-            if name not in _PATH_ATTRS:
-                raise _invalid_uri(uri, f"unknown path attribute {name!r}")
-            key = name.replace("-", "_")
-            if key in values:
-                raise _invalid_uri(uri, f"attribute {name!r} given twice")
-            values[key] = _path_value(uri, name, value)
-        for part in query.split("&") if query else []:
-            name, value = _split_attr(uri, part)
-            if name not in _QUERY_ATTRS:
-                continue  # RFC 7512: unknown query attributes may be ignored
-            key = name.replace("-", "_")
-            if key in values:
-                raise _invalid_uri(uri, f"attribute {name!r} given twice")
-            values[key] = _decode_text(uri, value)
-        return cls(**values)
-
-    def __str__(self) -> str:
-        """The URI text (percent-encoded as RFC 7512 asks); includes ``pin-value`` if set."""
-        path: list[str] = []
-        for name, value in (
-            ("model", self.model),
-            ("manufacturer", self.manufacturer),
-            ("serial", self.serial),
-            ("token", self.token),
-            ("object", self.object),
-            ("type", self.type),
-        ):
-            if value is not None:
-                path.append(f"{name}={_encode(value.encode())}")
-        if self.id is not None:
-            path.append("id=" + "".join(f"%{b:02X}" for b in self.id))
-        if self.slot_id is not None:
-            path.append(f"slot-id={self.slot_id}")
-        query = [
-            f"{name}={_encode(value.encode(), query=True)}"
-            for name, value in (
-                ("module-path", self.module_path),
-                ("pin-source", self.pin_source),
-                ("pin-value", self.pin_value),
-            )
-            if value is not None
-        ]
-        text = "pkcs11:" + ";".join(path)
-        return text + ("?" + "&".join(query) if query else "")
-
-    def redacted(self) -> str:
-        """The URI text without the PIN, safe for logs and messages."""
-        return str(replace(self, pin_value=None))
-
-    def resolve_module(self) -> str:
-        """The module path from the URI, else from ``BIDBRIDGE_PKCS11_MODULE``."""
-        module = self.module_path or os.environ.get(MODULE_ENV)
-        if not module:
-            raise TokenNotFound(
-                "未指定 PKCS#11 模块 / no PKCS#11 module: give module-path in the URI "
-                f"or set {MODULE_ENV}"
-            )
-        return module
-
-    def resolve_pin(self, pin: str | None = None) -> str | None:
-        """``pin`` if given, else ``pin-value``, else the contents of ``pin-source``."""
-        if pin is not None:
-            return pin
-        if self.pin_value is not None:
-            return self.pin_value
-        if self.pin_source is None:
-            return None
-        source = self.pin_source
-        if source.lower().startswith("file:"):
-            source = unquote(urlparse(source).path)
-        elif ":" in source.split("/", 1)[0]:
-            raise TokenError(f"不支持的 pin-source / unsupported pin-source {source!r}")
-        try:
-            text = Path(source).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TokenError(
-                f"无法读取 PIN 文件 / cannot read the PIN file {source}: {exc}"
-            ) from None
-        return text.rstrip("\r\n")
-
-
-def parse_uri(uri: str) -> Pkcs11Uri:
-    """Parse an RFC 7512 ``pkcs11:`` URI (see ``Pkcs11Uri``)."""
-    return Pkcs11Uri.parse(uri)
-
-
-def _split_attr(uri: str, part: str) -> tuple[str, str]:
-    name, eq, value = part.partition("=")
-    if not eq or not name:
-        raise _invalid_uri(uri, f"{part!r} is not name=value")
-    return name.lower(), value
-
-
-def _decode_text(uri: str, value: str) -> str:
-    try:
-        return unquote_to_bytes(value).decode("utf-8")
-    except UnicodeDecodeError:
-        raise _invalid_uri(uri, f"{value!r} is not UTF-8 after percent-decoding") from None
-
-
-def _path_value(uri: str, name: str, value: str) -> Any:
-    if name == "id":
-        return unquote_to_bytes(value)
-    if name == "slot-id":
-        if not value.isdigit():
-            raise _invalid_uri(uri, f"slot-id {value!r} is not a number")
-        return int(value)
-    text = _decode_text(uri, value)
-    if name == "type" and text not in _OBJECT_TYPES:
-        raise _invalid_uri(uri, f"type {text!r} is not one of {', '.join(_OBJECT_TYPES)}")
-    return text
-
-
-def _encode(value: bytes, *, query: bool = False) -> str:
-    # RFC 7512 pchar / qchar: unreserved plus a few sub-delims stay literal.
-    return quote(value, safe="-._~:[]@!$'()*+,=&" if not query else "-._~:[]@!$'()*+,=/?|")
-
+from crypto.token.uri import Pkcs11Uri, _as_uri
 
 # --- loaded modules, shared sessions ----------------------------------------------------------
 
@@ -355,12 +164,14 @@ def _token_matches(token: Any, uri: Pkcs11Uri) -> bool:
     for wanted, actual in checks:
         if wanted is not None and wanted != (actual.strip() if isinstance(actual, str) else actual):
             return False
-    if uri.serial is not None:
-        serial = token.serial
-        text = serial.decode("ascii", "replace") if isinstance(serial, bytes) else str(serial)
-        if text.strip() != uri.serial.strip():
-            return False
-    return True
+    return uri.serial is None or _token_serial(token) == uri.serial.strip()
+
+
+def _token_serial(token: Any) -> str:
+    """The token's serial number as text, without the padding PKCS#11 gives it."""
+    serial = token.serial
+    text = serial.decode("ascii", "replace") if isinstance(serial, bytes) else str(serial)
+    return text.strip()
 
 
 def _find_token(module: _Module, uri: Pkcs11Uri, *, rescan: bool = True) -> Any:
@@ -583,12 +394,6 @@ def _public_key_for(session: Any, private: Any, label: str | None, id_: bytes | 
     raise TokenNotFound(
         "未在 CA 锁上找到私钥对应的公钥或证书 / "
         "no public key or certificate for the key on the token"
-    )
-
-
-def _spki(key: PublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
@@ -827,7 +632,7 @@ def open_token_key(uri: str | Pkcs11Uri, pin: str | None = None) -> TokenKey:
     Raises ``TokenNotFound`` (module, token or key missing), ``TokenPinIncorrect`` (wrong or
     missing PIN) or ``TokenError``.
     """
-    parsed = uri if isinstance(uri, Pkcs11Uri) else Pkcs11Uri.parse(uri)
+    parsed = _as_uri(uri)
     if parsed.type not in (None, "private"):
         raise TokenError(
             f"URI 须指向私钥 / the URI must name a private key, not type={parsed.type}"
@@ -880,154 +685,6 @@ def open_token_key(uri: str | Pkcs11Uri, pin: str | None = None) -> TokenKey:
     )
 
 
-# --- helpers: key generation, certificates, listing ------------------------------------------
-
-_P256_PARAMS = bytes.fromhex("06082a8648ce3d030107")  # DER OID secp256r1
-
-
-def _key_names(uri: Pkcs11Uri, label: str | None, id_: bytes | None) -> tuple[str, bytes]:
-    label = label if label is not None else uri.object
-    id_ = id_ if id_ is not None else uri.id
-    if not label or not id_:
-        raise TokenError("需要密钥标签和 ID / a key label (object=) and id are both required")
-    return label, id_
-
-
-def _as_uri(uri_or_params: str | Pkcs11Uri) -> Pkcs11Uri:
-    return uri_or_params if isinstance(uri_or_params, Pkcs11Uri) else Pkcs11Uri.parse(uri_or_params)
-
-
-def generate_key_on_token(
-    uri_or_params: str | Pkcs11Uri,
-    key_type: TokenKeyType,
-    label: str | None = None,
-    id: bytes | None = None,
-    *,
-    pin: str | None = None,
-) -> PublicKey:
-    """Generate a key pair on the token; return its public key.
-
-    The private key is CKA_SENSITIVE and not extractable: it never leaves the token. RSA keys
-    may sign and decrypt, EC keys sign and derive (ECDH). ``label``/``id`` default to the URI's
-    ``object``/``id``; refuses to create a second key with the same label or id.
-    """
-    uri = _as_uri(uri_or_params)
-    label, id_ = _key_names(uri, label, id)
-    if key_type not in ("rsa2048", "ec-p256"):
-        raise TokenError(f"不支持的密钥类型 / unsupported key type {key_type}")
-    if uri.resolve_pin(pin) is None:
-        raise TokenPinIncorrect("生成密钥需要 PIN / generating a key needs the user PIN")
-    common = {Attribute.TOKEN: True, Attribute.LABEL: label, Attribute.ID: id_}
-    private_template: dict[Any, Any] = {
-        **common,
-        Attribute.PRIVATE: True,
-        Attribute.SENSITIVE: True,
-        Attribute.EXTRACTABLE: False,
-        Attribute.SIGN: True,
-        Attribute.DECRYPT: key_type == "rsa2048",
-        Attribute.UNWRAP: False,
-        Attribute.DERIVE: key_type == "ec-p256",
-    }
-    public_template: dict[Any, Any] = {
-        **common,
-        Attribute.PRIVATE: False,
-        Attribute.VERIFY: True,
-        Attribute.ENCRYPT: key_type == "rsa2048",
-        Attribute.WRAP: False,
-    }
-    with _session_for(uri, pin, rw=True) as session:
-        for attrs in (
-            _template(ObjectClass.PRIVATE_KEY, label, None),
-            _template(ObjectClass.PRIVATE_KEY, None, id_),
-        ):
-            if _objects(session, attrs):
-                raise TokenError(
-                    f"CA 锁上已有同名或同 ID 的私钥 / a private key labelled {label!r} or with "
-                    f"id {id_.hex()} already exists"
-                )
-        try:
-            if key_type == "rsa2048":
-                public, _ = session.generate_keypair(
-                    KeyType.RSA,
-                    2048,
-                    store=True,
-                    public_template=public_template,
-                    private_template=private_template,
-                )
-            else:
-                public_template[Attribute.EC_PARAMS] = _P256_PARAMS
-                public, _ = session.generate_keypair(
-                    KeyType.EC,
-                    store=True,
-                    mechanism=Mechanism.EC_KEY_PAIR_GEN,
-                    public_template=public_template,
-                    private_template=private_template,
-                )
-        except p11e.PKCS11Error as exc:
-            raise _token_error(
-                "在 CA 锁上生成密钥失败 / key generation on the token failed", exc
-            ) from None
-        key = _public_from_object(public)
-    if key is None:
-        raise TokenError("无法读取新密钥的公钥 / cannot read the new key's public key")
-    return key
-
-
-def store_certificate_on_token(
-    uri_or_params: str | Pkcs11Uri,
-    cert: x509.Certificate,
-    label: str | None = None,
-    id: bytes | None = None,
-    *,
-    pin: str | None = None,
-) -> None:
-    """Store ``cert`` as a CKO_CERTIFICATE with the label and id of its key.
-
-    ``label``/``id`` default to the URI's ``object``/``id``. If a key with that id (or label)
-    is on the token, the certificate must match it (``KeyCertificateMismatch``).
-    """
-    uri = _as_uri(uri_or_params)
-    label, id_ = _key_names(uri, label, id)
-    public = cert.public_key()
-    if not isinstance(public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-        raise KeyCertificateMismatch("only RSA and EC certificates are supported")
-    with _session_for(uri, pin, rw=True) as session:
-        for object_class in (ObjectClass.PUBLIC_KEY, ObjectClass.PRIVATE_KEY):
-            for obj in _objects(session, _template(object_class, None, id_)):
-                key = _public_from_object(obj)
-                if key is not None and _spki(key) != _spki(public):
-                    raise KeyCertificateMismatch(
-                        f"证书与 CA 锁上 id {id_.hex()} 的密钥不匹配 / "
-                        f"{cert.subject.rfc4514_string()}"
-                    )
-        if _objects(session, _template(ObjectClass.CERTIFICATE, None, id_)):
-            raise TokenError(
-                f"CA 锁上已有该 ID 的证书 / a certificate with id {id_.hex()} is already stored"
-            )
-        serial = cert.serial_number
-        length = (serial.bit_length() + 8) // 8
-        der_serial = bytes([0x02, length]) + serial.to_bytes(length, "big", signed=True)
-        try:
-            session.create_object(
-                {
-                    Attribute.CLASS: ObjectClass.CERTIFICATE,
-                    Attribute.CERTIFICATE_TYPE: pkcs11.CertificateType.X_509,
-                    Attribute.TOKEN: True,
-                    Attribute.PRIVATE: False,
-                    Attribute.LABEL: label,
-                    Attribute.ID: id_,
-                    Attribute.SUBJECT: cert.subject.public_bytes(),
-                    Attribute.ISSUER: cert.issuer.public_bytes(),
-                    Attribute.SERIAL_NUMBER: der_serial,
-                    Attribute.VALUE: cert.public_bytes(serialization.Encoding.DER),
-                }
-            )
-        except p11e.PKCS11Error as exc:
-            raise _token_error(
-                "向 CA 锁写入证书失败 / storing the certificate failed", exc
-            ) from None
-
-
 def find_certificate(uri: str | Pkcs11Uri, pin: str | None = None) -> x509.Certificate | None:
     """The certificate with the label/id the URI names (the one next to its key), or None.
 
@@ -1040,104 +697,3 @@ def find_certificate(uri: str | Pkcs11Uri, pin: str | None = None) -> x509.Certi
     with _session_for(parsed, pin) as session:
         certs = _certificates(session, None if parsed.id is not None else parsed.object, parsed.id)
     return certs[0] if certs else None
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    """An initialised token a module offers."""
-
-    slot_id: int
-    label: str
-    manufacturer: str
-    model: str
-    serial: str
-    uri: str
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """An object on a token (keys and certificates), described by public attributes."""
-
-    type: ObjectType
-    label: str
-    id: bytes
-    key_type: str | None
-    uri: str
-
-
-def list_tokens(module_path: str | None = None) -> list[TokenInfo]:
-    """The initialised tokens of a module (default: ``BIDBRIDGE_PKCS11_MODULE``)."""
-    module_path = Pkcs11Uri(module_path=module_path).resolve_module()
-    module = _load_module(module_path)
-    try:
-        tokens = list(module.lib.get_tokens())
-        if not [t for t in tokens if t.flags & TokenFlag.TOKEN_INITIALIZED] and rescan_tokens(
-            module.path
-        ):
-            tokens = list(module.lib.get_tokens())
-        result = []
-        for t in tokens:
-            if not t.flags & TokenFlag.TOKEN_INITIALIZED:
-                continue
-            serial = (
-                t.serial.decode("ascii", "replace") if isinstance(t.serial, bytes) else t.serial
-            )
-            info = Pkcs11Uri(
-                token=t.label,
-                manufacturer=t.manufacturer_id,
-                serial=serial.strip(),
-                model=t.model,
-                module_path=module_path,
-            )
-            result.append(
-                TokenInfo(
-                    int(t.slot.slot_id),
-                    t.label,
-                    t.manufacturer_id,
-                    t.model,
-                    serial.strip(),
-                    str(info),
-                )
-            )
-        return result
-    except p11e.PKCS11Error as exc:
-        raise _token_error("列出 CA 锁失败 / listing tokens failed", exc) from None
-
-
-_CLASS_TYPES: dict[Any, ObjectType] = {
-    ObjectClass.PUBLIC_KEY: "public",
-    ObjectClass.PRIVATE_KEY: "private",
-    ObjectClass.CERTIFICATE: "cert",
-    ObjectClass.SECRET_KEY: "secret-key",
-    ObjectClass.DATA: "data",
-}
-
-
-def list_objects(uri: str | Pkcs11Uri, pin: str | None = None) -> list[ObjectInfo]:
-    """Keys and certificates on the token the URI names (private keys only with a PIN)."""
-    parsed = _as_uri(uri)
-    base = Pkcs11Uri(
-        token=parsed.token,
-        manufacturer=parsed.manufacturer,
-        serial=parsed.serial,
-        model=parsed.model,
-        module_path=parsed.module_path,
-    )
-    result = []
-    with _session_for(parsed, pin) as session:
-        for obj in _objects(session, {}):
-            try:
-                object_type = _CLASS_TYPES.get(obj[Attribute.CLASS])
-                if object_type is None:
-                    continue
-                label = str(obj[Attribute.LABEL])
-                id_ = bytes(obj[Attribute.ID]) if object_type != "data" else b""
-                key_type = None
-                if object_type in ("public", "private", "secret-key"):
-                    kt = obj[Attribute.KEY_TYPE]
-                    key_type = kt.name.lower() if isinstance(kt, KeyType) else str(kt)
-            except p11e.PKCS11Error:
-                continue
-            where = replace(base, object=label or None, id=id_ or None, type=object_type)
-            result.append(ObjectInfo(object_type, label, id_, key_type, str(where)))
-    return result
