@@ -17,8 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from schemas.events import EventRecord, NewEvent
-from schemas.time import iso
-from server.audit.chain import GENESIS, event_hash
+from server.audit.chain import GENESIS, link_events
 from server.clock import Clock
 from server.domain import evaluation as ev
 from server.domain import opening as op
@@ -124,7 +123,7 @@ class SessionService:
         )
         if kind == "opening":
             del first.payload["kind"]  # the opening's first event predates kinds: kept as it was
-        records = _link(state.session_id, 0, GENESIS, [first], now)
+        records = link_events(state.session_id, 1, GENESIS, now, [first])
         records = await self.store.create_session(
             state.session_id,
             lot_id=state.lot_id,
@@ -155,11 +154,13 @@ class SessionService:
                 state = loaded.state
                 for e in events:
                     state = m.evolve(state, e, at)
-                linked = _link(session_id, loaded.version, loaded.head_hash, events, at)
+                linked = link_events(session_id, loaded.version + 1, loaded.head_hash, at, events)
                 if state.status != loaded.state.status:
                     checkpoint = self._checkpoint(session_id, linked[-1], state, at)
                     events = [*events, checkpoint]
-                    linked += _link(session_id, linked[-1].seq, linked[-1].hash, [checkpoint], at)
+                    linked += link_events(
+                        session_id, linked[-1].seq + 1, linked[-1].hash, at, [checkpoint]
+                    )
                 try:
                     records = await self.store.append(
                         session_id,
@@ -208,28 +209,6 @@ class SessionService:
 
 
 OpeningService = SessionService  # the name the opening hall's code grew up with
-
-
-def _link(
-    session_id: str, version: int, head_hash: str, events: list[NewEvent], at: datetime
-) -> list[EventRecord]:
-    """The records ``events`` become when appended after ``version`` (same as the store's)."""
-    out: list[EventRecord] = []
-    prev = head_hash
-    for i, e in enumerate(events, start=version + 1):
-        body = {
-            "session_id": session_id,
-            "seq": i,
-            "at": iso(at),
-            "type": e.type,
-            "actor": e.actor,
-            "audience": e.audience,
-            "payload": e.payload,
-        }
-        h = event_hash(prev, body)
-        out.append(EventRecord(**body, prev_hash=prev, hash=h))
-        prev = h
-    return out
 
 
 def cek_fingerprint(cek: bytes) -> str:

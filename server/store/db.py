@@ -22,8 +22,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from schemas.events import EventRecord, NewEvent
-from schemas.time import iso
-from server.audit.chain import GENESIS, event_hash
+from server.audit.chain import GENESIS, link_events
 from server.store.blobs import BlobStore
 from server.store.errors import (
     AlreadyExists,
@@ -171,25 +170,6 @@ def _row(cls: type[Any], row: sa.Row[Any]) -> Any:
 
 def _event(row: sa.Row[Any]) -> EventRecord:
     return EventRecord.model_validate(row._asdict())
-
-
-def _chain(
-    session_id: str, first_seq: int, prev_hash: str, at: datetime, events: Sequence[NewEvent]
-) -> list[EventRecord]:
-    """Give new events their seq, time and hashes, linked after ``prev_hash``."""
-    at_text = iso(at)
-    records = []
-    for offset, new in enumerate(events):
-        body = {
-            "session_id": session_id,
-            "seq": first_seq + offset,
-            "at": at_text,
-            **new.model_dump(mode="json"),
-        }
-        digest = event_hash(prev_hash, body)
-        records.append(EventRecord(**body, prev_hash=prev_hash, hash=digest))
-        prev_hash = digest
-    return records
 
 
 # --- engine ----------------------------------------------------------------------------------
@@ -390,7 +370,7 @@ class Store:
         """Insert a session with its first events, all or nothing."""
         if lot_id is not None and await self.get_lot(lot_id) is None:
             raise NotFound(f"lot {lot_id}")
-        records = _chain(session_id, 1, GENESIS, at, events)
+        records = link_events(session_id, 1, GENESIS, at, events)
         async with self._tx() as conn:
             values = {
                 "id": session_id,
@@ -474,7 +454,7 @@ class Store:
                 )
             if prev_hash is None:
                 raise StoreError(f"session {session_id}: event {expected_version} is missing")
-            records = _chain(session_id, expected_version + 1, prev_hash, at, events)
+            records = link_events(session_id, expected_version + 1, prev_hash, at, events)
             await conn.execute(sa.insert(Event), [r.model_dump() for r in records])
         return records
 
