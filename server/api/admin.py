@@ -6,7 +6,7 @@ from crypto import errors as CE
 from crypto.ca import credit_code_of
 from schemas import api as S
 from schemas import evaluation as EV
-from server.api.routing import Ctx, Invalid, Route, read_body
+from server.api.routing import Ctx, Invalid, Route, get, post, read_body
 from server.api.shared import STAFF, sites_of, stored_cert
 from server.domain.pool import parse_pool
 from server.store import NotFound
@@ -15,6 +15,7 @@ POOL_LIMIT = 64 * 1024**2
 
 
 async def add_company(ctx: Ctx, body: S.CompanyIn) -> S.OkOut:
+    """Register a bidder company with its two certificates"""
     hub = ctx.hub
     now = hub.clock.now()
     signing = stored_cert(body.signing_cert_pem, "signing certificate")
@@ -32,6 +33,7 @@ async def add_company(ctx: Ctx, body: S.CompanyIn) -> S.OkOut:
 
 
 async def add_account(ctx: Ctx, body: S.AccountIn) -> S.AccountOut:
+    """Register a host, supervisor or centre account bound to its certificate"""
     hub = ctx.hub
     cert = stored_cert(body.cert_pem, "account certificate")
     await hub.trust.avalidate(cert, "login", hub.clock.now())
@@ -40,6 +42,7 @@ async def add_account(ctx: Ctx, body: S.AccountIn) -> S.AccountOut:
 
 
 async def add_project(ctx: Ctx, body: S.ProjectIn) -> S.OkOut:
+    """Create a project"""
     await ctx.hub.store.add_project(
         body.code, body.name, body.tenderer_name, body.tenderer_credit_code
     )
@@ -47,6 +50,7 @@ async def add_project(ctx: Ctx, body: S.ProjectIn) -> S.OkOut:
 
 
 async def add_lot(ctx: Ctx, body: S.LotIn) -> S.LotOut:
+    """Create a lot (标段) of a project"""
     if await ctx.hub.store.get_project(body.project_code) is None:
         raise NotFound(body.project_code)
     row = await ctx.hub.store.add_lot(body.project_code, body.code, body.name)
@@ -54,6 +58,7 @@ async def add_lot(ctx: Ctx, body: S.LotIn) -> S.LotOut:
 
 
 async def import_experts(ctx: Ctx) -> EV.ImportOut:
+    """Import experts into the pool (CSV or JSON body; ?format=csv|json); all rows or none"""
     fmt = ctx.request.query.get("format") or (
         "json" if "json" in ctx.request.content_type else "csv"
     )
@@ -67,11 +72,13 @@ async def import_experts(ctx: Ctx) -> EV.ImportOut:
 
 
 async def add_site(ctx: Ctx, body: EV.SiteIn) -> S.OkOut:
+    """Add a site (场地) of the rooms network"""
     await ctx.hub.store.add_site(body.id, body.name, body.city)
     return S.OkOut()
 
 
 async def add_room(ctx: Ctx, body: EV.RoomIn) -> S.OkOut:
+    """Add an evaluation room with its device certificate"""
     cert = stored_cert(body.cert_pem, "room device certificate")
     await ctx.hub.trust.avalidate(cert, "login", ctx.hub.clock.now())
     site_id = ctx.request.match_info["site_id"]
@@ -82,86 +89,40 @@ async def add_room(ctx: Ctx, body: EV.RoomIn) -> S.OkOut:
 
 
 async def list_sites(ctx: Ctx) -> EV.SitesOut:
+    """Sites and their rooms"""
     return EV.SitesOut(sites=[s.model_dump(mode="json") for s in await sites_of(ctx.hub)])
 
 
 ROUTES: list[Route] = [
-    Route(
-        "POST",
-        "/api/companies",
-        add_company,
-        "Register a bidder company with its two certificates",
-        body=S.CompanyIn,
-        response=S.OkOut,
-        roles=("centre",),
-        tag="centre",
+    post(
+        "/api/companies", add_company, ("centre",), body=S.CompanyIn, response=S.OkOut, tag="centre"
     ),
-    Route(
-        "POST",
+    post(
         "/api/accounts",
         add_account,
-        "Register a host, supervisor or centre account bound to its certificate",
+        ("centre",),
         body=S.AccountIn,
         response=S.AccountOut,
-        roles=("centre",),
         tag="centre",
     ),
-    Route(
-        "POST",
+    post(
         "/api/projects",
         add_project,
-        "Create a project",
+        ("centre", "host"),
         body=S.ProjectIn,
         response=S.OkOut,
-        roles=("centre", "host"),
         tag="centre",
     ),
-    Route(
-        "POST",
-        "/api/lots",
-        add_lot,
-        "Create a lot (标段) of a project",
-        body=S.LotIn,
-        response=S.LotOut,
-        roles=("centre", "host"),
-        tag="centre",
-    ),
-    Route(
-        "POST",
-        "/api/experts/import",
-        import_experts,
-        "Import experts into the pool (CSV or JSON body; ?format=csv|json); all rows or none",
-        response=EV.ImportOut,
-        roles=("centre",),
-        tag="centre",
-    ),
-    Route(
-        "POST",
-        "/api/sites",
-        add_site,
-        "Add a site (场地) of the rooms network",
-        body=EV.SiteIn,
-        response=S.OkOut,
-        roles=("centre",),
-        tag="centre",
-    ),
-    Route(
-        "POST",
+    post("/api/lots", add_lot, ("centre", "host"), body=S.LotIn, response=S.LotOut, tag="centre"),
+    post("/api/experts/import", import_experts, ("centre",), response=EV.ImportOut, tag="centre"),
+    post("/api/sites", add_site, ("centre",), body=EV.SiteIn, response=S.OkOut, tag="centre"),
+    post(
         "/api/sites/{site_id}/rooms",
         add_room,
-        "Add an evaluation room with its device certificate",
+        ("centre",),
         body=EV.RoomIn,
         response=S.OkOut,
-        roles=("centre",),
         tag="centre",
     ),
-    Route(
-        "GET",
-        "/api/sites",
-        list_sites,
-        "Sites and their rooms",
-        response=EV.SitesOut,
-        roles=STAFF,
-        tag="centre",
-    ),
+    get("/api/sites", list_sites, STAFF, response=EV.SitesOut, tag="centre"),
 ]

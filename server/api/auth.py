@@ -14,10 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import api as S
 from schemas.canonical import canonical_json
-from server.api.routing import (
-    Ctx,
-    Route,
-)
+from server.api.routing import Ctx, Route, post
 from server.auth import (
     CHALLENGE_SECONDS,
     ChallengeInvalid,
@@ -116,6 +113,7 @@ def _mac(secret: bytes, raw: bytes) -> bytes:
 
 
 async def challenge(ctx: Ctx) -> S.ChallengeOut:
+    """CA login, step 1: a fresh challenge"""
     hub = ctx.hub
     now = hub.clock.now()
     nonce = new_nonce()
@@ -128,6 +126,7 @@ async def challenge(ctx: Ctx) -> S.ChallengeOut:
 
 
 async def login(ctx: Ctx, body: S.LoginIn) -> S.LoginOut:
+    """CA login, step 2: the signed challenge -> a token"""
     hub = ctx.hub
     now = hub.clock.now()
     verified = await verify_login(body.signature, hub.settings.server_id, hub.trust, now)
@@ -146,6 +145,7 @@ async def login(ctx: Ctx, body: S.LoginIn) -> S.LoginOut:
 
 
 async def web_link(ctx: Ctx, body: WebLinkIn) -> WebLinkOut:
+    """A one-time link (one use, one minute) that opens a page of this session in a browser"""
     hub = ctx.hub
     p = ctx.who
     if p.role not in PAGE_ROLES[body.page]:
@@ -175,6 +175,7 @@ async def web_link(ctx: Ctx, body: WebLinkIn) -> WebLinkOut:
 
 
 async def redeem(ctx: Ctx, body: RedeemIn) -> RedeemOut:
+    """Redeem a one-time link's code for a bearer token (once, within a minute)"""
     hub = ctx.hub
     now = hub.clock.now()
     try:
@@ -207,6 +208,7 @@ async def redeem(ctx: Ctx, body: RedeemIn) -> RedeemOut:
 async def refresh(ctx: Ctx) -> S.RefreshOut:
     # ``dispatch`` has checked the token (signature, expiry) and read its principal: an expired
     # token never gets here. The new one names the same party and certificate.
+    """A fresh bearer token for the same party, in exchange for one that has not expired yet"""
     now = ctx.hub.clock.now()
     token, exp = ctx.hub.tokens.issue(ctx.who, now)
     return S.RefreshOut(
@@ -218,49 +220,22 @@ async def refresh(ctx: Ctx) -> S.RefreshOut:
 
 
 ROUTES: list[Route] = [
-    Route(
-        "POST",
-        "/api/auth/challenge",
-        challenge,
-        "CA login, step 1: a fresh challenge",
-        response=S.ChallengeOut,
-        tag="auth",
-    ),
-    Route(
-        "POST",
-        "/api/auth/login",
-        login,
-        "CA login, step 2: the signed challenge -> a token",
-        body=S.LoginIn,
-        response=S.LoginOut,
-        tag="auth",
-    ),
-    Route(
-        "POST",
+    post("/api/auth/challenge", challenge, None, response=S.ChallengeOut, tag="auth"),
+    post("/api/auth/login", login, None, body=S.LoginIn, response=S.LoginOut, tag="auth"),
+    post(
         "/api/auth/web-link",
         web_link,
-        "A one-time link (one use, one minute) that opens a page of this session in a browser",
+        ("bidder", "host", "supervisor", "centre", "expert"),
         body=WebLinkIn,
         response=WebLinkOut,
-        roles=("bidder", "host", "supervisor", "centre", "expert"),
         tag="auth",
     ),
-    Route(
-        "POST",
-        "/api/auth/web-link/redeem",
-        redeem,
-        "Redeem a one-time link's code for a bearer token (once, within a minute)",
-        body=RedeemIn,
-        response=RedeemOut,
-        tag="auth",
-    ),
-    Route(
-        "POST",
+    post("/api/auth/web-link/redeem", redeem, None, body=RedeemIn, response=RedeemOut, tag="auth"),
+    post(
         "/api/auth/refresh",
         refresh,
-        "A fresh bearer token for the same party, in exchange for one that has not expired yet",
+        ("bidder", "host", "supervisor", "centre", "room", "expert"),
         response=S.RefreshOut,
-        roles=("bidder", "host", "supervisor", "centre", "room", "expert"),
         tag="auth",
     ),
 ]

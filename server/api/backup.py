@@ -9,7 +9,7 @@ from crypto.attest import b64decode, read_document
 from crypto.quorum import DecryptedShare, QuorumBundle
 from schemas import api as S
 from schemas.canonical import canonical_json
-from server.api.routing import Ctx, Route, load_session, seq_of
+from server.api.routing import Ctx, Route, load_session, post, seq_of
 from server.api.shared import STAFF
 from server.domain import errors as E
 from server.domain import opening as op
@@ -31,6 +31,7 @@ def backup_approval_document(session_id: str, request_id: str, bidders: list[str
 
 
 async def request_backup(ctx: Ctx, body: S.BackupRequestIn) -> S.BackupRequestOut:
+    """Request backup decryption of named bids (rule 9)"""
     rid = secrets.token_hex(8)
     records = await ctx.hub.service.execute(
         ctx.session_id,
@@ -40,6 +41,7 @@ async def request_backup(ctx: Ctx, body: S.BackupRequestIn) -> S.BackupRequestOu
 
 
 async def approve_backup(ctx: Ctx, body: S.BackupApproveIn) -> S.OkOut:
+    """A custodian approves with a signature and its share (rule 9)"""
     hub = ctx.hub
     rid = ctx.request.match_info["request_id"]
     loaded = await load_session(ctx)
@@ -76,24 +78,20 @@ async def approve_backup(ctx: Ctx, body: S.BackupApproveIn) -> S.OkOut:
 
 
 ROUTES: list[Route] = [
-    Route(
-        "POST",
+    post(
         "/api/sessions/{session_id}/backup-requests",
         request_backup,
-        "Request backup decryption of named bids (rule 9)",
+        ("host",),
         body=S.BackupRequestIn,
         response=S.BackupRequestOut,
-        roles=("host",),
         tag="host",
     ),
-    Route(
-        "POST",
+    post(
         "/api/sessions/{session_id}/backup-requests/{request_id}/approve",
         approve_backup,
-        "A custodian approves with a signature and its share (rule 9)",
+        STAFF,
         body=S.BackupApproveIn,
         response=S.OkOut,
-        roles=STAFF,
         tag="host",
     ),
 ]

@@ -18,7 +18,7 @@ from schemas import api as S
 from schemas.events import EventRecord
 from schemas.time import iso
 from server.api.origin import request_origin
-from server.api.routing import Ctx, Route, command, execute, load_session
+from server.api.routing import Ctx, Route, command, execute, get, load_session, post, put
 from server.api.shared import CHUNK, stored_cert
 from server.auth import (
     PartyUnknown,
@@ -55,6 +55,7 @@ async def _body_chunks(
 
 
 async def deposit(ctx: Ctx, body: S.DepositIn) -> S.OkOut:
+    """Confirm a bidder's deposit (投标保证金)"""
     loaded = await load_session(ctx)
     required = loaded.state.timetable.security_required_fen or 0
     ok = body.amount_fen >= required
@@ -69,6 +70,7 @@ async def deposit(ctx: Ctx, body: S.DepositIn) -> S.OkOut:
 
 
 async def upload(ctx: Ctx) -> S.ReceiptOut:
+    """Upload or replace the sealed bid (streamed; rules 1-3); returns the signed receipt"""
     hub = ctx.hub
     loaded = await load_session(ctx)
 
@@ -141,6 +143,7 @@ async def upload(ctx: Ctx) -> S.ReceiptOut:
 
 
 async def download_own(ctx: Ctx) -> web.StreamResponse:
+    """Download one's own stored envelope (for the rehearsal)"""
     loaded = await load_session(ctx)
     bid = loaded.state.bids.get(ctx.who.party_id)
     if bid is None or bid.status == "retracted":
@@ -156,6 +159,7 @@ async def download_own(ctx: Ctx) -> web.StreamResponse:
 
 
 async def own_receipt(ctx: Ctx) -> S.ReceiptOut:
+    """One's own receipt and its signature"""
     await load_session(ctx)
     tag = op.bidder_tag(ctx.who.party_id)
     last: EventRecord | None = None
@@ -170,6 +174,7 @@ async def own_receipt(ctx: Ctx) -> S.ReceiptOut:
 
 
 async def rehearsal(ctx: Ctx, body: S.RehearsalIn) -> S.OkOut:
+    """Report the decryption rehearsal's result"""
     origin = await request_origin(ctx)
     return await execute(
         ctx,
@@ -184,6 +189,7 @@ async def rehearsal(ctx: Ctx, body: S.RehearsalIn) -> S.OkOut:
 
 
 async def guarantee(ctx: Ctx, body: S.GuaranteeIn) -> S.OkOut:
+    """Lodge an electronic guarantee (电子保函)"""
     hub = ctx.hub
     loaded = await load_session(ctx)
     info = await session_info(hub, ctx.session_id)
@@ -211,35 +217,25 @@ async def guarantee(ctx: Ctx, body: S.GuaranteeIn) -> S.OkOut:
 
 
 async def sign_in(ctx: Ctx) -> S.OkOut:
+    """签到: sign in to the hall"""
     return await execute(ctx, op.SignIn(actor=ctx.actor, origin=await request_origin(ctx)))
 
 
 ROUTES: list[Route] = [
-    Route(
-        "POST",
+    post(
         "/api/sessions/{session_id}/deposits",
         deposit,
-        "Confirm a bidder's deposit (投标保证金)",
+        ("centre",),
         body=S.DepositIn,
         response=S.OkOut,
-        roles=("centre",),
         tag="centre",
     ),
-    Route(
-        "POST",
-        "/api/sessions/{session_id}/sign-in",
-        sign_in,
-        "签到: sign in to the hall",
-        response=S.OkOut,
-        roles=("bidder",),
-    ),
-    Route(
-        "PUT",
+    post("/api/sessions/{session_id}/sign-in", sign_in, ("bidder",), response=S.OkOut),
+    put(
         "/api/sessions/{session_id}/bid",
         upload,
-        "Upload or replace the sealed bid (streamed; rules 1-3); returns the signed receipt",
+        ("bidder",),
         response=S.ReceiptOut,
-        roles=("bidder",),
         raw="application/octet-stream",
     ),
     command(
@@ -247,41 +243,22 @@ ROUTES: list[Route] = [
         "/api/sessions/{session_id}/bid",
         "Withdraw the bid before the deadline (撤回)",
         lambda ctx, body: op.Retract(actor=ctx.actor),
-        response=S.OkOut,
         roles=("bidder",),
     ),
-    Route(
-        "GET",
-        "/api/sessions/{session_id}/bid",
-        download_own,
-        "Download one's own stored envelope (for the rehearsal)",
-        roles=("bidder",),
-        raw="application/pkcs7-mime",
-    ),
-    Route(
-        "GET",
-        "/api/sessions/{session_id}/receipt",
-        own_receipt,
-        "One's own receipt and its signature",
-        response=S.ReceiptOut,
-        roles=("bidder",),
-    ),
-    Route(
-        "POST",
+    get("/api/sessions/{session_id}/bid", download_own, ("bidder",), raw="application/pkcs7-mime"),
+    get("/api/sessions/{session_id}/receipt", own_receipt, ("bidder",), response=S.ReceiptOut),
+    post(
         "/api/sessions/{session_id}/rehearsal",
         rehearsal,
-        "Report the decryption rehearsal's result",
+        ("bidder",),
         body=S.RehearsalIn,
         response=S.OkOut,
-        roles=("bidder",),
     ),
-    Route(
-        "POST",
+    post(
         "/api/sessions/{session_id}/guarantee",
         guarantee,
-        "Lodge an electronic guarantee (电子保函)",
+        ("bidder",),
         body=S.GuaranteeIn,
         response=S.OkOut,
-        roles=("bidder",),
     ),
 ]

@@ -13,7 +13,7 @@ from schemas import api as S
 from schemas import evaluation as EV
 from schemas.canonical import canonical_json
 from schemas.experts import Expert
-from server.api.routing import Ctx, Route, command, execute, seq_of
+from server.api.routing import Ctx, Route, command, execute, get, post, seq_of
 from server.api.shared import MEMBER_ROLES, SignatureInvalid, eval_actor, load_evaluation, sites_of
 from server.auth import (
     ChallengeInvalid,
@@ -37,6 +37,7 @@ def _common_name(cert: x509.Certificate) -> str:
 
 
 async def begin_draw(ctx: Ctx) -> S.OkOut:
+    """Begin the draw: the server commits to its random value (published)"""
     await load_evaluation(ctx)
     stored = await ctx.hub.store.put_draw_secret(ctx.session_id, secrets.token_hex(32))
     commitment = D.commitment(bytes.fromhex(stored))
@@ -44,6 +45,7 @@ async def begin_draw(ctx: Ctx) -> S.OkOut:
 
 
 async def run_draw(ctx: Ctx) -> S.OkOut:
+    """Draw the committee and the secondary rooms; the server reveals its random value"""
     hub = ctx.hub
     loaded = await load_evaluation(ctx)
     secret = await hub.store.draw_secret(ctx.session_id)
@@ -70,6 +72,7 @@ async def run_draw(ctx: Ctx) -> S.OkOut:
 
 
 async def decline(ctx: Ctx, body: EV.ExpertReasonIn) -> S.OkOut:
+    """Record that a drawn expert declined; the next spare is drawn"""
     expert_id = ctx.request.match_info["expert_id"]
     return await execute(
         ctx, ev.Decline(actor=eval_actor(ctx), expert_id=expert_id, reason=body.reason)
@@ -77,6 +80,7 @@ async def decline(ctx: Ctx, body: EV.ExpertReasonIn) -> S.OkOut:
 
 
 async def replace(ctx: Ctx, body: EV.ExpertReasonIn) -> S.OkOut:
+    """Replace a member who cannot serve by the next spare"""
     expert_id = ctx.request.match_info["expert_id"]
     return await execute(
         ctx, ev.Replace(actor=eval_actor(ctx), expert_id=expert_id, reason=body.reason)
@@ -84,6 +88,7 @@ async def replace(ctx: Ctx, body: EV.ExpertReasonIn) -> S.OkOut:
 
 
 async def expert_sign_in(ctx: Ctx, body: EV.ExpertSignInIn) -> EV.ExpertSignInOut:
+    """Sign an expert in at this room with the expert's CA key (returns the expert's token)"""
     hub = ctx.hub
     now = hub.clock.now()
     loaded = await load_evaluation(ctx)
@@ -138,11 +143,13 @@ async def expert_sign_in(ctx: Ctx, body: EV.ExpertSignInIn) -> EV.ExpertSignInOu
 
 
 async def no_key(ctx: Ctx) -> S.OkOut:
+    """Record that an expert came to the room without a CA key"""
     expert_id = ctx.request.match_info["expert_id"]
     return await execute(ctx, ev.NoKey(actor=eval_actor(ctx), expert_id=expert_id))
 
 
 async def get_to_sign(ctx: Ctx) -> EV.ToSignOut:
+    """The draft waiting for an expert's signature (the expert, or the expert's room device)"""
     loaded = await load_evaluation(ctx)
     expert_id = ctx.request.match_info["expert_id"]
     draft = ev.draft_for(loaded.state, ctx.who.role, ctx.who.party_id, expert_id)
@@ -150,13 +157,11 @@ async def get_to_sign(ctx: Ctx) -> EV.ToSignOut:
 
 
 ROUTES: list[Route] = [
-    Route(
-        "POST",
+    post(
         "/api/evaluations/{session_id}/draw/begin",
         begin_draw,
-        "Begin the draw: the server commits to its random value (published)",
+        ("host", "centre"),
         response=S.OkOut,
-        roles=("host", "centre"),
         tag="evaluation",
     ),
     command(
@@ -169,52 +174,42 @@ ROUTES: list[Route] = [
         roles=("host", "supervisor"),
         tag="evaluation",
     ),
-    Route(
-        "POST",
+    post(
         "/api/evaluations/{session_id}/draw",
         run_draw,
-        "Draw the committee and the secondary rooms; the server reveals its random value",
+        ("host", "centre"),
         response=S.OkOut,
-        roles=("host", "centre"),
         tag="evaluation",
     ),
-    Route(
-        "POST",
+    post(
         "/api/evaluations/{session_id}/members/{expert_id}/decline",
         decline,
-        "Record that a drawn expert declined; the next spare is drawn",
+        ("host", "centre"),
         body=EV.ExpertReasonIn,
         response=S.OkOut,
-        roles=("host", "centre"),
         tag="evaluation",
     ),
-    Route(
-        "POST",
+    post(
         "/api/evaluations/{session_id}/members/{expert_id}/replace",
         replace,
-        "Replace a member who cannot serve by the next spare",
+        ("host", "centre"),
         body=EV.ExpertReasonIn,
         response=S.OkOut,
-        roles=("host", "centre"),
         tag="evaluation",
     ),
-    Route(
-        "POST",
+    post(
         "/api/evaluations/{session_id}/sign-in",
         expert_sign_in,
-        "Sign an expert in at this room with the expert's CA key (returns the expert's token)",
+        ("room",),
         body=EV.ExpertSignInIn,
         response=EV.ExpertSignInOut,
-        roles=("room",),
         tag="room",
     ),
-    Route(
-        "POST",
+    post(
         "/api/evaluations/{session_id}/members/{expert_id}/no-key",
         no_key,
-        "Record that an expert came to the room without a CA key",
+        ("room",),
         response=S.OkOut,
-        roles=("room",),
         tag="room",
     ),
     command(
@@ -227,13 +222,11 @@ ROUTES: list[Route] = [
         roles=MEMBER_ROLES,
         tag="committee",
     ),
-    Route(
-        "GET",
+    get(
         "/api/evaluations/{session_id}/members/{expert_id}/to-sign",
         get_to_sign,
-        "The draft waiting for an expert's signature (the expert, or the expert's room device)",
+        ("expert", "room"),
         response=EV.ToSignOut,
-        roles=("expert", "room"),
         tag="committee",
     ),
 ]

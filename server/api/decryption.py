@@ -6,7 +6,7 @@ from crypto import errors as CE
 from crypto.attest import b64decode
 from schemas import api as S
 from server.api.origin import request_origin
-from server.api.routing import Ctx, Route, command, load_session
+from server.api.routing import Ctx, Route, command, load_session, post
 from server.domain import errors as E
 from server.domain import opening as op
 from server.realtime.coord import Busy
@@ -23,6 +23,7 @@ def _decrypt_out(result: op.DecryptionResult, seq: int) -> S.DecryptOut:
 
 
 async def submit_key(ctx: Ctx, body: S.KeyIn) -> S.DecryptOut:
+    """Send the unwrapped content key; the server decrypts and verifies (rule 7)"""
     hub = ctx.hub
     code = ctx.who.party_id
     submitted = hub.clock.now()
@@ -52,7 +53,6 @@ ROUTES: list[Route] = [
         "/api/sessions/{session_id}/decryption",
         "Open the decryption window (rule 7)",
         lambda ctx, body: op.OpenDecryption(actor=ctx.actor),
-        response=S.OkOut,
         roles=("host",),
         tag="host",
     ),
@@ -64,17 +64,14 @@ ROUTES: list[Route] = [
             actor=ctx.actor, reason=body.reason, bidders=body.bidders
         ),
         body=S.IncidentIn,
-        response=S.OkOut,
         roles=("host", "centre"),
         tag="host",
     ),
-    Route(
-        "POST",
+    post(
         "/api/sessions/{session_id}/key",
         submit_key,
-        "Send the unwrapped content key; the server decrypts and verifies (rule 7)",
+        ("bidder",),
         body=S.KeyIn,
         response=S.DecryptOut,
-        roles=("bidder",),
     ),
 ]

@@ -16,7 +16,7 @@ from crypto.bid import decrypt_with_key
 from crypto.errors import PackageError
 from crypto.package import MANIFEST_NAME, check_member_name, verify_package
 from schemas import evaluation as EV
-from server.api.routing import Ctx, Invalid, Route
+from server.api.routing import Ctx, Invalid, Route, get
 from server.api.shared import load_evaluation
 from server.core import Hub
 from server.domain import errors as E
@@ -106,6 +106,7 @@ async def _package(hub: Hub, state: ev.EvaluationState, bidder: str) -> tuple[Pa
 
 
 async def list_bids(ctx: Ctx) -> EV.BidsOut:
+    """The bids under evaluation with their documents (committee members, once started)"""
     state = await _member_view(ctx)
     out = []
     for bidder in sorted(state.bids):
@@ -133,6 +134,7 @@ async def list_bids(ctx: Ctx) -> EV.BidsOut:
 
 
 async def get_document(ctx: Ctx) -> web.StreamResponse:
+    """One document of a bid (?bidder=CODE&path=FILE), served inline, sandboxed and not sniffed"""
     query = ctx.request.query
     name, bidder = query.get("path", ""), query.get("bidder", "")
     try:
@@ -169,21 +171,17 @@ async def get_document(ctx: Ctx) -> web.StreamResponse:
 
 
 ROUTES: list[Route] = [
-    Route(
-        "GET",
+    get(
         "/api/evaluations/{session_id}/bids",
         list_bids,
-        "The bids under evaluation with their documents (committee members, once started)",
+        ("expert",),
         response=EV.BidsOut,
-        roles=("expert",),
         tag="committee",
     ),
-    Route(
-        "GET",
+    get(
         "/api/evaluations/{session_id}/document",
         get_document,
-        "One document of a bid (?bidder=CODE&path=FILE), served inline, sandboxed and not sniffed",
-        roles=("expert",),
+        ("expert",),
         raw="application/octet-stream",
         tag="committee",
     ),

@@ -7,7 +7,7 @@ import secrets
 from schemas import api as S
 from schemas import evaluation as EV
 from schemas.experts import DrawRequest
-from server.api.routing import Ctx, Invalid, Route, after_seq, command
+from server.api.routing import Ctx, Invalid, Route, after_seq, command, get, post
 from server.api.shared import STAFF, eval_actor, load_evaluation, sites_of, visible_events
 from server.domain import draw as D
 from server.domain import errors as E
@@ -17,6 +17,7 @@ from server.store import NotFound
 
 
 async def create_evaluation(ctx: Ctx, body: EV.EvaluationIn) -> S.SessionOut:
+    """Create the evaluation of a closed opening (draft)"""
     hub = ctx.hub
     opening = await hub.service.load(body.opening_session_id, kind="opening")
     if opening is None:
@@ -79,6 +80,7 @@ async def create_evaluation(ctx: Ctx, body: EV.EvaluationIn) -> S.SessionOut:
 
 
 async def get_evaluation(ctx: Ctx) -> S.SessionOut:
+    """The evaluation as the caller may see it (两随机四不知)"""
     loaded = await load_evaluation(ctx)
     return S.SessionOut(
         session_id=ctx.session_id,
@@ -88,38 +90,33 @@ async def get_evaluation(ctx: Ctx) -> S.SessionOut:
 
 
 async def evaluation_events(ctx: Ctx) -> S.EventsOut:
+    """The evaluation's log, filtered by role; ?after=seq to replay"""
     after = after_seq(ctx.request)
     await load_evaluation(ctx)
     return await visible_events(ctx, ev.viewer_tags(ctx.who.role, ctx.who.party_id), after)
 
 
 ROUTES: list[Route] = [
-    Route(
-        "POST",
+    post(
         "/api/evaluations",
         create_evaluation,
-        "Create the evaluation of a closed opening (draft)",
+        ("host", "centre"),
         body=EV.EvaluationIn,
         response=S.SessionOut,
-        roles=("host", "centre"),
         tag="evaluation",
     ),
-    Route(
-        "GET",
+    get(
         "/api/evaluations/{session_id}",
         get_evaluation,
-        "The evaluation as the caller may see it (两随机四不知)",
+        (*STAFF, "room", "expert"),
         response=S.SessionOut,
-        roles=(*STAFF, "room", "expert"),
         tag="evaluation",
     ),
-    Route(
-        "GET",
+    get(
         "/api/evaluations/{session_id}/events",
         evaluation_events,
-        "The evaluation's log, filtered by role; ?after=seq to replay",
+        (*STAFF, "room", "expert"),
         response=S.EventsOut,
-        roles=(*STAFF, "room", "expert"),
         tag="evaluation",
     ),
     command(

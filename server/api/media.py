@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from schemas import api as S
 from schemas import evaluation as EV
-from server.api.routing import Ctx, Invalid, Route
+from server.api.routing import Ctx, Invalid, Route, get, post
 from server.api.shared import load_evaluation
 from server.core import Hub
 from server.domain import errors as E
@@ -120,6 +120,7 @@ def turn_credentials(
 
 
 async def media_offer(ctx: Ctx, body: EV.OfferIn) -> EV.AnswerOut:
+    """WebRTC: a room publishes its feed and receives the host's; a supervisor watches a room"""
     hub = ctx.hub
     loaded = await load_evaluation(ctx)
     state: ev.EvaluationState = loaded.state
@@ -146,6 +147,7 @@ async def media_offer(ctx: Ctx, body: EV.OfferIn) -> EV.AnswerOut:
 
 
 async def media_subscribe(ctx: Ctx, body: EV.SubscribeIn) -> EV.SubscriptionOut:
+    """WebRTC through a media server (Janus): receive a room's feed; the server offers it. A secondary room receives the lead room's (the host feed); a supervisor any room's"""
     hub = ctx.hub
     state: ev.EvaluationState = (await load_evaluation(ctx)).state
     if hub.media is None:
@@ -179,6 +181,7 @@ async def media_subscribe(ctx: Ctx, body: EV.SubscribeIn) -> EV.SubscriptionOut:
 
 
 async def media_subscription_answer(ctx: Ctx, body: EV.SubscriptionAnswerIn) -> S.OkOut:
+    """WebRTC through a media server: the watcher's answer to the offer of media/subscribe (any server process takes it and hands it to the one holding the subscription)"""
     hub = ctx.hub
     await load_evaluation(ctx)  # the session exists and the caller is admitted
     answer = {"sdp": body.sdp, "type": body.type}
@@ -188,6 +191,7 @@ async def media_subscription_answer(ctx: Ctx, body: EV.SubscriptionAnswerIn) -> 
 
 
 async def media_turn(ctx: Ctx) -> TurnOut:
+    """TURN relay credentials for WebRTC (time-limited, coturn's use-auth-secret scheme)"""
     settings = ctx.hub.settings
     secret: str | None = getattr(settings, "turn_secret", None)
     urls: Sequence[str] = getattr(settings, "turn_urls", None) or ()
@@ -198,45 +202,29 @@ async def media_turn(ctx: Ctx) -> TurnOut:
 
 
 ROUTES: list[Route] = [
-    Route(
-        "POST",
+    post(
         "/api/evaluations/{session_id}/media/offer",
         media_offer,
-        "WebRTC: a room publishes its feed and receives the host's; a supervisor watches a room",
+        ("room", "supervisor"),
         body=EV.OfferIn,
         response=EV.AnswerOut,
-        roles=("room", "supervisor"),
         tag="room",
     ),
-    Route(
-        "POST",
+    post(
         "/api/evaluations/{session_id}/media/subscribe",
         media_subscribe,
-        "WebRTC through a media server (Janus): receive a room's feed; the server offers it. A "
-        "secondary room receives the lead room's (the host feed); a supervisor any room's",
+        ("room", "supervisor"),
         body=EV.SubscribeIn,
         response=EV.SubscriptionOut,
-        roles=("room", "supervisor"),
         tag="room",
     ),
-    Route(
-        "POST",
+    post(
         "/api/evaluations/{session_id}/media/subscriptions/{subscription}/answer",
         media_subscription_answer,
-        "WebRTC through a media server: the watcher's answer to the offer of media/subscribe (any "
-        "server process takes it and hands it to the one holding the subscription)",
+        ("room", "supervisor"),
         body=EV.SubscriptionAnswerIn,
         response=S.OkOut,
-        roles=("room", "supervisor"),
         tag="room",
     ),
-    Route(
-        "GET",
-        "/api/media/turn",
-        media_turn,
-        "TURN relay credentials for WebRTC (time-limited, coturn's use-auth-secret scheme)",
-        response=TurnOut,
-        roles=MEDIA_ROLES,
-        tag="room",
-    ),
+    get("/api/media/turn", media_turn, MEDIA_ROLES, response=TurnOut, tag="room"),
 ]

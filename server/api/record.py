@@ -11,7 +11,7 @@ from crypto.attest import b64decode, read_document
 from crypto.ca import credit_code_of
 from schemas import api as S
 from schemas.canonical import canonical_json
-from server.api.routing import Ctx, Route, command, execute, load_session
+from server.api.routing import Ctx, Route, command, execute, get, load_session, post
 from server.api.shared import STAFF
 from server.core import Hub
 from server.domain import errors as E
@@ -39,6 +39,7 @@ async def record_of(hub: Hub, session_id: str) -> tuple[dict[str, Any], bytes, d
 
 
 async def reply(ctx: Ctx, body: S.TextIn) -> S.OkOut:
+    """Answer an objection (rule 11)"""
     try:
         oid = int(ctx.request.match_info["objection_id"])
     except ValueError:
@@ -49,6 +50,7 @@ async def reply(ctx: Ctx, body: S.TextIn) -> S.OkOut:
 
 
 async def confirm(ctx: Ctx, body: S.SignatureIn) -> S.OkOut:
+    """Confirm the opening table with a CA signature (rule 11)"""
     hub = ctx.hub
     loaded = await load_session(ctx)
     table = loaded.state.table
@@ -71,6 +73,7 @@ async def confirm(ctx: Ctx, body: S.SignatureIn) -> S.OkOut:
 
 
 async def get_record(ctx: Ctx) -> S.RecordOut:
+    """The opening record (JSON and text) with its signatures"""
     record, raw, signatures = await record_of(ctx.hub, ctx.session_id)
     return S.RecordOut(
         record=record,
@@ -81,6 +84,7 @@ async def get_record(ctx: Ctx) -> S.RecordOut:
 
 
 async def sign_record(ctx: Ctx, body: S.SignatureIn) -> S.OkOut:
+    """Host or supervisor signs the record (rule 12)"""
     hub = ctx.hub
     _, raw, _ = await record_of(hub, ctx.session_id)
     doc = read_document(b64decode(body.signature))
@@ -105,18 +109,15 @@ ROUTES: list[Route] = [
         "/api/sessions/{session_id}/confirmation",
         "Open the confirmation window (rule 11)",
         lambda ctx, body: op.OpenConfirmation(actor=ctx.actor),
-        response=S.OkOut,
         roles=("host",),
         tag="host",
     ),
-    Route(
-        "POST",
+    post(
         "/api/sessions/{session_id}/objections/{objection_id}/reply",
         reply,
-        "Answer an objection (rule 11)",
+        ("host",),
         body=S.TextIn,
         response=S.OkOut,
-        roles=("host",),
         tag="host",
     ),
     command(
@@ -125,34 +126,22 @@ ROUTES: list[Route] = [
         "Raise an objection (异议, rule 11)",
         lambda ctx, body: op.Object(actor=ctx.actor, text=body.text),
         body=S.TextIn,
-        response=S.OkOut,
         roles=("bidder",),
     ),
-    Route(
-        "POST",
+    post(
         "/api/sessions/{session_id}/confirm",
         confirm,
-        "Confirm the opening table with a CA signature (rule 11)",
+        ("bidder",),
         body=S.SignatureIn,
         response=S.OkOut,
-        roles=("bidder",),
     ),
-    Route(
-        "GET",
-        "/api/sessions/{session_id}/record",
-        get_record,
-        "The opening record (JSON and text) with its signatures",
-        response=S.RecordOut,
-        roles=("bidder", *STAFF),
-    ),
-    Route(
-        "POST",
+    get("/api/sessions/{session_id}/record", get_record, ("bidder", *STAFF), response=S.RecordOut),
+    post(
         "/api/sessions/{session_id}/record/sign",
         sign_record,
-        "Host or supervisor signs the record (rule 12)",
+        ("host", "supervisor"),
         body=S.SignatureIn,
         response=S.OkOut,
-        roles=("host", "supervisor"),
         tag="host",
     ),
 ]

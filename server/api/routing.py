@@ -277,6 +277,31 @@ async def execute(ctx: Ctx, cmd: Any) -> OkOut:
     return OkOut(seq=seq_of(await ctx.hub.service.execute(ctx.session_id, cmd)))
 
 
+def _verb(method: str) -> Callable[..., Route]:
+    def make(
+        path: str,
+        handler: Handler,
+        roles: tuple[str, ...] | None = None,
+        *,
+        body: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        raw: str | None = None,
+        tag: str = "hall",
+    ) -> Route:
+        """A route whose summary is the first line of its handler's docstring."""
+        summary = (handler.__doc__ or "").strip().splitlines()[0] if handler.__doc__ else ""
+        return Route(method, path, handler, summary, body, response, roles, raw, tag)
+
+    make.__name__ = method.lower()
+    return make
+
+
+get = _verb("GET")
+post = _verb("POST")
+put = _verb("PUT")
+delete = _verb("DELETE")
+
+
 def command(
     method: str,
     path: str,

@@ -7,7 +7,7 @@ from typing import Any
 
 from crypto.quorum import QuorumBundle
 from schemas import api as S
-from server.api.routing import Ctx, Route, after_seq, command, load_session
+from server.api.routing import Ctx, Route, after_seq, command, get, load_session, post
 from server.api.shared import STAFF, visible_events
 from server.domain import errors as E
 from server.domain import opening as op
@@ -17,6 +17,7 @@ from server.store import NotFound
 
 
 async def create_session(ctx: Ctx, body: S.SessionIn) -> S.SessionOut:
+    """Create a lot's opening session with its timetable (draft)"""
     hub = ctx.hub
     lot = await hub.store.get_lot(body.lot_id)
     if lot is None:
@@ -68,6 +69,7 @@ async def create_session(ctx: Ctx, body: S.SessionIn) -> S.SessionOut:
 
 
 async def list_sessions(ctx: Ctx) -> S.SessionList:
+    """Sessions (status and timetable only)"""
     out = []
     for row in await ctx.hub.store.list_sessions(kind="opening"):
         st = row.snapshot["state"]
@@ -84,6 +86,7 @@ async def list_sessions(ctx: Ctx) -> S.SessionList:
 
 
 async def get_session(ctx: Ctx) -> S.SessionOut:
+    """The session as the caller may see it (rule 4)"""
     loaded = await load_session(ctx)
     return S.SessionOut(
         session_id=ctx.session_id,
@@ -93,52 +96,29 @@ async def get_session(ctx: Ctx) -> S.SessionOut:
 
 
 async def get_events(ctx: Ctx) -> S.EventsOut:
+    """The log, filtered by role; ?after=seq to replay"""
     after = after_seq(ctx.request)
     await load_session(ctx)
     return await visible_events(ctx, op.viewer_tags(ctx.who.role, ctx.who.party_id), after)
 
 
 ROUTES: list[Route] = [
-    Route(
-        "POST",
+    post(
         "/api/sessions",
         create_session,
-        "Create a lot's opening session with its timetable (draft)",
+        ("host", "centre"),
         body=S.SessionIn,
         response=S.SessionOut,
-        roles=("host", "centre"),
         tag="host",
     ),
-    Route(
-        "GET",
-        "/api/sessions",
-        list_sessions,
-        "Sessions (status and timetable only)",
-        response=S.SessionList,
-        roles=("bidder", *STAFF),
-    ),
-    Route(
-        "GET",
-        "/api/sessions/{session_id}",
-        get_session,
-        "The session as the caller may see it (rule 4)",
-        response=S.SessionOut,
-        roles=("bidder", *STAFF),
-    ),
-    Route(
-        "GET",
-        "/api/sessions/{session_id}/events",
-        get_events,
-        "The log, filtered by role; ?after=seq to replay",
-        response=S.EventsOut,
-        roles=("bidder", *STAFF),
-    ),
+    get("/api/sessions", list_sessions, ("bidder", *STAFF), response=S.SessionList),
+    get("/api/sessions/{session_id}", get_session, ("bidder", *STAFF), response=S.SessionOut),
+    get("/api/sessions/{session_id}/events", get_events, ("bidder", *STAFF), response=S.EventsOut),
     command(
         "POST",
         "/api/sessions/{session_id}/publish",
         "Publish the session (招标公告)",
         lambda ctx, body: op.Publish(actor=ctx.actor),
-        response=S.OkOut,
         roles=("host", "centre"),
         tag="host",
     ),
@@ -147,7 +127,6 @@ ROUTES: list[Route] = [
         "/api/sessions/{session_id}/start",
         "Start the opening (rule 6)",
         lambda ctx, body: op.Start(actor=ctx.actor),
-        response=S.OkOut,
         roles=("host",),
         tag="host",
     ),
@@ -157,7 +136,6 @@ ROUTES: list[Route] = [
         "Suspend with a reason (rule 13)",
         lambda ctx, body: op.Suspend(actor=ctx.actor, reason=body.reason),
         body=S.ReasonIn,
-        response=S.OkOut,
         roles=("host", "supervisor"),
         tag="host",
     ),
@@ -167,7 +145,6 @@ ROUTES: list[Route] = [
         "Resume with a reason (rule 13)",
         lambda ctx, body: op.Resume(actor=ctx.actor, reason=body.reason),
         body=S.ReasonIn,
-        response=S.OkOut,
         roles=("host", "supervisor"),
         tag="host",
     ),
@@ -177,7 +154,6 @@ ROUTES: list[Route] = [
         "Extend the current window with a reason (rule 13)",
         lambda ctx, body: op.Extend(actor=ctx.actor, minutes=body.minutes, reason=body.reason),
         body=S.ExtendIn,
-        response=S.OkOut,
         roles=("host",),
         tag="host",
     ),

@@ -10,7 +10,7 @@ from crypto.attest import b64decode, read_document
 from schemas import api as S
 from schemas import evaluation as EV
 from schemas.canonical import canonical_json
-from server.api.routing import Ctx, Route, command, execute, seq_of
+from server.api.routing import Ctx, Route, command, execute, get, post, seq_of
 from server.api.shared import MEMBER_ROLES, STAFF, SignatureInvalid, eval_actor, load_evaluation
 from server.core import Hub
 from server.domain import errors as E
@@ -57,6 +57,7 @@ async def report_of(hub: Hub, state: ev.EvaluationState) -> tuple[dict[str, Any]
 
 
 async def submit_sheet(ctx: Ctx, body: EV.SheetIn) -> S.OkOut:
+    """Submit one's review or score sheet for the current stage, signed with one's CA key"""
     expected = EV.sheet_document(ctx.session_id, ctx.who.party_id, body.stage, body.content)
     await _member_cert(ctx, body.signature, expected)
     cmd = ev.SubmitSheet(
@@ -66,6 +67,7 @@ async def submit_sheet(ctx: Ctx, body: EV.SheetIn) -> S.OkOut:
 
 
 async def get_sheets(ctx: Ctx) -> EV.SheetsOut:
+    """One's own sheet, and the others' once one's own is in"""
     loaded = await load_evaluation(ctx)
     stage = ctx.request.match_info["stage"]
     sheets = loaded.state.sheets.get(stage, {})
@@ -82,17 +84,20 @@ async def get_sheets(ctx: Ctx) -> EV.SheetsOut:
 
 
 async def rescore(ctx: Ctx, body: EV.RescoreIn) -> S.OkOut:
+    """The chair calls a re-score where an expert deviates beyond the threshold"""
     cmd = ev.CallRescore(actor=eval_actor(ctx), expert_id=body.expert_id, reason=body.reason)
     return await execute(ctx, cmd)
 
 
 async def summarize(ctx: Ctx) -> S.OkOut:
+    """The chair computes the ranking; the server issues the report for signing"""
     records = await ctx.hub.service.execute(ctx.session_id, ev.Summarize(actor=eval_actor(ctx)))
     more = await generate_report(ctx.hub, ctx.session_id)
     return S.OkOut(seq=seq_of(more) or seq_of(records))
 
 
 async def get_report(ctx: Ctx) -> EV.ReportOut:
+    """The evaluation report (JSON and text) with the members' signatures"""
     loaded = await load_evaluation(ctx)
     state: ev.EvaluationState = loaded.state
     report, sig = await report_of(ctx.hub, state)
@@ -107,6 +112,7 @@ async def get_report(ctx: Ctx) -> EV.ReportOut:
 
 
 async def sign_report(ctx: Ctx, body: EV.ReportSignIn) -> S.OkOut:
+    """Sign the report: agree, or disagree with a written reason"""
     loaded = await load_evaluation(ctx)
     sha = loaded.state.report_sha256 or ""
     expected = EV.report_document(ctx.session_id, ctx.who.party_id, sha, body.agree, body.reason)
@@ -118,6 +124,7 @@ async def sign_report(ctx: Ctx, body: EV.ReportSignIn) -> S.OkOut:
 
 
 async def forms(ctx: Ctx) -> EV.FormsOut:
+    """The review forms' definition: criteria with their maxima, pass/fail items per stage"""
     loaded = await load_evaluation(ctx)
     state: ev.EvaluationState = loaded.state
     return EV.FormsOut(
@@ -128,6 +135,7 @@ async def forms(ctx: Ctx) -> EV.FormsOut:
 
 
 async def request_signature(ctx: Ctx, body: EV.SignRequestIn) -> S.OkOut:
+    """Hand a draft (a sheet, or one's answer to the report) to one's room device for signing"""
     await load_evaluation(ctx)
     cmd = ev.RequestSignature(
         actor=eval_actor(ctx),
@@ -141,33 +149,27 @@ async def request_signature(ctx: Ctx, body: EV.SignRequestIn) -> S.OkOut:
 
 
 ROUTES: list[Route] = [
-    Route(
-        "POST",
+    post(
         "/api/evaluations/{session_id}/sheets",
         submit_sheet,
-        "Submit one's review or score sheet for the current stage, signed with one's CA key",
+        MEMBER_ROLES,
         body=EV.SheetIn,
         response=S.OkOut,
-        roles=MEMBER_ROLES,
         tag="committee",
     ),
-    Route(
-        "GET",
+    get(
         "/api/evaluations/{session_id}/sheets/{stage}",
         get_sheets,
-        "One's own sheet, and the others' once one's own is in",
+        (*MEMBER_ROLES, "supervisor"),
         response=EV.SheetsOut,
-        roles=(*MEMBER_ROLES, "supervisor"),
         tag="committee",
     ),
-    Route(
-        "POST",
+    post(
         "/api/evaluations/{session_id}/rescore",
         rescore,
-        "The chair calls a re-score where an expert deviates beyond the threshold",
+        MEMBER_ROLES,
         body=EV.RescoreIn,
         response=S.OkOut,
-        roles=MEMBER_ROLES,
         tag="committee",
     ),
     command(
@@ -179,32 +181,26 @@ ROUTES: list[Route] = [
         roles=MEMBER_ROLES,
         tag="committee",
     ),
-    Route(
-        "POST",
+    post(
         "/api/evaluations/{session_id}/summarize",
         summarize,
-        "The chair computes the ranking; the server issues the report for signing",
+        MEMBER_ROLES,
         response=S.OkOut,
-        roles=MEMBER_ROLES,
         tag="committee",
     ),
-    Route(
-        "GET",
+    get(
         "/api/evaluations/{session_id}/report",
         get_report,
-        "The evaluation report (JSON and text) with the members' signatures",
+        (*STAFF, "expert", "room"),
         response=EV.ReportOut,
-        roles=(*STAFF, "expert", "room"),
         tag="committee",
     ),
-    Route(
-        "POST",
+    post(
         "/api/evaluations/{session_id}/report/sign",
         sign_report,
-        "Sign the report: agree, or disagree with a written reason",
+        MEMBER_ROLES,
         body=EV.ReportSignIn,
         response=S.OkOut,
-        roles=MEMBER_ROLES,
         tag="committee",
     ),
     command(
@@ -217,23 +213,19 @@ ROUTES: list[Route] = [
         roles=MEMBER_ROLES,
         tag="committee",
     ),
-    Route(
-        "GET",
+    get(
         "/api/evaluations/{session_id}/forms",
         forms,
-        "The review forms' definition: criteria with their maxima, pass/fail items per stage",
+        (*STAFF, "expert"),
         response=EV.FormsOut,
-        roles=(*STAFF, "expert"),
         tag="committee",
     ),
-    Route(
-        "POST",
+    post(
         "/api/evaluations/{session_id}/to-sign",
         request_signature,
-        "Hand a draft (a sheet, or one's answer to the report) to one's room device for signing",
+        MEMBER_ROLES,
         body=EV.SignRequestIn,
         response=S.OkOut,
-        roles=MEMBER_ROLES,
         tag="committee",
     ),
 ]

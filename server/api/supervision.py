@@ -19,7 +19,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.routing import Ctx, Route
+from server.api.routing import Ctx, Route, get
 from server.audit.export import export_session
 from server.domain import errors as E
 from server.store import NotFound
@@ -58,6 +58,7 @@ class SupervisedSessions(_Out):
 
 
 async def supervised_sessions(ctx: Ctx) -> SupervisedSessions:
+    """Every opening and evaluation with its state (the supervisor wall's list)"""
     out = []
     for row in await ctx.hub.store.list_sessions():
         st: dict[str, Any] = row.snapshot["state"]
@@ -85,6 +86,7 @@ def archive_name(session_id: str) -> str:
 
 
 async def download_archive(ctx: Ctx) -> web.StreamResponse:
+    """The session's archive (as `bidbridge export-archive` writes it), as a file download"""
     hub = ctx.hub
     row = await hub.store.load_session(ctx.session_id)
     if row is None:
@@ -126,21 +128,17 @@ async def download_archive(ctx: Ctx) -> web.StreamResponse:
 
 
 ROUTES: list[Route] = [
-    Route(
-        "GET",
+    get(
         "/api/supervision/sessions",
         supervised_sessions,
-        "Every opening and evaluation with its state (the supervisor wall's list)",
+        ("supervisor",),
         response=SupervisedSessions,
-        roles=("supervisor",),
         tag="supervision",
     ),
-    Route(
-        "GET",
+    get(
         "/api/supervision/sessions/{session_id}/archive",
         download_archive,
-        "The session's archive (as `bidbridge export-archive` writes it), as a file download",
-        roles=("supervisor",),
+        ("supervisor",),
         raw="application/zip",
         tag="supervision",
     ),
