@@ -45,6 +45,7 @@ from server.domain.common import reason_text as _reason
 from server.domain.common import require_role as _require_role
 from server.domain.common import require_state as _require_state
 from server.domain.common import sha256_json
+from server.domain.errors import Refusal
 from server.domain.opening import raise_signals
 
 Status = Literal[
@@ -105,91 +106,103 @@ def viewer_tags(role: str, party_id: str) -> frozenset[str]:
 
 # --- refusals -------------------------------------------------------------------------------------
 
-_refusal = E.refusal
+
+class EntropyGiven(Refusal):
+    code = "ENTROPY_GIVEN"
+    status = 409
+    zh = "您已提交过随机数"
+    en = "you have already added your entropy"
 
 
-EntropyGiven = _refusal(
-    "EntropyGiven", "ENTROPY_GIVEN", 409, "您已提交过随机数", "you have already added your entropy"
-)
-EntropyMissing = _refusal(
-    "EntropyMissing",
-    "ENTROPY_MISSING",
-    409,
-    "监督人员和主持人都提交随机数后才能抽取",
-    "the draw needs the supervisor's and the host's entropy first",
-)
-CommitmentMismatch = _refusal(
-    "CommitmentMismatch",
-    "COMMITMENT_MISMATCH",
-    409,
-    "服务器随机数与抽取前公布的承诺不符",
-    "the server's random value does not match the commitment published before the draw",
-)
-NotAMember = _refusal(
-    "NotAMember", "NOT_A_MEMBER", 403, "您不是本评标委员会成员", "you are not on this committee"
-)
-WrongRoom = _refusal(
-    "WrongRoom",
-    "WRONG_ROOM",
-    403,
-    "该专家不在本评标室签到",
-    "this expert is not assigned to this evaluation room",
-)
-NotSignedIn = _refusal(
-    "NotSignedIn",
-    "MEMBERS_NOT_SIGNED_IN",
-    409,
-    "仍有评标委员会成员未签到",
-    "some committee members have not signed in",
-)
-NotChair = _refusal(
-    "NotChair", "NOT_CHAIR", 403, "只有评标委员会主任可以执行此操作", "only the chair may do this"
-)
-WrongStage = _refusal(
-    "WrongStage", "WRONG_STAGE", 409, "当前评审阶段不是该阶段", "that is not the current stage"
-)
-SheetsMissing = _refusal(
-    "SheetsMissing",
-    "SHEETS_MISSING",
-    409,
-    "仍有成员未提交本阶段评审表",
-    "some members have not submitted this stage's sheet",
-)
-NoDeviation = _refusal(
-    "NoDeviation",
-    "NO_DEVIATION",
-    409,
-    "该专家的评分未超出偏差阈值，不能要求复核",
-    "this expert's scores are within the threshold: no re-score can be called",
-)
-SheetInvalid = _refusal(
-    "SheetInvalid",
-    "SHEET_INVALID",
-    422,
-    "评审表格式不正确",
-    "the sheet is not in the expected form",
-)
-NotYourDraft = _refusal(
-    "NotYourDraft",
-    "NOT_YOUR_DRAFT",
-    403,
-    "只能查看本人（或本评标室专家）的待签名文件",
-    "only one's own draft (or, for a room device, its own experts' drafts) can be seen",
-)
-DocumentsClosed = _refusal(
-    "DocumentsClosed",
-    "DOCUMENTS_CLOSED",
-    409,
-    "评标开始后，评标委员会成员才能查阅投标文件",
-    "the bid documents open to the committee's members once the evaluation has started",
-)
-SuspendedTooLong = _refusal(
-    "SuspendedTooLong",
-    "SUSPENDED_TOO_LONG",
-    409,
-    "暂停超过4小时，评标作废，须重新组建评标委员会",
-    "suspended for more than four hours: the evaluation is void and the committee must be re-formed",
-)
+class EntropyMissing(Refusal):
+    code = "ENTROPY_MISSING"
+    status = 409
+    zh = "监督人员和主持人都提交随机数后才能抽取"
+    en = "the draw needs the supervisor's and the host's entropy first"
+
+
+class CommitmentMismatch(Refusal):
+    code = "COMMITMENT_MISMATCH"
+    status = 409
+    zh = "服务器随机数与抽取前公布的承诺不符"
+    en = "the server's random value does not match the commitment published before the draw"
+
+
+class NotAMember(Refusal):
+    code = "NOT_A_MEMBER"
+    status = 403
+    zh = "您不是本评标委员会成员"
+    en = "you are not on this committee"
+
+
+class WrongRoom(Refusal):
+    code = "WRONG_ROOM"
+    status = 403
+    zh = "该专家不在本评标室签到"
+    en = "this expert is not assigned to this evaluation room"
+
+
+class NotSignedIn(Refusal):
+    code = "MEMBERS_NOT_SIGNED_IN"
+    status = 409
+    zh = "仍有评标委员会成员未签到"
+    en = "some committee members have not signed in"
+
+
+class NotChair(Refusal):
+    code = "NOT_CHAIR"
+    status = 403
+    zh = "只有评标委员会主任可以执行此操作"
+    en = "only the chair may do this"
+
+
+class WrongStage(Refusal):
+    code = "WRONG_STAGE"
+    status = 409
+    zh = "当前评审阶段不是该阶段"
+    en = "that is not the current stage"
+
+
+class SheetsMissing(Refusal):
+    code = "SHEETS_MISSING"
+    status = 409
+    zh = "仍有成员未提交本阶段评审表"
+    en = "some members have not submitted this stage's sheet"
+
+
+class NoDeviation(Refusal):
+    code = "NO_DEVIATION"
+    status = 409
+    zh = "该专家的评分未超出偏差阈值，不能要求复核"
+    en = "this expert's scores are within the threshold: no re-score can be called"
+
+
+class SheetInvalid(Refusal):
+    code = "SHEET_INVALID"
+    status = 422
+    zh = "评审表格式不正确"
+    en = "the sheet is not in the expected form"
+
+
+class NotYourDraft(Refusal):
+    code = "NOT_YOUR_DRAFT"
+    status = 403
+    zh = "只能查看本人（或本评标室专家）的待签名文件"
+    en = "only one's own draft (or, for a room device, its own experts' drafts) can be seen"
+
+
+class DocumentsClosed(Refusal):
+    code = "DOCUMENTS_CLOSED"
+    status = 409
+    zh = "评标开始后，评标委员会成员才能查阅投标文件"
+    en = "the bid documents open to the committee's members once the evaluation has started"
+
+
+class SuspendedTooLong(Refusal):
+    code = "SUSPENDED_TOO_LONG"
+    status = 409
+    zh = "暂停超过4小时，评标作废，须重新组建评标委员会"
+    en = "suspended for more than four hours: the evaluation is void and the committee must be re-formed"
 
 
 # --- state ----------------------------------------------------------------------------------------

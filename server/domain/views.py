@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.domain.evaluation import BidEntry, EvaluationState
-from server.domain.opening import BEFORE_DEADLINE, STAFF_ROLES, OpeningState
+from server.domain.opening_model import BEFORE_DEADLINE, STAFF_ROLES, OpeningState
 
 
 def view_for(state: OpeningState, role: str, party_id: str) -> dict[str, Any]:
