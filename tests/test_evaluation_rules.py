@@ -1353,7 +1353,7 @@ def every_command(ev: Evaluation, actor: Actor) -> list[Command]:
 
 
 def test_every_command_kind_is_covered() -> None:
-    assert {type(c) for c in every_command(Evaluation(), SUP)} == set(EV._HANDLERS)
+    assert {type(c) for c in every_command(Evaluation(), SUP)} == set(EV.COMMANDS)
 
 
 @pytest.mark.parametrize(

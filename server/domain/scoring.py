@@ -645,6 +645,76 @@ def _lowest_price(config: MethodConfig, inputs: RankInputs) -> MethodResult:
     return MethodResult(scored=scored)
 
 
+# --- what a method asks of the review stages ----------------------------------------------------
+
+
+class MethodStages:
+    """How an evaluation method shapes the review stages. The evaluation machine asks this; it
+    never looks at the method's type.
+
+    The default (a method that registers nothing): every stage is pass/fail on the tender's
+    review items of that stage, and nothing is scored.
+    """
+
+    scored: frozenset[str] = frozenset()
+    """The stages whose sheets are score sheets (points per criterion) rather than pass/fail."""
+
+    def items(
+        self, config: MethodConfig, review_items: Sequence[ReviewItem], stage: str
+    ) -> list[ReviewItem]:
+        """The pass/fail items of ``stage``."""
+        return [i for i in review_items if i.stage == stage]
+
+    def criteria(self, config: MethodConfig) -> list[Criterion]:
+        """The scored criteria (of the scored stages)."""
+        return []
+
+
+class _ComprehensiveStages(MethodStages):
+    """综合评估法: the detailed stage is scored against the method's criteria."""
+
+    scored = frozenset({"detailed"})
+
+    def criteria(self, config: MethodConfig) -> list[Criterion]:
+        if not isinstance(config, ComprehensiveConfig):
+            raise MethodInputMismatch(f"config {config.method} for comprehensive")
+        return list(config.criteria)
+
+
+class _LowestPriceStages(MethodStages):
+    """经评审的最低投标价法: the detailed stage is pass/fail on the method's own items."""
+
+    def items(
+        self, config: MethodConfig, review_items: Sequence[ReviewItem], stage: str
+    ) -> list[ReviewItem]:
+        if stage != "detailed":
+            return super().items(config, review_items, stage)
+        if not isinstance(config, LowestPriceConfig):
+            raise MethodInputMismatch(f"config {config.method} for lowest_price")
+        return list(config.items)
+
+
+_STAGES: dict[str, MethodStages] = {
+    "comprehensive": _ComprehensiveStages(),
+    "lowest_price": _LowestPriceStages(),
+}
+
+
+def register_stages(name: str, stages: MethodStages) -> None:
+    """Say how the method ``name`` shapes the review stages (next to :func:`register_method`)."""
+    if name in _STAGES:
+        raise ValueError(f"stages of method {name} are already registered")
+    _STAGES[name] = stages
+
+
+def method_stages(config: MethodConfig) -> MethodStages:
+    """The stage rules of ``config``'s method (the default when it registered none)."""
+    return _STAGES.get(config.method, _DEFAULT_STAGES)
+
+
+_DEFAULT_STAGES = MethodStages()
+
+
 # --- ranking ------------------------------------------------------------------------------------
 
 
