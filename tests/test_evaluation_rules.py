@@ -1353,7 +1353,7 @@ def every_command(ev: Evaluation, actor: Actor) -> list[Command]:
 
 
 def test_every_command_kind_is_covered() -> None:
-    assert {type(c) for c in every_command(Evaluation(), SUP)} == set(EV._HANDLERS)
+    assert {type(c) for c in every_command(Evaluation(), SUP)} == set(EV.COMMANDS)
 
 
 @pytest.mark.parametrize(
@@ -1703,3 +1703,31 @@ def test_random_evaluations_refuse_cleanly_and_keep_the_rules(data: st.DataObjec
     for event, at in ev.log[start_log:]:
         replayed = evolve(replayed, event, at)
     assert replayed == ev.state
+
+
+def test_evaluation_machine_answers_the_servers_questions() -> None:
+    from server.domain.sessions import MACHINES
+
+    machine = MACHINES["evaluation"]
+    assert machine is EV.MACHINE and machine.state is EvaluationState
+    ev = phase("convening")
+    lead = ev.result.lead.room_id
+    assert machine.supervision(ev.state) == {
+        "opening_session_id": ev.state.opening_session_id,
+        "rooms": sorted(ev.state.rooms),
+    }
+    assert not machine.before_deadline(ev.state) and not machine.record_pending(ev.state)
+    link = machine.link("room", lead, True)
+    assert isinstance(link, RoomLink) and link.up and link.actor == room(lead)
+    ev.run(link)
+    assert ("room", lead) in machine.present(ev.state)
+    assert ("supervisor", SUP.id) in machine.present(ev.state)
+    assert machine.viewer_tags(ev.state, "room", lead) == frozenset({f"room:{lead}"})
+    assert machine.viewer_tags(ev.state, "room", "XX-01") is None  # not drawn
+    assert machine.viewer_tags(ev.state, "bidder", "91350100MA31AAAAXA") is None
+    assert machine.viewer_tags(ev.state, "supervisor", SUP.id) == frozenset({"staff", "supervisor"})
+    ev.run(machine.link("room", lead, False))
+    assert ("room", lead) not in machine.present(ev.state)
+    assert machine.next_due(ev.state) == min(
+        datetime.fromisoformat(m.due_by) for m in ev.state.members.values() if m.due_by
+    )

@@ -21,6 +21,9 @@ from schemas.time import iso
 from server.domain import errors as E
 from server.domain.errors import Refusal
 from server.domain.opening import (
+    COMMANDS,
+    FAILURE_CAUSE,
+    MACHINE,
     SERVER,
     Actor,
     ApproveBackup,
@@ -58,14 +61,20 @@ from server.domain.opening import (
     bidder_tag,
     build_record,
     build_table,
+    check_recipient,
     decide,
+    deposit_security,
     evolve,
+    failure_cause,
+    may_upload,
     new_session,
     next_due,
+    record_due,
     record_text,
     sha256_json,
     viewer_tags,
 )
+from server.domain.sessions import MACHINES
 
 T0 = datetime(2026, 11, 21, 1, 0, tzinfo=UTC)  # 09:00 Asia/Shanghai
 SIGN_IN = T0 + timedelta(minutes=10)
@@ -1431,3 +1440,128 @@ def test_origin_is_recorded_in_the_bidders_own_events_only_when_given() -> None:
     assert signed[0].audience == [bidder_tag(B)]
     with pytest.raises(ValueError):
         Origin(machine="not hex")
+
+
+# --- decisions the API asks for without a command ---------------------------------------------------
+
+
+def _outcome(call: Callable[..., object], *args: Any) -> tuple[type, str] | None:
+    try:
+        call(*args)
+    except Refusal as exc:
+        return type(exc), exc.line()
+    return None
+
+
+def test_may_upload_refuses_exactly_what_an_upload_at_that_instant_would() -> None:
+    draft = Hall()
+    open_ = Hall().to_sign_in()
+    paused = Hall().to_sign_in()
+    paused.run(Suspend(actor=HOST, reason="机房断电"), UPLOAD)
+    sealed = Hall().to_sealed()
+    cases = [
+        (draft, T0),
+        (open_, UPLOAD),
+        (open_, DEADLINE - US),
+        (open_, DEADLINE),  # the scheduler has not fired: server time has closed uploads anyway
+        (paused, UPLOAD),
+        (sealed, DEADLINE + SECOND),
+    ]
+    seen = set()
+    for hall, at in cases:
+        for actor in (bidder(A), HOST, SUP):
+            cmd = upload(A, at).model_copy(update={"actor": actor})
+            expected = _outcome(decide, hall.state, cmd, at)
+            assert _outcome(may_upload, hall.state, actor, at) == expected, (hall.status, at)
+            seen.add(expected[0] if expected else None)
+    assert seen == {
+        None,
+        E.NotAllowedInState,
+        E.NotPermitted,
+        E.DeadlinePassed,
+    }
+
+
+def test_rule_03_a_bid_not_sealed_to_the_registered_certificate_is_refused() -> None:
+    check_recipient(True)
+    with pytest.raises(Refusal) as info:
+        check_recipient(False)
+    # The answer the API has always given (crypto.errors.NotARecipient's code and status).
+    assert (info.value.code, info.value.status) == ("ENVELOPE_NOT_FOR_RECIPIENT", 422)
+    assert "投标文件未使用您登记的加密证书加密" in info.value.line()
+    assert "the bid is not sealed to your registered encryption certificate" in info.value.line()
+    assert "加密证书" in info.value.zh and info.value.en
+
+
+def test_rule_08_a_failed_decryption_is_the_platforms_fault_only_for_platform_codes() -> None:
+    assert failure_cause("ENVELOPE_MISSING") == "platform"
+    assert failure_cause("PLATFORM_IO") == "platform"
+    assert failure_cause("SUMMARY_LOT_MISMATCH") == "bidder"
+    for crypto_code in ("KEY_UNWRAP_FAILED", "ENVELOPE_TAMPERED", "SIGNATURE_INVALID", "X"):
+        assert failure_cause(crypto_code) == "bidder"
+    assert FAILURE_CAUSE == {
+        "ENVELOPE_MISSING": "platform",
+        "PLATFORM_IO": "platform",
+        "SUMMARY_LOT_MISMATCH": "bidder",
+    }
+
+
+def test_deposit_is_valid_from_the_required_amount_and_says_why_not() -> None:
+    state = Hall(timetable(security_required_fen=500_000)).state
+    assert deposit_security(state, 500_000, "") == Security(
+        kind="deposit", status="valid", amount_fen=500_000, detail=""
+    )
+    assert deposit_security(state, 499_999, "") == Security(
+        kind="deposit",
+        status="invalid",
+        amount_fen=499_999,
+        detail="below the required 500000 fen / 低于要求金额",
+    )
+    short = deposit_security(state, 1, "BANK-REF-9")
+    assert (short.status, short.detail) == ("invalid", "BANK-REF-9")
+    assert deposit_security(Hall().state, 0, "").status == "valid"  # nothing required
+
+
+def test_record_is_due_once_confirmations_closed_and_every_objection_answered() -> None:
+    hall = Hall().to_confirming()
+    assert not record_due(hall.state)
+    hall.run(Object(actor=bidder(B), text="报价读错"), CONF_OPEN + SECOND)
+    hall.run(Tick(actor=SERVER), CONF_CLOSE)
+    assert hall.state.record_pending and not record_due(hall.state)
+    hall.run(Reply(actor=HOST, objection_id=1, text="已核对，无误"), CONF_CLOSE + SECOND)
+    assert record_due(hall.state)
+    hall.run(GenerateRecord(actor=SERVER, record_sha256="a" * 64, signature="s"), CONF_CLOSE)
+    assert not record_due(hall.state)
+
+
+# --- the machine as the server sees it --------------------------------------------------------------
+
+
+def test_opening_machine_answers_the_servers_questions() -> None:
+    machine = MACHINES["opening"]
+    assert machine is MACHINE and machine.kind == "opening" and machine.state is OpeningState
+    hall = Hall().to_sign_in()
+    assert machine.before_deadline(hall.state) and machine.before_deadline(Hall().state)
+    assert machine.supervision(hall.state) == {"deadline": "2026-11-21T02:00:00Z"}
+    hall.run(machine.join("supervisor", SUP.id), UPLOAD)
+    assert machine.present(hall.state) == [("supervisor", SUP.id)]
+    hall.run(Suspend(actor=HOST, reason="网络故障"), UPLOAD)
+    assert machine.before_deadline(hall.state)  # by the status it was suspended from
+    assert machine.next_due(hall.state) is None  # a pause stops every clock
+    hall.run(Resume(actor=HOST, reason="恢复"), UPLOAD)
+    assert machine.next_due(hall.state) == DEADLINE
+    hall.run(machine.tick(), DEADLINE)
+    assert hall.status == "failed" and not machine.before_deadline(hall.state)  # no bids: 流标
+    hall.run(machine.leave("supervisor", SUP.id), DEADLINE)
+    assert machine.present(hall.state) == []
+    assert machine.link("room", "NJ-01", True) is None
+    assert machine.viewer_tags(hall.state, "bidder", A) == frozenset({bidder_tag(A)})
+    assert machine.viewer_tags(hall.state, "host", HOST.id) == frozenset({"staff", "host"})
+    assert not machine.record_pending(hall.state)
+
+
+def test_every_command_has_one_row_in_the_table() -> None:
+    assert set(COMMANDS) == set(COMMAND_TYPES) | {RaiseSignals}
+    # A pause lets through only what its row allows: presence, time, objections, resuming.
+    paused = {c.__name__ for c, rule in COMMANDS.items() if "suspended" in rule.states}
+    assert paused == {"Tick", "Join", "Leave", "Object", "Resume", "RaiseSignals"}

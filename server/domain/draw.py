@@ -124,80 +124,74 @@ _U32 = 1 << 32
 T = TypeVar("T")
 
 
-_refusal = E.refusal
+class CommitteeInvalid(Refusal):
+    code = "COMMITTEE_INVALID"
+    status = 422
+    zh = "评标委员会应为 5 人以上单数，其中技术、经济等方面的专家不得少于成员总数的三分之二"
+    en = "the committee must have 5 or more members, an odd number, at least two thirds of them experts (Tendering and Bidding Law, art. 37)"
 
 
-CommitteeInvalid = _refusal(
-    "CommitteeInvalid",
-    "COMMITTEE_INVALID",
-    422,
-    "评标委员会应为 5 人以上单数，其中技术、经济等方面的专家不得少于成员总数的三分之二",
-    "the committee must have 5 or more members, an odd number, at least two thirds of them "
-    "experts (Tendering and Bidding Law, art. 37)",
-)
-PoolTooSmall = _refusal(
-    "PoolTooSmall",
-    "POOL_TOO_SMALL",
-    409,
-    "专家库中符合条件的专家不足",
-    "too few eligible experts in the pool",
-)
-RegionRuleUnmet = _refusal(
-    "RegionRuleUnmet",
-    "REGION_RULE_UNMET",
-    409,
-    "无法满足异地专家人数要求",
-    "the rule on experts from outside the lead city cannot be met",
-)
-SeatsTooFew = _refusal(
-    "SeatsTooFew",
-    "SEATS_TOO_FEW",
-    409,
-    "抽中的评标室座位不足",
-    "the drawn rooms have too few seats",
-)
-SitesTooFew = _refusal(
-    "SitesTooFew",
-    "SITES_TOO_FEW",
-    409,
-    "可供抽取的异地副场不足",
-    "too few secondary sites in other cities with an available room",
-)
-SitesInvalid = _refusal(
-    "SitesInvalid",
-    "SITES_INVALID",
-    422,
-    "场地信息有误",
-    "the sites do not fit the request",
-)
-RoomUnavailable = _refusal(
-    "RoomUnavailable",
-    "ROOM_UNAVAILABLE",
-    409,
-    "主场评标室不可用",
-    "the lead site has no available room",
-)
-EntropyInvalid = _refusal(
-    "EntropyInvalid",
-    "ENTROPY_INVALID",
-    422,
-    "随机数长度无效",
-    "a random value has an invalid length",
-)
-NotAMember = _refusal(
-    "NotAMember",
-    "EXPERT_NOT_MEMBER",
-    404,
-    "该专家不是本次抽取的评标委员会成员",
-    "this expert is not a member of the drawn committee",
-)
-NoSpareLeft = _refusal(
-    "NoSpareLeft",
-    "NO_SPARE_LEFT",
-    409,
-    "该专业类别已无可用的候补专家，请重新抽取",
-    "no spare of this category is left; draw again",
-)
+class PoolTooSmall(Refusal):
+    code = "POOL_TOO_SMALL"
+    status = 409
+    zh = "专家库中符合条件的专家不足"
+    en = "too few eligible experts in the pool"
+
+
+class RegionRuleUnmet(Refusal):
+    code = "REGION_RULE_UNMET"
+    status = 409
+    zh = "无法满足异地专家人数要求"
+    en = "the rule on experts from outside the lead city cannot be met"
+
+
+class SeatsTooFew(Refusal):
+    code = "SEATS_TOO_FEW"
+    status = 409
+    zh = "抽中的评标室座位不足"
+    en = "the drawn rooms have too few seats"
+
+
+class SitesTooFew(Refusal):
+    code = "SITES_TOO_FEW"
+    status = 409
+    zh = "可供抽取的异地副场不足"
+    en = "too few secondary sites in other cities with an available room"
+
+
+class SitesInvalid(Refusal):
+    code = "SITES_INVALID"
+    status = 422
+    zh = "场地信息有误"
+    en = "the sites do not fit the request"
+
+
+class RoomUnavailable(Refusal):
+    code = "ROOM_UNAVAILABLE"
+    status = 409
+    zh = "主场评标室不可用"
+    en = "the lead site has no available room"
+
+
+class EntropyInvalid(Refusal):
+    code = "ENTROPY_INVALID"
+    status = 422
+    zh = "随机数长度无效"
+    en = "a random value has an invalid length"
+
+
+class NotAMember(Refusal):
+    code = "EXPERT_NOT_MEMBER"
+    status = 404
+    zh = "该专家不是本次抽取的评标委员会成员"
+    en = "this expert is not a member of the drawn committee"
+
+
+class NoSpareLeft(Refusal):
+    code = "NO_SPARE_LEFT"
+    status = 409
+    zh = "该专业类别已无可用的候补专家，请重新抽取"
+    en = "no spare of this category is left; draw again"
 
 
 # --- the random values ------------------------------------------------------------------------------

@@ -1,10 +1,15 @@
 """Remote cross-region evaluation (远程异地评标) of one lot as a pure state machine.
 
-Like :mod:`server.domain.opening`: :func:`decide` takes a state, a command and ``now`` and answers
-with events or a :class:`~server.domain.errors.Refusal`; :func:`evolve` folds an event into the
-state; :func:`next_due` names the next instant at which time alone changes something. The draw
-itself is :mod:`server.domain.draw`, review and scoring are :mod:`server.domain.scoring`; this
-file decides who may do what, when, and what the record says about it.
+Like :mod:`server.domain.opening`: the kernel (:mod:`server.domain.machine`) reads this module's
+three tables: ``COMMANDS`` (who may send what, in which statuses), ``STATUSES`` (which event
+leads to which status) and ``DUE`` (what time alone fires, and when). :func:`decide` takes a
+state, a command and ``now`` and answers with events or a
+:class:`~server.domain.errors.Refusal`; :func:`evolve` folds an event into the state;
+:func:`next_due` names the next instant at which time alone changes something. The state,
+commands and refusals are :mod:`server.domain.evaluation_model`, the report
+:mod:`server.domain.evaluation_report`, the draw :mod:`server.domain.draw`, review and scoring
+:mod:`server.domain.scoring` (the method says which stages it scores); this file decides who may
+do what, when, and what the record says about it. Every name stays importable from here.
 
 States (DESIGN.md section 6)::
 
@@ -20,476 +25,108 @@ and listed in DESIGN.md section 6; their tests are in tests/test_evaluation_rule
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
-
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from typing import Any, get_args
 
 from schemas.events import NewEvent
-from schemas.experts import DrawRequest, DrawResult, Expert, Site
-from schemas.scoring import (
-    DeviationThreshold,
-    LowestPriceConfig,
-    MethodConfig,
-    PriceAdjustment,
-    ReviewItem,
-    ReviewOutcome,
-    ReviewSheet,
-    ScoreSheet,
-)
+from schemas.experts import DrawRequest, DrawResult
 from schemas.time import iso, parse_iso
 from server.domain import draw as D
 from server.domain import errors as E
-from server.domain import scoring as SC
-from server.domain.common import event as _ev
-from server.domain.common import reason_text as _reason
-from server.domain.common import require_role as _require_role
-from server.domain.common import require_state as _require_state
-from server.domain.common import sha256_json
-from server.domain.opening import raise_signals
+from server.domain import evaluation_review as R
+from server.domain.evaluation_model import (
+    ACTIVE,
+    ALL,
+    EVALUATION_ROLES,
+    SERVER,
+    STAFF,
+    STAGES,
+    SUPERVISOR,
+    SUSPEND_LIMIT,
+    Actor,
+    AddEntropy,
+    BeginDraw,
+    BidEntry,
+    CallRescore,
+    CloseStage,
+    Command,
+    CommitmentMismatch,
+    Decline,
+    DocumentsClosed,
+    Draw,
+    DrawState,
+    EntropyGiven,
+    EntropyMissing,
+    EvalConfig,
+    EvaluationState,
+    ExpertSignIn,
+    GenerateReport,
+    Join,
+    Leave,
+    Member,
+    NoDeviation,
+    NoKey,
+    NotAMember,
+    NotChair,
+    NotSignedIn,
+    NotYourDraft,
+    RaiseSignals,
+    RecordSegment,
+    RefuseToSign,
+    Replace,
+    ReportSignature,
+    RequestSignature,
+    Resume,
+    Role,
+    RoomLink,
+    Sheet,
+    SheetInvalid,
+    SheetsMissing,
+    SignReport,
+    StartEvaluation,
+    Status,
+    SubmitSheet,
+    Summarize,
+    Suspend,
+    SuspendedTooLong,
+    Tick,
+    Timetable,
+    Vote,
+    Warn,
+    WrongRoom,
+    WrongStage,
+    admitted,
+    expert_tag,
+    room_tag,
+    viewer_tags,
+)
+from server.domain.evaluation_report import build_report, report_text
+from server.domain.machine import CommandRule, Due, Machine, raise_signals, sha256_json
+from server.domain.machine import event as _ev
+from server.domain.machine import reason_text as _reason
+from server.domain.machine import require_state as _require_state
 
-Status = Literal[
-    "draft",
-    "drawing",
-    "convening",
-    "evaluating",
-    "summarizing",
-    "signing",
-    "closed",
-    "void",
-    "suspended",
+# fmt: off
+__all__ = [
+    "ACTIVE", "ALL", "COMMANDS", "DUE", "EVALUATION_ROLES", "MACHINE", "SERVER", "STAFF",
+    "STAGES", "STATUSES", "SUPERVISOR", "SUSPEND_LIMIT", "Actor", "AddEntropy", "BeginDraw",
+    "BidEntry", "CallRescore", "CloseStage", "Command", "CommitmentMismatch", "Decline",
+    "DocumentsClosed", "Draw", "DrawState", "EntropyGiven", "EntropyMissing", "EvalConfig",
+    "EvaluationState", "ExpertSignIn", "GenerateReport", "Join", "Leave", "Member",
+    "NoDeviation", "NoKey", "NotAMember", "NotChair", "NotSignedIn", "NotYourDraft",
+    "RaiseSignals", "RecordSegment", "RefuseToSign", "Replace", "ReportSignature",
+    "RequestSignature", "Resume", "Role", "RoomLink", "Sheet", "SheetInvalid", "SheetsMissing",
+    "SignReport", "StartEvaluation", "Status", "SubmitSheet", "Summarize", "Suspend",
+    "SuspendedTooLong", "Tick", "Timetable", "Vote", "Warn", "WrongRoom", "WrongStage",
+    "admitted", "build_report", "decide", "documents_open", "draft_for", "evolve", "expert_tag",
+    "next_due", "raise_signals", "report_text", "room_tag", "sha256_json", "viewer_tags",
 ]
-Role = Literal["host", "supervisor", "centre", "room", "expert", "server"]
-EVALUATION_ROLES = ("host", "supervisor", "centre", "room", "expert")
-ACTIVE: tuple[Status, ...] = ("drawing", "convening", "evaluating", "summarizing", "signing")
-SUSPEND_LIMIT = timedelta(hours=4)
-STAGES = ("qualification", "preliminary", "detailed")
-"""资格审查 · 初步评审 · 详细评审 (for lowest evaluated price, the detailed stage holds the price
-adjustments the experts find)."""
-
-ALL: list[str] = ["all"]
-STAFF: list[str] = ["staff"]
-SUPERVISOR: list[str] = ["supervisor"]
-
-
-def expert_tag(expert_id: str) -> str:
-    return f"expert:{expert_id}"
-
-
-def room_tag(room_id: str) -> str:
-    return f"room:{room_id}"
-
-
-def admitted(state: EvaluationState, role: str, party_id: str) -> bool:
-    """Who may see this evaluation at all: staff, its drawn rooms, its own committee members."""
-    if role in ("host", "supervisor", "centre"):
-        return True
-    if role == "room":
-        return party_id in state.rooms
-    if role == "expert":
-        member = state.members.get(party_id)
-        return member is not None and member.status in ("signed_in", "no_key", "drawn")
-    return False
-
-
-def viewer_tags(role: str, party_id: str) -> frozenset[str]:
-    if role in ("host", "centre"):
-        return frozenset({"staff", role})
-    if role == "supervisor":
-        return frozenset({"staff", "supervisor"})
-    if role == "expert":
-        return frozenset({"committee", expert_tag(party_id)})
-    if role == "room":
-        return frozenset({room_tag(party_id)})
-    return frozenset()
-
-
-# --- refusals -------------------------------------------------------------------------------------
-
-_refusal = E.refusal
-
-
-EntropyGiven = _refusal(
-    "EntropyGiven", "ENTROPY_GIVEN", 409, "您已提交过随机数", "you have already added your entropy"
-)
-EntropyMissing = _refusal(
-    "EntropyMissing",
-    "ENTROPY_MISSING",
-    409,
-    "监督人员和主持人都提交随机数后才能抽取",
-    "the draw needs the supervisor's and the host's entropy first",
-)
-CommitmentMismatch = _refusal(
-    "CommitmentMismatch",
-    "COMMITMENT_MISMATCH",
-    409,
-    "服务器随机数与抽取前公布的承诺不符",
-    "the server's random value does not match the commitment published before the draw",
-)
-NotAMember = _refusal(
-    "NotAMember", "NOT_A_MEMBER", 403, "您不是本评标委员会成员", "you are not on this committee"
-)
-WrongRoom = _refusal(
-    "WrongRoom",
-    "WRONG_ROOM",
-    403,
-    "该专家不在本评标室签到",
-    "this expert is not assigned to this evaluation room",
-)
-NotSignedIn = _refusal(
-    "NotSignedIn",
-    "MEMBERS_NOT_SIGNED_IN",
-    409,
-    "仍有评标委员会成员未签到",
-    "some committee members have not signed in",
-)
-NotChair = _refusal(
-    "NotChair", "NOT_CHAIR", 403, "只有评标委员会主任可以执行此操作", "only the chair may do this"
-)
-WrongStage = _refusal(
-    "WrongStage", "WRONG_STAGE", 409, "当前评审阶段不是该阶段", "that is not the current stage"
-)
-SheetsMissing = _refusal(
-    "SheetsMissing",
-    "SHEETS_MISSING",
-    409,
-    "仍有成员未提交本阶段评审表",
-    "some members have not submitted this stage's sheet",
-)
-NoDeviation = _refusal(
-    "NoDeviation",
-    "NO_DEVIATION",
-    409,
-    "该专家的评分未超出偏差阈值，不能要求复核",
-    "this expert's scores are within the threshold: no re-score can be called",
-)
-SheetInvalid = _refusal(
-    "SheetInvalid",
-    "SHEET_INVALID",
-    422,
-    "评审表格式不正确",
-    "the sheet is not in the expected form",
-)
-NotYourDraft = _refusal(
-    "NotYourDraft",
-    "NOT_YOUR_DRAFT",
-    403,
-    "只能查看本人（或本评标室专家）的待签名文件",
-    "only one's own draft (or, for a room device, its own experts' drafts) can be seen",
-)
-DocumentsClosed = _refusal(
-    "DocumentsClosed",
-    "DOCUMENTS_CLOSED",
-    409,
-    "评标开始后，评标委员会成员才能查阅投标文件",
-    "the bid documents open to the committee's members once the evaluation has started",
-)
-SuspendedTooLong = _refusal(
-    "SuspendedTooLong",
-    "SUSPENDED_TOO_LONG",
-    409,
-    "暂停超过4小时，评标作废，须重新组建评标委员会",
-    "suspended for more than four hours: the evaluation is void and the committee must be re-formed",
-)
-
-
-# --- state ----------------------------------------------------------------------------------------
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Timetable(_Model):
-    convene_at: AwareDatetime = Field(description="when members are expected signed in (集合时间)")
-    grace_minutes: int = Field(default=30, ge=1, le=24 * 60, description="late -> absent after")
-
-
-class EvalConfig(_Model):
-    method: MethodConfig
-    review_items: list[ReviewItem] = Field(default_factory=list)
-    draw: DrawRequest
-    owner_reps: list[str] = Field(
-        default_factory=list, description="业主代表 person ids, appointed by the tenderer"
-    )
-    rescore_threshold_points: int = Field(
-        default=2000,
-        ge=0,
-        description="hundredths of a point beyond which a re-score may be called",
-    )
-
-
-class BidEntry(_Model):
-    """A bid that came out of the opening decrypted (the evaluation's input)."""
-
-    bidder: str
-    name: str = ""
-    price_fen: int
-    envelope_sha256: str
-    summary: dict[str, Any] = Field(default_factory=dict)
-
-
-class Member(_Model):
-    id: str
-    kind: Literal["expert", "owner_rep"] = "expert"
-    name: str = ""
-    category: str = ""
-    site_id: str = ""
-    room_id: str = ""
-    status: Literal["drawn", "signed_in", "declined", "absent", "no_key", "replaced"] = "drawn"
-    due_by: str | None = None
-    signed_in_at: str | None = None
-    late: bool = False
-    cert_sha256: str | None = None
-    replaces: str | None = None
-    replaced_by: str | None = None
-
-
-class Sheet(_Model):
-    expert: str
-    stage: str
-    sha256: str
-    signature: str
-    content: dict[str, Any]
-    at: str
-    round: int = 1
-
-
-class ReportSignature(_Model):
-    agree: bool
-    reason: str = ""
-    signature: str | None = None
-    deemed: bool = False
-    at: str
-
-
-class DrawState(_Model):
-    commitment: str
-    entropy: dict[str, str] = Field(default_factory=dict, description="role -> hex")
-    server_random: str | None = None
-    seed: str | None = None
-    pool_sha256: str | None = None
-    pool_blob: str | None = None
-    result: dict[str, Any] | None = None
-
-
-class EvaluationState(_Model):
-    session_id: str
-    lot_id: str
-    opening_session_id: str
-    title: str = ""
-    status: Status = "draft"
-    timetable: Timetable
-    config: EvalConfig
-    tenderer_credit_code: str = ""
-    tenderer_name: str = ""
-    bids: dict[str, BidEntry] = Field(default_factory=dict)
-    draw: DrawState | None = None
-    members: dict[str, Member] = Field(default_factory=dict)
-    rooms: dict[str, dict[str, Any]] = Field(default_factory=dict, description="drawn rooms")
-    present: dict[str, str] = Field(default_factory=dict, description="account id -> role")
-    chair: str | None = None
-    votes: dict[str, str] = Field(default_factory=dict)
-    stage: str | None = None
-    outcomes: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    sheets: dict[str, dict[str, Sheet]] = Field(default_factory=dict)
-    reopened: dict[str, list[str]] = Field(default_factory=dict, description="stage -> experts")
-    rescores: list[dict[str, Any]] = Field(default_factory=list)
-    ranking: dict[str, Any] | None = None
-    ranking_sha256: str | None = None
-    report_sha256: str | None = None
-    report_signatures: dict[str, ReportSignature] = Field(default_factory=dict)
-    warnings: list[dict[str, Any]] = Field(default_factory=list)
-    to_sign: dict[str, dict[str, Any]] = Field(
-        default_factory=dict,
-        description="expert -> the draft waiting for the expert's signature at the room device",
-    )
-    sign_requests: int = 0
-    segments: int = 0
-    suspended_from: Status | None = None
-    suspended_at: datetime | None = None
-    void_reason: str | None = None
-    signals_raised: list[str] = Field(
-        default_factory=list, description="ids of the warnings (signal events) already recorded"
-    )
-
-    def committee(self) -> list[Member]:
-        """Members who count: drawn or signed in (not declined, absent or replaced)."""
-        return [m for m in self.members.values() if m.status in ("drawn", "signed_in", "no_key")]
-
-    @property
-    def supervisors_present(self) -> int:
-        return sum(1 for role in self.present.values() if role == "supervisor")
-
-    def stages(self) -> list[str]:
-        items = {i.stage for i in self.config.review_items}
-        return [s for s in STAGES if s in items or s == "detailed"]
-
-
-# --- commands -------------------------------------------------------------------------------------
-
-
-class Actor(_Model):
-    role: Role
-    id: str
-
-
-SERVER = Actor(role="server", id="server")
-
-
-class Command(_Model):
-    actor: Actor
-
-
-class Tick(Command):
-    pass
-
-
-class Join(Command):
-    pass
-
-
-class Leave(Command):
-    pass
-
-
-class RoomLink(Command):
-    """A room device's live link to the lead site came up or went down."""
-
-    up: bool
-
-
-class BeginDraw(Command):
-    """The host asks for the draw; the server has committed to its random value."""
-
-    commitment: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-
-class AddEntropy(Command):
-    value: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-
-class Draw(Command):
-    """The server reveals its random value and draws (the API passes the pool and sites)."""
-
-    server_random: str = Field(pattern=r"^[0-9a-f]{64}$")
-    pool: list[Expert]
-    sites: list[Site]
-    pool_blob: str
-
-
-class Decline(Command):
-    """An expert drawn declines (or cannot be reached): the next spare is drawn (recorded)."""
-
-    expert_id: str
-    reason: str
-
-
-class ExpertSignIn(Command):
-    """签到: the room device signs an expert in with the expert's own CA key."""
-
-    expert_id: str
-    name: str = ""
-    cert_sha256: str
-    signature: str = Field(default="", description="the expert's signed sign-in document")
-    nonce: str = ""
-
-
-class NoKey(Command):
-    """The expert came without a CA key: recorded against the expert (seed 002 第十六条)."""
-
-    expert_id: str
-
-
-class Replace(Command):
-    """Replace a member who cannot serve (no key, illness) by the next spare."""
-
-    expert_id: str
-    reason: str
-
-
-class StartEvaluation(Command):
-    pass
-
-
-class Vote(Command):
-    """推选评标委员会主任: a member's vote for the chair."""
-
-    candidate: str
-
-
-class SubmitSheet(Command):
-    stage: str
-    content: dict[str, Any]
-    signature: str
-
-
-class RequestSignature(Command):
-    """The expert desk (a browser, which holds no CA key) hands a draft to the expert's room
-    device: a sheet for the current stage, or the expert's answer to the report. The room
-    device's agent signs it with the expert's own key and submits it through the ordinary
-    route; until then the draft is pending (待签名), seen by the expert and that room only."""
-
-    kind: Literal["sheet", "report"]
-    stage: str = ""
-    content: dict[str, Any] = Field(default_factory=dict)
-    agree: bool = True
-    reason: str = ""
-
-
-class CallRescore(Command):
-    expert_id: str
-    reason: str
-
-
-class CloseStage(Command):
-    pass
-
-
-class Summarize(Command):
-    """The chair closes the evaluation's scoring; for lowest evaluated price, with the price
-    adjustments the committee agreed on (评审价格调整)."""
-
-    adjustments: list[PriceAdjustment] = Field(default_factory=list)
-
-
-class GenerateReport(Command):
-    report_sha256: str
-    signature: str
-
-
-class SignReport(Command):
-    agree: bool
-    reason: str = ""
-    signature: str
-
-
-class RefuseToSign(Command):
-    reason: str = ""
-
-
-class Warn(Command):
-    text: str = Field(min_length=1, max_length=2000)
-
-
-class Suspend(Command):
-    reason: str
-
-
-class Resume(Command):
-    reason: str
-
-
-class RecordSegment(Command):
-    room_id: str
-    index: int = Field(ge=0)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0)
-    started_at: str
-    ended_at: str
-    error: str | None = None
-    backend: str | None = Field(
-        default=None, pattern=r"^(builtin|janus)$", description="the media backend that recorded it"
-    )
+# fmt: on
+
+EVERY: tuple[Status, ...] = get_args(Status)
+ANYONE = None
+MEMBER = ("expert",)
+"""The committee's own commands: the status is checked first, then the role, then (in the
+handler) that the sender is a signed-in member of this committee."""
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -503,7 +140,6 @@ def _member(state: EvaluationState, member_id: str) -> Member:
 
 
 def _signed_in_member(state: EvaluationState, cmd: Command) -> Member:
-    _require_role(cmd, "expert")
     m = _member(state, cmd.actor.id)
     if m.status != "signed_in":
         raise NotSignedIn(cmd.actor.id)
@@ -524,128 +160,31 @@ def _member_view(m: Member) -> dict[str, Any]:
     return m.model_dump(mode="json")
 
 
-# --- review and scoring (server.domain.scoring, on the sheets' JSON) -----------------------------
-
-
-def _items(state: EvaluationState, stage: str) -> list[ReviewItem]:
-    method = state.config.method
-    if stage == "detailed" and isinstance(method, LowestPriceConfig):
-        return list(method.items)
-    return [i for i in state.config.review_items if i.stage == stage]
-
-
-def _scored(state: EvaluationState, stage: str) -> bool:
-    """The comprehensive method's detailed stage is scored; every other stage is pass/fail."""
-    return stage == "detailed" and not isinstance(state.config.method, LowestPriceConfig)
-
-
-def _parse_sheet(
-    state: EvaluationState, stage: str, expert: str, content: dict[str, Any]
-) -> ReviewSheet | ScoreSheet:
-    try:
-        sheet: ReviewSheet | ScoreSheet = (
-            ScoreSheet.model_validate(content)
-            if _scored(state, stage)
-            else ReviewSheet.model_validate(content)
-        )
-    except ValueError as exc:
-        raise SheetInvalid(str(exc)[:500]) from None
-    if sheet.expert != expert or sheet.stage != stage:
-        raise SheetInvalid("expert or stage differs from the submitter's / 专家或阶段与提交者不符")
-    return sheet
-
-
-def _check_sheet(state: EvaluationState, stage: str, bids: list[str], sheet: Any) -> None:
-    method = state.config.method
-    if isinstance(sheet, ScoreSheet):
-        assert not isinstance(method, LowestPriceConfig)
-        SC.check_score_sheet(sheet, bids, method.criteria)
-    else:
-        SC.check_review_sheet(sheet, bids, _items(state, stage))
-
-
-def _score_sheets(state: EvaluationState, stage: str = "detailed") -> list[ScoreSheet]:
-    return [
-        ScoreSheet.model_validate(s.content) for _, s in sorted(state.sheets.get(stage, {}).items())
-    ]
-
-
-def _review_sheets(state: EvaluationState, stage: str) -> list[ReviewSheet]:
-    return [
-        ReviewSheet.model_validate(s.content)
-        for _, s in sorted(state.sheets.get(stage, {}).items())
-    ]
-
-
-def _stage_outcome(state: EvaluationState, stage: str, bids: list[str]) -> dict[str, Any]:
-    if _scored(state, stage):
-        return {"kind": "scores", "passed": bids, "sheets": len(state.sheets.get(stage, {}))}
-    outcome = SC.review_outcome(_review_sheets(state, stage), bids, _items(state, stage))
-    passed = [b.bidder for b in outcome.bids if b.passed]
-    return {"kind": "review", "passed": passed, "outcome": outcome.model_dump(mode="json")}
-
-
-def _deviations(state: EvaluationState, stage: str) -> list[dict[str, Any]]:
-    method = state.config.method
-    if not _scored(state, stage) or isinstance(method, LowestPriceConfig):
-        return []
-    threshold = DeviationThreshold(points_x100=state.config.rescore_threshold_points)
-    found = SC.deviations(_score_sheets(state, stage), method.criteria, threshold)
-    return [d.model_dump(mode="json") for d in found]
-
-
-def _ranking(state: EvaluationState, adjustments: list[PriceAdjustment]) -> dict[str, Any]:
-    method = state.config.method
-    reviews = [
-        ReviewOutcome.model_validate(state.outcomes[stage]["outcome"])
-        for stage in state.stages()
-        if state.outcomes.get(stage, {}).get("kind") == "review"
-    ]
-    prices = {b: e.price_fen for b, e in state.bids.items()}
-    ranking = SC.rank(
-        method,
-        prices,
-        reviews,
-        _score_sheets(state) if not isinstance(method, LowestPriceConfig) else (),
-        adjustments,
-    )
-    return SC.ranking_document(method, ranking, reviews)
-
-
 # --- deciding -------------------------------------------------------------------------------------
 
 
-def decide(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent]:
-    """The events ``cmd`` causes at ``now``, or a :class:`Refusal`."""
-    if state.status == "suspended" and not isinstance(
-        cmd, Resume | Join | Leave | Tick | Warn | RecordSegment | RoomLink | RaiseSignals
-    ):
-        raise E.NotAllowedInState("the evaluation is suspended / 评标已暂停")
-    handler = _HANDLERS.get(type(cmd))
-    if handler is None:
-        raise E.NotPermitted(f"unknown command {type(cmd).__name__}")
-    return handler(state, cmd, now)
+def _void(state: EvaluationState, now: datetime) -> list[NewEvent]:
+    """Eval rule 9: suspended for more than four hours -> void, re-form the committee."""
+    assert state.suspended_at is not None
+    return [
+        _ev(
+            "evaluation_void",
+            SERVER,
+            ALL,
+            reason="suspended_over_4h",
+            suspended_at=iso(state.suspended_at),
+        )
+    ]
 
 
-def _tick(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent]:
-    # Eval rule 9: suspended for more than four hours -> void, re-form the committee.
-    if (
-        state.status == "suspended"
-        and state.suspended_at
-        and now >= state.suspended_at + (SUSPEND_LIMIT)
-    ):
-        return [
-            _ev(
-                "evaluation_void",
-                SERVER,
-                ALL,
-                reason="suspended_over_4h",
-                suspended_at=iso(state.suspended_at),
-            )
-        ]
-    if state.status != "convening":
-        return []
-    # Eval rule 5: a member not signed in by the deadline is recorded absent and replaced.
+def _void_at(state: EvaluationState) -> datetime | None:
+    if state.status == "suspended" and state.suspended_at is not None:
+        return state.suspended_at + SUSPEND_LIMIT
+    return None
+
+
+def _absences(state: EvaluationState, now: datetime) -> list[NewEvent]:
+    """Eval rule 5: a member not signed in by the deadline is recorded absent and replaced."""
     events: list[NewEvent] = []
     current = state
     for m in list(state.members.values()):
@@ -674,8 +213,15 @@ def _tick(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent]
     return events
 
 
+def _sign_in_due(state: EvaluationState) -> datetime | None:
+    """The first sign-in deadline of a member still expected (while convening)."""
+    if state.status != "convening":
+        return None
+    dues = [parse_iso(m.due_by) for m in state.members.values() if m.status == "drawn" and m.due_by]
+    return min(dues) if dues else None
+
+
 def _join(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "host", "supervisor", "centre")
     if state.present.get(cmd.actor.id) == cmd.actor.role:
         return []
     return [_ev("party_joined", cmd.actor, STAFF, account=cmd.actor.id, role=cmd.actor.role)]
@@ -688,7 +234,6 @@ def _leave(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent
 
 
 def _room_link(state: EvaluationState, cmd: RoomLink, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "room")
     room = state.rooms.get(cmd.actor.id)
     if room is None:
         raise E.NotPermitted("this room is not drawn for this evaluation / 本评标室未被抽中")
@@ -699,15 +244,11 @@ def _room_link(state: EvaluationState, cmd: RoomLink, now: datetime) -> list[New
 
 
 def _begin_draw(state: EvaluationState, cmd: BeginDraw, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "host", "centre")
-    _require_state(state, "draft")
     # Eval rule 1: the server commits to its random value before anyone adds entropy.
     return [_ev("draw_committed", cmd.actor, ALL, commitment=cmd.commitment)]
 
 
 def _add_entropy(state: EvaluationState, cmd: AddEntropy, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "host", "supervisor")
-    _require_state(state, "drawing")
     assert state.draw is not None
     if cmd.actor.role in state.draw.entropy:
         raise EntropyGiven()
@@ -717,8 +258,6 @@ def _add_entropy(state: EvaluationState, cmd: AddEntropy, now: datetime) -> list
 
 
 def _draw(state: EvaluationState, cmd: Draw, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "server")
-    _require_state(state, "drawing")
     assert state.draw is not None
     if set(state.draw.entropy) != {"host", "supervisor"}:
         raise EntropyMissing()
@@ -846,8 +385,6 @@ def _replace(state: EvaluationState, expert_id: str, reason: str, now: datetime)
 
 
 def _decline(state: EvaluationState, cmd: Decline, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "centre", "host")
-    _require_state(state, "convening")
     reason = _reason(cmd.reason)  # before the lookup: a refusal must not tell who was drawn
     m = _member(state, cmd.expert_id)
     if m.status != "drawn":
@@ -859,8 +396,6 @@ def _decline(state: EvaluationState, cmd: Decline, now: datetime) -> list[NewEve
 
 
 def _expert_sign_in(state: EvaluationState, cmd: ExpertSignIn, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "room")
-    _require_state(state, "convening", "evaluating")
     m = _member(state, cmd.expert_id)
     if m.room_id != cmd.actor.id:
         raise WrongRoom()
@@ -888,8 +423,6 @@ def _expert_sign_in(state: EvaluationState, cmd: ExpertSignIn, now: datetime) ->
 
 
 def _no_key(state: EvaluationState, cmd: NoKey, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "room")
-    _require_state(state, "convening")
     m = state.members.get(cmd.expert_id)
     if m is None or m.room_id != cmd.actor.id:
         raise NotAMember(cmd.expert_id)  # the same answer for another room's member
@@ -900,8 +433,6 @@ def _no_key(state: EvaluationState, cmd: NoKey, now: datetime) -> list[NewEvent]
 
 
 def _replace_cmd(state: EvaluationState, cmd: Replace, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "centre", "host")
-    _require_state(state, "convening")
     reason = _reason(cmd.reason)  # before the lookup: a refusal must not tell who was drawn
     m = _member(state, cmd.expert_id)
     if m.status == "signed_in":
@@ -910,8 +441,6 @@ def _replace_cmd(state: EvaluationState, cmd: Replace, now: datetime) -> list[Ne
 
 
 def _start(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "host")
-    _require_state(state, "convening")
     # Eval rule 4: a supervisor present and every member signed in before evaluating.
     if state.supervisors_present == 0:
         raise E.SupervisorAbsent()
@@ -927,7 +456,6 @@ def _start(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent
 
 
 def _vote(state: EvaluationState, cmd: Vote, now: datetime) -> list[NewEvent]:
-    _require_state(state, "evaluating")
     _signed_in_member(state, cmd)
     if state.stage != "chair":
         raise WrongStage("the chair has been elected / 主任已推选")
@@ -950,19 +478,7 @@ def _vote(state: EvaluationState, cmd: Vote, now: datetime) -> list[NewEvent]:
     return events
 
 
-def _bids_in_stage(state: EvaluationState, stage: str) -> list[str]:
-    """The bids still in the running at ``stage``: those that passed every earlier stage."""
-    bids = sorted(state.bids)
-    for earlier in state.stages():
-        if earlier == stage:
-            break
-        passed = set(state.outcomes.get(earlier, {}).get("passed", []))
-        bids = [b for b in bids if b in passed]
-    return bids
-
-
 def _submit_sheet(state: EvaluationState, cmd: SubmitSheet, now: datetime) -> list[NewEvent]:
-    _require_state(state, "evaluating")
     m = _signed_in_member(state, cmd)
     round_ = _sheet_checks(state, m, cmd.stage, cmd.content)
     digest = sha256_json(cmd.content)
@@ -1001,8 +517,8 @@ def _sheet_checks(state: EvaluationState, m: Member, stage: str, content: dict[s
     if previous is not None and m.id not in state.reopened.get(stage, []):
         raise E.AlreadyDone("sheet submitted / 评审表已提交")
     # Eval rule 7: every sheet is complete and within the maxima before it is accepted.
-    _check_sheet(
-        state, stage, _bids_in_stage(state, stage), _parse_sheet(state, stage, m.id, content)
+    R.check_sheet(
+        state, stage, R.bids_in_stage(state, stage), R.parse_sheet(state, stage, m.id, content)
     )
     return previous.round + 1 if previous else 1
 
@@ -1058,7 +574,6 @@ def documents_open(state: EvaluationState, role: str, party_id: str) -> None:
 
 
 def _call_rescore(state: EvaluationState, cmd: CallRescore, now: datetime) -> list[NewEvent]:
-    _require_state(state, "evaluating")
     _require_chair(state, cmd)
     stage = state.stage or ""
     sheets = state.sheets.get(stage, {})
@@ -1070,7 +585,7 @@ def _call_rescore(state: EvaluationState, cmd: CallRescore, now: datetime) -> li
         raise SheetsMissing("every member's sheet first / 须全部提交后")
     if cmd.expert_id in state.reopened.get(stage, []):
         raise E.AlreadyDone("a re-score is already pending / 已要求复核")
-    mine = [d for d in _deviations(state, stage) if d["expert"] == cmd.expert_id]
+    mine = [d for d in R.deviations(state, stage) if d["expert"] == cmd.expert_id]
     if not mine:
         raise NoDeviation(cmd.expert_id)
     return [
@@ -1087,7 +602,6 @@ def _call_rescore(state: EvaluationState, cmd: CallRescore, now: datetime) -> li
 
 
 def _close_stage(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent]:
-    _require_state(state, "evaluating")
     _require_chair(state, cmd)
     stage = state.stage or ""
     if stage == "chair":
@@ -1097,7 +611,7 @@ def _close_stage(state: EvaluationState, cmd: Command, now: datetime) -> list[Ne
     reopened = state.reopened.get(stage, [])
     if any(mid not in sheets for mid in members) or reopened:
         raise SheetsMissing(f"{len([x for x in members if x not in sheets]) + len(reopened)}")
-    outcome = _stage_outcome(state, stage, _bids_in_stage(state, stage))
+    outcome = R.stage_outcome(state, stage, R.bids_in_stage(state, stage))
     events = [_ev("stage_concluded", cmd.actor, ["committee", "staff"], stage=stage, **outcome)]
     stages = state.stages()
     nxt = stages[stages.index(stage) + 1] if stages.index(stage) + 1 < len(stages) else None
@@ -1109,10 +623,9 @@ def _close_stage(state: EvaluationState, cmd: Command, now: datetime) -> list[Ne
 
 
 def _summarize(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent]:
-    _require_state(state, "summarizing")
     _require_chair(state, cmd)
     assert isinstance(cmd, Summarize)
-    ranking = _ranking(state, cmd.adjustments)
+    ranking = R.ranking(state, cmd.adjustments)
     return [
         _ev(
             "ranking_computed",
@@ -1125,8 +638,6 @@ def _summarize(state: EvaluationState, cmd: Command, now: datetime) -> list[NewE
 
 
 def _generate_report(state: EvaluationState, cmd: GenerateReport, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "server")
-    _require_state(state, "signing")
     if state.report_sha256 is not None:
         raise E.AlreadyDone()
     return [
@@ -1141,7 +652,6 @@ def _generate_report(state: EvaluationState, cmd: GenerateReport, now: datetime)
 
 
 def _report_response(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent]:
-    _require_state(state, "signing")
     m = _signed_in_member(state, cmd)
     if state.report_sha256 is None:
         raise E.NotAllowedInState("the report is not ready / 评标报告尚未生成")
@@ -1179,7 +689,6 @@ def _report_response(state: EvaluationState, cmd: Command, now: datetime) -> lis
 
 
 def _warn(state: EvaluationState, cmd: Warn, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "supervisor")
     if not cmd.text.strip():
         raise E.ReasonRequired("the warning is empty / 预警内容为空")
     # Eval rule 12: a supervisor's warning reaches every participant; it changes nothing else.
@@ -1189,16 +698,12 @@ def _warn(state: EvaluationState, cmd: Warn, now: datetime) -> list[NewEvent]:
 
 
 def _suspend(state: EvaluationState, cmd: Suspend, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "host")
-    _require_state(state, *ACTIVE)
     return [
         _ev("evaluation_suspended", cmd.actor, ALL, reason=_reason(cmd.reason), status=state.status)
     ]
 
 
 def _resume(state: EvaluationState, cmd: Resume, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "host")
-    _require_state(state, "suspended")
     assert state.suspended_at is not None
     # Eval rule 9: continue only if the fault is fixed within four hours.
     if now >= state.suspended_at + SUSPEND_LIMIT:
@@ -1214,8 +719,11 @@ def _resume(state: EvaluationState, cmd: Resume, now: datetime) -> list[NewEvent
     ]
 
 
+def _raise_signals(state: EvaluationState, cmd: RaiseSignals, now: datetime) -> list[NewEvent]:
+    return raise_signals(state.signals_raised, cmd, cmd.signals)
+
+
 def _segment(state: EvaluationState, cmd: RecordSegment, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "server")
     if cmd.room_id not in state.rooms and cmd.room_id not in state.present:
         raise E.NotPermitted("unknown room / 未知评标室")
     # Eval rule 13: every recorded segment's hash enters the log as the segment is written.
@@ -1229,53 +737,75 @@ def _segment(state: EvaluationState, cmd: RecordSegment, now: datetime) -> list[
     ]
 
 
-class RaiseSignals(Command):
-    """评标不公预警: record the unfair-evaluation warnings computed from the record
-    (``server.domain.signals``): supervisors alone see them, once each; no outcome changes."""
+# --- the tables -----------------------------------------------------------------------------------
 
-    signals: list[dict[str, Any]] = Field(max_length=1000)
+UNPAUSED: tuple[Status, ...] = tuple(s for s in EVERY if s != "suspended")
+_STAFF = ("host", "supervisor", "centre")
+_PLANNERS = ("centre", "host")
 
-
-def _raise_signals(state: EvaluationState, cmd: RaiseSignals, now: datetime) -> list[NewEvent]:
-    return raise_signals(state.signals_raised, cmd, cmd.signals)
-
-
-_HANDLERS: dict[type[Command], Any] = {
-    Tick: _tick,
-    Join: _join,
-    Leave: _leave,
-    RoomLink: _room_link,
-    BeginDraw: _begin_draw,
-    AddEntropy: _add_entropy,
-    Draw: _draw,
-    Decline: _decline,
-    ExpertSignIn: _expert_sign_in,
-    NoKey: _no_key,
-    Replace: _replace_cmd,
-    StartEvaluation: _start,
-    Vote: _vote,
-    SubmitSheet: _submit_sheet,
-    RequestSignature: _request_signature,
-    CallRescore: _call_rescore,
-    CloseStage: _close_stage,
-    Summarize: _summarize,
-    GenerateReport: _generate_report,
-    SignReport: _report_response,
-    RefuseToSign: _report_response,
-    Warn: _warn,
-    Suspend: _suspend,
-    Resume: _resume,
-    RecordSegment: _segment,
-    RaiseSignals: _raise_signals,
+COMMANDS: dict[type[Command], CommandRule] = {
+    # command             roles                     statuses                         handler
+    Tick: CommandRule(ANYONE, EVERY, None),
+    Join: CommandRule(_STAFF, EVERY, _join),
+    Leave: CommandRule(ANYONE, EVERY, _leave),
+    RoomLink: CommandRule(("room",), EVERY, _room_link),
+    BeginDraw: CommandRule(("host", "centre"), ("draft",), _begin_draw),  # Eval rule 1
+    AddEntropy: CommandRule(("host", "supervisor"), ("drawing",), _add_entropy),
+    Draw: CommandRule(("server",), ("drawing",), _draw),
+    Decline: CommandRule(_PLANNERS, ("convening",), _decline),
+    ExpertSignIn: CommandRule(("room",), ("convening", "evaluating"), _expert_sign_in),
+    NoKey: CommandRule(("room",), ("convening",), _no_key),
+    Replace: CommandRule(_PLANNERS, ("convening",), _replace_cmd),
+    StartEvaluation: CommandRule(("host",), ("convening",), _start),  # Eval rule 4
+    Vote: CommandRule(MEMBER, ("evaluating",), _vote, state_first=True),  # Eval rule 6
+    SubmitSheet: CommandRule(MEMBER, ("evaluating",), _submit_sheet, state_first=True),
+    RequestSignature: CommandRule(MEMBER, UNPAUSED, _request_signature),  # the kind decides
+    CallRescore: CommandRule(MEMBER, ("evaluating",), _call_rescore, state_first=True),
+    CloseStage: CommandRule(MEMBER, ("evaluating",), _close_stage, state_first=True),
+    Summarize: CommandRule(MEMBER, ("summarizing",), _summarize, state_first=True),
+    GenerateReport: CommandRule(("server",), ("signing",), _generate_report),
+    SignReport: CommandRule(MEMBER, ("signing",), _report_response, state_first=True),
+    RefuseToSign: CommandRule(MEMBER, ("signing",), _report_response, state_first=True),
+    Warn: CommandRule(("supervisor",), EVERY, _warn),  # Eval rule 12
+    Suspend: CommandRule(("host",), ACTIVE, _suspend),  # Eval rule 9
+    Resume: CommandRule(("host",), ("suspended",), _resume),
+    RecordSegment: CommandRule(("server",), EVERY, _segment),  # Eval rule 13
+    RaiseSignals: CommandRule(("server",), EVERY, _raise_signals),
 }
+"""Who may send each command, in which statuses; the handler checks what is finer."""
+
+
+def _resumed(state: EvaluationState, event: NewEvent, at: datetime | None) -> str:
+    return state.suspended_from or "convening"
+
+
+STATUSES: dict[str, str | Any] = {
+    "draw_committed": "drawing",
+    "committee_drawn": "convening",
+    "evaluation_started": "evaluating",
+    "evaluation_summarizing": "summarizing",
+    "ranking_computed": "signing",
+    "evaluation_closed": "closed",
+    "evaluation_suspended": "suspended",
+    "evaluation_resumed": _resumed,  # back to the status it was suspended from
+    "evaluation_void": "void",
+}
+"""Which events change the status, and to what; every other event leaves it as it is."""
+
+DUE: list[Due] = [
+    Due("suspended_too_long", _void_at, _void),  # Eval rule 9
+    Due("sign_in_deadline", _sign_in_due, _absences),  # Eval rule 5
+]
+"""What time alone does, and when (Prozorro's chronograph): both next_due and the tick."""
 
 
 # --- evolving -------------------------------------------------------------------------------------
 
 
-def evolve(state: EvaluationState, event: NewEvent, at: datetime | None) -> EvaluationState:
-    """Fold one event into the state (a copy)."""
-    s = state.model_copy(deep=True)
+def _fold(
+    s: EvaluationState, event: NewEvent, at: datetime | None, before: EvaluationState
+) -> None:
+    """The payload's bookkeeping (the status is already the table's)."""
     p = event.payload
     t = event.type
     if t == "party_joined":
@@ -1285,7 +815,6 @@ def evolve(state: EvaluationState, event: NewEvent, at: datetime | None) -> Eval
     elif t == "room_link":
         s.rooms.setdefault(p["room_id"], {})["up"] = p["up"]
     elif t == "draw_committed":
-        s.status = "drawing"
         s.draw = DrawState(commitment=p["commitment"])
     elif t == "draw_entropy":
         assert s.draw is not None
@@ -1297,8 +826,6 @@ def evolve(state: EvaluationState, event: NewEvent, at: datetime | None) -> Eval
         s.draw.seed = p["result"]["seed"]
         s.draw.pool_sha256 = p["result"]["pool_sha256"]
         s.draw.pool_blob = p["pool_blob"]
-    elif t == "committee_drawn":
-        s.status = "convening"
     elif t == "room_assigned":
         s.rooms[p["room_id"]] = {"site_id": p["site_id"], "role": p["role"], "up": False}
     elif t == "member_drawn":
@@ -1340,7 +867,6 @@ def evolve(state: EvaluationState, event: NewEvent, at: datetime | None) -> Eval
         m.late = p["late"]
         m.signed_in_at = iso(at) if at else None
     elif t == "evaluation_started":
-        s.status = "evaluating"
         s.stage = "chair"
     elif t == "chair_vote":
         s.votes[event.actor.split(":", 1)[1]] = p["candidate"]
@@ -1372,12 +898,10 @@ def evolve(state: EvaluationState, event: NewEvent, at: datetime | None) -> Eval
     elif t == "stage_concluded":
         s.outcomes[p["stage"]] = {k: v for k, v in p.items() if k != "stage"}
     elif t == "evaluation_summarizing":
-        s.status = "summarizing"
         s.stage = None
     elif t == "ranking_computed":
         s.ranking = p["ranking"]
         s.ranking_sha256 = p["sha256"]
-        s.status = "signing"
     elif t == "report_generated":
         s.report_sha256 = p["sha256"]
     elif t == "report_signed":
@@ -1390,22 +914,17 @@ def evolve(state: EvaluationState, event: NewEvent, at: datetime | None) -> Eval
             deemed=p["deemed"],
             at=iso(at) if at else "",
         )
-    elif t == "evaluation_closed":
-        s.status = "closed"
     elif t == "supervisor_warning":
         s.warnings.append({"id": p["id"], "text": p["text"], "by": event.actor})
     elif t == "evaluation_suspended":
-        s.suspended_from = s.status
+        s.suspended_from = before.status
         s.suspended_at = at
-        s.status = "suspended"
     elif t == "evaluation_resumed":
-        s.status = s.suspended_from or "convening"
-        if s.status == "convening" and s.suspended_at and at:
-            _shift_due(s, at - s.suspended_at)
+        if s.status == "convening" and before.suspended_at and at:
+            _shift_due(s, at - before.suspended_at)
         s.suspended_from = None
         s.suspended_at = None
     elif t == "evaluation_void":
-        s.status = "void"
         s.void_reason = p["reason"]
     elif t == "signal":
         s.signals_raised.append(p["id"])
@@ -1413,7 +932,6 @@ def evolve(state: EvaluationState, event: NewEvent, at: datetime | None) -> Eval
         s.segments += 1
         room = s.rooms.setdefault(p["room_id"], {})
         room["segments"] = max(int(room.get("segments", 0)), p["index"] + 1)
-    return s
 
 
 def _shift_due(s: EvaluationState, shift: timedelta) -> None:
@@ -1423,113 +941,48 @@ def _shift_due(s: EvaluationState, shift: timedelta) -> None:
             m.due_by = iso(parse_iso(m.due_by) + shift)
 
 
-def next_due(state: EvaluationState) -> datetime | None:
-    if state.status == "suspended" and state.suspended_at is not None:
-        return state.suspended_at + SUSPEND_LIMIT
-    if state.status == "convening":
-        dues = [
-            parse_iso(m.due_by) for m in state.members.values() if m.status == "drawn" and m.due_by
-        ]
-        return min(dues) if dues else None
-    return None
+# --- the machine ----------------------------------------------------------------------------------
 
 
-# --- the report -----------------------------------------------------------------------------------
+def _make(command: type[Any], role: str, party_id: str) -> Any:
+    return command(actor=Actor(role=role, id=party_id))  # type: ignore[arg-type]
 
 
-def build_report(state: EvaluationState, head_seq: int, head_hash: str) -> dict[str, Any]:
-    """评标报告: the ranking, the recommended candidates and the committee, as a document."""
-    return {
-        "format": "bidbridge-evaluation-report",
-        "version": 1,
-        "session_id": state.session_id,
-        "lot_id": state.lot_id,
-        "opening_session_id": state.opening_session_id,
-        "title": state.title,
-        "method": state.config.method.model_dump(mode="json"),
-        "committee": [
-            {
-                "id": m.id,
-                "name": m.name,
-                "kind": m.kind,
-                "room_id": m.room_id,
-                "late": m.late,
-                "chair": m.id == state.chair,
-            }
-            for m in sorted(state.committee(), key=lambda m: m.id)
-        ],
-        "draw": {
-            "seed": state.draw.seed if state.draw else None,
-            "pool_sha256": state.draw.pool_sha256 if state.draw else None,
-        },
-        "stages": state.outcomes,
-        "rescores": state.rescores,
-        "ranking": state.ranking,
-        "ranking_sha256": state.ranking_sha256,
-        "log_head": {"seq": head_seq, "hash": head_hash},
-    }
+def _link(role: str, party_id: str, up: bool) -> RoomLink:
+    return RoomLink(actor=Actor(role=role, id=party_id), up=up)  # type: ignore[arg-type]
 
 
-def report_text(report: dict[str, Any], signatures: dict[str, Any] | None = None) -> str:
-    """The report as a readable document (Chinese first, English after)."""
-    lines = [
-        "评标报告 / Evaluation report",
-        f"项目标段 / Lot: {report['lot_id']}  {report.get('title', '')}",
-        f"会话 / Session: {report['session_id']}  开标 / Opening: {report['opening_session_id']}",
-        f"评标办法 / Method: {report['method'].get('method', '')}",
-        "",
-        "评标委员会 / Committee:",
-    ]
-    for m in report["committee"]:
-        chair = " 主任/chair" if m["chair"] else ""
-        late = " 迟到/late" if m["late"] else ""
-        lines.append(
-            f"  {m['name'] or m['id']} ({m['id']}) {m['kind']} @{m['room_id']}{chair}{late}"
-        )
-    lines += ["", "排名 / Ranking:"]
-    ranking = (report.get("ranking") or {}).get("ranking") or {}
-    for row in ranking.get("entries", []):
-        lines.append("  " + _ranking_line(row))
-    excluded = ranking.get("excluded", [])
-    if excluded:
-        lines += ["", "否决投标 / Rejected bids:"]
-        for row in excluded:
-            items = ", ".join(str(i.get("item", i)) for i in row.get("failed_items", []))
-            lines.append(f"  {row.get('bidder')}: {row.get('stage', '')} {items}")
-    lines += ["", "推荐中标候选人 / Recommended candidates:"]
-    for i, b in enumerate(ranking.get("recommended", []), 1):
-        lines.append(f"  {i}. {b}")
-    if ranking.get("committee_must_decide"):
-        lines.append("  并列未决，须由评标委员会决定 / unresolved tie: the committee must decide")
-    if signatures:
-        lines += ["", "签字 / Signatures:"]
-        for mid, sig in sorted(signatures.items()):
-            if sig.get("deemed"):
-                what = "拒签未说明理由，视为同意 / refused without reason: deemed to agree"
-            elif sig.get("agree"):
-                what = "同意 / agrees"
-            else:
-                what = f"不同意 / disagrees: {sig.get('reason', '')}"
-            lines.append(f"  {mid}: {what}")
-    head = report["log_head"]
-    lines += ["", f"事件日志 / Event log head: seq {head['seq']} hash {head['hash']}"]
-    return "\n".join(lines) + "\n"
+def _present(state: EvaluationState) -> list[tuple[str, str]]:
+    staff = [(role, account) for account, role in state.present.items()]
+    return staff + [("room", room) for room, r in state.rooms.items() if r.get("up")]
 
 
-def _ranking_line(row: dict[str, Any]) -> str:
-    parts = [f"{row.get('position', '?')}. {row.get('bidder', '')}"]
-    for key, label in (("price_fen", "报价/price"), ("evaluated_price_fen", "评审价/evaluated")):
-        v = row.get(key)
-        if isinstance(v, int):
-            parts.append(f"{label} {v // 100}.{v % 100:02d} 元")
-    for key, label in (
-        ("review_score_x100", "评审分/review"),
-        ("price_score_x100", "价格分/price score"),
-        ("total_x100", "总分/total"),
-    ):
-        v = row.get(key)
-        if isinstance(v, int):
-            parts.append(f"{label} {v // 100}.{abs(v) % 100:02d}")
-    if row.get("tie_break"):
-        parts.append(f"({row['tie_break']})")
-    return "  ".join(parts)
+def _viewer_tags(state: EvaluationState, role: str, party_id: str) -> frozenset[str] | None:
+    if role not in EVALUATION_ROLES or not admitted(state, role, party_id):
+        return None
+    return viewer_tags(role, party_id)
+
+
+MACHINE = Machine(
+    kind="evaluation",
+    state=EvaluationState,
+    commands=COMMANDS,
+    statuses=STATUSES,
+    fold=_fold,
+    due=DUE,
+    paused_detail="the evaluation is suspended / 评标已暂停",
+    make_command=_make,
+    tick_command=Tick,
+    join_command=Join,
+    leave_command=Leave,
+    link_command=_link,
+    present_parties=_present,
+    viewer_tags_of=_viewer_tags,
+    supervision_of=lambda s: {"opening_session_id": s.opening_session_id, "rooms": sorted(s.rooms)},
+    before_deadline_of=lambda s: False,
+    record_pending_of=lambda s: False,
+)
+
+decide = MACHINE.decide
+evolve = MACHINE.evolve
+next_due = MACHINE.next_due

@@ -7,6 +7,12 @@ a :class:`~server.domain.errors.Refusal`. :func:`evolve` folds an event into the
 state is always the fold of the session's event log (DESIGN.md section 4), and :func:`next_due`
 names the next instant at which time alone changes something (Prozorro's ``next_check``).
 
+The machine is three tables read by the kernel (:mod:`server.domain.machine`): ``COMMANDS`` (who
+may send what, in which statuses), ``STATUSES`` (which event leads to which status) and ``DUE``
+(what time alone fires, and when). The state and commands are in
+:mod:`server.domain.opening_model`, the table and record documents in
+:mod:`server.domain.opening_record`; every name stays importable from here.
+
 The rules of DESIGN.md section 5 are marked ``# Rule N`` where they are enforced.
 
 States::
@@ -18,357 +24,90 @@ States::
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, get_args
 
 from schemas.events import NewEvent
 from schemas.time import iso, parse_iso
 from server.domain import errors as E
-from server.domain.common import event as _ev
-from server.domain.common import reason_text as _reason
-from server.domain.common import require_role as _require_role
-from server.domain.common import require_state as _require_state
-from server.domain.common import sha256_json
-
-Status = Literal[
-    "draft",
-    "published",
-    "sign_in",
-    "sealed",
-    "opening",
-    "decrypting",
-    "announcing",
-    "confirming",
-    "closed",
-    "failed",
-    "suspended",
-]
-Role = Literal["bidder", "host", "supervisor", "centre", "server"]
-STAFF_ROLES = ("host", "supervisor", "centre")
-BEFORE_DEADLINE: tuple[Status, ...] = ("published", "sign_in")
-ACTIVE: tuple[Status, ...] = (
-    "published",
-    "sign_in",
-    "sealed",
-    "opening",
-    "decrypting",
-    "announcing",
-    "confirming",
+from server.domain.machine import CommandRule, Due, Machine, raise_signals, sha256_json
+from server.domain.machine import event as _ev
+from server.domain.machine import reason_text as _reason
+from server.domain.opening_model import (
+    ACTIVE,
+    ALL,
+    BEFORE_DEADLINE,
+    OBJECTIONS_OPEN,
+    SERVER,
+    STAFF,
+    STAFF_ROLES,
+    SUPERVISORS,
+    Actor,
+    ApproveBackup,
+    Attempt,
+    BackupConfig,
+    BackupRequest,
+    Bid,
+    BidStatus,
+    Command,
+    Confirm,
+    DecryptionResult,
+    Extend,
+    GenerateRecord,
+    Incident,
+    Join,
+    Leave,
+    Object,
+    Objection,
+    OpenConfirmation,
+    OpenDecryption,
+    OpeningState,
+    Origin,
+    Publish,
+    RaiseSignals,
+    RecordIncident,
+    Rehearse,
+    Reply,
+    RequestBackup,
+    Resume,
+    Retract,
+    Role,
+    Security,
+    SetSecurity,
+    SignIn,
+    SignRecord,
+    Start,
+    Status,
+    SubmitKey,
+    Suspend,
+    Tick,
+    Timetable,
+    Upload,
+    _origin,
+    bidder_tag,
+    viewer_tags,
 )
-OBJECTIONS_OPEN: tuple[Status, ...] = ("opening", "decrypting", "announcing", "confirming")
-
-BidStatus = Literal["uploaded", "retracted", "decrypted", "failed", "revoked", "withdrawn"]
-"""uploaded 已上传 · retracted 投标人截止前撤回 · decrypted 已解密 · failed 解密失败 (may retry in
-the window) · revoked 撤销 (bidder's fault, rule 8) · withdrawn 撤回 (someone else's fault)."""
-
-ALL: list[str] = ["all"]
-STAFF: list[str] = ["staff"]
-SUPERVISORS: list[str] = ["supervisor"]
-
-
-def bidder_tag(code: str) -> str:
-    return f"bidder:{code}"
-
-
-def viewer_tags(role: str, party_id: str) -> frozenset[str]:
-    """The audience tags a viewer holds (see ``schemas.events.Audience``)."""
-    if role == "bidder":
-        return frozenset({bidder_tag(party_id)})
-    if role in STAFF_ROLES:
-        return frozenset({"staff", role})
-    return frozenset()
-
-
-# --- state --------------------------------------------------------------------------------------
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BackupConfig(_Model):
-    """备用解密: the backup recipient's key split k-of-n among custodians (rule 9)."""
-
-    k: int = Field(ge=1)
-    custodians: list[str] = Field(min_length=1, description="account ids of the custodians")
-    bundle_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-
-class Timetable(_Model):
-    sign_in_opens: datetime
-    deadline: datetime
-    decrypt_minutes: int = Field(default=30, ge=1, le=24 * 60)
-    confirm_minutes: int = Field(default=30, ge=1, le=24 * 60)
-    min_bids: int = Field(default=3, ge=1, le=1000)
-    table_fields: list[str] = Field(default_factory=list, max_length=20)
-    security_required_fen: int | None = Field(default=None, ge=0)
-    backup: BackupConfig | None = None
-
-
-class Attempt(_Model):
-    at: str
-    ok: bool
-    code: str
-    cause: Literal["bidder", "platform"]
-    message: str = ""
-
-
-class Security(_Model):
-    """投标保证金 / 电子保函 status as the opening table shows it."""
-
-    kind: Literal["deposit", "guarantee"]
-    status: Literal["valid", "invalid"]
-    amount_fen: int
-    detail: str = ""
-
-
-class Bid(_Model):
-    bidder: str
-    bidder_name: str = ""
-    status: BidStatus = "uploaded"
-    envelope_sha256: str
-    size: int
-    received_at: str
-    receipt_id: str
-    rehearsal: Literal["passed", "failed"] | None = None
-    attempts: list[Attempt] = Field(default_factory=list)
-    summary: dict[str, Any] | None = None
-    via: Literal["bidder", "backup"] | None = None
-    security: Security | None = None
-    confirmation: Literal["signed", "deemed"] | None = None
-
-
-class Objection(_Model):
-    id: int
-    bidder: str
-    text: str
-    at: str
-    reply: str | None = None
-    replied_at: str | None = None
-    public: bool = False
-
-
-class Incident(_Model):
-    at: str
-    by: str
-    reason: str
-    bidders: list[str]
-
-
-class BackupRequest(_Model):
-    id: str
-    bidders: list[str]
-    reason: str
-    approvals: list[str] = Field(default_factory=list)
-    done: bool = False
-
-
-class OpeningState(_Model):
-    session_id: str
-    lot_id: str
-    title: str = ""
-    status: Status = "draft"
-    timetable: Timetable
-    decrypt_closes_at: datetime | None = None
-    confirm_closes_at: datetime | None = None
-    suspended_from: Status | None = None
-    suspended_at: datetime | None = None
-    bids: dict[str, Bid] = Field(default_factory=dict)
-    present: dict[str, str] = Field(default_factory=dict, description="account id -> role")
-    signed_in: list[str] = Field(default_factory=list, description="bidders who signed in")
-    objections: list[Objection] = Field(default_factory=list)
-    incidents: list[Incident] = Field(default_factory=list)
-    table: dict[str, Any] | None = None
-    table_sha256: str | None = None
-    backup_requests: dict[str, BackupRequest] = Field(default_factory=dict)
-    record_pending: bool = False
-    record_sha256: str | None = None
-    record_signatures: dict[str, str] = Field(default_factory=dict, description="role -> account")
-    signals_raised: list[str] = Field(
-        default_factory=list, description="ids of the warnings (signal events) already recorded"
-    )
-
-    def live_bids(self) -> list[Bid]:
-        """Bids that count: uploaded and not retracted before the deadline."""
-        return [b for b in self.bids.values() if b.status != "retracted"]
-
-    @property
-    def supervisors_present(self) -> int:
-        return sum(1 for role in self.present.values() if role == "supervisor")
-
-
-# --- commands -------------------------------------------------------------------------------------
-
-
-class Actor(_Model):
-    role: Role
-    id: str
-
-
-SERVER = Actor(role="server", id="server")
-
-
-class Command(_Model):
-    actor: Actor
-
-
-class Origin(_Model):
-    """Where a bidder's request came from, as the server saw it: the client's network address,
-    the agent's machine fingerprint (``crypto.fingerprint``) and the serial of the CA certificate
-    used. Recorded in the bidder's own event for the bid-rigging signals (围标串标预警): the
-    events that carry it are never shown to another bidder, and before the deadline to nobody
-    but the bidder itself (rule 4)."""
-
-    addr: str | None = Field(default=None, max_length=100)
-    machine: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    cert_serial: str | None = Field(default=None, max_length=100)
-
-
-def _origin(origin: Origin | None) -> dict[str, Any]:
-    """The ``origin`` payload entry, only when there is one (older events stay as they were)."""
-    return {} if origin is None else {"origin": origin.model_dump(mode="json")}
-
-
-class Publish(Command):
-    pass
-
-
-class Tick(Command):
-    """Let time act: fire every transition that is due at ``now``."""
-
-
-class Join(Command):
-    """A staff member's hall presence (supervisor presence gates rule 6)."""
-
-
-class Leave(Command):
-    pass
-
-
-class SignIn(Command):
-    """签到: a bidder signs in to the hall."""
-
-    origin: Origin | None = None
-
-
-class Upload(Command):
-    envelope_sha256: str
-    size: int
-    receipt: dict[str, Any]
-    receipt_signature: str
-    origin: Origin | None = None
-
-
-class Retract(Command):
-    """A bidder withdraws its bid before the deadline (撤回投标文件)."""
-
-
-class Rehearse(Command):
-    passed: bool
-    code: str = ""
-    message: str = ""
-    origin: Origin | None = None
-
-
-class Start(Command):
-    """The host starts the opening (rule 6)."""
-
-
-class OpenDecryption(Command):
-    pass
-
-
-class SubmitKey(Command):
-    """Asked before the server spends time decrypting: may this bidder decrypt now?"""
-
-
-class DecryptionResult(Command):
-    """The outcome of decrypting one bid with the key its bidder sent (or the backup key)."""
-
-    bidder: str
-    submitted_at: datetime
-    ok: bool
-    code: str = "OK"
-    cause: Literal["bidder", "platform"] = "bidder"
-    message: str = ""
-    summary: dict[str, Any] | None = None
-    cek_sha256: str | None = None
-    via: Literal["bidder", "backup"] = "bidder"
-    origin: Origin | None = None
-
-
-class RecordIncident(Command):
-    """A platform fault (平台故障) affecting named bids: their failures are not the bidders'."""
-
-    reason: str
-    bidders: list[str]
-
-
-class SetSecurity(Command):
-    bidder: str
-    security: Security
-
-
-class RequestBackup(Command):
-    request_id: str
-    bidders: list[str]
-    reason: str
-
-
-class ApproveBackup(Command):
-    request_id: str
-
-
-class Object(Command):
-    text: str = Field(min_length=1, max_length=2000)
-
-
-class Reply(Command):
-    objection_id: int
-    text: str = Field(min_length=1, max_length=2000)
-
-
-class OpenConfirmation(Command):
-    pass
-
-
-class Confirm(Command):
-    table_sha256: str
-    signature: str
-
-
-class GenerateRecord(Command):
-    record_sha256: str
-    signature: str
-
-
-class SignRecord(Command):
-    record_sha256: str
-    signature: str
-
-
-class Suspend(Command):
-    reason: str
-
-
-class Resume(Command):
-    reason: str
-
-
-class RaiseSignals(Command):
-    """围标串标预警: record the bid-rigging warnings computed from this session's record
-    (``server.domain.signals``). Only the server raises them; each becomes one ``signal`` event
-    seen by supervisors alone, once (by id), and none changes the state or the outcome."""
-
-    signals: list[dict[str, Any]] = Field(max_length=1000)
-
-
-class Extend(Command):
-    """Extend the current window (deadline, decryption or confirmation) by some minutes."""
-
-    minutes: int = Field(ge=1, le=7 * 24 * 60)
-    reason: str
+from server.domain.opening_record import build_record, build_table, record_text
+
+# fmt: off
+__all__ = [
+    "ACTIVE", "ALL", "BEFORE_DEADLINE", "COMMANDS", "DUE", "FAILURE_CAUSE", "MACHINE",
+    "OBJECTIONS_OPEN", "SERVER", "STAFF", "STAFF_ROLES", "STATUSES", "SUPERVISORS", "Actor",
+    "ApproveBackup", "Attempt", "BackupConfig", "BackupRequest", "Bid", "BidStatus", "Command",
+    "Confirm", "DecryptionResult", "Extend", "GenerateRecord", "Incident", "Join", "Leave",
+    "NotARecipient", "Object", "Objection", "OpenConfirmation", "OpenDecryption",
+    "OpeningState", "Origin", "Publish", "RaiseSignals", "RecordIncident", "Rehearse", "Reply",
+    "RequestBackup", "Resume", "Retract", "Role", "Security", "SetSecurity", "SignIn",
+    "SignRecord", "Start", "Status", "SubmitKey", "Suspend", "Tick", "Timetable", "Upload",
+    "bidder_tag", "build_record", "build_table", "check_recipient", "decide",
+    "deposit_security", "evolve", "failure_cause", "may_upload", "new_session", "next_due",
+    "raise_signals", "record_due", "record_text", "sha256_json", "viewer_tags",
+]
+# fmt: on
+
+EVERY: tuple[Status, ...] = get_args(Status)
+UNPAUSED: tuple[Status, ...] = tuple(s for s in EVERY if s != "suspended")
+"""Every status but the pause: the handler checks anything finer."""
+ANYONE = None
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -385,57 +124,53 @@ def _own_bid(state: OpeningState, code: str) -> Bid:
     return bid
 
 
-# --- deciding -----------------------------------------------------------------------------------
+def _after_deadline(state: OpeningState, cmd: Any = None) -> E.Refusal:
+    """Rule 4: before the deadline the answer is "not yet", whatever else is wrong."""
+    if state.status in BEFORE_DEADLINE:
+        return E.BeforeDeadline()
+    return E.NotAllowedInState(f"status is {state.status}")
 
 
-def decide(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
-    """The events ``cmd`` causes at ``now``, or a :class:`Refusal`."""
-    if state.status == "suspended" and not isinstance(
-        cmd, Resume | Join | Leave | Tick | Object | RaiseSignals
-    ):
-        raise E.NotAllowedInState("the session is suspended / 会话已暂停")
-    handler = _HANDLERS.get(type(cmd))
-    if handler is None:
-        raise E.NotPermitted(f"unknown command {type(cmd).__name__}")
-    return handler(state, cmd, now)
+def _not_uploading(state: OpeningState, cmd: Any = None) -> E.Refusal:
+    """Rule 1: outside the upload window the deadline has passed (or the lot is not out yet)."""
+    if state.status == "draft":
+        return E.NotAllowedInState("the session is not published yet / 项目尚未发布")
+    return E.DeadlinePassed(f"deadline {iso(state.timetable.deadline)}")
 
 
-def _publish(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "host", "centre")
-    _require_state(state, "draft")
-    t = state.timetable
-    if not now < t.deadline or not t.sign_in_opens <= t.deadline:
-        raise E.TimetableInvalid("sign_in_opens <= deadline and now < deadline")
-    return [_ev("session_published", cmd.actor, ALL, timetable=t.model_dump(mode="json"))]
+def _not_starting(state: OpeningState, cmd: Any = None) -> E.Refusal:
+    if state.status in BEFORE_DEADLINE:
+        return E.BeforeDeadline(f"deadline {iso(state.timetable.deadline)}")
+    return E.NotAllowedInState(f"status is {state.status}")
 
 
-def _tick(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
-    events: list[NewEvent] = []
-    current = state
-    for _ in range(10):  # each pass fires one transition; a handful is the most that can be due
-        step = _due_transition(current, now)
-        if not step:
-            break
-        events += step
-        for e in step:
-            current = evolve(current, e, now)
-    return events
+def _not_decrypting(state: OpeningState, cmd: Any = None) -> E.Refusal:
+    if state.status in BEFORE_DEADLINE:
+        return E.BeforeDeadline()
+    return E.WindowClosed("decryption is not open / 解密未开始或已结束")
 
 
-def _due_transition(state: OpeningState, now: datetime) -> list[NewEvent]:
-    t = state.timetable
-    if state.status == "published" and now >= t.sign_in_opens and now < t.deadline:
-        return [_ev("sign_in_opened", SERVER, ALL)]
-    if state.status in BEFORE_DEADLINE and now >= t.deadline:
-        return _seal(state)
-    if state.status == "decrypting" and state.decrypt_closes_at and now >= state.decrypt_closes_at:
-        return _close_decryption(state)
-    if state.status == "confirming" and (due := next_due(state)) is not None and now >= due:
-        return _close_confirmation(state)
-    return []
+def _not_taking_results(state: OpeningState, cmd: DecryptionResult) -> E.Refusal:
+    return _after_deadline(state) if cmd.via == "backup" else _not_decrypting(state)
 
 
-def _seal(state: OpeningState) -> list[NewEvent]:
+def _no_window(state: OpeningState, cmd: Any = None) -> E.Refusal:
+    return E.NotAllowedInState(f"no window to extend in status {state.status}")
+
+
+def _security_roles(cmd: SetSecurity) -> tuple[str, ...]:
+    """A deposit is confirmed by the centre; a guarantee (电子保函) is checked by the server."""
+    return ("centre",) if cmd.security.kind == "deposit" else ("server",)
+
+
+# --- time: the due list's actions -----------------------------------------------------------------
+
+
+def _open_sign_in(state: OpeningState, now: datetime) -> list[NewEvent]:
+    return [_ev("sign_in_opened", SERVER, ALL)]
+
+
+def _seal(state: OpeningState, now: datetime) -> list[NewEvent]:
     """Rule 5: at the deadline the lot is sealed; with fewer than min_bids bids it fails (流标)."""
     count = len(state.live_bids())
     if count < state.timetable.min_bids:
@@ -455,7 +190,7 @@ def _seal(state: OpeningState) -> list[NewEvent]:
     ]
 
 
-def _close_decryption(state: OpeningState) -> list[NewEvent]:
+def _close_decryption(state: OpeningState, now: datetime) -> list[NewEvent]:
     """Rule 8: attribute every bid not decrypted, then (rule 10) publish the opening table."""
     events = [_ev("decryption_closed", SERVER, ALL)]
     affected = {b for i in state.incidents for b in i.bidders}
@@ -499,31 +234,7 @@ def _close_decryption(state: OpeningState) -> list[NewEvent]:
     return events
 
 
-def build_table(state: OpeningState) -> dict[str, Any]:
-    """唱标: the opening table (rule 10): one row per bid, in order of receipt."""
-    rows = []
-    fields = state.timetable.table_fields
-    for bid in sorted(state.live_bids(), key=lambda b: (b.received_at, b.bidder)):
-        s = bid.summary or {}
-        extra = s.get("extra_fields") or {}
-        rows.append(
-            {
-                "bidder": bid.bidder,
-                "bidder_name": s.get("bidder_name") or bid.bidder_name,
-                "status": bid.status,
-                "price_fen": s.get("price_fen"),
-                "duration_days": s.get("duration_days"),
-                "quality": s.get("quality"),
-                "project_manager": s.get("project_manager"),
-                "fields": {f: extra.get(f) for f in fields},
-                "security": bid.security.model_dump() if bid.security else None,
-                "envelope_sha256": bid.envelope_sha256,
-            }
-        )
-    return {"session_id": state.session_id, "lot_id": state.lot_id, "rows": rows}
-
-
-def _close_confirmation(state: OpeningState) -> list[NewEvent]:
+def _close_confirmation(state: OpeningState, now: datetime) -> list[NewEvent]:
     """Rule 11: silence counts as confirmation when the confirmation window ends."""
     silent = sorted(
         b.bidder for b in state.live_bids() if b.status == "decrypted" and b.confirmation is None
@@ -531,44 +242,55 @@ def _close_confirmation(state: OpeningState) -> list[NewEvent]:
     return [_ev("confirmation_closed", SERVER, ALL, deemed=silent)]
 
 
+def _confirmation_closes(state: OpeningState) -> datetime | None:
+    """Once the record is under way the confirmation window has nothing left to close."""
+    if state.status != "confirming" or state.record_pending or state.record_sha256 is not None:
+        return None
+    return state.confirm_closes_at
+
+
+# --- deciding -----------------------------------------------------------------------------------
+
+
+def _publish(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
+    t = state.timetable
+    if not now < t.deadline or not t.sign_in_opens <= t.deadline:
+        raise E.TimetableInvalid("sign_in_opens <= deadline and now < deadline")
+    return [_ev("session_published", cmd.actor, ALL, timetable=t.model_dump(mode="json"))]
+
+
 def _join(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, *STAFF_ROLES)
     if state.present.get(cmd.actor.id) == cmd.actor.role:
         return []
     return [_ev("party_joined", cmd.actor, STAFF, role=cmd.actor.role, account=cmd.actor.id)]
 
 
 def _leave(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, *STAFF_ROLES)
     if cmd.actor.id not in state.present:
         return []
     return [_ev("party_left", cmd.actor, STAFF, role=cmd.actor.role, account=cmd.actor.id)]
 
 
-def _sign_in(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "bidder")
-    _require_state(state, "sign_in", "sealed", "opening", "decrypting")
+def _sign_in(state: OpeningState, cmd: SignIn, now: datetime) -> list[NewEvent]:
     if cmd.actor.id in state.signed_in:
         return []
     # Rule 4: before the deadline a sign-in is seen by the bidder alone.
     audience = (
         [bidder_tag(cmd.actor.id)] if state.status == "sign_in" else _bid_audience(cmd.actor.id)
     )
-    origin = cmd.origin if isinstance(cmd, SignIn) else None
-    return [_ev("bidder_signed_in", cmd.actor, audience, bidder=cmd.actor.id, **_origin(origin))]
+    return [
+        _ev("bidder_signed_in", cmd.actor, audience, bidder=cmd.actor.id, **_origin(cmd.origin))
+    ]
 
 
-def _before_deadline(state: OpeningState, now: datetime) -> None:
+def _in_time(state: OpeningState, now: datetime) -> None:
     """Rule 1: server time decides; an upload that finishes at or after the deadline is late."""
-    if state.status == "draft":
-        raise E.NotAllowedInState("the session is not published yet / 项目尚未发布")
-    if state.status not in BEFORE_DEADLINE or now >= state.timetable.deadline:
+    if now >= state.timetable.deadline:
         raise E.DeadlinePassed(f"deadline {iso(state.timetable.deadline)}")
 
 
 def _upload(state: OpeningState, cmd: Upload, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "bidder")
-    _before_deadline(state, now)
+    _in_time(state, now)
     old = state.bids.get(cmd.actor.id)
     replaces = old.envelope_sha256 if old is not None and old.status != "retracted" else None
     # Rules 2 and 4: the receipt goes to the bidder alone; nobody else learns a bid exists.
@@ -587,8 +309,7 @@ def _upload(state: OpeningState, cmd: Upload, now: datetime) -> list[NewEvent]:
 
 
 def _retract(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "bidder")
-    _before_deadline(state, now)
+    _in_time(state, now)
     bid = _own_bid(state, cmd.actor.id)
     return [
         _ev(
@@ -602,8 +323,6 @@ def _retract(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]
 
 
 def _rehearse(state: OpeningState, cmd: Rehearse, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "bidder")
-    _require_state(state, *BEFORE_DEADLINE)
     bid = _own_bid(state, cmd.actor.id)
     return [
         _ev(
@@ -621,11 +340,7 @@ def _rehearse(state: OpeningState, cmd: Rehearse, now: datetime) -> list[NewEven
 
 
 def _start(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
-    """Rule 6: only after the deadline and only while a supervisor is signed in."""
-    _require_role(cmd, "host")
-    if state.status in BEFORE_DEADLINE:
-        raise E.BeforeDeadline(f"deadline {iso(state.timetable.deadline)}")
-    _require_state(state, "sealed")
+    """Rule 6: only after the deadline (the table) and only while a supervisor is signed in."""
     if state.supervisors_present < 1:
         raise E.SupervisorAbsent()
     return [_ev("opening_started", cmd.actor, ALL, bids=len(state.live_bids()))]
@@ -633,41 +348,34 @@ def _start(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
 
 def _open_decryption(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
     """Rule 7: the decryption window (decrypt_minutes) opens."""
-    _require_role(cmd, "host")
-    _require_state(state, "opening")
     closes = now + timedelta(minutes=state.timetable.decrypt_minutes)
     return [_ev("decryption_opened", cmd.actor, ALL, closes_at=iso(closes))]
 
 
-def _check_submit(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
-    """Rule 4 and 7: a content key is only taken in the window, for the sender's own bid."""
-    _require_role(cmd, "bidder")
-    if state.status in BEFORE_DEADLINE:
-        raise E.BeforeDeadline()
-    if state.status != "decrypting":
-        raise E.WindowClosed("decryption is not open / 解密未开始或已结束")
-    if state.decrypt_closes_at is not None and now >= state.decrypt_closes_at:
+def _key_taken(state: OpeningState, bidder: str, at: datetime) -> None:
+    """Rules 4 and 7: a content key is only taken in the window, for the sender's own bid."""
+    if state.decrypt_closes_at is not None and at >= state.decrypt_closes_at:
         raise E.WindowClosed()
-    bid = _own_bid(state, cmd.actor.id)
-    if bid.status == "decrypted":
+    if _own_bid(state, bidder).status == "decrypted":
         raise E.AlreadyDone("already decrypted / 已解密")
+
+
+def _check_submit(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
+    """Asked before the server spends time decrypting: may this bidder decrypt now?"""
+    _key_taken(state, cmd.actor.id, now)
     return []
 
 
 def _decryption_result(state: OpeningState, cmd: DecryptionResult, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "server")
     if cmd.via == "backup":
         # Rule 9: only named bids of a completed quorum request, after the deadline.
-        if state.status in BEFORE_DEADLINE:
-            raise E.BeforeDeadline()
-        _require_state(state, "opening", "decrypting")
         named = {b for r in state.backup_requests.values() if r.done for b in r.bidders}
         if cmd.bidder not in named:
             raise E.BackupUnavailable(f"{cmd.bidder} is not named in an approved request")
     else:
-        _check_submit(state, SubmitKey(actor=Actor(role="bidder", id=cmd.bidder)), cmd.submitted_at)
         if state.status != "decrypting":
-            raise E.WindowClosed()
+            raise _not_decrypting(state)
+        _key_taken(state, cmd.bidder, cmd.submitted_at)
     bid = _own_bid(state, cmd.bidder)
     if bid.status == "decrypted":
         raise E.AlreadyDone("already decrypted / 已解密")
@@ -701,8 +409,6 @@ def _decryption_result(state: OpeningState, cmd: DecryptionResult, now: datetime
 
 
 def _record_incident(state: OpeningState, cmd: RecordIncident, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "host", "centre")
-    _require_state(state, "opening", "decrypting")
     reason = _reason(cmd.reason)
     for code in cmd.bidders:
         _own_bid(state, code)
@@ -716,12 +422,6 @@ def _record_incident(state: OpeningState, cmd: RecordIncident, now: datetime) ->
 
 
 def _set_security(state: OpeningState, cmd: SetSecurity, now: datetime) -> list[NewEvent]:
-    if cmd.security.kind == "deposit":
-        _require_role(cmd, "centre")
-    else:
-        _require_role(cmd, "server")
-    if state.status not in (*BEFORE_DEADLINE, "sealed", "opening", "decrypting"):
-        raise E.NotAllowedInState(f"status is {state.status}")
     if cmd.actor.role != "server" and state.status in BEFORE_DEADLINE:
         # Rule 4: a NoBid answer here would tell staff who has bid before the deadline.
         raise E.BeforeDeadline("deposits are recorded after the deadline / 截止后登记保证金")
@@ -738,11 +438,7 @@ def _set_security(state: OpeningState, cmd: SetSecurity, now: datetime) -> list[
 
 
 def _request_backup(state: OpeningState, cmd: RequestBackup, now: datetime) -> list[NewEvent]:
-    """Rule 9: after the deadline, for named bids, with a reason."""
-    _require_role(cmd, "host")
-    if state.status in BEFORE_DEADLINE:
-        raise E.BeforeDeadline()
-    _require_state(state, "opening", "decrypting")
+    """Rule 9: after the deadline (the table), for named bids, with a reason."""
     if state.timetable.backup is None:
         raise E.BackupUnavailable("this project has no backup recipient / 本项目未设置备用解密")
     if not cmd.bidders:
@@ -766,8 +462,6 @@ def _request_backup(state: OpeningState, cmd: RequestBackup, now: datetime) -> l
 
 
 def _approve_backup(state: OpeningState, cmd: ApproveBackup, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, *STAFF_ROLES)
-    _require_state(state, "opening", "decrypting")
     backup = state.timetable.backup
     if backup is None:
         raise E.BackupUnavailable()
@@ -787,13 +481,9 @@ def _approve_backup(state: OpeningState, cmd: ApproveBackup, now: datetime) -> l
 
 
 def _object(state: OpeningState, cmd: Object, now: datetime) -> list[NewEvent]:
-    """Rule 11: objections are raised in the hall and recorded."""
-    _require_role(cmd, "bidder")
-    if state.status == "suspended":
-        if state.suspended_from not in OBJECTIONS_OPEN:
-            raise E.NotAllowedInState()
-    else:
-        _require_state(state, *OBJECTIONS_OPEN)
+    """Rule 11: objections are raised in the hall and recorded (during a pause too)."""
+    if state.status == "suspended" and state.suspended_from not in OBJECTIONS_OPEN:
+        raise E.NotAllowedInState()
     if state.record_pending or state.record_sha256 is not None:
         # Rules 11-12: the record is being made; an objection now would be left out of it.
         raise E.WindowClosed("the opening record is being made / 开标记录已在生成")
@@ -815,7 +505,6 @@ def _object(state: OpeningState, cmd: Object, now: datetime) -> list[NewEvent]:
 
 
 def _reply(state: OpeningState, cmd: Reply, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "host")
     if not 1 <= cmd.objection_id <= len(state.objections):
         raise E.UnknownObjection()
     objection = state.objections[cmd.objection_id - 1]
@@ -839,8 +528,6 @@ def _reply(state: OpeningState, cmd: Reply, now: datetime) -> list[NewEvent]:
 
 
 def _open_confirmation(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "host")
-    _require_state(state, "announcing")
     if any(o.reply is None for o in state.objections):
         raise E.ObjectionsPending()
     closes = now + timedelta(minutes=state.timetable.confirm_minutes)
@@ -849,8 +536,6 @@ def _open_confirmation(state: OpeningState, cmd: Command, now: datetime) -> list
 
 def _confirm(state: OpeningState, cmd: Confirm, now: datetime) -> list[NewEvent]:
     """Rule 11: a bidder confirms the table with its CA signature (checked by the caller)."""
-    _require_role(cmd, "bidder")
-    _require_state(state, "confirming")
     if state.confirm_closes_at is not None and now >= state.confirm_closes_at:
         raise E.WindowClosed()
     bid = _own_bid(state, cmd.actor.id)
@@ -872,7 +557,6 @@ def _confirm(state: OpeningState, cmd: Confirm, now: datetime) -> list[NewEvent]
 
 def _generate_record(state: OpeningState, cmd: GenerateRecord, now: datetime) -> list[NewEvent]:
     """Rule 12: the server signs the opening record once confirmations have closed."""
-    _require_role(cmd, "server")
     if not state.record_pending:
         raise E.NotAllowedInState("no record is due")
     if any(o.reply is None for o in state.objections):
@@ -891,8 +575,6 @@ def _generate_record(state: OpeningState, cmd: GenerateRecord, now: datetime) ->
 
 def _sign_record(state: OpeningState, cmd: SignRecord, now: datetime) -> list[NewEvent]:
     """Rule 12: host and supervisor sign; with both signatures the record is published."""
-    _require_role(cmd, "host", "supervisor")
-    _require_state(state, "confirming")
     if state.record_sha256 is None:
         raise E.NotAllowedInState("the record has not been generated yet / 开标记录尚未生成")
     if cmd.record_sha256 != state.record_sha256:
@@ -916,16 +598,12 @@ def _sign_record(state: OpeningState, cmd: SignRecord, now: datetime) -> list[Ne
 
 def _suspend(state: OpeningState, cmd: Suspend, now: datetime) -> list[NewEvent]:
     """Rule 13: an emergency pause needs a reason; supervisors see it as an event."""
-    _require_role(cmd, "host", "supervisor")
-    _require_state(state, *ACTIVE)
     return [
         _ev("session_suspended", cmd.actor, ALL, reason=_reason(cmd.reason), previous=state.status)
     ]
 
 
 def _resume(state: OpeningState, cmd: Resume, now: datetime) -> list[NewEvent]:
-    _require_role(cmd, "host", "supervisor")
-    _require_state(state, "suspended")
     assert state.suspended_at is not None
     paused = max(0, int((now - state.suspended_at).total_seconds() * 1_000_000))
     return [
@@ -940,38 +618,21 @@ def _resume(state: OpeningState, cmd: Resume, now: datetime) -> list[NewEvent]:
     ]
 
 
-def raise_signals(raised: list[str], cmd: Any, signals: list[dict[str, Any]]) -> list[NewEvent]:
-    """The ``signal`` events of warnings not raised yet (shared with the evaluation).
-
-    Supervisors alone see them (the issue: "nobody else sees them"), and nothing folds them into
-    the state but their ids, so no warning changes an outcome by itself."""
-    _require_role(cmd, "server")
-    seen = set(raised)
-    events = []
-    for signal in signals:
-        ident = signal.get("id")
-        if not isinstance(ident, str) or ident in seen:
-            continue
-        seen.add(ident)
-        events.append(_ev("signal", cmd.actor, SUPERVISORS, **signal))
-    return events
-
-
 def _raise_signals(state: OpeningState, cmd: RaiseSignals, now: datetime) -> list[NewEvent]:
     return raise_signals(state.signals_raised, cmd, cmd.signals)
 
 
+_WINDOWS = {
+    "published": "deadline",
+    "sign_in": "deadline",
+    "decrypting": "decryption",
+    "confirming": "confirmation",
+}
+
+
 def _extend(state: OpeningState, cmd: Extend, now: datetime) -> list[NewEvent]:
     """Rule 13: extending a window needs a reason and is an event every party sees."""
-    _require_role(cmd, "host")
-    window = {
-        "published": "deadline",
-        "sign_in": "deadline",
-        "decrypting": "decryption",
-        "confirming": "confirmation",
-    }.get(state.status)
-    if window is None:
-        raise E.NotAllowedInState(f"no window to extend in status {state.status}")
+    window = _WINDOWS[state.status]
     if window == "confirmation" and (state.record_pending or state.record_sha256):
         raise E.WindowClosed()
     closes = {
@@ -996,34 +657,88 @@ def _extend(state: OpeningState, cmd: Extend, now: datetime) -> list[NewEvent]:
     ]
 
 
-_HANDLERS: dict[type[Command], Any] = {
-    Publish: _publish,
-    Tick: _tick,
-    Join: _join,
-    Leave: _leave,
-    SignIn: _sign_in,
-    Upload: _upload,
-    Retract: _retract,
-    Rehearse: _rehearse,
-    Start: _start,
-    OpenDecryption: _open_decryption,
-    SubmitKey: _check_submit,
-    DecryptionResult: _decryption_result,
-    RecordIncident: _record_incident,
-    SetSecurity: _set_security,
-    RequestBackup: _request_backup,
-    ApproveBackup: _approve_backup,
-    Object: _object,
-    Reply: _reply,
-    OpenConfirmation: _open_confirmation,
-    Confirm: _confirm,
-    GenerateRecord: _generate_record,
-    SignRecord: _sign_record,
-    Suspend: _suspend,
-    Resume: _resume,
-    Extend: _extend,
-    RaiseSignals: _raise_signals,
+# --- the tables -----------------------------------------------------------------------------------
+
+_AFTER_DEADLINE = ("opening", "decrypting")
+
+COMMANDS: dict[type[Command], CommandRule] = {
+    # command           roles                       statuses                      handler
+    Publish: CommandRule(("host", "centre"), ("draft",), _publish),
+    Tick: CommandRule(ANYONE, EVERY, None),
+    Join: CommandRule(STAFF_ROLES, EVERY, _join),
+    Leave: CommandRule(STAFF_ROLES, EVERY, _leave),
+    SignIn: CommandRule(("bidder",), ("sign_in", "sealed", *_AFTER_DEADLINE), _sign_in),
+    Upload: CommandRule(("bidder",), BEFORE_DEADLINE, _upload, refuse=_not_uploading),  # Rule 1
+    Retract: CommandRule(("bidder",), BEFORE_DEADLINE, _retract, refuse=_not_uploading),
+    Rehearse: CommandRule(("bidder",), BEFORE_DEADLINE, _rehearse),
+    Start: CommandRule(("host",), ("sealed",), _start, refuse=_not_starting),  # Rule 6
+    OpenDecryption: CommandRule(("host",), ("opening",), _open_decryption),
+    SubmitKey: CommandRule(("bidder",), ("decrypting",), _check_submit, refuse=_not_decrypting),
+    DecryptionResult: CommandRule(
+        ("server",), _AFTER_DEADLINE, _decryption_result, refuse=_not_taking_results
+    ),
+    RecordIncident: CommandRule(("host", "centre"), _AFTER_DEADLINE, _record_incident),
+    SetSecurity: CommandRule(
+        _security_roles, (*BEFORE_DEADLINE, "sealed", *_AFTER_DEADLINE), _set_security
+    ),
+    RequestBackup: CommandRule(  # Rule 9
+        ("host",), _AFTER_DEADLINE, _request_backup, refuse=_after_deadline
+    ),
+    ApproveBackup: CommandRule(STAFF_ROLES, _AFTER_DEADLINE, _approve_backup),
+    Object: CommandRule(("bidder",), (*OBJECTIONS_OPEN, "suspended"), _object),  # Rule 11
+    Reply: CommandRule(("host",), UNPAUSED, _reply),
+    OpenConfirmation: CommandRule(("host",), ("announcing",), _open_confirmation),
+    Confirm: CommandRule(("bidder",), ("confirming",), _confirm),
+    GenerateRecord: CommandRule(("server",), UNPAUSED, _generate_record),  # Rule 12
+    SignRecord: CommandRule(("host", "supervisor"), ("confirming",), _sign_record),
+    Suspend: CommandRule(("host", "supervisor"), ACTIVE, _suspend),  # Rule 13
+    Resume: CommandRule(("host", "supervisor"), ("suspended",), _resume),
+    Extend: CommandRule(("host",), tuple(_WINDOWS), _extend, refuse=_no_window),  # Rule 13
+    RaiseSignals: CommandRule(("server",), EVERY, _raise_signals),
 }
+"""Who may send each command, in which statuses; the handler checks what is finer."""
+
+
+def _published(state: OpeningState, event: NewEvent, at: datetime | None) -> str:
+    return "sign_in" if at is not None and at >= state.timetable.sign_in_opens else "published"
+
+
+def _resumed(state: OpeningState, event: NewEvent, at: datetime | None) -> str:
+    return str(event.payload["status"])
+
+
+STATUSES: dict[str, str | Any] = {
+    "session_published": _published,  # straight to sign_in when sign-in has already opened
+    "sign_in_opened": "sign_in",
+    "session_sealed": "sealed",
+    "session_failed": "failed",
+    "opening_started": "opening",
+    "decryption_opened": "decrypting",
+    "decryption_closed": "announcing",
+    "confirmation_opened": "confirming",
+    "record_published": "closed",
+    "session_suspended": "suspended",
+    "session_resumed": _resumed,  # back to the status it was suspended from
+}
+"""Which events change the status, and to what; every other event leaves it as it is."""
+
+
+DUE: list[Due] = [
+    # The deadline comes first: once it has passed, sign-in never opens on its own (rule 5).
+    Due("deadline", lambda s: s.timetable.deadline if s.status in BEFORE_DEADLINE else None, _seal),
+    Due(
+        "sign_in_opens",
+        lambda s: s.timetable.sign_in_opens if s.status == "published" else None,
+        _open_sign_in,
+    ),
+    Due(  # Rule 8
+        "decryption_closes",
+        lambda s: s.decrypt_closes_at if s.status == "decrypting" else None,
+        _close_decryption,
+    ),
+    Due("confirmation_closes", _confirmation_closes, _close_confirmation),  # Rule 11
+]
+"""What time alone does, and when (Prozorro's chronograph): both next_due and the tick."""
 
 
 # --- evolving -----------------------------------------------------------------------------------
@@ -1035,23 +750,12 @@ def new_session(
     return OpeningState(session_id=session_id, lot_id=lot_id, timetable=timetable, title=title)
 
 
-def evolve(state: OpeningState, event: NewEvent, at: datetime | None) -> OpeningState:
-    """Fold one event into the state (a copy; the input is not changed).
-
-    ``at`` is the event's instant; it is needed only by events that open a window or pause.
-    """
-    s = state.model_copy(deep=True)
+def _fold(s: OpeningState, event: NewEvent, at: datetime | None, before: OpeningState) -> None:
+    """The payload's bookkeeping (the status is already the table's). ``at`` is the event's
+    instant, needed only by events that open a window or pause."""
     p = event.payload
     t = event.type
-    if t == "session_published":
-        s.status = "sign_in" if at is not None and at >= s.timetable.sign_in_opens else "published"
-    elif t == "sign_in_opened":
-        s.status = "sign_in"
-    elif t == "session_sealed":
-        s.status = "sealed"
-    elif t == "session_failed":
-        s.status = "failed"
-    elif t == "party_joined":
+    if t == "party_joined":
         s.present[p["account"]] = p["role"]
     elif t == "party_left":
         s.present.pop(p["account"], None)
@@ -1071,10 +775,7 @@ def evolve(state: OpeningState, event: NewEvent, at: datetime | None) -> Opening
         s.bids[p["bidder"]].status = "retracted"
     elif t == "rehearsal_reported":
         s.bids[p["bidder"]].rehearsal = "passed" if p["passed"] else "failed"
-    elif t == "opening_started":
-        s.status = "opening"
     elif t == "decryption_opened":
-        s.status = "decrypting"
         s.decrypt_closes_at = parse_iso(p["closes_at"])
     elif t == "bid_decrypted":
         bid = s.bids[p["bidder"]]
@@ -1102,8 +803,6 @@ def evolve(state: OpeningState, event: NewEvent, at: datetime | None) -> Opening
         s.backup_requests[p["request_id"]].approvals.append(p["custodian"])
     elif t == "backup_quorum_reached":
         s.backup_requests[p["request_id"]].done = True
-    elif t == "decryption_closed":
-        s.status = "announcing"
     elif t == "bid_revoked":
         s.bids[p["bidder"]].status = "revoked"
     elif t == "bid_withdrawn":
@@ -1126,7 +825,6 @@ def evolve(state: OpeningState, event: NewEvent, at: datetime | None) -> Opening
         o.reply = p["text"]
         o.replied_at = iso(at) if at else ""
     elif t == "confirmation_opened":
-        s.status = "confirming"
         s.confirm_closes_at = parse_iso(p["closes_at"])
     elif t == "table_confirmed":
         s.bids[p["bidder"]].confirmation = "signed"
@@ -1139,19 +837,13 @@ def evolve(state: OpeningState, event: NewEvent, at: datetime | None) -> Opening
         s.record_sha256 = p["record_sha256"]
     elif t == "record_signed":
         s.record_signatures[p["role"]] = p["account"]
-    elif t == "record_published":
-        s.status = "closed"
     elif t == "session_suspended":
-        s.suspended_from = s.status
+        s.suspended_from = before.status
         s.suspended_at = at
-        s.status = "suspended"
     elif t == "session_resumed":
-        shift = timedelta(microseconds=p["paused_microseconds"])
-        paused_at = s.suspended_at
-        s.status = p["status"]
         s.suspended_from = None
         s.suspended_at = None
-        _shift_future(s, shift, paused_at)
+        _shift_future(s, timedelta(microseconds=p["paused_microseconds"]), before.suspended_at)
     elif t == "signal":
         s.signals_raised.append(p["id"])
     elif t == "window_extended":
@@ -1163,7 +855,6 @@ def evolve(state: OpeningState, event: NewEvent, at: datetime | None) -> Opening
         elif p["window"] == "confirmation" and s.confirm_closes_at is not None:
             s.confirm_closes_at += extra
     # bids_counted, checkpoint, session_created and others change nothing here.
-    return s
 
 
 def _shift_future(s: OpeningState, shift: timedelta, paused_at: datetime | None) -> None:
@@ -1187,89 +878,105 @@ def _shift_future(s: OpeningState, shift: timedelta, paused_at: datetime | None)
         s.confirm_closes_at += shift
 
 
-def next_due(state: OpeningState) -> datetime | None:
-    """The next instant at which time alone changes this session (None: nothing pending)."""
-    s = state.status
-    if s == "published":
-        return min(state.timetable.sign_in_opens, state.timetable.deadline)
-    if s == "sign_in":
-        return state.timetable.deadline
-    if s == "decrypting":
-        return state.decrypt_closes_at
-    if s == "confirming" and not state.record_pending and state.record_sha256 is None:
-        return state.confirm_closes_at
-    return None
+# --- decisions the API asks for without a command ---------------------------------------------------
 
 
-# --- the record ---------------------------------------------------------------------------------
+def may_upload(state: OpeningState, actor: Actor, now: datetime) -> None:
+    """Rule 1: raise exactly what an ``Upload`` by ``actor`` would raise at ``now`` (asked before
+    the first byte is read, and again when the last one has arrived)."""
+    MACHINE.admit(state, Upload, actor)
+    _in_time(state, now)
 
 
-def build_record(state: OpeningState, head_seq: int, head_hash: str) -> dict[str, Any]:
-    """开标记录 (rule 12): what happened at the opening, as a document the parties sign."""
-    return {
-        "format": "bidbridge-opening-record",
-        "version": 1,
-        "session_id": state.session_id,
-        "lot_id": state.lot_id,
-        "title": state.title,
-        "timetable": state.timetable.model_dump(mode="json"),
-        "table": state.table,
-        "table_sha256": state.table_sha256,
-        "bids": [
-            {
-                "bidder": b.bidder,
-                "status": b.status,
-                "envelope_sha256": b.envelope_sha256,
-                "received_at": b.received_at,
-                "via": b.via,
-                "confirmation": b.confirmation,
-                "attempts": [a.model_dump() for a in b.attempts],
-            }
-            for b in sorted(state.live_bids(), key=lambda b: b.bidder)
-        ],
-        "objections": [o.model_dump() for o in state.objections],
-        "incidents": [i.model_dump() for i in state.incidents],
-        "log_head": {"seq": head_seq, "hash": head_hash},
-    }
+class NotARecipient(E.Refusal):
+    """Rule 3: the envelope is not addressed to the bidder's registered encryption certificate
+    (the code and messages are ``crypto.errors.NotARecipient``'s, as the API has always sent)."""
+
+    code = "ENVELOPE_NOT_FOR_RECIPIENT"
+    status = 422
+    zh = "该投标文件不是用此证书加密的：请用本单位已登记的加密证书重新加密"
+    en = (
+        "the bid was not sealed for this certificate: seal it again with your registered "
+        "encryption certificate"
+    )
 
 
-def record_text(record: dict[str, Any]) -> str:
-    """The opening record as a readable document (Chinese first, English after)."""
-    lines = [
-        "开标记录 / Opening record",
-        f"项目标段 / Lot: {record['lot_id']}  {record.get('title', '')}",
-        f"会话 / Session: {record['session_id']}",
-        f"投标截止 / Deadline: {record['timetable']['deadline']}",
-        "",
-        "开标一览表 / Opening table:",
-    ]
-    table = record.get("table") or {"rows": []}
-    for i, row in enumerate(table["rows"], 1):
-        price = row.get("price_fen")
-        price_text = f"{price // 100}.{price % 100:02d} 元" if isinstance(price, int) else "-"
-        lines.append(
-            f"  {i}. {row.get('bidder_name') or row['bidder']} ({row['bidder']})  "
-            f"状态/status: {row['status']}  报价/price: {price_text}  "
-            f"工期/duration: {row.get('duration_days') or '-'}  质量/quality: {row.get('quality') or '-'}  "
-            f"项目经理/PM: {row.get('project_manager') or '-'}"
+def check_recipient(addressed_to_registered_certificate: bool) -> None:
+    """Rule 3 (art. 26): a bid must be sealed to the bidder's own registered certificate."""
+    if not addressed_to_registered_certificate:
+        raise NotARecipient(
+            "投标文件未使用您登记的加密证书加密 / "
+            "the bid is not sealed to your registered encryption certificate"
         )
-    lines.append("")
-    lines.append("异议及答复 / Objections and replies:")
-    if not record["objections"]:
-        lines.append("  无 / none")
-    for o in record["objections"]:
-        lines.append(f"  #{o['id']} {o['bidder']}: {o['text']}")
-        lines.append(f"     答复 / reply: {o.get('reply') or '-'}")
-    lines.append("")
-    lines.append("确认 / Confirmations:")
-    for b in record["bids"]:
-        lines.append(f"  {b['bidder']}: {b['status']}, {b.get('confirmation') or '-'}")
-    if record["incidents"]:
-        lines.append("")
-        lines.append("平台故障记录 / Platform incidents:")
-        for inc in record["incidents"]:
-            lines.append(f"  {inc['at']} {inc['reason']} ({', '.join(inc['bidders'])})")
-    lines.append("")
-    head = record["log_head"]
-    lines.append(f"事件日志 / Event log head: seq {head['seq']} hash {head['hash']}")
-    return "\n".join(lines) + "\n"
+
+
+FAILURE_CAUSE: dict[str, str] = {
+    "ENVELOPE_MISSING": "platform",  # the stored envelope is gone: the platform lost it
+    "PLATFORM_IO": "platform",  # the server could not read or write while decrypting
+    "SUMMARY_LOT_MISMATCH": "bidder",  # the bid's summary names another lot
+}
+"""Rule 8: who caused a failed decryption, by failure code; a code not listed (every crypto
+failure: a wrong key, a tampered envelope, a bad signature) is the bidder's."""
+
+
+def failure_cause(code: str) -> str:
+    """Rule 8: ``"platform"`` or ``"bidder"`` for a decryption that failed with ``code``."""
+    return FAILURE_CAUSE.get(code, "bidder")
+
+
+def deposit_security(state: OpeningState, amount_fen: int, reference: str) -> Security:
+    """投标保证金: a deposit is valid when it reaches the amount the lot requires."""
+    required = state.timetable.security_required_fen or 0
+    ok = amount_fen >= required
+    detail = reference or ("" if ok else f"below the required {required} fen / 低于要求金额")
+    return Security(
+        kind="deposit", status="valid" if ok else "invalid", amount_fen=amount_fen, detail=detail
+    )
+
+
+def record_due(state: OpeningState) -> bool:
+    """Rules 11-12: the record may be generated now (confirmations closed, every objection
+    answered: each is in the record the parties sign)."""
+    return state.record_pending and all(o.reply is not None for o in state.objections)
+
+
+# --- the machine ----------------------------------------------------------------------------------
+
+
+def _make(command: type[Any], role: str, party_id: str) -> Any:
+    return command(actor=Actor(role=role, id=party_id))  # type: ignore[arg-type]
+
+
+def _supervision(state: OpeningState) -> dict[str, Any]:
+    return {"deadline": state.timetable.model_dump(mode="json")["deadline"]}
+
+
+def before_deadline(state: OpeningState) -> bool:
+    """Rule 4: still before the deadline (a suspended opening counts by where it was)."""
+    status = state.suspended_from if state.status == "suspended" else state.status
+    return (status or state.status) in ("draft", *BEFORE_DEADLINE)
+
+
+MACHINE = Machine(
+    kind="opening",
+    state=OpeningState,
+    commands=COMMANDS,
+    statuses=STATUSES,
+    fold=_fold,
+    due=DUE,
+    paused_detail="the session is suspended / 会话已暂停",
+    make_command=_make,
+    tick_command=Tick,
+    join_command=Join,
+    leave_command=Leave,
+    link_command=None,
+    present_parties=lambda s: [(role, account) for account, role in s.present.items()],
+    viewer_tags_of=lambda s, role, party_id: viewer_tags(role, party_id),
+    supervision_of=_supervision,
+    before_deadline_of=before_deadline,
+    record_pending_of=lambda s: s.record_pending,
+)
+
+decide = MACHINE.decide
+evolve = MACHINE.evolve
+next_due = MACHINE.next_due

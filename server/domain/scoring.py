@@ -57,7 +57,6 @@ from schemas.scoring import (
     Stage,
     Vote,
 )
-from server.domain import errors as E
 from server.domain.errors import Refusal
 
 # --- refusals -----------------------------------------------------------------------------------
@@ -72,114 +71,116 @@ class ScoringRefusal(Refusal):
     en = "the evaluation input does not satisfy the rules"
 
 
-def _refusal(name: str, code: str, status: int, zh: str, en: str) -> type[Refusal]:
-    return E.refusal(name, code, status, zh, en, ScoringRefusal)
+class SheetIncomplete(ScoringRefusal):
+    code = "SHEET_INCOMPLETE"
+    status = 422
+    zh = "评审表不完整：每个投标人的每个评审因素都须填写"
+    en = "the sheet is incomplete: every bid needs an entry for every item or criterion"
 
 
-SheetIncomplete = _refusal(
-    "SheetIncomplete",
-    "SHEET_INCOMPLETE",
-    422,
-    "评审表不完整：每个投标人的每个评审因素都须填写",
-    "the sheet is incomplete: every bid needs an entry for every item or criterion",
-)
-SheetEntryDuplicate = _refusal(
-    "SheetEntryDuplicate",
-    "SHEET_ENTRY_DUPLICATE",
-    422,
-    "评审表中同一投标人的同一评审因素填写了多次",
-    "the sheet has more than one entry for the same bid and item or criterion",
-)
-SheetEntryUnknown = _refusal(
-    "SheetEntryUnknown",
-    "SHEET_ENTRY_UNKNOWN",
-    422,
-    "评审表含有不在本次评审范围内的投标人或评审因素",
-    "the sheet names a bid, item or criterion that is not under review",
-)
-SheetStageMismatch = _refusal(
-    "SheetStageMismatch",
-    "SHEET_STAGE_MISMATCH",
-    422,
-    "评审表的评审阶段与评审因素不一致",
-    "the sheet's stage does not match the items under review",
-)
-ScoreOutOfRange = _refusal(
-    "ScoreOutOfRange",
-    "SCORE_OUT_OF_RANGE",
-    422,
-    "分值超出该评分因素的分值范围（0 至满分）",
-    "a score is outside the criterion's range (0 to its maximum)",
-)
-ReasonRequiredForFail = _refusal(
-    "ReasonRequiredForFail",
-    "REASON_REQUIRED_FOR_FAIL",
-    422,
-    "判定不合格必须写明理由",
-    "a fail needs a written reason",
-)
-ExpertSheetDuplicate = _refusal(
-    "ExpertSheetDuplicate",
-    "EXPERT_SHEET_DUPLICATE",
-    409,
-    "同一评标专家在同一评审阶段提交了多份评审表",
-    "an expert handed in more than one sheet for the same stage",
-)
-NoSheets = _refusal(
-    "NoSheets", "NO_SHEETS", 409, "尚无评标专家提交评审表", "no expert has handed in a sheet"
-)
-ReviewTie = _refusal(
-    "ReviewTie",
-    "REVIEW_TIE",
-    409,
-    "表决票数相同，无法按少数服从多数形成结论，请评标委员会处理",
-    "the votes are even, so there is no majority: the committee must resolve it",
-)
-BidNotReviewed = _refusal(
-    "BidNotReviewed",
-    "BID_NOT_REVIEWED",
-    409,
-    "有投标人未经全部评审阶段",
-    "a bid has not been through every review stage",
-)
-BidUnknown = _refusal(
-    "BidUnknown",
-    "BID_UNKNOWN",
-    422,
-    "评审结论或价格调整涉及不在本标段的投标人",
-    "a review or a price adjustment names a bid that is not in this lot",
-)
-MethodUnknown = _refusal(
-    "MethodUnknown", "METHOD_UNKNOWN", 422, "未知的评标办法", "unknown evaluation method"
-)
-MethodInputMismatch = _refusal(
-    "MethodInputMismatch",
-    "METHOD_INPUT_MISMATCH",
-    422,
-    "提交的评审数据与评标办法不符",
-    "the inputs do not fit the evaluation method",
-)
-AdjustmentInvalid = _refusal(
-    "AdjustmentInvalid",
-    "ADJUSTMENT_INVALID",
-    422,
-    "价格调整不符合招标文件规定的评标价格调整方法",
-    "a price adjustment is not of a kind the tender documents allow",
-)
-AdjustmentReasonRequired = _refusal(
-    "AdjustmentReasonRequired",
-    "ADJUSTMENT_REASON_REQUIRED",
-    422,
-    "评审价格调整必须写明理由",
-    "a price adjustment needs a written reason",
-)
-BasePriceZero = _refusal(
-    "BasePriceZero",
-    "BASE_PRICE_ZERO",
-    422,
-    "评标基准价为零，无法计算价格分",
-    "the base price is zero, so no price score can be computed",
-)
+class SheetEntryDuplicate(ScoringRefusal):
+    code = "SHEET_ENTRY_DUPLICATE"
+    status = 422
+    zh = "评审表中同一投标人的同一评审因素填写了多次"
+    en = "the sheet has more than one entry for the same bid and item or criterion"
+
+
+class SheetEntryUnknown(ScoringRefusal):
+    code = "SHEET_ENTRY_UNKNOWN"
+    status = 422
+    zh = "评审表含有不在本次评审范围内的投标人或评审因素"
+    en = "the sheet names a bid, item or criterion that is not under review"
+
+
+class SheetStageMismatch(ScoringRefusal):
+    code = "SHEET_STAGE_MISMATCH"
+    status = 422
+    zh = "评审表的评审阶段与评审因素不一致"
+    en = "the sheet's stage does not match the items under review"
+
+
+class ScoreOutOfRange(ScoringRefusal):
+    code = "SCORE_OUT_OF_RANGE"
+    status = 422
+    zh = "分值超出该评分因素的分值范围（0 至满分）"
+    en = "a score is outside the criterion's range (0 to its maximum)"
+
+
+class ReasonRequiredForFail(ScoringRefusal):
+    code = "REASON_REQUIRED_FOR_FAIL"
+    status = 422
+    zh = "判定不合格必须写明理由"
+    en = "a fail needs a written reason"
+
+
+class ExpertSheetDuplicate(ScoringRefusal):
+    code = "EXPERT_SHEET_DUPLICATE"
+    status = 409
+    zh = "同一评标专家在同一评审阶段提交了多份评审表"
+    en = "an expert handed in more than one sheet for the same stage"
+
+
+class NoSheets(ScoringRefusal):
+    code = "NO_SHEETS"
+    status = 409
+    zh = "尚无评标专家提交评审表"
+    en = "no expert has handed in a sheet"
+
+
+class ReviewTie(ScoringRefusal):
+    code = "REVIEW_TIE"
+    status = 409
+    zh = "表决票数相同，无法按少数服从多数形成结论，请评标委员会处理"
+    en = "the votes are even, so there is no majority: the committee must resolve it"
+
+
+class BidNotReviewed(ScoringRefusal):
+    code = "BID_NOT_REVIEWED"
+    status = 409
+    zh = "有投标人未经全部评审阶段"
+    en = "a bid has not been through every review stage"
+
+
+class BidUnknown(ScoringRefusal):
+    code = "BID_UNKNOWN"
+    status = 422
+    zh = "评审结论或价格调整涉及不在本标段的投标人"
+    en = "a review or a price adjustment names a bid that is not in this lot"
+
+
+class MethodUnknown(ScoringRefusal):
+    code = "METHOD_UNKNOWN"
+    status = 422
+    zh = "未知的评标办法"
+    en = "unknown evaluation method"
+
+
+class MethodInputMismatch(ScoringRefusal):
+    code = "METHOD_INPUT_MISMATCH"
+    status = 422
+    zh = "提交的评审数据与评标办法不符"
+    en = "the inputs do not fit the evaluation method"
+
+
+class AdjustmentInvalid(ScoringRefusal):
+    code = "ADJUSTMENT_INVALID"
+    status = 422
+    zh = "价格调整不符合招标文件规定的评标价格调整方法"
+    en = "a price adjustment is not of a kind the tender documents allow"
+
+
+class AdjustmentReasonRequired(ScoringRefusal):
+    code = "ADJUSTMENT_REASON_REQUIRED"
+    status = 422
+    zh = "评审价格调整必须写明理由"
+    en = "a price adjustment needs a written reason"
+
+
+class BasePriceZero(ScoringRefusal):
+    code = "BASE_PRICE_ZERO"
+    status = 422
+    zh = "评标基准价为零，无法计算价格分"
+    en = "the base price is zero, so no price score can be computed"
 
 
 # --- arithmetic ---------------------------------------------------------------------------------
@@ -642,6 +643,76 @@ def _lowest_price(config: MethodConfig, inputs: RankInputs) -> MethodResult:
             )
         )
     return MethodResult(scored=scored)
+
+
+# --- what a method asks of the review stages ----------------------------------------------------
+
+
+class MethodStages:
+    """How an evaluation method shapes the review stages. The evaluation machine asks this; it
+    never looks at the method's type.
+
+    The default (a method that registers nothing): every stage is pass/fail on the tender's
+    review items of that stage, and nothing is scored.
+    """
+
+    scored: frozenset[str] = frozenset()
+    """The stages whose sheets are score sheets (points per criterion) rather than pass/fail."""
+
+    def items(
+        self, config: MethodConfig, review_items: Sequence[ReviewItem], stage: str
+    ) -> list[ReviewItem]:
+        """The pass/fail items of ``stage``."""
+        return [i for i in review_items if i.stage == stage]
+
+    def criteria(self, config: MethodConfig) -> list[Criterion]:
+        """The scored criteria (of the scored stages)."""
+        return []
+
+
+class _ComprehensiveStages(MethodStages):
+    """综合评估法: the detailed stage is scored against the method's criteria."""
+
+    scored = frozenset({"detailed"})
+
+    def criteria(self, config: MethodConfig) -> list[Criterion]:
+        if not isinstance(config, ComprehensiveConfig):
+            raise MethodInputMismatch(f"config {config.method} for comprehensive")
+        return list(config.criteria)
+
+
+class _LowestPriceStages(MethodStages):
+    """经评审的最低投标价法: the detailed stage is pass/fail on the method's own items."""
+
+    def items(
+        self, config: MethodConfig, review_items: Sequence[ReviewItem], stage: str
+    ) -> list[ReviewItem]:
+        if stage != "detailed":
+            return super().items(config, review_items, stage)
+        if not isinstance(config, LowestPriceConfig):
+            raise MethodInputMismatch(f"config {config.method} for lowest_price")
+        return list(config.items)
+
+
+_STAGES: dict[str, MethodStages] = {
+    "comprehensive": _ComprehensiveStages(),
+    "lowest_price": _LowestPriceStages(),
+}
+
+
+def register_stages(name: str, stages: MethodStages) -> None:
+    """Say how the method ``name`` shapes the review stages (next to :func:`register_method`)."""
+    if name in _STAGES:
+        raise ValueError(f"stages of method {name} are already registered")
+    _STAGES[name] = stages
+
+
+def method_stages(config: MethodConfig) -> MethodStages:
+    """The stage rules of ``config``'s method (the default when it registered none)."""
+    return _STAGES.get(config.method, _DEFAULT_STAGES)
+
+
+_DEFAULT_STAGES = MethodStages()
 
 
 # --- ranking ------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.domain.evaluation import BidEntry, EvaluationState
-from server.domain.opening import BEFORE_DEADLINE, STAFF_ROLES, OpeningState
+from server.domain import scoring as SC
+from server.domain.evaluation_model import BidEntry, EvaluationState
+from server.domain.opening_model import BEFORE_DEADLINE, STAFF_ROLES, OpeningState
 
 
 def view_for(state: OpeningState, role: str, party_id: str) -> dict[str, Any]:
@@ -96,6 +97,7 @@ def evaluation_view(state: EvaluationState, role: str, party_id: str) -> dict[st
         "method": state.config.method.method,
         "stage": state.stage,
         "stages": state.stages(),
+        "scored_stages": sorted(SC.method_stages(state.config.method).scored),
         "chair": state.chair,
         "committee_size": len(state.committee()),
         "signed_in": [
