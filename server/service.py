@@ -19,52 +19,15 @@ from typing import Any
 from schemas.events import EventRecord, NewEvent
 from server.audit.chain import GENESIS, link_events
 from server.clock import Clock
-from server.domain import evaluation as ev
 from server.domain import opening as op
+from server.domain.machine import Machine
+from server.domain.sessions import MACHINES
 from server.identity import ServerIdentity
 from server.store import NotFound, Store, VersionConflict
 
 log = logging.getLogger(__name__)
 
 Publisher = Callable[[str, list[EventRecord]], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Machine:
-    """A kind of session: its state model and its pure decide / evolve / next_due."""
-
-    kind: str
-    state: type[Any]
-    decide: Callable[[Any, Any, datetime], list[NewEvent]]
-    evolve: Callable[[Any, NewEvent, datetime | None], Any]
-    next_due: Callable[[Any], datetime | None]
-    tick: Callable[[], Any]
-    join: Callable[[str, str], Any]
-    leave: Callable[[str, str], Any]
-
-
-MACHINES: dict[str, Machine] = {
-    "opening": Machine(
-        "opening",
-        op.OpeningState,
-        op.decide,
-        op.evolve,
-        op.next_due,
-        lambda: op.Tick(actor=op.SERVER),
-        lambda role, id: op.Join(actor=op.Actor(role=role, id=id)),  # type: ignore[arg-type]
-        lambda role, id: op.Leave(actor=op.Actor(role=role, id=id)),  # type: ignore[arg-type]
-    ),
-    "evaluation": Machine(
-        "evaluation",
-        ev.EvaluationState,
-        ev.decide,
-        ev.evolve,
-        ev.next_due,
-        lambda: ev.Tick(actor=ev.SERVER),
-        lambda role, id: ev.Join(actor=ev.Actor(role=role, id=id)),  # type: ignore[arg-type]
-        lambda role, id: ev.Leave(actor=ev.Actor(role=role, id=id)),  # type: ignore[arg-type]
-    ),
-}
 
 
 @dataclass
@@ -121,8 +84,8 @@ class SessionService:
                 **extra,
             },
         )
-        if kind == "opening":
-            del first.payload["kind"]  # the opening's first event predates kinds: kept as it was
+        if not machine.kind_in_first_event:
+            del first.payload["kind"]
         records = link_events(state.session_id, 1, GENESIS, now, [first])
         records = await self.store.create_session(
             state.session_id,

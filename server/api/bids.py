@@ -10,7 +10,6 @@ from typing import Any
 
 from aiohttp import web
 
-from crypto import errors as CE
 from crypto.envelope import inspect_envelope, is_addressed_to
 from crypto.errors import BidBridgeError
 from crypto.guarantee import Expectation, verify_guarantee
@@ -57,15 +56,7 @@ async def _body_chunks(
 async def deposit(ctx: Ctx, body: S.DepositIn) -> S.OkOut:
     """Confirm a bidder's deposit (投标保证金)"""
     loaded = await load_session(ctx)
-    required = loaded.state.timetable.security_required_fen or 0
-    ok = body.amount_fen >= required
-    detail = body.reference or ("" if ok else f"below the required {required} fen / 低于要求金额")
-    sec = op.Security(
-        kind="deposit",
-        status="valid" if ok else "invalid",
-        amount_fen=body.amount_fen,
-        detail=detail,
-    )
+    sec = op.deposit_security(loaded.state, body.amount_fen, body.reference)
     return await execute(ctx, op.SetSecurity(actor=ctx.actor, bidder=body.bidder, security=sec))
 
 
@@ -74,15 +65,8 @@ async def upload(ctx: Ctx) -> S.ReceiptOut:
     hub = ctx.hub
     loaded = await load_session(ctx)
 
-    def may_upload(state: op.OpeningState, now: datetime) -> None:
-        # The domain decides (rule 1): the same refusal as the real command, without its data.
-        probe = op.Upload(
-            actor=ctx.actor, envelope_sha256="0" * 64, size=0, receipt={}, receipt_signature=""
-        )
-        op.decide(state, probe, now)
-
-    # Refuse before reading a byte when the upload could not be accepted anyway.
-    may_upload(loaded.state, hub.clock.now())
+    # Refuse before reading a byte when the upload could not be accepted anyway (rule 1).
+    op.may_upload(loaded.state, ctx.actor, hub.clock.now())
     company = await hub.store.get_company(ctx.who.party_id)
     if company is None:
         raise PartyUnknown(ctx.who.party_id)
@@ -99,16 +83,13 @@ async def upload(ctx: Ctx) -> S.ReceiptOut:
         # Rule 1: server time when the last byte arrived decides. Checked before the bytes are
         # committed, so a late upload leaves no blob behind.
         now = hub.clock.now()
-        may_upload((await load_session(ctx)).state, now)
+        op.may_upload((await load_session(ctx)).state, ctx.actor, now)
         received.append(now)
 
     def check(path: Path) -> None:
         # Rule 3: a valid envelope addressed to the bidder's own registered encryption certificate.
         info = inspect_envelope(path)
-        if not is_addressed_to(info, enc_cert):
-            raise CE.NotARecipient(
-                "投标文件未使用您登记的加密证书加密 / the bid is not sealed to your registered encryption certificate"
-            )
+        op.check_recipient(is_addressed_to(info, enc_cert))
 
     blob = await hub.blobs.receive(
         _body_chunks(ctx.request, declared, last_byte_in_time),

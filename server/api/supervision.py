@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from server.api.routing import Ctx, Route, get
 from server.audit.export import export_session
 from server.domain import errors as E
+from server.domain.sessions import MACHINES
 from server.store import NotFound
 
 ArchiveNotYet = E.refusal(
@@ -32,7 +33,6 @@ ArchiveNotYet = E.refusal(
     "an opening's archive cannot be exported before the bid deadline (it would tell who bid)",
 )
 
-BEFORE_DEADLINE = ("draft", "published", "sign_in")
 CHUNK = 256 * 1024
 
 
@@ -71,11 +71,8 @@ async def supervised_sessions(ctx: Ctx) -> SupervisedSessions:
             "suspended_from": st.get("suspended_from"),
             "seq": row.version,
         }
-        if row.kind == "evaluation":
-            entry["opening_session_id"] = st.get("opening_session_id")
-            entry["rooms"] = sorted(st.get("rooms") or {})
-        else:
-            entry["deadline"] = st["timetable"]["deadline"]
+        machine = MACHINES[row.kind]
+        entry |= machine.supervision(machine.state.model_validate(st))
         out.append(SupervisedSession.model_validate(entry))
     return SupervisedSessions(sessions=out)
 
@@ -91,10 +88,8 @@ async def download_archive(ctx: Ctx) -> web.StreamResponse:
     row = await hub.store.load_session(ctx.session_id)
     if row is None:
         raise NotFound(ctx.session_id)
-    status = row.status
-    if row.kind == "opening" and status == "suspended":
-        status = row.snapshot["state"].get("suspended_from") or status
-    if row.kind == "opening" and status in BEFORE_DEADLINE:
+    machine = MACHINES[row.kind]
+    if machine.before_deadline(machine.state.model_validate(row.snapshot["state"])):
         raise ArchiveNotYet(f"status {row.status}")  # Rule 4
     work = Path(tempfile.mkdtemp(prefix="archive-", dir=hub.settings.data_dir))
     path = work / "archive.zip"

@@ -981,6 +981,7 @@ MACHINE = Machine(
     supervision_of=lambda s: {"opening_session_id": s.opening_session_id, "rooms": sorted(s.rooms)},
     before_deadline_of=lambda s: False,
     record_pending_of=lambda s: False,
+    signals_command=lambda signals: RaiseSignals(actor=SERVER, signals=signals),
 )
 
 decide = MACHINE.decide

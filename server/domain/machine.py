@@ -106,6 +106,9 @@ class Machine:
     supervision_of: Callable[[Any], dict[str, Any]]
     before_deadline_of: Callable[[Any], bool]
     record_pending_of: Callable[[Any], bool]
+    signals_command: Callable[[list[dict[str, Any]]], Any]
+    kind_in_first_event: bool = True
+    """Whether ``session_created`` names the kind (the opening's predates kinds: kept as it was)."""
 
     # --- deciding ---------------------------------------------------------------------------------
 
@@ -208,6 +211,10 @@ class Machine:
     def record_pending(self, state: Any) -> bool:
         """Work the server must do after a restart (a record to generate)."""
         return self.record_pending_of(state)
+
+    def raise_signals(self, signals: list[dict[str, Any]]) -> Any:
+        """The server's command recording new warning signals on a session of this kind."""
+        return self.signals_command(signals)
 
 
 def _check_role(rule: CommandRule, command: type[Any], actor: _Actor, cmd: Any) -> None:

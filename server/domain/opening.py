@@ -975,6 +975,8 @@ MACHINE = Machine(
     supervision_of=_supervision,
     before_deadline_of=before_deadline,
     record_pending_of=lambda s: s.record_pending,
+    signals_command=lambda signals: RaiseSignals(actor=SERVER, signals=signals),
+    kind_in_first_event=False,
 )
 
 decide = MACHINE.decide

@@ -21,8 +21,8 @@ from crypto.errors import BidBridgeError
 from schemas.events import EventRecord
 from server.auth import Principal, Tokens
 from server.clock import Clock
-from server.domain import evaluation as ev
 from server.domain import opening as op
+from server.domain.sessions import MACHINES
 from server.store import Store
 
 log = logging.getLogger(__name__)
@@ -161,13 +161,12 @@ class Hall(socketio.AsyncNamespace):
             last_seq = max(0, int(auth.get("last_seq", 0)))
         except (TypeError, ValueError):
             last_seq = 0
-        if row.kind == "evaluation":
-            state = ev.EvaluationState.model_validate(row.snapshot["state"])
-            if p.role not in ev.EVALUATION_ROLES or not ev.admitted(state, p.role, p.party_id):
-                raise refuse("NOT_PERMITTED", "您无权进入该评标会话", "you may not join")
-            tags = ev.viewer_tags(p.role, p.party_id)
-        else:
-            tags = op.viewer_tags(p.role, p.party_id)
+        machine = MACHINES[row.kind]
+        tags = machine.viewer_tags(
+            machine.state.model_validate(row.snapshot["state"]), p.role, p.party_id
+        )
+        if tags is None:
+            raise refuse("NOT_PERMITTED", "您无权进入该评标会话", "you may not join")
         await self.save_session(sid, {"principal": p, "session_id": session_id, "tags": tags})
         if auth.get("batch") is True:
             self.batched.add(sid)

@@ -51,9 +51,8 @@ from schemas.signals import (
     Signal,
 )
 from server.core import Hub
-from server.domain import evaluation as ev
-from server.domain import opening as op
 from server.domain import signals as S
+from server.domain.sessions import MACHINES
 from server.signals import docmeta
 
 log = logging.getLogger(__name__)
@@ -332,8 +331,8 @@ async def _evaluation_history(hub: Hub, session_id: str) -> list[EvaluationFacts
     if not mine:
         return []
     out = []
-    for row in await hub.store.list_sessions():
-        if row.kind != "evaluation" or row.id == session_id:
+    for row in await hub.store.list_sessions(kind="evaluation"):
+        if row.id == session_id:
             continue
         events = await hub.store.events_after(row.id, 0)
         if not events or events[0].at >= mine[0].at:
@@ -381,10 +380,7 @@ async def raise_signals(hub: Hub, session_id: str) -> int:
     if not found:
         return 0
     payloads = [s.model_dump(mode="json") for s in found]
-    if row.kind == "evaluation":
-        cmd: Any = ev.RaiseSignals(actor=ev.SERVER, signals=payloads)
-    else:
-        cmd = op.RaiseSignals(actor=op.SERVER, signals=payloads)
+    cmd = MACHINES[row.kind].raise_signals(payloads)
     return len(await hub.service.execute(session_id, cmd))
 
 

@@ -62,7 +62,7 @@ async def decrypt_bid(
                 **base,
                 ok=False,
                 code="ENVELOPE_MISSING",
-                cause="platform",
+                cause=op.failure_cause("ENVELOPE_MISSING"),
                 message="平台存储中找不到投标文件 / the platform cannot find the stored bid",
             )
         try:
@@ -79,14 +79,18 @@ async def decrypt_bid(
             zh, en = DECRYPT_HINTS.get(exc.code, (exc.zh, exc.en))
             detail = f" ({exc.detail})" if exc.detail else ""
             return op.DecryptionResult(
-                **base, ok=False, code=exc.code, cause="bidder", message=f"{zh} / {en}{detail}"
+                **base,
+                ok=False,
+                code=exc.code,
+                cause=op.failure_cause(exc.code),
+                message=f"{zh} / {en}{detail}",
             )
         except OSError as exc:
             return op.DecryptionResult(
                 **base,
                 ok=False,
                 code="PLATFORM_IO",
-                cause="platform",
+                cause=op.failure_cause("PLATFORM_IO"),
                 message=f"平台读写故障 / platform storage error: {exc.strerror}",
             )
         summary = opened.summary
@@ -95,7 +99,7 @@ async def decrypt_bid(
                 **base,
                 ok=False,
                 code="SUMMARY_LOT_MISMATCH",
-                cause="bidder",
+                cause=op.failure_cause("SUMMARY_LOT_MISMATCH"),
                 message=f"投标摘要中的项目/标段 {summary.project_code}/{summary.lot_code} 与本标段不符 / the summary names another lot",
             )
         await hub.blobs.put_file(out)
@@ -132,7 +136,7 @@ async def backup_decrypt(hub: Hub, session_id: str, rid: str, bundle: QuorumBund
                 submitted_at=now,
                 ok=False,
                 code=exc.code,
-                cause="bidder",
+                cause=op.failure_cause(exc.code),
                 message=f"{exc.zh} / {exc.en}",
                 via="backup",
             )

@@ -6,8 +6,7 @@ import logging
 
 from server.auth import Principal
 from server.core import Hub
-from server.domain import evaluation as ev
-from server.service import MACHINES
+from server.domain.sessions import MACHINES
 from server.work.record import generate_record_if_due_safe
 
 log = logging.getLogger(__name__)
@@ -35,10 +34,10 @@ async def _record_presence(hub: Hub, session_id: str, role: str, party: str, up:
     if row is None:
         return
     machine = MACHINES[row.kind]
-    if role == "room":
-        if row.kind == "evaluation":
-            link = ev.RoomLink(actor=ev.Actor(role="room", id=party), up=up)
-            await hub.service.execute(session_id, link)
+    if role == "room":  # a room device's link, where the kind has rooms
+        command = machine.link(role, party, up)
+        if command is not None:
+            await hub.service.execute(session_id, command)
         return
     command = machine.join(role, party) if up else machine.leave(role, party)
     await hub.service.execute(session_id, command)
@@ -54,27 +53,19 @@ async def reap_presence(hub: Hub) -> None:
 
 
 async def forget_presence(hub: Hub) -> None:
-    """After a restart nobody is connected here: presence recorded before is cleared, unless
-    another live process still holds a connection of that party."""
+    """After a restart nobody is connected here: presence and room links recorded before are
+    cleared, unless another live process still holds a connection of that party. Work a crash
+    interrupted (the opening record between confirmation and signature) is picked up again."""
     for row in await hub.store.list_sessions():
         machine = MACHINES[row.kind]
         state = machine.state.model_validate(row.snapshot["state"])
-        for account, role in state.present.items():
-            if await hub.coord.total(row.id, role, account) > 0:
+        for role, party in machine.present(state):
+            if await hub.coord.total(row.id, role, party) > 0:
                 continue
+            command = machine.link(role, party, False) if role == "room" else None
             try:
-                await hub.service.execute(row.id, machine.leave(role, account))
+                await hub.service.execute(row.id, command or machine.leave(role, party))
             except Exception:
-                log.exception("could not clear presence on %s", row.id)
-        if row.kind == "evaluation":  # no room is linked right after a start
-            for room_id, room in state.rooms.items():
-                if room.get("up") and await hub.coord.total(row.id, "room", room_id) == 0:
-                    down = ev.RoomLink(actor=ev.Actor(role="room", id=room_id), up=False)
-                    try:
-                        await hub.service.execute(row.id, down)
-                    except Exception:
-                        log.exception("could not clear room link on %s", row.id)
-        if (
-            row.kind == "opening" and state.record_pending
-        ):  # a crash came between confirmation close and the record
+                log.exception("could not clear presence of %s:%s on %s", role, party, row.id)
+        if machine.record_pending(state):
             await generate_record_if_due_safe(hub, row.id)

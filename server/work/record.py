@@ -15,10 +15,8 @@ log = logging.getLogger(__name__)
 
 async def generate_record_if_due(hub: Hub, session_id: str) -> None:
     loaded = await hub.service.load(session_id)
-    if loaded is None or not loaded.state.record_pending:
-        return
-    if any(o.reply is None for o in loaded.state.objections):
-        return  # generated once the host has answered (see ``reply``)
+    if loaded is None or not op.record_due(loaded.state):
+        return  # not yet: confirmations open, or an objection unanswered (see ``reply``)
     record = op.build_record(loaded.state, loaded.version, loaded.head_hash)
     raw = canonical_json(record)
     now = hub.clock.now()
