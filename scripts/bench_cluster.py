@@ -67,9 +67,9 @@ async def run(args: argparse.Namespace) -> bool:
     import aiohttp
 
     from server.auth import Tokens
-    from tests.conftest import pki as pki_fixture
-    from tests.dbs import _pg_database
-    from tests.servers import (
+    from tests.support.dbs import _pg_database
+    from tests.support.pki import make_pki
+    from tests.support.servers import (
         Client,
         RedisServer,
         ServerProcess,
@@ -78,7 +78,7 @@ async def run(args: argparse.Namespace) -> bool:
         to_opening,
     )
 
-    pki = pki_fixture.__wrapped__()
+    pki = make_pki()
     ok = True
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as d:
         tmp = Path(d)

@@ -354,7 +354,7 @@ async def fan_out(
 async def fan_out_session(hall: Any, command: str) -> str:
     """A session past its deadline: sealed (suspend) or with decryption open (extend)."""
     from server.domain import opening as op
-    from tests.conftest import credit_code
+    from tests.support.pki import credit_code
 
     start = hall.clock.now()
     sid = await hall.create_session(
@@ -435,7 +435,7 @@ async def bench_logins(hall: Any, logins: int, companies: int, concurrency: int,
     from crypto.keys import SoftwareKey
     from server.auth import login_document, new_nonce, verify_login
     from server.identity import cert_pem
-    from tests.conftest import credit_code
+    from tests.support.pki import credit_code
 
     print(
         f"\n2. Sign-in burst: {logins} CA logins over {companies} companies"
@@ -534,7 +534,7 @@ async def bench_logins(hall: Any, logins: int, companies: int, concurrency: int,
 
 async def bench_close(hall: Any, bids: int) -> bool:
     from server.domain import opening as op
-    from tests.conftest import credit_code, summary_for
+    from tests.support.pki import credit_code, summary_for
 
     print(f"\n3. Decryption window close -> opening table published, {bids} decrypted bids")
     hub = hall.hub
@@ -608,10 +608,10 @@ async def bench_close(hall: Any, bids: int) -> bool:
 
 
 async def run(args: argparse.Namespace) -> None:
-    from tests.conftest import pki as pki_fixture
-    from tests.hall import start_hall, stop_hall
+    from tests.support.hall import start_hall, stop_hall
+    from tests.support.pki import make_pki
 
-    pki = pki_fixture.__wrapped__()
+    pki = make_pki()
     with tempfile.TemporaryDirectory(prefix="bench-hall-") as d:
         tmp = Path(d)
         hall = await start_hall(pki, tmp)

@@ -137,7 +137,7 @@ async def builtin_phase(source: str, work: Path, args: argparse.Namespace) -> Ph
 async def janus_phase(source: str, work: Path, args: argparse.Namespace) -> Phase:
     from server.media.janus import JanusMedia
     from server.store.blobs import BlobStore
-    from tests.test_janus import LocalJanus
+    from tests.support.janus import LocalJanus
 
     janus = LocalJanus(work / "janus")
     await janus.start()

@@ -36,7 +36,7 @@ from room_client.agent import (
     verify_receipt,
 )
 from schemas.canonical import canonical_json
-from tests.conftest import CODE_A, Pki, write_pair
+from tests.support.pki import CODE_A, Pki, write_pair
 
 SID = "JS-2026-0101/01/ab12cd34"
 

@@ -32,7 +32,7 @@ from server.audit.archive import (
     write_archive,
 )
 from server.audit.chain import GENESIS, event_hash
-from tests.conftest import CODE_A, CODE_B, Pki, make_package
+from tests.support.pki import CODE_A, CODE_B, Pki, make_package
 
 SESSION = "S-2026-0101-01"
 

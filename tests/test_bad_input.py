@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from crypto import ca
 from crypto.package import build_package
 from server.cli import main
-from tests.conftest import (
+from tests.support.pki import (
     CODE_A,
     CODE_C,
     PemFiles,

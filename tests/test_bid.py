@@ -22,7 +22,7 @@ from crypto.errors import (
 from crypto.fingerprint import lot_key, machine_fingerprint, primary_mac, read_machine_id
 from crypto.keys import SoftwareKey
 from crypto.package import verify_package
-from tests.conftest import CODE_A, CODE_B, CODE_C, Pki, make_package, summary_for
+from tests.support.pki import CODE_A, CODE_B, CODE_C, Pki, make_package, summary_for
 
 
 def _seal(tmp_path: Path, pair: ca.CompanyPair, code: str = CODE_A, **kw: object) -> Path:

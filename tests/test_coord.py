@@ -40,9 +40,9 @@ from server.realtime.coord import (
     Busy,
     Coordination,
 )
-from tests.conftest import Pki
-from tests.dbs import _pg_database
-from tests.servers import (
+from tests.support.dbs import _pg_database
+from tests.support.pki import Pki
+from tests.support.servers import (
     REPO,
     Client,
     RedisServer,

@@ -30,9 +30,9 @@ from crypto.bid import unwrap
 from schemas.canonical import canonical_json
 from schemas.time import iso, parse_iso
 from server.store import open_store
-from tests.conftest import CODE_A, CODE_B, Pki
-from tests.hall import ApiError
-from tests.servers import (
+from tests.support.hall import ApiError
+from tests.support.pki import CODE_A, CODE_B, Pki
+from tests.support.servers import (
     Client,
     ServerProcess,
     check_chain,

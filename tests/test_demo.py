@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.softhsm import softhsm_available
+from tests.support.softhsm import softhsm_available
 
 
 def test_demo_runs_an_opening_and_an_evaluation_and_verifies_both_archives(tmp_path: Path) -> None:

@@ -19,9 +19,9 @@ import aiohttp
 import pytest
 
 from schemas.time import parse_iso
-from tests.conftest import Pki
-from tests.hall import start_hall, stop_hall
-from tests.test_janus import free_port
+from tests.support.hall import start_hall, stop_hall
+from tests.support.janus import free_port
+from tests.support.pki import Pki
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

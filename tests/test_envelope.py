@@ -19,7 +19,7 @@ from crypto.envelope import (
 )
 from crypto.errors import EnvelopeTampered, KeyUnwrapFailed, NotARecipient, WrongKeyUsage
 from crypto.keys import KeyTransportPadding, SoftwareKey
-from tests.conftest import Pki
+from tests.support.pki import Pki
 
 SECRET = b"bid content " * 1000
 

@@ -5,30 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-import pytest_asyncio
 
 from crypto.attest import b64decode, verify_document
 from schemas import evaluation as EV
 from schemas.canonical import canonical_json
 from server.domain import draw as D
-from tests.conftest import CODE_A, CODE_B, CODE_C, Pki
-from tests.evaluation import Eval, drawn, new_evaluation
-from tests.hall import Hall, start_hall, stop_hall
-from tests.test_hall_api import P
-
-
-@pytest_asyncio.fixture
-async def hall(pki: Pki, tmp_path: Path, store_url: str) -> AsyncIterator[Hall]:
-    h = await start_hall(pki, tmp_path, store_url)
-    try:
-        yield h
-    finally:
-        await stop_hall(h)
+from tests.support.evaluation import Eval, drawn, new_evaluation, review
+from tests.support.hall import Hall, P
+from tests.support.pki import CODE_A, CODE_B, CODE_C
 
 
 async def sign_in_all(e: Eval) -> dict[str, dict[str, Any]]:
@@ -36,20 +23,6 @@ async def sign_in_all(e: Eval) -> dict[str, dict[str, Any]]:
     for mid, m in sorted(committee.items()):
         await e.sign_in(mid, m["room_id"])
     return committee
-
-
-def review(
-    expert: str, stage: str, item: str, fail: dict[str, str] | None = None
-) -> dict[str, Any]:
-    fail = fail or {}
-    return {
-        "expert": expert,
-        "stage": stage,
-        "verdicts": [
-            {"bidder": b, "item": item, "passed": b not in fail, "reason": fail.get(b, "")}
-            for b in (CODE_A, CODE_B, CODE_C)
-        ],
-    }
 
 
 def scores(expert: str, bidders: list[str], t1: int, c1: int) -> dict[str, Any]:

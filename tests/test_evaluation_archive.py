@@ -36,10 +36,9 @@ from server.audit.verify_draw import check_draw
 from server.cli import main
 from server.domain import evaluation as ev
 from server.identity import ServerIdentity, cert_sha256
-from tests.conftest import CODE_A, CODE_B, CODE_C, Pki
-from tests.evaluation import Eval, drawn
-from tests.hall import Hall, start_hall, stop_hall
-from tests.test_hall_api import P
+from tests.support.evaluation import Eval, drawn
+from tests.support.hall import Hall, P, start_hall, stop_hall
+from tests.support.pki import CODE_A, CODE_B, CODE_C, Pki
 
 BIDDERS = [CODE_A, CODE_B, CODE_C]
 

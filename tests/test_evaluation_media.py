@@ -15,10 +15,9 @@ import pytest
 from room_client.media import RoomMedia, SupervisorMedia
 from server.audit.archive import ArchiveInvalid, verify_archive
 from server.audit.export import export_session
-from tests.conftest import Pki
-from tests.evaluation import drawn
-from tests.hall import start_hall, stop_hall
-from tests.test_hall_api import P
+from tests.support.evaluation import drawn
+from tests.support.hall import P, start_hall, stop_hall
+from tests.support.pki import Pki
 
 RUN_SECONDS = 22.0
 

@@ -6,59 +6,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import pytest_asyncio
-
-from room_client.agent import Credentials
-from room_client.evaluation import EvalClient, ExpertDesk
 from server.auth import Principal
-from tests.conftest import CODE_A, CODE_B, CODE_C, Pki, pdf_document
-from tests.evaluation import Eval, drawn
-from tests.hall import Hall, Party, start_hall, stop_hall
-from tests.test_hall_api import P
-from tests.test_room_cli import bidbridge, write_party
-
-BIDS = (CODE_A, CODE_B, CODE_C)
-
-
-@pytest_asyncio.fixture
-async def hall(pki: Pki, tmp_path: Path, store_url: str) -> AsyncIterator[Hall]:
-    h = await start_hall(pki, tmp_path, store_url)
-    try:
-        yield h
-    finally:
-        await stop_hall(h)
-
-
-async def signed_in(hall: Hall, tmp: Path) -> tuple[Eval, dict[str, dict[str, Any]]]:
-    """A drawn evaluation whose whole committee signed in at their rooms (not started)."""
-    e, _sup = await drawn(hall, tmp)
-    committee = await e.committee()
-    for mid, m in sorted(committee.items()):
-        await e.sign_in(mid, m["room_id"])
-    return e, committee
-
-
-async def qualification(hall: Hall, tmp: Path) -> tuple[Eval, dict[str, dict[str, Any]]]:
-    """Started, the chair (the first member) elected by three votes: qualification is open."""
-    e, committee = await signed_in(hall, tmp)
-    await e.post(P(hall, "host"), "start")
-    ids = sorted(committee)
-    for mid in ids[:3]:
-        await e.post(e.as_expert(mid), "vote", body={"candidate": ids[0]})
-    assert (await e.view(P(hall, "host")))["stage"] == "qualification"
-    return e, committee
-
-
-def review(expert_id: str, stage: str = "qualification", item: str = "Q1") -> dict[str, Any]:
-    return {
-        "expert": expert_id,
-        "stage": stage,
-        "verdicts": [{"bidder": b, "item": item, "passed": True, "reason": ""} for b in BIDS],
-    }
+from tests.support.cli import bidbridge, write_party
+from tests.support.desk import (
+    BIDS,
+    close_desk,
+    qualification,
+    review,
+    room_desk,
+    signed_in,
+    signing,
+)
+from tests.support.evaluation import Eval
+from tests.support.hall import Hall, P, Party
+from tests.support.pki import CODE_A, CODE_B, pdf_document
 
 
 def stranger(hall: Hall, role: str, pid: str) -> Party:
@@ -80,26 +43,6 @@ def document_path(e: Eval, bidder: str, name: str) -> str:
     from urllib.parse import urlencode
 
     return e.path("document") + "?" + urlencode({"bidder": bidder, "path": name})
-
-
-async def room_desk(e: Eval, expert_id: str, room_id: str, folder: Path) -> ExpertDesk:
-    """The room device's desk for ``expert_id``: the real room_client signing path, with the
-    room's and the expert's keys loaded from files as the room operator has them."""
-    room_key, room_cert = write_party(folder, "room", e.rooms[room_id])
-    expert_key, expert_cert = write_party(folder, "expert", e.expert(expert_id))
-    room = EvalClient(e.hall.url, Credentials.load(key=room_key, cert=room_cert))
-    expert = Credentials.load(key=expert_key, cert=expert_cert)
-    client = await room.sign_in_expert(e.sid, expert_id, expert)
-
-    async def confirm(draft: dict[str, Any]) -> bool:
-        return True
-
-    return ExpertDesk(client, e.sid, confirm=confirm)
-
-
-async def close_desk(desk: ExpertDesk) -> None:
-    await desk.expert.close()
-    await desk.expert.room.close()
 
 
 # --- documents --------------------------------------------------------------------------------------
@@ -242,35 +185,6 @@ async def test_a_drafted_sheet_is_signed_by_the_room_device_with_the_experts_key
     doc = read_document(b64decode(own["signature"]))
     assert doc.content == EV.sheet_document(e.sid, mid, "qualification", sheet)
     assert doc.signer == e.expert(mid).cert
-
-
-def scores(expert_id: str) -> dict[str, Any]:
-    return {
-        "expert": expert_id,
-        "stage": "detailed",
-        "scores": [
-            {"bidder": b, "criterion": c, "points_x100": v}
-            for b in BIDS
-            for c, v in (("T1", 3000), ("C1", 2500))
-        ],
-    }
-
-
-async def signing(hall: Hall, tmp: Path) -> tuple[Eval, dict[str, dict[str, Any]]]:
-    """Every stage passed by everyone, the ranking computed: the report waits for signatures."""
-    e, committee = await qualification(hall, tmp)
-    ids = sorted(committee)
-    chair = e.as_expert(ids[0])
-    for stage, item in (("qualification", "Q1"), ("preliminary", "P1")):
-        for mid in ids:
-            await e.sheet(mid, stage, review(mid, stage, item))
-        await e.post(chair, "close-stage")
-    for mid in ids:
-        await e.sheet(mid, "detailed", scores(mid))
-    await e.post(chair, "close-stage")
-    await e.post(chair, "summarize")
-    assert (await e.view(P(hall, "host")))["status"] == "signing"
-    return e, committee
 
 
 async def test_the_report_answer_is_relayed_and_a_disagreement_needs_its_reason(

@@ -5,31 +5,18 @@ token lasts) is renewed at the room with the expert's own key, with no second si
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from room_client.agent import Credentials
 from room_client.evaluation import EvalClient, ExpertClient
 from server.auth import TokenInvalid
-from tests.conftest import Pki
-from tests.evaluation import Eval, drawn
-from tests.hall import Hall, start_hall, stop_hall
-from tests.test_hall_api import P
-from tests.test_room_cli import write_party
-
-
-@pytest_asyncio.fixture
-async def hall(pki: Pki, tmp_path: Path, store_url: str) -> AsyncIterator[Hall]:
-    h = await start_hall(pki, tmp_path, store_url)
-    try:
-        yield h
-    finally:
-        await stop_hall(h)
+from tests.support.cli import write_party
+from tests.support.evaluation import Eval, drawn
+from tests.support.hall import Hall, P
 
 
 async def expert_at_room(e: Eval, folder: Path) -> tuple[ExpertClient, list[str]]:

@@ -22,7 +22,7 @@ from crypto.envelope import Recipient, decrypt_stream, inspect_stream, unwrap_co
 from crypto.errors import BidBridgeError
 from crypto.keys import SoftwareKey
 from crypto.signed_data import read_signed_data
-from tests.conftest import CODE_A, Pki, make_package
+from tests.support.pki import CODE_A, Pki, make_package
 
 FUZZ = settings(
     max_examples=int(os.environ.get("BIDBRIDGE_FUZZ_EXAMPLES", "400")),

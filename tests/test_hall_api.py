@@ -14,92 +14,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 
 from crypto import ca
 from crypto.attest import b64decode, b64encode, verify_document
-from crypto.bid import unwrap
 from crypto.keys import SoftwareKey
 from schemas.canonical import canonical_json
 from schemas.time import iso, parse_iso
 from server.api.routes import ROUTES
 from server.auth import Principal, Tokens, login_document
 from server.identity import cert_pem
-from tests.conftest import Pki
-from tests.hall import ApiError, Hall, Party, person, start_hall, stop_hall
+from tests.support.hall import ApiError, Hall, P, Party, person
+from tests.support.opening import (
+    HOUR,
+    SIGN_IN,
+    announcing,
+    cek,
+    decrypting,
+    send_key,
+    supervise,
+    with_bids,
+)
+from tests.support.pki import Pki
 
-HOUR = timedelta(hours=1)
-SIGN_IN = timedelta(minutes=10)
 OCTET = {"Content-Type": "application/octet-stream"}
 
 
-@pytest_asyncio.fixture
-async def hall(pki: Pki, tmp_path: Path, store_url: str) -> AsyncIterator[Hall]:
-    h = await start_hall(pki, tmp_path, database_url=store_url)
-    try:
-        yield h
-    finally:
-        await stop_hall(h)
-
-
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def P(hall: Hall, key: str) -> Party:
-    return hall.parties[key]
-
-
-async def with_bids(
-    hall: Hall, tmp: Path, bidders: str = "abc", **session: Any
-) -> tuple[str, dict[str, Path]]:
-    """A published session in sign-in with a bid from each of ``bidders``."""
-    sid = await hall.create_session(**session)
-    await hall.at(hall.t0 + SIGN_IN)
-    envs: dict[str, Path] = {}
-    for k in bidders:
-        envs[k] = hall.seal(tmp, P(hall, k), name=k)
-        await hall.upload(sid, P(hall, k), envs[k])
-    return sid, envs
-
-
-async def supervise(hall: Hall, sid: str) -> Any:
-    """A supervisor in the hall (socket), once the server has recorded the presence."""
-    return await hall.listen(sid, P(hall, "supervisor"))
-
-
-async def decrypting(
-    hall: Hall, tmp: Path, bidders: str = "abc"
-) -> tuple[str, dict[str, Path], Any]:
-    """Past the deadline, opened with a supervisor present, decryption window open."""
-    sid, envs = await with_bids(hall, tmp, bidders)
-    await hall.at(hall.t0 + HOUR)
-    sup = await supervise(hall, sid)
-    await hall.request("POST", f"/api/sessions/{sid}/start", P(hall, "host"))
-    await hall.request("POST", f"/api/sessions/{sid}/decryption", P(hall, "host"))
-    return sid, envs, sup
-
-
-def cek(hall: Hall, key: str, env: Path) -> str:
-    p = P(hall, key)
-    assert p.enc_key is not None
-    return b64encode(unwrap(env, p.enc_key, p.enc_cert))
-
-
-async def send_key(hall: Hall, sid: str, key: str, value: str) -> dict[str, Any]:
-    return dict(
-        await hall.request("POST", f"/api/sessions/{sid}/key", P(hall, key), {"cek": value})
-    )
-
-
-async def announcing(hall: Hall, tmp: Path) -> tuple[str, Any]:
-    """All three bids decrypted, window closed, table published."""
-    sid, envs, sup = await decrypting(hall, tmp)
-    for k in "abc":
-        assert (await send_key(hall, sid, k, cek(hall, k, envs[k])))["ok"]
-    closes = parse_iso((await hall.view(sid, P(hall, "host")))["decrypt_closes_at"])
-    await hall.at(closes)
-    return sid, sup
 
 
 def mentions(event: dict[str, Any], code: str | None) -> bool:

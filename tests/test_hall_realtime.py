@@ -5,30 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from crypto.attest import b64encode
 from crypto.bid import unwrap
 from schemas.time import parse_iso
-from tests.conftest import Pki
-from tests.hall import ConnectionRefused, Hall, Listener, Party, start_hall, stop_hall
+from tests.support.hall import ConnectionRefused, Hall, Listener, Party
 
 HOUR = timedelta(hours=1)
-
-
-@pytest_asyncio.fixture
-async def hall(pki: Pki, tmp_path: Path, store_url: str) -> AsyncIterator[Hall]:
-    h = await start_hall(pki, tmp_path, database_url=store_url)
-    try:
-        yield h
-    finally:
-        await stop_hall(h)
 
 
 def P(hall: Hall, key: str) -> Party:

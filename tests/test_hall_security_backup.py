@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 import socketio
 
 from crypto import ca
@@ -19,17 +17,8 @@ from crypto.quorum import open_share, split_backup_key
 from schemas.canonical import canonical_json
 from server.api.backup import backup_approval_document
 from server.identity import cert_sha256
-from tests.conftest import Pki, credit_code
-from tests.hall import TENDERER_CODE, ApiError, Hall, start_hall, stop_hall
-
-
-@pytest_asyncio.fixture
-async def hall(pki: Pki, tmp_path: Path, store_url: str) -> AsyncIterator[Hall]:
-    h = await start_hall(pki, tmp_path, database_url=store_url)
-    try:
-        yield h
-    finally:
-        await stop_hall(h)
+from tests.support.hall import TENDERER_CODE, ApiError, Hall
+from tests.support.pki import credit_code
 
 
 async def _supervisor_present(hall: Hall, sid: str) -> socketio.AsyncClient:

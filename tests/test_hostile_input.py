@@ -13,7 +13,7 @@ from crypto.envelope import GCMParameters, Recipient, inspect_stream, seal_bytes
 from crypto.errors import EnvelopeMalformed, ManifestMismatch, PackageError, SignatureInvalid
 from crypto.package import check_member_name, verify_package
 from crypto.signed_data import _check_ess_certificate
-from tests.conftest import Pki
+from tests.support.pki import Pki
 
 AUTH_ENVELOPED_OID = bytes.fromhex("060b2a864886f70d0109100117")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from crypto.bid import seal_bid
 from crypto.envelope import Recipient
 from crypto.keys import SoftwareKey
-from tests.conftest import CODE_A, Pki, summary_for, write_key
+from tests.support.pki import CODE_A, Pki, summary_for, write_key
 
 SIZE = 2 * 1024**3
 PEAK_RSS_LIMIT = 200 * 1024 * 1024

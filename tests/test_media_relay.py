@@ -23,7 +23,7 @@ from server.media.relay import (
     apply_answer,
     split,
 )
-from tests.servers import RedisServer
+from tests.support.servers import RedisServer
 
 ANSWER = {"sdp": "v=0\r\n", "type": "answer"}
 
@@ -166,9 +166,8 @@ async def test_builtin_backend_refuses_subscriptions_and_says_so_in_its_answer(
     """With the embedded default (aiortc) watched feeds travel on the offer link: the subscribe
     route refuses with MEDIA_WATCH_BY_OFFER, and a room's answer says no subscription is needed."""
     from room_client.media import RoomMedia
-    from tests.evaluation import drawn
-    from tests.hall import ApiError, start_hall, stop_hall
-    from tests.test_hall_api import P
+    from tests.support.evaluation import drawn
+    from tests.support.hall import ApiError, P, start_hall, stop_hall
 
     hall = await start_hall(pki, tmp_path)
     link = RoomMedia("synthetic", label="room")

@@ -23,10 +23,10 @@ import pytest_asyncio
 import socketio
 
 from schemas.time import iso, parse_iso
-from tests.conftest import Pki
-from tests.dbs import _pg_database
-from tests.hall import ApiError
-from tests.servers import (
+from tests.support.dbs import _pg_database
+from tests.support.hall import ApiError
+from tests.support.pki import Pki
+from tests.support.servers import (
     Client,
     Nginx,
     Postgres,

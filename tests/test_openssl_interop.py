@@ -14,7 +14,7 @@ import pytest
 
 from crypto.package import build_package
 from server.cli import main
-from tests.conftest import (
+from tests.support.pki import (
     CODE_A,
     CODE_B,
     PemFiles,

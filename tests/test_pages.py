@@ -11,109 +11,25 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
+from playwright.async_api import Page, expect
 
 from server.realtime.hall import NAMESPACE, room
-from tests.conftest import Pki
-from tests.hall import Hall, Party, start_hall, stop_hall
-from tests.test_hall_api import P, cek, send_key
+from tests.support.hall import Hall, P
+from tests.support.opening import cek, send_key
+from tests.support.pages import WALL, Browsing, reloaded_same, shot, status_is, tid
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "pages"
-VIEWPORT: ViewportSize = {"width": 1366, "height": 768}
-WALL: ViewportSize = {"width": 2560, "height": 1440}
 MINUTE = timedelta(minutes=1)
 
 
-@pytest_asyncio.fixture
-async def hall(pki: Pki, tmp_path: Path) -> AsyncIterator[Hall]:
-    h = await start_hall(pki, tmp_path)
-    try:
-        yield h
-    finally:
-        await stop_hall(h)
-
-
-@dataclass
-class Browsing:
-    """Chromium with one context per party; uncaught page errors are collected."""
-
-    browser: Browser
-    errors: list[str] = field(default_factory=list)
-
-    async def open(
-        self,
-        hall: Hall,
-        sid: str,
-        who: str | Party,
-        page: str,
-        viewport: ViewportSize = VIEWPORT,
-    ) -> Page:
-        """A fresh browser context entering ``page`` of ``sid`` through ``who``'s one-time link
-        (``who``: a party, or the name of one of the hall's parties)."""
-        party = P(hall, who) if isinstance(who, str) else who
-        link = await hall.request(
-            "POST", "/api/auth/web-link", party, {"session_id": sid, "page": page}
-        )
-        tab = await self.new_tab(viewport)
-        await tab.goto(hall.url + link["url"])
-        await tab.wait_for_url(re.compile(rf"/web/{page}\.html\?session="))
-        await expect(tab.locator("body")).to_have_attribute("data-seq", re.compile(r"^\d+$"))
-        await expect(tid(tab, "conn")).to_have_attribute("data-state", "live")
-        return tab
-
-    async def new_tab(self, viewport: ViewportSize = VIEWPORT) -> Page:
-        context = await self.browser.new_context(
-            viewport=viewport,
-            locale="zh-CN",
-            timezone_id="Europe/Berlin",  # not Beijing: the pages must show Asia/Shanghai anyway
-        )
-        # The manual clock jumps: let the pages measure the server's clock often.
-        # (Guarded: the script also runs in frames without storage, e.g. the PDF viewer's.)
-        await context.add_init_script(
-            "try { localStorage.setItem('bidbridge.clockSyncMs', '250') } catch (e) {}"
-        )
-        tab = await context.new_page()
-        tab.on("pageerror", lambda exc: self.errors.append(f"{tab.url}: {exc}"))
-        return tab
-
-
-@pytest_asyncio.fixture
-async def browsing() -> AsyncIterator[Browsing]:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    async with async_playwright() as pw:
-        try:
-            browser = await pw.chromium.launch(
-                executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-            )
-        except Exception as exc:  # a missing or broken Chromium is a failure, never a skip
-            pytest.fail(
-                f"Chromium cannot start from {CHROMIUM}: {exc}\n"
-                "Install Debian's chromium (scripts/setup.sh) to run the page tests.",
-                pytrace=False,
-            )
-        b = Browsing(browser)
-        try:
-            yield b
-        finally:
-            await browser.close()
-        assert not b.errors, "uncaught errors in the pages:\n" + "\n".join(b.errors)
-
-
-def tid(page: Page, testid: str) -> Any:
-    return page.get_by_test_id(testid)
-
-
-async def shot(page: Page, name: str) -> None:
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+@pytest.fixture
+def store_url() -> None:
+    """The ``hall`` fixture on the server's default store: these tests run once, not once per
+    database."""
+    return None
 
 
 async def readme_shot(page: Page, name: str, full_page: bool = False) -> None:
@@ -122,11 +38,6 @@ async def readme_shot(page: Page, name: str, full_page: bool = False) -> None:
     folder = os.environ.get("BIDBRIDGE_README_SHOTS")
     if folder:
         await page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=full_page)
-
-
-async def status_is(pages: list[Page], status: str) -> None:
-    for page in pages:
-        await expect(tid(page, "status")).to_have_attribute("data-status", status)
 
 
 async def remaining(page: Page) -> int:
@@ -160,26 +71,6 @@ async def log_seqs(page: Page) -> list[int]:
         .evaluate_all("(items) => items.map((li) => Number(li.dataset.seq))")
     )
     return list(seqs)
-
-
-async def markup(page: Page, testids: list[str]) -> dict[str, str]:
-    return {t: await tid(page, t).inner_html() for t in testids}
-
-
-async def reloaded_same(page: Page, testids: list[str]) -> None:
-    """A reload mid-session shows what the page showed before it (same events, same fold)."""
-    before = await markup(page, testids)
-    await page.reload()
-    await expect(page.locator("body")).to_have_attribute("data-seq", re.compile(r"^\d+$"))
-    await expect(tid(page, "conn")).to_have_attribute("data-state", "live")
-    after: dict[str, str] = {}
-    for _ in range(50):
-        after = await markup(page, testids)
-        if after == before:
-            return
-        await page.wait_for_timeout(100)
-    diff = {t: (before[t], after[t]) for t in testids if before[t] != after[t]}
-    raise AssertionError(f"the reloaded page differs: {diff}")
 
 
 # --- the full opening ------------------------------------------------------------------------------

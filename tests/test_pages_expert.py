@@ -16,30 +16,22 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.async_api import Page, expect
 
-from tests.conftest import CODE_A, CODE_B, CODE_C
-from tests.evaluation import Eval
-from tests.hall import Hall
-from tests.test_expert_desk_api import (
-    close_desk,
-    qualification,
-    review,
-    room_desk,
-    signing,
-)
-from tests.test_hall_api import P
-from tests.test_pages import (
-    WALL,
-    Browsing,
-    browsing,
-    hall,
-    reloaded_same,
-    shot,
-    tid,
-)
+from tests.support.desk import close_desk, qualification, review, room_desk, signing
+from tests.support.evaluation import Eval
+from tests.support.hall import Hall, P
+from tests.support.pages import WALL, Browsing, reloaded_same, shot, tid
+from tests.support.pki import CODE_A, CODE_B, CODE_C
 
-__all__ = ["browsing", "hall"]  # fixtures, used by name
+
+@pytest.fixture
+def store_url() -> None:
+    """The ``hall`` fixture on the server's default store: these tests run once, not once per
+    database."""
+    return None
+
 
 BIDS = (CODE_A, CODE_B, CODE_C)
 

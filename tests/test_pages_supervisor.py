@@ -17,22 +17,24 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.async_api import Page, expect
 
 from room_client.media import RoomMedia
 from schemas.events import NewEvent
-from tests.evaluation import Eval, new_evaluation
-from tests.hall import Hall
-from tests.test_hall_api import P
-from tests.test_pages import WALL, Browsing, browsing, hall, shot, status_is, tid
+from tests.support.evaluation import Eval, new_evaluation
+from tests.support.hall import Hall, P
+from tests.support.pages import WALL, Browsing, card, shot, status_is, tid
 
-__all__ = ["browsing", "hall"]  # the fixtures, shared with tests/test_pages.py
+
+@pytest.fixture
+def store_url() -> None:
+    """The ``hall`` fixture on the server's default store: these tests run once, not once per
+    database."""
+    return None
+
 
 MINUTE = timedelta(minutes=1)
-
-
-def card(page: Page, sid: str) -> Any:
-    return page.locator(f'[data-testid="session-card"][data-session="{sid}"]')
 
 
 async def live_opening(hall: Hall) -> str:

@@ -34,7 +34,7 @@ from crypto.quorum import (
     rebuild_backup_key,
     split_backup_key,
 )
-from tests.conftest import CODE_A, Pki, make_package
+from tests.support.pki import CODE_A, Pki, make_package
 
 
 @dataclass

@@ -10,104 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
-from cryptography.hazmat.primitives import serialization
 
-from tests.conftest import CODE_A, CODE_B, CODE_C, Pki, write_cert
-from tests.evaluation import Eval, drawn
-from tests.hall import Hall, Party, start_hall, stop_hall
-from tests.test_hall_api import P
-
-BIDBRIDGE = [str(Path(sys.executable).with_name("bidbridge"))]
-"""The console script, as installed in the virtual environment."""
+from tests.support.cli import Result, bidbridge, write_party
+from tests.support.evaluation import Eval, drawn
+from tests.support.hall import Hall, P
+from tests.support.pki import CODE_A, CODE_B, CODE_C
 
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
 ERROR_LINE = re.compile(r"^ERROR ([A-Z0-9_]+): (.+?) / (.+)$", re.MULTILINE)
 
 
-# --- running the command ---------------------------------------------------------------------
-
-
-class Result:
-    def __init__(self, argv: list[str], code: int, out: str, err: str) -> None:
-        self.argv, self.code, self.out, self.err = argv, code, out, err
-
-    def __repr__(self) -> str:
-        return (
-            f"bidbridge {' '.join(self.argv)}\nexit {self.code}\n"
-            f"--- stdout\n{self.out[-3000:]}\n--- stderr\n{self.err[-3000:]}"
-        )
-
-
-def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in ("BIDBRIDGE_SERVER", "BIDBRIDGE_SESSION", "BIDBRIDGE_PIN", "BIDBRIDGE_KEY_PASSWORD")
-    }
-    env["PYTHONUTF8"] = "1"
-    env["PYTHONIOENCODING"] = "utf-8"
-    return env
-
-
-async def bidbridge(*argv: str | Path, timeout: float = 60.0) -> Result:
-    """Run ``bidbridge ARGV`` in a child process; the in-process server keeps serving meanwhile."""
-    args = [str(a) for a in argv]
-    proc = await asyncio.create_subprocess_exec(
-        *BIDBRIDGE,
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_env(),
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        out, err = await proc.communicate()
-        raise AssertionError(
-            f"bidbridge {' '.join(args)} did not finish in {timeout} s\n"
-            f"{out.decode(errors='replace')[-2000:]}\n{err.decode(errors='replace')[-2000:]}"
-        ) from None
-    assert proc.returncode is not None
-    return Result(args, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
-
-
 # --- fixtures ----------------------------------------------------------------------------------
 
 
-@pytest_asyncio.fixture
-async def hall(pki: Pki, tmp_path: Path) -> AsyncIterator[Hall]:
-    h = await start_hall(pki, tmp_path)
-    try:
-        yield h
-    finally:
-        await stop_hall(h)
-
-
-def write_party(folder: Path, name: str, party: Party) -> tuple[Path, Path]:
-    """The party's private key (PKCS#8 PEM) and certificate (PEM) as files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    key = folder / f"{name}.key"
-    key.write_bytes(
-        party.key.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key.chmod(0o600)
-    return key, write_cert(folder / f"{name}.pem", party.cert)
+@pytest.fixture
+def store_url() -> None:
+    """The ``hall`` fixture on the server's default store: these tests run once, not once per
+    database."""
+    return None
 
 
 class Desk:

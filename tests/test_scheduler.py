@@ -7,8 +7,8 @@ from pathlib import Path
 
 from crypto.attest import b64encode
 from crypto.bid import unwrap
-from tests.conftest import Pki
-from tests.hall import start_hall, stop_hall
+from tests.support.hall import start_hall, stop_hall
+from tests.support.pki import Pki
 
 
 async def test_window_close_waits_for_a_decryption_in_flight(pki: Pki, tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from schemas.events import EventRecord
-from tests.conftest import Pki
-from tests.hall import start_hall, stop_hall
+from tests.support.hall import start_hall, stop_hall
+from tests.support.pki import Pki
 
 
 async def test_every_published_event_is_already_committed(

@@ -9,11 +9,10 @@ import json
 import subprocess
 import sys
 import zipfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest_asyncio
+import pytest
 
 from crypto.bid import seal_bid
 from crypto.envelope import Recipient
@@ -23,11 +22,10 @@ from schemas.signals import Signal
 from schemas.time import parse_iso
 from server.audit.export import export_session
 from server.domain import opening as op
-from tests.conftest import CODE_A, CODE_B, CODE_C, Pki, make_package, summary_for
-from tests.evaluation import drawn
-from tests.hall import Hall, start_hall, stop_hall
-from tests.test_evaluation_api import review
-from tests.test_hall_api import HOUR, SIGN_IN, P, cek
+from tests.support.evaluation import drawn, review
+from tests.support.hall import Hall, P
+from tests.support.opening import HOUR, SIGN_IN, cek
+from tests.support.pki import CODE_A, CODE_B, CODE_C, make_package, summary_for
 
 LOT = "JS-2026-0101/01"
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,15 +36,18 @@ ADDR_C = "198.51.100.9"
 PRICES = {"a": 12_800_000_000, "b": 11_950_000_000, "c": 13_370_000_000}
 
 
-@pytest_asyncio.fixture
-async def hall(pki: Pki, tmp_path: Path) -> AsyncIterator[Hall]:
-    h = await start_hall(pki, tmp_path)
+@pytest.fixture
+def store_url() -> None:
+    """The ``hall`` fixture on the server's default store: these tests run once, not once per
+    database."""
+    return None
+
+
+@pytest.fixture(autouse=True)
+def behind_proxies(hall: Hall) -> None:
+    """Every test here runs on a hall whose test client stands behind trusted proxies."""
     # The test client stands behind "nginx" (loopback) and an inner proxy tier (10.0.0.0/8).
-    h.hub.settings.trusted_proxies = ("127.0.0.1", "10.0.0.0/8")
-    try:
-        yield h
-    finally:
-        await stop_hall(h)
+    hall.hub.settings.trusted_proxies = ("127.0.0.1", "10.0.0.0/8")
 
 
 def seal(hall: Hall, tmp: Path, key: str, machine: str | None) -> Path:

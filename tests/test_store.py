@@ -35,7 +35,7 @@ from server.store import (
 )
 from server.store.db import database_url
 from server.store.models import Base, Event
-from tests.servers import Postgres
+from tests.support.servers import Postgres
 
 T0 = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
 SHANGHAI = timezone(timedelta(hours=8))

@@ -36,11 +36,7 @@ from crypto.token import (
     parse_uri,
     store_certificate_on_token,
 )
-from tests import softhsm
-from tests.softhsm import SoftHSMToken, softhsm_setup
-
-# The fixture (tests/conftest.py may import it too; this makes the module self-contained).
-softhsm_token = softhsm.softhsm_token
+from tests.support.softhsm import SoftHSMToken, softhsm_setup
 
 HASHES = ("sha1", "sha256", "sha384", "sha512")
 SHA = {

@@ -15,8 +15,8 @@ from crypto import ca
 from crypto.bid import decrypt_with_key, unwrap
 from crypto.token import generate_key_on_token, open_token_key, store_certificate_on_token
 from server.cli import main
-from tests.conftest import CODE_A, Pki, make_package, write_cert
-from tests.softhsm import SoftHSMToken
+from tests.support.pki import CODE_A, Pki, make_package, write_cert
+from tests.support.softhsm import SoftHSMToken
 
 
 def _company_on_token(pki: Pki, token: SoftHSMToken, key_type: str) -> ca.CompanyPair:

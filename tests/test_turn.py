@@ -21,10 +21,9 @@ from aioice import stun
 from aioice.turn import create_turn_endpoint
 
 from server.api.media import TURN_TTL, turn_credentials
-from tests.conftest import Pki
-from tests.hall import ApiError, start_hall, stop_hall
-from tests.test_hall_api import P
-from tests.test_janus import free_port
+from tests.support.hall import ApiError, P, start_hall, stop_hall
+from tests.support.janus import free_port
+from tests.support.pki import Pki
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "deploy" / "coturn" / "turnserver.conf"
@@ -178,8 +177,8 @@ async def test_room_agent_allocates_its_relay_with_the_servers_credentials(
     """``bidbridge room run`` asks the server for TURN credentials and gathers a relayed
     candidate on coturn with them (coturn's own log shows the allocation under the room's
     time-limited username); the link still comes up."""
-    from tests.evaluation import drawn
-    from tests.test_room_cli import bidbridge, write_party
+    from tests.support.cli import bidbridge, write_party
+    from tests.support.evaluation import drawn
 
     async with local_turn(tmp_path / "turn", verbose=True) as turn:
         hall = await start_hall(pki, tmp_path)

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest_asyncio
+import pytest
 
-from tests.conftest import Pki
-from tests.hall import Hall, start_hall, stop_hall
-from tests.test_hall_api import P
+from tests.support.hall import Hall, P
 
 
-@pytest_asyncio.fixture
-async def hall(pki: Pki, tmp_path: Path) -> AsyncIterator[Hall]:
-    h = await start_hall(pki, tmp_path)
-    try:
-        yield h
-    finally:
-        await stop_hall(h)
+@pytest.fixture
+def store_url() -> None:
+    """The ``hall`` fixture on the server's default store: these tests run once, not once per
+    database."""
+    return None
 
 
 def code_of(url: str) -> str:

@@ -14,8 +14,9 @@ from crypto.keys import SoftwareKey
 from schemas import evaluation as EV
 from schemas.canonical import canonical_json
 from server.identity import cert_pem
-from tests.hall import Hall, Party, person
-from tests.test_hall_api import P, announcing
+from tests.support.hall import Hall, P, Party, person
+from tests.support.opening import announcing
+from tests.support.pki import CODE_A, CODE_B, CODE_C
 
 LEAD_CITY, SZ_CITY, WX_CITY = "320100", "320500", "320200"
 SITES = {  # site -> (city, rooms)
@@ -159,8 +160,6 @@ async def network(hall: Hall) -> dict[str, Party]:
             body = {"id": room_id, "name": room_id, "cert_pem": cert_pem(issued.certificate)}
             await hall.request("POST", f"/api/sites/{site}/rooms", centre, body)
             rooms[room_id] = party
-    from tests.conftest import CODE_A
-
     out = await hall.request(
         "POST",
         "/api/experts/import?format=csv",
@@ -215,3 +214,17 @@ async def drawn(hall: Hall, tmp: Path, **overrides: Any) -> tuple[Eval, Any]:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def review(
+    expert: str, stage: str, item: str, fail: dict[str, str] | None = None
+) -> dict[str, Any]:
+    fail = fail or {}
+    return {
+        "expert": expert,
+        "stage": stage,
+        "verdicts": [
+            {"bidder": b, "item": item, "passed": b not in fail, "reason": fail.get(b, "")}
+            for b in (CODE_A, CODE_B, CODE_C)
+        ],
+    }

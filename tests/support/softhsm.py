@@ -1,4 +1,4 @@
-"""SoftHSM2 tokens for tests (a helper module, not a conftest).
+"""SoftHSM2 tokens for tests: a process-wide token directory and a pool of fresh tokens.
 
 SoftHSM reads ``SOFTHSM2_CONF`` once, at ``C_Initialize``, and python-pkcs11 loads a module once
 per process; SoftHSM 2.6 also fixes its slot list at ``C_Initialize``, so a token that
@@ -13,8 +13,8 @@ per process; SoftHSM 2.6 also fixes its slot list at ``C_Initialize``, so a toke
   ``crypto.token.rescan_tokens(force=True)``, which invalidates token keys still open, so keep
   ``TokenKey`` objects test-scoped and close them.
 
-Use the ``softhsm_token`` fixture (``from tests.softhsm import softhsm_token``) or the
-``softhsm_setup()`` context manager.
+Use the ``softhsm_token`` fixture (tests/conftest.py) or the ``softhsm_setup()`` context
+manager.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from crypto.token import ObjectType, Pkcs11Uri, rescan_tokens
 
@@ -181,18 +179,3 @@ def softhsm_setup(
     if not softhsm_available():
         raise RuntimeError(f"SoftHSM2 is not installed ({SOFTHSM_MODULE}, {SOFTHSM_UTIL})")
     yield shared_setup().take(label, pin, so_pin)
-
-
-@pytest.fixture
-def softhsm_token() -> Iterator[SoftHSMToken]:
-    """A fresh SoftHSM token for one test.
-
-    Without SoftHSM2 the test skips with a visible reason, except under CI (``CI`` set), where
-    ``make test`` has installed it and a missing module is a failure.
-    """
-    if not softhsm_available():
-        if os.environ.get("CI"):
-            pytest.fail("SoftHSM2 is missing under CI: `make test` should have installed softhsm2")
-        pytest.skip("SoftHSM2 is not installed (Debian package softhsm2)")
-    with softhsm_setup() as token:
-        yield token

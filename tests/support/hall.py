@@ -25,7 +25,7 @@ from schemas.canonical import canonical_json
 from server.app import Hub, Settings, build_app, build_hub
 from server.clock import ManualClock
 from server.identity import ServerIdentity, cert_pem
-from tests.conftest import CODE_A, CODE_B, CODE_C, Pki, credit_code, make_package, summary_for
+from tests.support.pki import CODE_A, CODE_B, CODE_C, Pki, credit_code, make_package, summary_for
 
 TENDERER_CODE = credit_code("91320100MA0TTTTT6")  # the tenderer is none of the bidders
 
@@ -450,3 +450,7 @@ async def stop_hall(hall: Hall) -> None:
             await listener.client.disconnect()
     await hall.http.close()
     await hall.server.close()
+
+
+def P(hall: Hall, key: str) -> Party:
+    return hall.parties[key]

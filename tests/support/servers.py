@@ -35,7 +35,8 @@ from crypto.bid import seal_bid, unwrap
 from crypto.envelope import Recipient
 from schemas.time import iso, parse_iso
 from server.audit.chain import GENESIS, event_hash
-from tests.conftest import (
+from tests.support.hall import ApiError, Party, company, person, register_parties
+from tests.support.pki import (
     CODE_A,
     CODE_B,
     CODE_C,
@@ -45,9 +46,8 @@ from tests.conftest import (
     write_cert,
     write_key,
 )
-from tests.hall import ApiError, Party, company, person, register_parties
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def bidbridge_command() -> str:

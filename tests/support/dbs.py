@@ -1,18 +1,14 @@
-"""Database fixtures: every store test runs on SQLite and on PostgreSQL (a fresh database each)."""
+"""Test databases: a fresh PostgreSQL database per test (the ``store_url`` fixture's second half)."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import pytest
-import pytest_asyncio
 from sqlalchemy.engine import make_url
-
-from server.store import Store, open_store
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -44,23 +40,3 @@ async def _pg_database() -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
-
-
-@pytest_asyncio.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A URL of an empty database: a SQLite file, or a new PostgreSQL database (dropped after)."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-        return
-    async for url in _pg_database():
-        yield url
-
-
-@pytest_asyncio.fixture
-async def store(store_url: str, tmp_path: Path) -> AsyncIterator[Store]:
-    """An open, migrated store on ``store_url``; blobs under ``tmp_path / "blobs"``."""
-    opened = await open_store(store_url, tmp_path)
-    try:
-        yield opened
-    finally:
-        await opened.close()
