@@ -240,12 +240,16 @@ class BidsOut(_Out):
 
 
 class FormsOut(_Out):
-    """What the review forms are built from: the method (criteria with their maxima) and the
-    pass/fail items per stage."""
+    """What the review forms are built from, as the evaluation method shapes them: which stages
+    are scored and against which criteria (with their maxima), the pass/fail items of the
+    others. A page builds its forms from these and never needs to know the method."""
 
     method: dict[str, Any]
     review_items: list[dict[str, Any]]
     stages: list[str]
+    scored_stages: list[str] = Field(description="stages whose sheets give points per criterion")
+    criteria: list[dict[str, Any]] = Field(description="the scored stages' criteria")
+    items: dict[str, list[dict[str, Any]]] = Field(description="each pass/fail stage's items")
 
 
 class SignRequestIn(_In):

@@ -19,7 +19,7 @@ from tests.support.desk import (
     signed_in,
     signing,
 )
-from tests.support.evaluation import Eval
+from tests.support.evaluation import Eval, drawn
 from tests.support.hall import Hall, P, Party
 from tests.support.pki import CODE_A, CODE_B, pdf_document
 
@@ -122,6 +122,30 @@ async def test_forms_name_each_criterion_with_its_maximum(hall: Hall, tmp_path: 
     assert {i["id"]: i["stage"] for i in out["review_items"]} == {
         "Q1": "qualification",
         "P1": "preliminary",
+    }
+    # the method shapes the forms: the page never needs to know which method it is
+    assert out["scored_stages"] == ["detailed"]
+    assert [c["id"] for c in out["criteria"]] == ["T1", "C1"]
+    assert {stage: [i["id"] for i in items] for stage, items in out["items"].items()} == {
+        "qualification": ["Q1"],
+        "preliminary": ["P1"],
+    }
+
+
+async def test_forms_of_the_lowest_price_method_give_its_detailed_items_and_no_scores(
+    hall: Hall, tmp_path: Path
+) -> None:
+    detailed = [{"id": "L1", "stage": "detailed", "text": "技术标响应招标文件实质性要求"}]
+    method = {"method": "lowest_price", "items": detailed}
+    e, _sup = await drawn(hall, tmp_path, method=method)
+    mid, member = sorted((await e.committee()).items())[0]
+    await e.sign_in(mid, member["room_id"])
+    out = await hall.request("GET", e.path("forms"), e.as_expert(mid))
+    assert out["scored_stages"] == [] and out["criteria"] == []
+    assert {stage: [i["id"] for i in items] for stage, items in out["items"].items()} == {
+        "qualification": ["Q1"],
+        "preliminary": ["P1"],
+        "detailed": ["L1"],
     }
 
 

@@ -15,6 +15,7 @@ from server.api.shared import MEMBER_ROLES, STAFF, SignatureInvalid, eval_actor,
 from server.core import Hub
 from server.domain import errors as E
 from server.domain import evaluation as ev
+from server.domain import scoring as SC
 from server.identity import cert_sha256
 
 
@@ -127,10 +128,22 @@ async def forms(ctx: Ctx) -> EV.FormsOut:
     """The review forms' definition: criteria with their maxima, pass/fail items per stage"""
     loaded = await load_evaluation(ctx)
     state: ev.EvaluationState = loaded.state
+    method = state.config.method
+    shape = SC.method_stages(method)
+    stages = state.stages()
     return EV.FormsOut(
-        method=state.config.method.model_dump(mode="json"),
+        method=method.model_dump(mode="json"),
         review_items=[i.model_dump(mode="json") for i in state.config.review_items],
-        stages=state.stages(),
+        stages=stages,
+        scored_stages=[s for s in stages if s in shape.scored],
+        criteria=[c.model_dump(mode="json") for c in shape.criteria(method)],
+        items={
+            s: [
+                i.model_dump(mode="json") for i in shape.items(method, state.config.review_items, s)
+            ]
+            for s in stages
+            if s not in shape.scored
+        },
     )
 
 

@@ -311,14 +311,13 @@ function sid() {
   return new URLSearchParams(location.search).get("session");
 }
 
+/** The method decides (the server says so in the forms): scored stages, criteria, items. */
 function scored(forms, stage) {
-  return stage === "detailed" && forms && forms.method.method !== "lowest_price";
+  return !!forms && forms.scored_stages.includes(stage);
 }
 
 function itemsOf(forms, stage) {
-  if (!forms) return [];
-  if (stage === "detailed" && forms.method.method === "lowest_price") return forms.method.items || [];
-  return forms.review_items.filter((i) => i.stage === stage);
+  return (forms && forms.items[stage]) || [];
 }
 
 /** Hundredths of a point from "12.5" (no floating point: the server counts in hundredths). */
@@ -518,7 +517,7 @@ function buildForm(view, stage, content) {
   const bids = bidsInStage(view, stage);
   const fields = byTestId("sheet-fields");
   if (scored(forms, stage)) {
-    const criteria = forms.method.criteria;
+    const criteria = forms.criteria;
     const given = new Map(((content && content.scores) || []).map((s) => [`${s.bidder}|${s.criterion}`, s.points_x100]));
     const head = h("tr", {}, h("th", { scope: "col" }, t("ex.form.bidder")),
       ...criteria.map((c) => h("th", { scope: "col" }, `${c.text || c.id}`, h("br"), h("span", { class: "muted small", "data-testid": `max-${c.id}` }, t("ex.form.max", { max: fromX100(c.max_points_x100) })))));
