@@ -77,20 +77,7 @@ def print_report(archive: str, report: ArchiveReport) -> None:
     print(f"存档校验通过 / archive verified: {archive}")
     print(f"  会话 session: {report.session_id}; 导出 exported at {report.exported_at}")
     print(f"  事件 events: {report.events}; 链头 head hash: {report.head_hash}")
-    if report.kind == "evaluation":
-        depth = "含逐包读取 / every packet read" if report.deep else "哈希与大小 / hash and size"
-        print(
-            f"  评标 evaluation: 复算抽取 draws recomputed: {report.draws_recomputed}; "
-            f"录像片段 recording segments: {report.segments_checked} ({depth}); "
-            f"文件 files: {report.files_checked}"
-        )
-    else:
-        depth = (
-            "含解密核对摘要 / with summaries"
-            if report.deep
-            else "完整性与签名 / integrity and signature"
-        )
-        print(f"  已验证的解密投标 bids decrypted: {report.bids_decrypted} ({depth})")
+    print(KIND_LINES[report.kind](report))
     print(
         f"  已验证签名 signatures checked: {report.signatures_checked}; "
         f"已验证证书使用 certificate uses validated: {report.certificates_validated}"
@@ -103,3 +90,25 @@ def print_report(archive: str, report: ArchiveReport) -> None:
             "请用 --trust 指定本方信任的根证书 / the archive's own roots: this proves integrity, "
             "not authenticity; give your own roots with --trust"
         )
+
+
+def _evaluation_line(report: ArchiveReport) -> str:
+    depth = "含逐包读取 / every packet read" if report.deep else "哈希与大小 / hash and size"
+    return (
+        f"  评标 evaluation: 复算抽取 draws recomputed: {report.draws_recomputed}; "
+        f"录像片段 recording segments: {report.segments_checked} ({depth}); "
+        f"文件 files: {report.files_checked}"
+    )
+
+
+def _opening_line(report: ArchiveReport) -> str:
+    depth = (
+        "含解密核对摘要 / with summaries"
+        if report.deep
+        else "完整性与签名 / integrity and signature"
+    )
+    return f"  已验证的解密投标 bids decrypted: {report.bids_decrypted} ({depth})"
+
+
+KIND_LINES = {"opening": _opening_line, "evaluation": _evaluation_line}
+"""What a verified archive of each kind of session says about its own checks."""

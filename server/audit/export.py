@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import json
 import os
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -96,39 +98,52 @@ async def collect_session(
         acc = await store.get_account(account)
         if acc is not None:
             keep(parse_certificate(acc.cert_pem.encode("ascii")))
-    if row.kind == "evaluation":
-        for cert in _member_certificates(events):
-            keep(cert)
-        files, report_text = _evaluation_files(blobs, events)
-        return ArchiveContent(
-            session_id=session_id,
-            events=events,
-            trust_roots=trust.roots,
-            trust_intermediates=trust.intermediates,
-            crls=trust.crls,
-            certificates=list(certs.values()),
-            files=files,
-            report_text=report_text,
-            server_id=server_id,
-        )
-    state = op.OpeningState.model_validate(row.snapshot["state"])
-    record_json = record_text = None
-    if state.record_sha256 is not None:
-        record_json = blobs.path(state.record_sha256).read_bytes()
-        record_text = op.record_text(json.loads(record_json)).encode("utf-8")
+    parts = await PARTS[row.kind](store, blobs, row.snapshot["state"], events)
+    for cert in parts.pop("certificates", []):
+        keep(cert)
     return ArchiveContent(
         session_id=session_id,
         events=events,
         envelopes=envelopes,
-        keys=await store.bid_keys(session_id),
         trust_roots=trust.roots,
         trust_intermediates=trust.intermediates,
         crls=trust.crls,
         certificates=list(certs.values()),
-        record_json=record_json,
-        record_text=record_text,
         server_id=server_id,
+        **parts,
     )
+
+
+async def _opening_parts(
+    store: Store, blobs: BlobStore, state: dict[str, Any], events: list[EventRecord]
+) -> dict[str, Any]:
+    """An opening's own members: the bids' content keys and the signed record (rule 12)."""
+    opening = op.OpeningState.model_validate(state)
+    record_json = record_text = None
+    if opening.record_sha256 is not None:
+        record_json = blobs.path(opening.record_sha256).read_bytes()
+        record_text = op.record_text(json.loads(record_json)).encode("utf-8")
+    keys = await store.bid_keys(opening.session_id)
+    return {"keys": keys, "record_json": record_json, "record_text": record_text}
+
+
+async def _evaluation_parts(
+    store: Store, blobs: BlobStore, state: dict[str, Any], events: list[EventRecord]
+) -> dict[str, Any]:
+    """An evaluation's own members: the members' certificates, the report and its files."""
+    files, report_text = _evaluation_files(blobs, events)
+    return {
+        "certificates": _member_certificates(events),
+        "files": files,
+        "report_text": report_text,
+    }
+
+
+PARTS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+    "opening": _opening_parts,
+    "evaluation": _evaluation_parts,
+}
+"""What each kind of session adds to its archive (one line per kind of session)."""
 
 
 def _member_certificates(events: list[EventRecord]) -> list[x509.Certificate]:
