@@ -93,36 +93,15 @@ async def list_sites(ctx: Ctx) -> EV.SitesOut:
     return EV.SitesOut(sites=[s.model_dump(mode="json") for s in await sites_of(ctx.hub)])
 
 
+# fmt: off
 ROUTES: list[Route] = [
-    post(
-        "/api/companies", add_company, ("centre",), body=S.CompanyIn, response=S.OkOut, tag="centre"
-    ),
-    post(
-        "/api/accounts",
-        add_account,
-        ("centre",),
-        body=S.AccountIn,
-        response=S.AccountOut,
-        tag="centre",
-    ),
-    post(
-        "/api/projects",
-        add_project,
-        ("centre", "host"),
-        body=S.ProjectIn,
-        response=S.OkOut,
-        tag="centre",
-    ),
+    post("/api/companies", add_company, ("centre",), body=S.CompanyIn, response=S.OkOut, tag="centre"),
+    post("/api/accounts", add_account, ("centre",), body=S.AccountIn, response=S.AccountOut, tag="centre"),
+    post("/api/projects", add_project, ("centre", "host"), body=S.ProjectIn, response=S.OkOut, tag="centre"),
     post("/api/lots", add_lot, ("centre", "host"), body=S.LotIn, response=S.LotOut, tag="centre"),
     post("/api/experts/import", import_experts, ("centre",), response=EV.ImportOut, tag="centre"),
     post("/api/sites", add_site, ("centre",), body=EV.SiteIn, response=S.OkOut, tag="centre"),
-    post(
-        "/api/sites/{site_id}/rooms",
-        add_room,
-        ("centre",),
-        body=EV.RoomIn,
-        response=S.OkOut,
-        tag="centre",
-    ),
+    post("/api/sites/{site_id}/rooms", add_room, ("centre",), body=EV.RoomIn, response=S.OkOut, tag="centre"),
     get("/api/sites", list_sites, STAFF, response=EV.SitesOut, tag="centre"),
 ]
+# fmt: on

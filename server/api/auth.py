@@ -219,23 +219,12 @@ async def refresh(ctx: Ctx) -> S.RefreshOut:
     )
 
 
+# fmt: off
 ROUTES: list[Route] = [
     post("/api/auth/challenge", challenge, None, response=S.ChallengeOut, tag="auth"),
     post("/api/auth/login", login, None, body=S.LoginIn, response=S.LoginOut, tag="auth"),
-    post(
-        "/api/auth/web-link",
-        web_link,
-        ("bidder", "host", "supervisor", "centre", "expert"),
-        body=WebLinkIn,
-        response=WebLinkOut,
-        tag="auth",
-    ),
+    post("/api/auth/web-link", web_link, ("bidder", "host", "supervisor", "centre", "expert"), body=WebLinkIn, response=WebLinkOut, tag="auth"),
     post("/api/auth/web-link/redeem", redeem, None, body=RedeemIn, response=RedeemOut, tag="auth"),
-    post(
-        "/api/auth/refresh",
-        refresh,
-        ("bidder", "host", "supervisor", "centre", "room", "expert"),
-        response=S.RefreshOut,
-        tag="auth",
-    ),
+    post("/api/auth/refresh", refresh, ("bidder", "host", "supervisor", "centre", "room", "expert"), response=S.RefreshOut, tag="auth"),
 ]
+# fmt: on

@@ -77,21 +77,9 @@ async def approve_backup(ctx: Ctx, body: S.BackupApproveIn) -> S.OkOut:
     return S.OkOut(seq=seq_of(records))
 
 
+# fmt: off
 ROUTES: list[Route] = [
-    post(
-        "/api/sessions/{session_id}/backup-requests",
-        request_backup,
-        ("host",),
-        body=S.BackupRequestIn,
-        response=S.BackupRequestOut,
-        tag="host",
-    ),
-    post(
-        "/api/sessions/{session_id}/backup-requests/{request_id}/approve",
-        approve_backup,
-        STAFF,
-        body=S.BackupApproveIn,
-        response=S.OkOut,
-        tag="host",
-    ),
+    post("/api/sessions/{session_id}/backup-requests", request_backup, ("host",), body=S.BackupRequestIn, response=S.BackupRequestOut, tag="host"),
+    post("/api/sessions/{session_id}/backup-requests/{request_id}/approve", approve_backup, STAFF, body=S.BackupApproveIn, response=S.OkOut, tag="host"),
 ]
+# fmt: on

@@ -202,44 +202,15 @@ async def sign_in(ctx: Ctx) -> S.OkOut:
     return await execute(ctx, op.SignIn(actor=ctx.actor, origin=await request_origin(ctx)))
 
 
+# fmt: off
 ROUTES: list[Route] = [
-    post(
-        "/api/sessions/{session_id}/deposits",
-        deposit,
-        ("centre",),
-        body=S.DepositIn,
-        response=S.OkOut,
-        tag="centre",
-    ),
+    post("/api/sessions/{session_id}/deposits", deposit, ("centre",), body=S.DepositIn, response=S.OkOut, tag="centre"),
     post("/api/sessions/{session_id}/sign-in", sign_in, ("bidder",), response=S.OkOut),
-    put(
-        "/api/sessions/{session_id}/bid",
-        upload,
-        ("bidder",),
-        response=S.ReceiptOut,
-        raw="application/octet-stream",
-    ),
-    command(
-        "DELETE",
-        "/api/sessions/{session_id}/bid",
-        "Withdraw the bid before the deadline (撤回)",
-        lambda ctx, body: op.Retract(actor=ctx.actor),
-        roles=("bidder",),
-    ),
+    put("/api/sessions/{session_id}/bid", upload, ("bidder",), response=S.ReceiptOut, raw="application/octet-stream"),
+    command("/api/sessions/{session_id}/bid", op.Retract, ("bidder",), "Withdraw the bid before the deadline (撤回)", method="DELETE"),
     get("/api/sessions/{session_id}/bid", download_own, ("bidder",), raw="application/pkcs7-mime"),
     get("/api/sessions/{session_id}/receipt", own_receipt, ("bidder",), response=S.ReceiptOut),
-    post(
-        "/api/sessions/{session_id}/rehearsal",
-        rehearsal,
-        ("bidder",),
-        body=S.RehearsalIn,
-        response=S.OkOut,
-    ),
-    post(
-        "/api/sessions/{session_id}/guarantee",
-        guarantee,
-        ("bidder",),
-        body=S.GuaranteeIn,
-        response=S.OkOut,
-    ),
+    post("/api/sessions/{session_id}/rehearsal", rehearsal, ("bidder",), body=S.RehearsalIn, response=S.OkOut),
+    post("/api/sessions/{session_id}/guarantee", guarantee, ("bidder",), body=S.GuaranteeIn, response=S.OkOut),
 ]
+# fmt: on

@@ -156,77 +156,16 @@ async def get_to_sign(ctx: Ctx) -> EV.ToSignOut:
     return EV.ToSignOut(draft=draft or None)
 
 
+# fmt: off
 ROUTES: list[Route] = [
-    post(
-        "/api/evaluations/{session_id}/draw/begin",
-        begin_draw,
-        ("host", "centre"),
-        response=S.OkOut,
-        tag="evaluation",
-    ),
-    command(
-        "POST",
-        "/api/evaluations/{session_id}/draw/entropy",
-        "Add the supervisor's or the host's random value to the draw",
-        lambda ctx, body: ev.AddEntropy(actor=eval_actor(ctx), value=body.value),
-        body=EV.EntropyIn,
-        response=S.OkOut,
-        roles=("host", "supervisor"),
-        tag="evaluation",
-    ),
-    post(
-        "/api/evaluations/{session_id}/draw",
-        run_draw,
-        ("host", "centre"),
-        response=S.OkOut,
-        tag="evaluation",
-    ),
-    post(
-        "/api/evaluations/{session_id}/members/{expert_id}/decline",
-        decline,
-        ("host", "centre"),
-        body=EV.ExpertReasonIn,
-        response=S.OkOut,
-        tag="evaluation",
-    ),
-    post(
-        "/api/evaluations/{session_id}/members/{expert_id}/replace",
-        replace,
-        ("host", "centre"),
-        body=EV.ExpertReasonIn,
-        response=S.OkOut,
-        tag="evaluation",
-    ),
-    post(
-        "/api/evaluations/{session_id}/sign-in",
-        expert_sign_in,
-        ("room",),
-        body=EV.ExpertSignInIn,
-        response=EV.ExpertSignInOut,
-        tag="room",
-    ),
-    post(
-        "/api/evaluations/{session_id}/members/{expert_id}/no-key",
-        no_key,
-        ("room",),
-        response=S.OkOut,
-        tag="room",
-    ),
-    command(
-        "POST",
-        "/api/evaluations/{session_id}/vote",
-        "Vote for the chair (推选评标委员会主任)",
-        lambda ctx, body: ev.Vote(actor=eval_actor(ctx), candidate=body.candidate),
-        body=EV.VoteIn,
-        response=S.OkOut,
-        roles=MEMBER_ROLES,
-        tag="committee",
-    ),
-    get(
-        "/api/evaluations/{session_id}/members/{expert_id}/to-sign",
-        get_to_sign,
-        ("expert", "room"),
-        response=EV.ToSignOut,
-        tag="committee",
-    ),
+    post("/api/evaluations/{session_id}/draw/begin", begin_draw, ("host", "centre"), response=S.OkOut, tag="evaluation"),
+    command("/api/evaluations/{session_id}/draw/entropy", ev.AddEntropy, ("host", "supervisor"), "Add the supervisor's or the host's random value to the draw", body=EV.EntropyIn, tag="evaluation"),
+    post("/api/evaluations/{session_id}/draw", run_draw, ("host", "centre"), response=S.OkOut, tag="evaluation"),
+    post("/api/evaluations/{session_id}/members/{expert_id}/decline", decline, ("host", "centre"), body=EV.ExpertReasonIn, response=S.OkOut, tag="evaluation"),
+    post("/api/evaluations/{session_id}/members/{expert_id}/replace", replace, ("host", "centre"), body=EV.ExpertReasonIn, response=S.OkOut, tag="evaluation"),
+    post("/api/evaluations/{session_id}/sign-in", expert_sign_in, ("room",), body=EV.ExpertSignInIn, response=EV.ExpertSignInOut, tag="room"),
+    post("/api/evaluations/{session_id}/members/{expert_id}/no-key", no_key, ("room",), response=S.OkOut, tag="room"),
+    command("/api/evaluations/{session_id}/vote", ev.Vote, MEMBER_ROLES, "Vote for the chair (推选评标委员会主任)", body=EV.VoteIn, tag="committee"),
+    get("/api/evaluations/{session_id}/members/{expert_id}/to-sign", get_to_sign, ("expert", "room"), response=EV.ToSignOut, tag="committee"),
 ]
+# fmt: on

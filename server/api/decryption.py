@@ -47,31 +47,10 @@ async def submit_key(ctx: Ctx, body: S.KeyIn) -> S.DecryptOut:
     return _decrypt_out(result, records[-1].seq)
 
 
+# fmt: off
 ROUTES: list[Route] = [
-    command(
-        "POST",
-        "/api/sessions/{session_id}/decryption",
-        "Open the decryption window (rule 7)",
-        lambda ctx, body: op.OpenDecryption(actor=ctx.actor),
-        roles=("host",),
-        tag="host",
-    ),
-    command(
-        "POST",
-        "/api/sessions/{session_id}/incidents",
-        "Record a platform fault affecting named bids (rule 8)",
-        lambda ctx, body: op.RecordIncident(
-            actor=ctx.actor, reason=body.reason, bidders=body.bidders
-        ),
-        body=S.IncidentIn,
-        roles=("host", "centre"),
-        tag="host",
-    ),
-    post(
-        "/api/sessions/{session_id}/key",
-        submit_key,
-        ("bidder",),
-        body=S.KeyIn,
-        response=S.DecryptOut,
-    ),
+    command("/api/sessions/{session_id}/decryption", op.OpenDecryption, ("host",), "Open the decryption window (rule 7)", tag="host"),
+    command("/api/sessions/{session_id}/incidents", op.RecordIncident, ("host", "centre"), "Record a platform fault affecting named bids (rule 8)", body=S.IncidentIn, tag="host"),
+    post("/api/sessions/{session_id}/key", submit_key, ("bidder",), body=S.KeyIn, response=S.DecryptOut),
 ]
+# fmt: on

@@ -170,19 +170,9 @@ async def get_document(ctx: Ctx) -> web.StreamResponse:
     return response
 
 
+# fmt: off
 ROUTES: list[Route] = [
-    get(
-        "/api/evaluations/{session_id}/bids",
-        list_bids,
-        ("expert",),
-        response=EV.BidsOut,
-        tag="committee",
-    ),
-    get(
-        "/api/evaluations/{session_id}/document",
-        get_document,
-        ("expert",),
-        raw="application/octet-stream",
-        tag="committee",
-    ),
+    get("/api/evaluations/{session_id}/bids", list_bids, ("expert",), response=EV.BidsOut, tag="committee"),
+    get("/api/evaluations/{session_id}/document", get_document, ("expert",), raw="application/octet-stream", tag="committee"),
 ]
+# fmt: on

@@ -8,7 +8,7 @@ from schemas import api as S
 from schemas import evaluation as EV
 from schemas.experts import DrawRequest
 from server.api.routing import Ctx, Invalid, Route, after_seq, command, get, post
-from server.api.shared import STAFF, eval_actor, load_evaluation, sites_of, visible_events
+from server.api.shared import STAFF, load_evaluation, sites_of, visible_events
 from server.domain import draw as D
 from server.domain import errors as E
 from server.domain import evaluation as ev
@@ -96,66 +96,14 @@ async def evaluation_events(ctx: Ctx) -> S.EventsOut:
     return await visible_events(ctx, ev.viewer_tags(ctx.who.role, ctx.who.party_id), after)
 
 
+# fmt: off
 ROUTES: list[Route] = [
-    post(
-        "/api/evaluations",
-        create_evaluation,
-        ("host", "centre"),
-        body=EV.EvaluationIn,
-        response=S.SessionOut,
-        tag="evaluation",
-    ),
-    get(
-        "/api/evaluations/{session_id}",
-        get_evaluation,
-        (*STAFF, "room", "expert"),
-        response=S.SessionOut,
-        tag="evaluation",
-    ),
-    get(
-        "/api/evaluations/{session_id}/events",
-        evaluation_events,
-        (*STAFF, "room", "expert"),
-        response=S.EventsOut,
-        tag="evaluation",
-    ),
-    command(
-        "POST",
-        "/api/evaluations/{session_id}/start",
-        "Start the evaluation (supervisor present, every member signed in)",
-        lambda ctx, body: ev.StartEvaluation(actor=eval_actor(ctx)),
-        response=S.OkOut,
-        roles=("host",),
-        tag="evaluation",
-    ),
-    command(
-        "POST",
-        "/api/evaluations/{session_id}/suspend",
-        "Suspend the evaluation (fault); it is void unless resumed within four hours",
-        lambda ctx, body: ev.Suspend(actor=eval_actor(ctx), reason=body.reason),
-        body=S.ReasonIn,
-        response=S.OkOut,
-        roles=("host",),
-        tag="evaluation",
-    ),
-    command(
-        "POST",
-        "/api/evaluations/{session_id}/resume",
-        "Resume a suspended evaluation",
-        lambda ctx, body: ev.Resume(actor=eval_actor(ctx), reason=body.reason),
-        body=S.ReasonIn,
-        response=S.OkOut,
-        roles=("host",),
-        tag="evaluation",
-    ),
-    command(
-        "POST",
-        "/api/evaluations/{session_id}/warnings",
-        "A supervisor's warning, seen by every participant",
-        lambda ctx, body: ev.Warn(actor=eval_actor(ctx), text=body.text),
-        body=S.TextIn,
-        response=S.OkOut,
-        roles=("supervisor",),
-        tag="evaluation",
-    ),
+    post("/api/evaluations", create_evaluation, ("host", "centre"), body=EV.EvaluationIn, response=S.SessionOut, tag="evaluation"),
+    get("/api/evaluations/{session_id}", get_evaluation, (*STAFF, "room", "expert"), response=S.SessionOut, tag="evaluation"),
+    get("/api/evaluations/{session_id}/events", evaluation_events, (*STAFF, "room", "expert"), response=S.EventsOut, tag="evaluation"),
+    command("/api/evaluations/{session_id}/start", ev.StartEvaluation, ("host",), "Start the evaluation (supervisor present, every member signed in)", tag="evaluation"),
+    command("/api/evaluations/{session_id}/suspend", ev.Suspend, ("host",), "Suspend the evaluation (fault); it is void unless resumed within four hours", body=S.ReasonIn, tag="evaluation"),
+    command("/api/evaluations/{session_id}/resume", ev.Resume, ("host",), "Resume a suspended evaluation", body=S.ReasonIn, tag="evaluation"),
+    command("/api/evaluations/{session_id}/warnings", ev.Warn, ("supervisor",), "A supervisor's warning, seen by every participant", body=S.TextIn, tag="evaluation"),
 ]
+# fmt: on

@@ -201,30 +201,11 @@ async def media_turn(ctx: Ctx) -> TurnOut:
     return turn_credentials(secret, ctx.who.party_id, ctx.hub.clock.now(), ttl, urls)
 
 
+# fmt: off
 ROUTES: list[Route] = [
-    post(
-        "/api/evaluations/{session_id}/media/offer",
-        media_offer,
-        ("room", "supervisor"),
-        body=EV.OfferIn,
-        response=EV.AnswerOut,
-        tag="room",
-    ),
-    post(
-        "/api/evaluations/{session_id}/media/subscribe",
-        media_subscribe,
-        ("room", "supervisor"),
-        body=EV.SubscribeIn,
-        response=EV.SubscriptionOut,
-        tag="room",
-    ),
-    post(
-        "/api/evaluations/{session_id}/media/subscriptions/{subscription}/answer",
-        media_subscription_answer,
-        ("room", "supervisor"),
-        body=EV.SubscriptionAnswerIn,
-        response=S.OkOut,
-        tag="room",
-    ),
+    post("/api/evaluations/{session_id}/media/offer", media_offer, ("room", "supervisor"), body=EV.OfferIn, response=EV.AnswerOut, tag="room"),
+    post("/api/evaluations/{session_id}/media/subscribe", media_subscribe, ("room", "supervisor"), body=EV.SubscribeIn, response=EV.SubscriptionOut, tag="room"),
+    post("/api/evaluations/{session_id}/media/subscriptions/{subscription}/answer", media_subscription_answer, ("room", "supervisor"), body=EV.SubscriptionAnswerIn, response=S.OkOut, tag="room"),
     get("/api/media/turn", media_turn, MEDIA_ROLES, response=TurnOut, tag="room"),
 ]
+# fmt: on

@@ -18,7 +18,9 @@ async def server_time(ctx: Ctx) -> S.TimeOut:
     return S.TimeOut(now=ctx.hub.clock.now())
 
 
+# fmt: off
 ROUTES: list[Route] = [
     get("/api/openapi.json", openapi, None, tag="meta"),
     get("/api/time", server_time, None, response=S.TimeOut, tag="meta"),
 ]
+# fmt: on

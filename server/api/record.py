@@ -103,45 +103,13 @@ async def sign_record(ctx: Ctx, body: S.SignatureIn) -> S.OkOut:
     )
 
 
+# fmt: off
 ROUTES: list[Route] = [
-    command(
-        "POST",
-        "/api/sessions/{session_id}/confirmation",
-        "Open the confirmation window (rule 11)",
-        lambda ctx, body: op.OpenConfirmation(actor=ctx.actor),
-        roles=("host",),
-        tag="host",
-    ),
-    post(
-        "/api/sessions/{session_id}/objections/{objection_id}/reply",
-        reply,
-        ("host",),
-        body=S.TextIn,
-        response=S.OkOut,
-        tag="host",
-    ),
-    command(
-        "POST",
-        "/api/sessions/{session_id}/objections",
-        "Raise an objection (异议, rule 11)",
-        lambda ctx, body: op.Object(actor=ctx.actor, text=body.text),
-        body=S.TextIn,
-        roles=("bidder",),
-    ),
-    post(
-        "/api/sessions/{session_id}/confirm",
-        confirm,
-        ("bidder",),
-        body=S.SignatureIn,
-        response=S.OkOut,
-    ),
+    command("/api/sessions/{session_id}/confirmation", op.OpenConfirmation, ("host",), "Open the confirmation window (rule 11)", tag="host"),
+    post("/api/sessions/{session_id}/objections/{objection_id}/reply", reply, ("host",), body=S.TextIn, response=S.OkOut, tag="host"),
+    command("/api/sessions/{session_id}/objections", op.Object, ("bidder",), "Raise an objection (异议, rule 11)", body=S.TextIn),
+    post("/api/sessions/{session_id}/confirm", confirm, ("bidder",), body=S.SignatureIn, response=S.OkOut),
     get("/api/sessions/{session_id}/record", get_record, ("bidder", *STAFF), response=S.RecordOut),
-    post(
-        "/api/sessions/{session_id}/record/sign",
-        sign_record,
-        ("host", "supervisor"),
-        body=S.SignatureIn,
-        response=S.OkOut,
-        tag="host",
-    ),
+    post("/api/sessions/{session_id}/record/sign", sign_record, ("host", "supervisor"), body=S.SignatureIn, response=S.OkOut, tag="host"),
 ]
+# fmt: on

@@ -303,23 +303,25 @@ delete = _verb("DELETE")
 
 
 def command(
-    method: str,
     path: str,
+    command_class: type[BaseModel],
+    roles: tuple[str, ...],
     summary: str,
-    build: Callable[[Ctx, Any], Any],
     *,
     body: type[BaseModel] | None = None,
-    response: type[BaseModel] | None = OkOut,
-    roles: tuple[str, ...] | None = None,
+    method: str = "POST",
     tag: str = "hall",
 ) -> Route:
-    """A route that only builds a command from the request and executes it."""
+    """A route that only turns the request into one command and executes it: the caller is the
+    command's actor and the body's fields are the command's fields (the same names)."""
 
-    async def handler(ctx: Ctx, parsed: Any = None) -> OkOut:
-        return await execute(ctx, build(ctx, parsed))
+    async def handler(ctx: Ctx, parsed: BaseModel | None = None) -> OkOut:
+        fields = parsed.model_dump() if parsed is not None else {}
+        actor = {"role": ctx.who.role, "id": ctx.who.party_id}
+        return await execute(ctx, command_class(actor=actor, **fields))
 
-    handler.__name__ = handler.__qualname__ = "command:" + path
-    return Route(method, path, handler, summary, body, response, roles, tag=tag)
+    handler.__name__ = handler.__qualname__ = f"{command_class.__name__}:{path}"
+    return Route(method, path, handler, summary, body, OkOut, roles, tag=tag)
 
 
 ROUTES_KEY: web.AppKey[Sequence[Route]] = web.AppKey("routes")

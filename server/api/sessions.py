@@ -102,59 +102,16 @@ async def get_events(ctx: Ctx) -> S.EventsOut:
     return await visible_events(ctx, op.viewer_tags(ctx.who.role, ctx.who.party_id), after)
 
 
+# fmt: off
 ROUTES: list[Route] = [
-    post(
-        "/api/sessions",
-        create_session,
-        ("host", "centre"),
-        body=S.SessionIn,
-        response=S.SessionOut,
-        tag="host",
-    ),
+    post("/api/sessions", create_session, ("host", "centre"), body=S.SessionIn, response=S.SessionOut, tag="host"),
     get("/api/sessions", list_sessions, ("bidder", *STAFF), response=S.SessionList),
     get("/api/sessions/{session_id}", get_session, ("bidder", *STAFF), response=S.SessionOut),
     get("/api/sessions/{session_id}/events", get_events, ("bidder", *STAFF), response=S.EventsOut),
-    command(
-        "POST",
-        "/api/sessions/{session_id}/publish",
-        "Publish the session (招标公告)",
-        lambda ctx, body: op.Publish(actor=ctx.actor),
-        roles=("host", "centre"),
-        tag="host",
-    ),
-    command(
-        "POST",
-        "/api/sessions/{session_id}/start",
-        "Start the opening (rule 6)",
-        lambda ctx, body: op.Start(actor=ctx.actor),
-        roles=("host",),
-        tag="host",
-    ),
-    command(
-        "POST",
-        "/api/sessions/{session_id}/suspend",
-        "Suspend with a reason (rule 13)",
-        lambda ctx, body: op.Suspend(actor=ctx.actor, reason=body.reason),
-        body=S.ReasonIn,
-        roles=("host", "supervisor"),
-        tag="host",
-    ),
-    command(
-        "POST",
-        "/api/sessions/{session_id}/resume",
-        "Resume with a reason (rule 13)",
-        lambda ctx, body: op.Resume(actor=ctx.actor, reason=body.reason),
-        body=S.ReasonIn,
-        roles=("host", "supervisor"),
-        tag="host",
-    ),
-    command(
-        "POST",
-        "/api/sessions/{session_id}/extend",
-        "Extend the current window with a reason (rule 13)",
-        lambda ctx, body: op.Extend(actor=ctx.actor, minutes=body.minutes, reason=body.reason),
-        body=S.ExtendIn,
-        roles=("host",),
-        tag="host",
-    ),
+    command("/api/sessions/{session_id}/publish", op.Publish, ("host", "centre"), "Publish the session (招标公告)", tag="host"),
+    command("/api/sessions/{session_id}/start", op.Start, ("host",), "Start the opening (rule 6)", tag="host"),
+    command("/api/sessions/{session_id}/suspend", op.Suspend, ("host", "supervisor"), "Suspend with a reason (rule 13)", body=S.ReasonIn, tag="host"),
+    command("/api/sessions/{session_id}/resume", op.Resume, ("host", "supervisor"), "Resume with a reason (rule 13)", body=S.ReasonIn, tag="host"),
+    command("/api/sessions/{session_id}/extend", op.Extend, ("host",), "Extend the current window with a reason (rule 13)", body=S.ExtendIn, tag="host"),
 ]
+# fmt: on

@@ -122,19 +122,9 @@ async def download_archive(ctx: Ctx) -> web.StreamResponse:
         shutil.rmtree(work, ignore_errors=True)
 
 
+# fmt: off
 ROUTES: list[Route] = [
-    get(
-        "/api/supervision/sessions",
-        supervised_sessions,
-        ("supervisor",),
-        response=SupervisedSessions,
-        tag="supervision",
-    ),
-    get(
-        "/api/supervision/sessions/{session_id}/archive",
-        download_archive,
-        ("supervisor",),
-        raw="application/zip",
-        tag="supervision",
-    ),
+    get("/api/supervision/sessions", supervised_sessions, ("supervisor",), response=SupervisedSessions, tag="supervision"),
+    get("/api/supervision/sessions/{session_id}/archive", download_archive, ("supervisor",), raw="application/zip", tag="supervision"),
 ]
+# fmt: on
