@@ -100,7 +100,7 @@ from server.domain.evaluation_model import (
     viewer_tags,
 )
 from server.domain.evaluation_report import build_report, report_text
-from server.domain.machine import CommandRule, Due, Machine, raise_signals, sha256_json
+from server.domain.machine import CommandRule, Due, Machine, join, leave, raise_signals, sha256_json
 from server.domain.machine import event as _ev
 from server.domain.machine import reason_text as _reason
 from server.domain.machine import require_state as _require_state
@@ -219,18 +219,6 @@ def _sign_in_due(state: EvaluationState) -> datetime | None:
         return None
     dues = [parse_iso(m.due_by) for m in state.members.values() if m.status == "drawn" and m.due_by]
     return min(dues) if dues else None
-
-
-def _join(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent]:
-    if state.present.get(cmd.actor.id) == cmd.actor.role:
-        return []
-    return [_ev("party_joined", cmd.actor, STAFF, account=cmd.actor.id, role=cmd.actor.role)]
-
-
-def _leave(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent]:
-    if cmd.actor.id not in state.present:
-        return []
-    return [_ev("party_left", cmd.actor, STAFF, account=cmd.actor.id, role=cmd.actor.role)]
 
 
 def _room_link(state: EvaluationState, cmd: RoomLink, now: datetime) -> list[NewEvent]:
@@ -746,8 +734,8 @@ _PLANNERS = ("centre", "host")
 COMMANDS: dict[type[Command], CommandRule] = {
     # command             roles                     statuses                         handler
     Tick: CommandRule(ANYONE, EVERY, None),
-    Join: CommandRule(_STAFF, EVERY, _join),
-    Leave: CommandRule(ANYONE, EVERY, _leave),
+    Join: CommandRule(_STAFF, EVERY, join),
+    Leave: CommandRule(ANYONE, EVERY, leave),
     RoomLink: CommandRule(("room",), EVERY, _room_link),
     BeginDraw: CommandRule(("host", "centre"), ("draft",), _begin_draw),  # Eval rule 1
     AddEntropy: CommandRule(("host", "supervisor"), ("drawing",), _add_entropy),

@@ -270,3 +270,30 @@ def raise_signals(raised: list[str], cmd: Any, signals: list[dict[str, Any]]) ->
         seen.add(ident)
         events.append(event("signal", cmd.actor, ["supervisor"], **signal))
     return events
+
+
+# --- what every kind of session does alike ------------------------------------------------------
+
+
+class _Present(Protocol):
+    @property
+    def present(self) -> dict[str, str]: ...
+
+
+class _Presence(Protocol):
+    @property
+    def actor(self) -> _Actor: ...
+
+
+def join(state: _Present, cmd: _Presence, now: datetime) -> list[NewEvent]:
+    """A staff member's first connection to the hall (rule 6 needs a supervisor present)."""
+    if state.present.get(cmd.actor.id) == cmd.actor.role:
+        return []
+    return [event("party_joined", cmd.actor, ["staff"], account=cmd.actor.id, role=cmd.actor.role)]
+
+
+def leave(state: _Present, cmd: _Presence, now: datetime) -> list[NewEvent]:
+    """A staff member's last connection to the hall has gone."""
+    if cmd.actor.id not in state.present:
+        return []
+    return [event("party_left", cmd.actor, ["staff"], account=cmd.actor.id, role=cmd.actor.role)]

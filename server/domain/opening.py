@@ -29,7 +29,7 @@ from typing import Any, get_args
 from schemas.events import NewEvent
 from schemas.time import iso, parse_iso
 from server.domain import errors as E
-from server.domain.machine import CommandRule, Due, Machine, raise_signals, sha256_json
+from server.domain.machine import CommandRule, Due, Machine, join, leave, raise_signals, sha256_json
 from server.domain.machine import event as _ev
 from server.domain.machine import reason_text as _reason
 from server.domain.opening_model import (
@@ -257,18 +257,6 @@ def _publish(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]
     if not now < t.deadline or not t.sign_in_opens <= t.deadline:
         raise E.TimetableInvalid("sign_in_opens <= deadline and now < deadline")
     return [_ev("session_published", cmd.actor, ALL, timetable=t.model_dump(mode="json"))]
-
-
-def _join(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
-    if state.present.get(cmd.actor.id) == cmd.actor.role:
-        return []
-    return [_ev("party_joined", cmd.actor, STAFF, role=cmd.actor.role, account=cmd.actor.id)]
-
-
-def _leave(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
-    if cmd.actor.id not in state.present:
-        return []
-    return [_ev("party_left", cmd.actor, STAFF, role=cmd.actor.role, account=cmd.actor.id)]
 
 
 def _sign_in(state: OpeningState, cmd: SignIn, now: datetime) -> list[NewEvent]:
@@ -665,8 +653,8 @@ COMMANDS: dict[type[Command], CommandRule] = {
     # command           roles                       statuses                      handler
     Publish: CommandRule(("host", "centre"), ("draft",), _publish),
     Tick: CommandRule(ANYONE, EVERY, None),
-    Join: CommandRule(STAFF_ROLES, EVERY, _join),
-    Leave: CommandRule(STAFF_ROLES, EVERY, _leave),
+    Join: CommandRule(STAFF_ROLES, EVERY, join),
+    Leave: CommandRule(STAFF_ROLES, EVERY, leave),
     SignIn: CommandRule(("bidder",), ("sign_in", "sealed", *_AFTER_DEADLINE), _sign_in),
     Upload: CommandRule(("bidder",), BEFORE_DEADLINE, _upload, refuse=_not_uploading),  # Rule 1
     Retract: CommandRule(("bidder",), BEFORE_DEADLINE, _retract, refuse=_not_uploading),
