@@ -1,7 +1,7 @@
 """The opening hall's REST client: CA login, the token keep-alive and the hall's calls.
 
-``HallClient`` speaks the hall's REST API (``server/api/hall.py``): CA login with the company's
-signing key, uploads streamed from disk, the decryption rehearsal and the online decryption done
+``HallClient`` speaks the hall's REST API (``server/api/routes.py`` lists every route): CA
+login with the company's signing key, uploads streamed from disk, the decryption rehearsal and the online decryption done
 locally (only the content-encryption key is sent, never a private key or the plaintext), signed
 confirmations of the opening table and signatures on the opening record. Every refusal is an
 ``AgentError`` with the server's code and messages.

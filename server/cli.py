@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from crypto import ca_cli, token_cli
 from crypto import cli as crypto_cli
 from crypto.errors import BidBridgeError, FileUnreadable
-from server.demo import sealing as demo_crypto
+from server.demo import sealing
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -42,7 +42,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     ca_cli.register(sub)
     crypto_cli.register(sub)
     token_cli.register(sub)
-    demo_crypto.register(sub)
+    sealing.register(sub)
     words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
     wanted = words[0] if words else None
     if wanted in SERVER_COMMANDS:

@@ -1,11 +1,11 @@
 // The host's console (开标控制台): the session's state and timeline from the hall's events; the
-// host's actions call the REST routes of server/api/hall.py. Signing the record needs the CA key
-// and stays in the agent; the console shows the command.
+// host's actions call the REST routes of server/api/ (sessions.py, decryption.py, record.py).
+// Signing the record needs the CA key and stays in the agent; the console shows the command.
 //
 // The same console follows an evaluation (评标控制台) when the link names one: its timeline and
 // state, the committee's sign-in (identities only as the server reveals them: counts until each
 // member signs in, 两随机四不知), rooms, review progress, and start / suspend / resume with a
-// reason (server/api/evaluation.py). The evaluation model is expert.js's EvalModel.
+// reason (server/api/evaluations.py). The evaluation model is expert.js's EvalModel.
 
 import {
   I18N,
