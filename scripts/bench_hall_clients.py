@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import resource
 import sys
 import time
 from collections import defaultdict
@@ -35,15 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-PLAIN_SEQ = 1_000_000_000  # as in bench_hall.py
-
-
-def raise_fd_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else 65536
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+from bench_hall import PLAIN_SEQ, raise_fd_limit  # noqa: E402  (scripts/ is on the path)
 
 
 def say(line: str) -> None:

@@ -32,6 +32,7 @@ from server.audit.archive import (
     write_archive,
 )
 from server.audit.chain import GENESIS, event_hash
+from tests.support.archive import resign, write_zip, zip_members
 from tests.support.pki import CODE_A, CODE_B, Pki, make_package
 
 SESSION = "S-2026-0101-01"
@@ -237,32 +238,14 @@ def world(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> World:
 # --- tampering helpers ----------------------------------------------------------------------
 
 
-def _members(path: Path) -> dict[str, bytes]:
-    with zipfile.ZipFile(path) as zf:
-        return {name: zf.read(name) for name in zf.namelist()}
-
-
-def _write_zip(path: Path, members: dict[str, bytes]) -> Path:
-    path.unlink(missing_ok=True)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return path
-
-
 def _resign(world: World, members: dict[str, bytes]) -> dict[str, bytes]:
     """What someone holding the platform's key could do: a fresh, validly signed manifest."""
-    files = {
-        name: {"sha256": _sha(data), "size": len(data)}
-        for name, data in members.items()
-        if name not in ("manifest.json", "manifest.p7s")
-    }
-    manifest = canonical_json({"files": files})
-    signature = sign_document(
-        manifest, _key(world.server), world.server.certificate, at=world.exported_at
+    return resign(
+        members,
+        lambda manifest: sign_document(
+            manifest, _key(world.server), world.server.certificate, at=world.exported_at
+        ),
     )
-    kept = {n: d for n, d in members.items() if n in files}
-    return {**kept, "manifest.json": manifest, "manifest.p7s": signature}
 
 
 def _flip(data: bytes, pos: int) -> bytes:
@@ -298,7 +281,7 @@ def test_archive_verifies(world: World) -> None:
     assert report.certificates_validated == 10
     assert report.anchors == "archive"
     assert not report.deep
-    names = set(_members(world.archive))
+    names = set(zip_members(world.archive))
     assert {
         "archive.json",
         "events.jsonl",
@@ -351,7 +334,7 @@ def test_verify_archive_cli_prints_report(
     assert args.handler(args) == 0
     assert "the given roots" in capsys.readouterr().out
 
-    bad = _write_zip(tmp_path / "bad.zip", {**_members(world.archive), "extra.txt": b"x"})
+    bad = write_zip(tmp_path / "bad.zip", {**zip_members(world.archive), "extra.txt": b"x"})
     args = _parser().parse_args(["verify-archive", str(bad), "--deep"])
     with pytest.raises(ArchiveInvalid, match=r"extra\.txt"):
         args.handler(args)
@@ -365,17 +348,17 @@ def test_verify_archive_help_is_bilingual(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_any_changed_byte_is_found_and_named(world: World, tmp_path: Path) -> None:
-    original = _members(world.archive)
+    original = zip_members(world.archive)
     target = tmp_path / "t.zip"
     for name, data in original.items():
         for pos in {0, len(data) // 2, len(data) - 2}:
             changed = {**original, name: _flip(data, pos)}
-            message = _refused(_write_zip(target, changed))
+            message = _refused(write_zip(target, changed))
             assert name in message, (name, pos, message)
             if name in ("manifest.json", "manifest.p7s", "record/record.txt"):
                 continue
             # With a re-signed manifest the change must still be found, by a deeper check.
-            message = _refused(_write_zip(target, _resign(world, changed)))
+            message = _refused(write_zip(target, _resign(world, changed)))
             assert name in message or "events.jsonl seq" in message, (name, pos, message)
 
     lines = _lines(original)
@@ -385,20 +368,20 @@ def test_any_changed_byte_is_found_and_named(world: World, tmp_path: Path) -> No
         pos = line.index(marker) + len(marker) + 1
         changed_lines = [*lines[: seq - 1], _flip(line, pos), *lines[seq:]]
         changed = {**original, "events.jsonl": _events_member(changed_lines)}
-        assert "events.jsonl" in _refused(_write_zip(target, changed))
-        message = _refused(_write_zip(target, _resign(world, changed)))
+        assert "events.jsonl" in _refused(write_zip(target, changed))
+        message = _refused(write_zip(target, _resign(world, changed)))
         assert f"events.jsonl seq {seq}" in message or f"line {seq} (seq {seq})" in message
 
 
 def test_event_log_edits_are_named(world: World, tmp_path: Path) -> None:
-    original = _members(world.archive)
+    original = zip_members(world.archive)
     lines = _lines(original)
     target = tmp_path / "t.zip"
 
     def refused_resigned(new_lines: list[bytes]) -> str:
         changed = {**original, "events.jsonl": _events_member(new_lines)}
-        assert "events.jsonl" in _refused(_write_zip(target, changed))
-        return _refused(_write_zip(target, _resign(world, changed)))
+        assert "events.jsonl" in _refused(write_zip(target, changed))
+        return _refused(write_zip(target, _resign(world, changed)))
 
     message = refused_resigned([*lines[:2], *lines[3:]])  # seq 3 dropped
     assert "events.jsonl seq 4" in message and "expected 3" in message
@@ -455,25 +438,25 @@ def test_wrong_decryption_key_and_wrong_summary_are_named(world: World) -> None:
 
 
 def test_removed_envelope_and_added_member_are_named(world: World, tmp_path: Path) -> None:
-    original = _members(world.archive)
+    original = zip_members(world.archive)
     target = tmp_path / "t.zip"
     name = f"envelopes/{world.envelope_shas[1]}.p7m"
     removed = {k: v for k, v in original.items() if k != name}
-    assert name in _refused(_write_zip(target, removed))
-    message = _refused(_write_zip(target, _resign(world, removed)))
+    assert name in _refused(write_zip(target, removed))
+    message = _refused(write_zip(target, _resign(world, removed)))
     assert "events.jsonl seq 3 (bid_uploaded)" in message and name in message
 
     for extra in ("notes.txt", "../evil.json", f"certificates/{'0' * 64}.pem"):
-        message = _refused(_write_zip(target, {**original, extra: b"x"}))
+        message = _refused(write_zip(target, {**original, extra: b"x"}))
         assert extra in message
     duplicate = tmp_path / "dup.zip"
-    _write_zip(duplicate, original)
+    write_zip(duplicate, original)
     with pytest.warns(UserWarning), zipfile.ZipFile(duplicate, "a") as zf:
         zf.writestr("keys.json", b"{}")
     assert "keys.json" in _refused(duplicate)
     # An envelope nobody uploaded, even with a valid manifest.
     stray = f"envelopes/{_sha(b'stray')}.p7m"
-    message = _refused(_write_zip(target, _resign(world, {**original, stray: b"stray"})))
+    message = _refused(write_zip(target, _resign(world, {**original, stray: b"stray"})))
     assert stray in message
 
 
@@ -508,7 +491,7 @@ def test_archive_does_not_overwrite(world: World) -> None:
 
 def test_certificate_members_are_named_by_their_der_hash(world: World) -> None:
     # Every certificate member is one canonical PEM named by its DER's SHA-256.
-    for name, data in _members(world.archive).items():
+    for name, data in zip_members(world.archive).items():
         if name.startswith(("certificates/", "trust/roots/", "trust/intermediates/")):
             cert = x509.load_pem_x509_certificate(data)
             assert name.endswith(_sha(cert.public_bytes(serialization.Encoding.DER)) + ".pem")

@@ -8,7 +8,6 @@ import asyncio
 import fractions
 import hashlib
 import json
-import zipfile
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,6 +35,7 @@ from server.audit.verify_draw import check_draw
 from server.cli import main
 from server.domain import evaluation as ev
 from server.identity import ServerIdentity, cert_sha256
+from tests.support.archive import resign, write_zip, zip_members
 from tests.support.evaluation import Eval, drawn
 from tests.support.hall import Hall, P, start_hall, stop_hall
 from tests.support.pki import CODE_A, CODE_B, CODE_C, Pki
@@ -220,30 +220,12 @@ def world(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> World:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _members(path: Path) -> dict[str, bytes]:
-    with zipfile.ZipFile(path) as zf:
-        return {name: zf.read(name) for name in zf.namelist()}
-
-
-def _write_zip(path: Path, members: dict[str, bytes]) -> Path:
-    path.unlink(missing_ok=True)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return path
-
-
 def _resign(world: World, members: dict[str, bytes]) -> dict[str, bytes]:
     """What someone holding the platform's key could do: a fresh, validly signed manifest."""
-    files = {
-        name: {"sha256": _sha(data), "size": len(data)}
-        for name, data in members.items()
-        if name not in ("manifest.json", "manifest.p7s")
-    }
-    manifest = canonical_json({"files": files})
-    signature = world.identity.sign(manifest, world.exported_at)
-    kept = {n: d for n, d in members.items() if n in files}
-    return {**kept, "manifest.json": manifest, "manifest.p7s": signature}
+    return resign(
+        members,
+        lambda manifest: world.identity.sign(manifest, world.exported_at),
+    )
 
 
 def _flip(data: bytes, pos: int) -> bytes:
@@ -315,14 +297,14 @@ def _verify_draw(path: Path, capsys: pytest.CaptureFixture[str], *extra: str) ->
 
 
 def test_evaluation_archive_holds_draw_input_report_and_segments(world: World) -> None:
-    names = set(_members(world.archive))
+    names = set(zip_members(world.archive))
     pool_blob = world.event("draw_completed").payload["pool_blob"]
     expected = {f"blobs/{pool_blob}", f"blobs/{world.report_sha}"}
     expected |= {f"blobs/{s['sha256']}" for s in world.segments}
     assert {n for n in names if n.startswith("blobs/")} == expected
     assert {"archive.json", "events.jsonl", "keys.json", "report/report.txt"} <= names
     assert not any(n.startswith(("envelopes/", "record/")) for n in names)
-    members = _members(world.archive)
+    members = zip_members(world.archive)
     draw_input = json.loads(members[f"blobs/{pool_blob}"])
     assert draw_input["format"] == "bidbridge-draw-input" and len(draw_input["pool"]) == 36
     report = json.loads(members[f"blobs/{world.report_sha}"])
@@ -410,26 +392,26 @@ def test_verify_draw_on_an_archive_without_a_draw(
 def test_a_changed_segment_byte_is_found_and_names_the_segment(
     world: World, tmp_path: Path
 ) -> None:
-    original = _members(world.archive)
+    original = zip_members(world.archive)
     seg = world.segments[1]
     name = f"blobs/{seg['sha256']}"
     label = f"recording segment {seg['room']} #0"
     target = tmp_path / "t.zip"
     changed = {**original, name: _flip(original[name], len(original[name]) // 2)}
-    message = _refused(_write_zip(target, changed))
+    message = _refused(write_zip(target, changed))
     assert name in message and label in message, message
     # with a re-signed manifest: the name is no longer the content's hash
-    message = _refused(_write_zip(target, _resign(world, changed)))
+    message = _refused(write_zip(target, _resign(world, changed)))
     assert name in message and label in message, message
     # and renamed to its new hash as well: the event names the missing segment
     forged = {k: v for k, v in changed.items() if k != name}
     forged[f"blobs/{_sha(changed[name])}"] = changed[name]
-    message = _refused(_write_zip(target, _resign(world, forged)))
+    message = _refused(write_zip(target, _resign(world, forged)))
     assert f"events.jsonl seq {seg['seq']} (media_segment)" in message, message
     assert label in message
     # a segment removed
     removed = {k: v for k, v in original.items() if k != name}
-    message = _refused(_write_zip(target, _resign(world, removed)))
+    message = _refused(write_zip(target, _resign(world, removed)))
     assert f"seq {seg['seq']} (media_segment)" in message and label in message
 
 
@@ -450,7 +432,7 @@ def test_a_tampered_pool_input_fails_verify_draw_and_verify_archive(
     completed = world.event("draw_completed")
     pool_blob = completed.payload["pool_blob"]
     name = f"blobs/{pool_blob}"
-    original = _members(world.archive)
+    original = zip_members(world.archive)
     draw_input = json.loads(original[name])
     # one drawn expert made inactive in the archived pool: the committee cannot be the same
     member = completed.payload["result"]["committee"][0]["expert_id"]
@@ -459,7 +441,7 @@ def test_a_tampered_pool_input_fails_verify_draw_and_verify_archive(
             row["status"] = "suspended"
     forged_raw = canonical_json(draw_input)
 
-    in_place = _write_zip(tmp_path / "in-place.zip", {**original, name: forged_raw})
+    in_place = write_zip(tmp_path / "in-place.zip", {**original, name: forged_raw})
     code, out = _verify_draw(in_place, capsys)
     assert code == 1, out
     assert "does NOT recompute" in out and name in out and "pool_blob" in out
@@ -493,12 +475,12 @@ def test_a_tampered_server_random_fails_verify_draw_and_verify_archive(
     completed = world.event("draw_completed")
     revealed = completed.payload["server_random"]
     other = ("0" if revealed[0] != "0" else "1") + revealed[1:]
-    original = _members(world.archive)
+    original = zip_members(world.archive)
     lines = original["events.jsonl"].split(b"\n")
     line = lines[completed.seq - 1]
     assert line.count(revealed.encode()) == 1
     lines[completed.seq - 1] = line.replace(revealed.encode(), other.encode())
-    edited = _write_zip(tmp_path / "random.zip", {**original, "events.jsonl": b"\n".join(lines)})
+    edited = write_zip(tmp_path / "random.zip", {**original, "events.jsonl": b"\n".join(lines)})
     code, out = _verify_draw(edited, capsys)
     assert code == 1, out
     assert "commitment" in out and "hash chain is broken" in out
@@ -641,10 +623,10 @@ def test_a_sign_in_without_its_signature_or_for_another_server_is_named(world: W
 
 
 def test_a_changed_report_is_named(world: World, tmp_path: Path) -> None:
-    original = _members(world.archive)
+    original = zip_members(world.archive)
     name = f"blobs/{world.report_sha}"
     changed = {**original, name: original[name].replace(b'"lot_id":"', b'"lot_id":"X', 1)}
-    message = _refused(_write_zip(tmp_path / "r.zip", _resign(world, changed)))
+    message = _refused(write_zip(tmp_path / "r.zip", _resign(world, changed)))
     assert name in message and "evaluation report" in message
 
 
@@ -678,6 +660,6 @@ async def test_evaluation_archive_on_each_store(
     report = await asyncio.to_thread(verify_archive, out)
     assert report.kind == "evaluation" and report.draws_recomputed == 1
     assert report.segments_checked == 1
-    assert f"certificates/{cert_sha256(e.experts[mid].cert)}.pem" in _members(out)
+    assert f"certificates/{cert_sha256(e.experts[mid].cert)}.pem" in zip_members(out)
     check = check_draw(out)
     assert check.matches and check.differences == [] and check.session_id == e.sid

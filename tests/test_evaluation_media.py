@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import zipfile
 from pathlib import Path
 
 import av
@@ -15,6 +14,7 @@ import pytest
 from room_client.media import RoomMedia, SupervisorMedia
 from server.audit.archive import ArchiveInvalid, verify_archive
 from server.audit.export import export_session
+from tests.support.archive import flip_in_members
 from tests.support.evaluation import drawn
 from tests.support.hall import P, start_hall, stop_hall
 from tests.support.pki import Pki
@@ -98,15 +98,7 @@ async def test_eval_rule_13_three_rooms_recorded_into_the_archive(pki: Pki, tmp_
 
         # one changed byte in one segment is found, and the segment is named
         victim = segments[len(segments) // 2]
-        bad = tmp_path / "tampered.zip"
-        with zipfile.ZipFile(archive) as src, zipfile.ZipFile(bad, "w") as dst:
-            for info in src.infolist():
-                data = src.read(info.filename)
-                if victim["sha256"] in info.filename:
-                    buf = bytearray(data)
-                    buf[len(buf) // 2] ^= 0x01
-                    data = bytes(buf)
-                dst.writestr(info, data)
+        bad = flip_in_members(archive, tmp_path / "tampered.zip", victim["sha256"])
         with pytest.raises(ArchiveInvalid) as caught:
             await asyncio.to_thread(verify_archive, bad)
         assert victim["sha256"][:12] in str(caught.value) or victim["room_id"] in str(caught.value)

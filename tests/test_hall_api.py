@@ -410,38 +410,26 @@ async def test_rule_01_upload_one_microsecond_before_and_one_second_after(
     a, b = P(hall, "a"), P(hall, "b")
     env_a, env_b = hall.seal(tmp_path, a, name="a"), hall.seal(tmp_path, b, name="b")
     deadline = hall.t0 + HOUR
+
+    async def upload_refused(who: Party, env: Path) -> None:
+        await hall.refused(
+            409,
+            "DEADLINE_PASSED",
+            "PUT",
+            f"/api/sessions/{sid}/bid",
+            who,
+            data=env.read_bytes(),
+            headers=OCTET,
+        )
+
     hall.clock.set(deadline - timedelta(microseconds=1))
     r = await hall.upload(sid, a, env_a)
     assert r["receipt"]["received_at"] == iso(deadline - timedelta(microseconds=1))
     hall.clock.set(deadline)
-    await hall.refused(
-        409,
-        "DEADLINE_PASSED",
-        "PUT",
-        f"/api/sessions/{sid}/bid",
-        b,
-        data=env_b.read_bytes(),
-        headers=OCTET,
-    )
+    await upload_refused(b, env_b)
     await hall.at(deadline + timedelta(seconds=1))
-    await hall.refused(
-        409,
-        "DEADLINE_PASSED",
-        "PUT",
-        f"/api/sessions/{sid}/bid",
-        b,
-        data=env_b.read_bytes(),
-        headers=OCTET,
-    )
-    await hall.refused(
-        409,
-        "DEADLINE_PASSED",
-        "PUT",
-        f"/api/sessions/{sid}/bid",
-        a,
-        data=env_a.read_bytes(),
-        headers=OCTET,
-    )
+    await upload_refused(b, env_b)
+    await upload_refused(a, env_a)
     await hall.refused(409, "DEADLINE_PASSED", "DELETE", f"/api/sessions/{sid}/bid", a)
     assert (await hall.view(sid, a))["own_bid"]["status"] == "uploaded"
 
@@ -737,6 +725,10 @@ async def test_rule_06_start_needs_a_supervisor_in_the_hall(hall: Hall, tmp_path
 async def test_rule_07_someone_elses_key_fails_own_bid_only(hall: Hall, tmp_path: Path) -> None:
     sid, envs, sup = await decrypting(hall, tmp_path)
     a, b = P(hall, "a"), P(hall, "b")
+
+    async def key_refused(status: int, code: str, who: Party, key: object) -> None:
+        await hall.refused(status, code, "POST", f"/api/sessions/{sid}/key", who, {"cek": key})
+
     b_events = await hall.events(sid, b)
     out = await send_key(hall, sid, "a", cek(hall, "b", envs["b"]))  # b's key, sent by a
     assert out["ok"] is False and out["code"] == "ENVELOPE_TAMPERED"
@@ -749,47 +741,17 @@ async def test_rule_07_someone_elses_key_fails_own_bid_only(hall: Hall, tmp_path
     # Retry with the right key in the window.
     ok = await send_key(hall, sid, "a", cek(hall, "a", envs["a"]))
     assert ok["ok"] and ok["summary"]["bidder_credit_code"] == a.code
-    await hall.refused(
-        409,
-        "ALREADY_DONE",
-        "POST",
-        f"/api/sessions/{sid}/key",
-        a,
-        {"cek": cek(hall, "a", envs["a"])},
-    )
+    await key_refused(409, "ALREADY_DONE", a, cek(hall, "a", envs["a"]))
     # Malformed keys are refused without recording an attempt.
-    await hall.refused(
-        422, "ENVELOPE_MALFORMED", "POST", f"/api/sessions/{sid}/key", b, {"cek": "%%%"}
-    )
-    await hall.refused(
-        422,
-        "KEY_UNWRAP_FAILED",
-        "POST",
-        f"/api/sessions/{sid}/key",
-        b,
-        {"cek": b64encode(b"short")},
-    )
-    await hall.refused(422, "INVALID_INPUT", "POST", f"/api/sessions/{sid}/key", b, {"cek": 12})
+    await key_refused(422, "ENVELOPE_MALFORMED", b, "%%%")
+    await key_refused(422, "KEY_UNWRAP_FAILED", b, b64encode(b"short"))
+    await key_refused(422, "INVALID_INPUT", b, 12)
     # After the window closes (even before the scheduler fires), no key is taken.
     closes = parse_iso((await hall.view(sid, b))["decrypt_closes_at"])
     hall.clock.set(closes)
-    await hall.refused(
-        409,
-        "WINDOW_CLOSED",
-        "POST",
-        f"/api/sessions/{sid}/key",
-        b,
-        {"cek": cek(hall, "b", envs["b"])},
-    )
+    await key_refused(409, "WINDOW_CLOSED", b, cek(hall, "b", envs["b"]))
     await hall.at(closes + timedelta(seconds=1))
-    await hall.refused(
-        409,
-        "WINDOW_CLOSED",
-        "POST",
-        f"/api/sessions/{sid}/key",
-        b,
-        {"cek": cek(hall, "b", envs["b"])},
-    )
+    await key_refused(409, "WINDOW_CLOSED", b, cek(hall, "b", envs["b"]))
     await hall.hang_up(sup)
 
 
@@ -814,25 +776,13 @@ async def test_rule_08_revoked_and_withdrawn_with_evidence(hall: Hall, tmp_path:
     a, b, c = (P(hall, k) for k in "abc")
     assert (await send_key(hall, sid, "a", cek(hall, "a", envs["a"])))["ok"]
     # b sends nothing; c's bid is hit by a platform fault the centre records.
-    await hall.refused(
-        422,
-        "INVALID_INPUT",
-        "POST",
-        f"/api/sessions/{sid}/incidents",
-        P(hall, "host"),
-        {"reason": "", "bidders": [c.code]},
-    )
-    await hall.refused(
-        422,
-        "REASON_REQUIRED",
-        "POST",
-        f"/api/sessions/{sid}/incidents",
-        P(hall, "host"),
-        {"reason": "  ", "bidders": [c.code]},
-    )
+    incidents = f"/api/sessions/{sid}/incidents"
+    for code, reason in (("INVALID_INPUT", ""), ("REASON_REQUIRED", "  ")):
+        body = {"reason": reason, "bidders": [c.code]}
+        await hall.refused(422, code, "POST", incidents, P(hall, "host"), body)
     await hall.request(
         "POST",
-        f"/api/sessions/{sid}/incidents",
+        incidents,
         P(hall, "centre"),
         {"reason": "存储节点故障，文件读取失败", "bidders": [c.code]},
     )
@@ -930,63 +880,24 @@ async def test_rule_11_12_confirmation_and_record(hall: Hall, tmp_path: Path) ->
     host, supervisor = P(hall, "host"), P(hall, "supervisor")
     a, b = P(hall, "a"), P(hall, "b")
     table = (await hall.view(sid, a))["table"]
-    await hall.refused(
-        409,
-        "NOT_ALLOWED_IN_STATE",
-        "POST",
-        f"/api/sessions/{sid}/confirm",
-        a,
-        {"signature": hall.sign_json(a, table)},
-    )
+    confirm = f"/api/sessions/{sid}/confirm"
+
+    async def confirm_refused(status: int, code: str, who: Party, signature: str) -> None:
+        await hall.refused(status, code, "POST", confirm, who, {"signature": signature})
+
+    await confirm_refused(409, "NOT_ALLOWED_IN_STATE", a, hall.sign_json(a, table))
     await hall.request("POST", f"/api/sessions/{sid}/confirmation", host)
     other = json.loads(json.dumps(table))
     other["rows"][0]["price_fen"] = 1
-    await hall.refused(
-        409,
-        "TABLE_MISMATCH",
-        "POST",
-        f"/api/sessions/{sid}/confirm",
-        a,
-        {"signature": hall.sign_json(a, other)},
-    )
-    await hall.refused(
-        422,
-        "SIGNER_NOT_BIDDER",
-        "POST",
-        f"/api/sessions/{sid}/confirm",
-        a,
-        {"signature": hall.sign_json(b, table)},
-    )
-    await hall.refused(
-        422,
-        "ENVELOPE_MALFORMED",
-        "POST",
-        f"/api/sessions/{sid}/confirm",
-        a,
-        {"signature": "not base64!"},
-    )
-    await hall.request(
-        "POST", f"/api/sessions/{sid}/confirm", a, {"signature": hall.sign_json(a, table)}
-    )
-    await hall.refused(
-        409,
-        "ALREADY_DONE",
-        "POST",
-        f"/api/sessions/{sid}/confirm",
-        a,
-        {"signature": hall.sign_json(a, table)},
-    )
+    await confirm_refused(409, "TABLE_MISMATCH", a, hall.sign_json(a, other))
+    await confirm_refused(422, "SIGNER_NOT_BIDDER", a, hall.sign_json(b, table))
+    await confirm_refused(422, "ENVELOPE_MALFORMED", a, "not base64!")
+    await hall.request("POST", confirm, a, {"signature": hall.sign_json(a, table)})
+    await confirm_refused(409, "ALREADY_DONE", a, hall.sign_json(a, table))
     await hall.refused(409, "NOT_ALLOWED_IN_STATE", "GET", f"/api/sessions/{sid}/record", host)
     closes = parse_iso((await hall.view(sid, a))["confirm_closes_at"])
     hall.clock.set(closes)
-    await hall.refused(
-        409,
-        "WINDOW_CLOSED",
-        "POST",
-        f"/api/sessions/{sid}/confirm",
-        b,
-        {"signature": hall.sign_json(b, table)},
-    )
+    await confirm_refused(409, "WINDOW_CLOSED", b, hall.sign_json(b, table))
     await hall.at(closes)
     rec = await hall.request("GET", f"/api/sessions/{sid}/record", a)
     raw = canonical_json(rec["record"])

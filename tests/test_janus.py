@@ -11,7 +11,6 @@ import hashlib
 import os
 import re
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from room_client.media import RoomMedia, SubscriberMedia
 from server.audit.archive import ArchiveInvalid, verify_archive
 from server.audit.export import export_session
 from server.media.janus import JanusMedia
+from tests.support.archive import flip_in_members
 from tests.support.evaluation import drawn
 from tests.support.hall import ApiError, P, start_hall, stop_hall
 from tests.support.janus import local_janus
@@ -228,15 +228,7 @@ async def test_three_rooms_through_janus_recorded_into_the_archive(
             assert report.segments_checked == len(segments)
 
             victim = segments[len(segments) // 2]
-            bad = tmp_path / "tampered.zip"
-            with zipfile.ZipFile(archive) as src, zipfile.ZipFile(bad, "w") as dst:
-                for info in src.infolist():
-                    data = src.read(info.filename)
-                    if victim["sha256"] in info.filename:
-                        buf = bytearray(data)
-                        buf[len(buf) // 2] ^= 0x01
-                        data = bytes(buf)
-                    dst.writestr(info, data)
+            bad = flip_in_members(archive, tmp_path / "tampered.zip", victim["sha256"])
             with pytest.raises(ArchiveInvalid) as caught:
                 await asyncio.to_thread(verify_archive, bad)
             message = str(caught.value)

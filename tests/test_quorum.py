@@ -243,19 +243,24 @@ def test_two_different_values_for_one_index_are_refused(
         rebuild_backup_key(bundle_2_of_3, [opened_2_of_3[0], forged, opened_2_of_3[1]])
 
 
-def test_a_share_of_another_bundle_is_refused_by_key_id(
-    bundle_2_of_3: QuorumBundle,
-    opened_2_of_3: list[DecryptedShare],
-    backup: Holder,
-    custodians: list[Holder],
-) -> None:
+def _share_of_another_bundle(backup: Holder, custodians: list[Holder]) -> DecryptedShare:
+    """Custodian 1's opened share of a second 2-of-3 split of the same backup key."""
     other = split_backup_key(
         backup.key,
         backup.certificate,
         [c.certificate for c in custodians[:3]],
         2,
     )
-    foreign = open_share(other, custodians[1].handle, custodians[1].certificate)
+    return open_share(other, custodians[1].handle, custodians[1].certificate)
+
+
+def test_a_share_of_another_bundle_is_refused_by_key_id(
+    bundle_2_of_3: QuorumBundle,
+    opened_2_of_3: list[DecryptedShare],
+    backup: Holder,
+    custodians: list[Holder],
+) -> None:
+    foreign = _share_of_another_bundle(backup, custodians)
     with pytest.raises(QuorumRebuildFailed, match="belongs to backup key"):
         rebuild_backup_key(bundle_2_of_3, [opened_2_of_3[0], foreign])
 
@@ -266,13 +271,7 @@ def test_a_foreign_share_relabelled_with_this_key_id_fails_the_authenticated_che
     backup: Holder,
     custodians: list[Holder],
 ) -> None:
-    other = split_backup_key(
-        backup.key,
-        backup.certificate,
-        [c.certificate for c in custodians[:3]],
-        2,
-    )
-    foreign = open_share(other, custodians[1].handle, custodians[1].certificate)
+    foreign = _share_of_another_bundle(backup, custodians)
     relabelled = replace(foreign, key_id=bundle_2_of_3.key_id)
     with pytest.raises(QuorumRebuildFailed, match="integrity check"):
         rebuild_backup_key(bundle_2_of_3, [opened_2_of_3[0], relabelled])

@@ -1212,13 +1212,12 @@ export function countdownOf(view, facts) {
 
 // --- the page model ---------------------------------------------------------------------------------
 
-const REFRESH_ON = new Set(["session_sealed", "session_failed"]);
-
 /**
- * One page's model of the session: GET the view, follow the hall, recompute on every change.
- * `onChange(state)` is called (batched) after every change; `onConn(status, data)` for the link.
+ * What the hall's and an evaluation's page models share: who is looking, the callbacks, the events
+ * and the follower of the session's stream. `start()` fetches (the subclass's `refresh()`) and then
+ * follows; the follower's end of replay calls the subclass's `replayed()`.
  */
-export class HallModel {
+export class FollowedModel {
   constructor({ sessionId, auth, onChange, onConn, onError }) {
     this.sessionId = sessionId;
     this.me = { role: auth.role, party_id: auth.party_id, name: auth.name };
@@ -1226,22 +1225,42 @@ export class HallModel {
     this.onConn = onConn || (() => {});
     this.onError = onError || (() => {});
     this.events = [];
-    this.snapshot = null;
-    this.state = null;
-    this.pending = false;
-    this.refreshing = null;
     this.follower = new Follower({
       token: auth.token,
       sessionId,
       onEvent: (ev) => this.add(ev),
       onStatus: (status, data) => this.onConn(status, data),
-      onReplayed: () => this.changed(),
+      onReplayed: () => this.replayed(),
     });
   }
 
   async start() {
     await this.refresh();
     this.follower.connect();
+  }
+
+  serverNow() {
+    return this.follower.serverNow();
+  }
+}
+
+const REFRESH_ON = new Set(["session_sealed", "session_failed"]);
+
+/**
+ * One page's model of the session: GET the view, follow the hall, recompute on every change.
+ * `onChange(state)` is called (batched) after every change; `onConn(status, data)` for the link.
+ */
+export class HallModel extends FollowedModel {
+  constructor(options) {
+    super(options);
+    this.snapshot = null;
+    this.state = null;
+    this.pending = false;
+    this.refreshing = null;
+  }
+
+  replayed() {
+    this.changed();
   }
 
   /** GET the session as this role may see it (the snapshot the events are folded onto). */
@@ -1282,13 +1301,51 @@ export class HallModel {
       this.onChange(this.state);
     }, 0);
   }
-
-  serverNow() {
-    return this.follower.serverNow();
-  }
 }
 
 // --- shared page pieces ---------------------------------------------------------------------------
+
+/** The session's title and facts in the header of a hall page; `meKey` and `meText` name its user. */
+export function renderHallMeta(state, meKey, meText) {
+  const { view, facts } = state;
+  const m = facts.meta || {};
+  const item = (key, value, testid) =>
+    h("div", { class: "meta-item" }, h("span", { class: "label" }, t(key)), h("span", { class: "value", "data-testid": testid }, value));
+  byTestId("session-meta").replaceChildren(
+    h("div", { class: "meta-title", "data-testid": "title" }, view.title || m.title || ""),
+    h(
+      "div",
+      { class: "meta-row" },
+      item("session.project", m.project_code || "—", "project"),
+      item("session.lot", view.lot_id, "lot"),
+      item("session.tenderer", m.tenderer_name || "—", "tenderer"),
+      item(meKey, meText, "me"),
+    ),
+  );
+}
+
+/** A hall page's banner: suspended, failed or extended; `note` wraps the suspension's note. */
+export function renderHallBanner(state, note = (text) => text) {
+  const { view, facts } = state;
+  const banner = byTestId("banner");
+  if (view.status === "suspended") {
+    const reason = facts.suspension ? facts.suspension.reason : "";
+    banner.replaceChildren(h("strong", {}, t("suspended.banner", { reason })), " ", note(t("suspended.note")));
+    banner.className = "banner warn";
+    banner.hidden = false;
+  } else if (view.status === "failed") {
+    banner.textContent = t("failed.banner", { n: (facts.failure && facts.failure.min_bids) || view.timetable.min_bids });
+    banner.className = "banner bad";
+    banner.hidden = false;
+  } else if (facts.extension && !["closed", "failed"].includes(view.status)) {
+    const x = facts.extension;
+    banner.textContent = t("extended.note", { window: t(`window.${x.window}`), minutes: x.minutes, reason: x.reason });
+    banner.className = "banner info";
+    banner.hidden = false;
+  } else {
+    banner.hidden = true;
+  }
+}
 
 /** The stage stepper (ol with aria-current on the current stage). */
 export function renderStages(el, view) {

@@ -15,6 +15,8 @@ import {
   fmtSize,
   fmtTime,
   h,
+  renderHallBanner,
+  renderHallMeta,
   renderLog,
   renderStages,
   renderTable,
@@ -50,46 +52,6 @@ function beforeDeadline(view) {
 
 function effectiveStatus(view) {
   return view.status === "suspended" ? view.suspended_from : view.status;
-}
-
-function renderMeta(state, model) {
-  const { view, facts } = state;
-  const m = facts.meta || {};
-  const item = (key, value, testid) =>
-    h("div", { class: "meta-item" }, h("span", { class: "label" }, t(key)), h("span", { class: "value", "data-testid": testid }, value));
-  byTestId("session-meta").replaceChildren(
-    h("div", { class: "meta-title", "data-testid": "title" }, view.title || m.title || ""),
-    h(
-      "div",
-      { class: "meta-row" },
-      item("session.project", m.project_code || "—", "project"),
-      item("session.lot", view.lot_id, "lot"),
-      item("session.tenderer", m.tenderer_name || "—", "tenderer"),
-      item("bidder.me", `${model.me.name} (${model.me.party_id})`, "me"),
-    ),
-  );
-}
-
-function renderBanner(state) {
-  const { view, facts } = state;
-  const banner = byTestId("banner");
-  if (view.status === "suspended") {
-    const reason = facts.suspension ? facts.suspension.reason : "";
-    banner.replaceChildren(h("strong", {}, t("suspended.banner", { reason })), " ", h("span", {}, t("suspended.note")));
-    banner.className = "banner warn";
-    banner.hidden = false;
-  } else if (view.status === "failed") {
-    banner.textContent = t("failed.banner", { n: (facts.failure && facts.failure.min_bids) || view.timetable.min_bids });
-    banner.className = "banner bad";
-    banner.hidden = false;
-  } else if (facts.extension && !["closed", "failed"].includes(view.status)) {
-    const x = facts.extension;
-    banner.textContent = t("extended.note", { window: t(`window.${x.window}`), minutes: x.minutes, reason: x.reason });
-    banner.className = "banner info";
-    banner.hidden = false;
-  } else {
-    banner.hidden = true;
-  }
 }
 
 function renderTimes(view, facts) {
@@ -349,8 +311,8 @@ function render(state, model) {
   const { view, facts } = state;
   document.body.dataset.status = view.status;
   document.body.dataset.seq = String(facts.lastSeq);
-  renderMeta(state, model);
-  renderBanner(state);
+  renderHallMeta(state, "bidder.me", `${model.me.name} (${model.me.party_id})`);
+  renderHallBanner(state, (text) => h("span", {}, text));
   const statusEl = byTestId("status");
   statusEl.textContent = statusText(view);
   statusEl.dataset.status = view.status;

@@ -10,7 +10,7 @@
 
 import {
   I18N,
-  Follower,
+  FollowedModel,
   announce,
   api,
   applyI18n,
@@ -147,33 +147,20 @@ export function evalPath(sessionId, tail = "") {
  * view's seq arrives the view is fetched again (with `extra`, further reads of the same moment), so
  * a page reloaded mid-session shows what one that never left shows.
  */
-export class EvalModel {
-  constructor({ sessionId, auth, onChange, onConn, onError, extra }) {
-    this.sessionId = sessionId;
-    this.me = { role: auth.role, party_id: auth.party_id, name: auth.name };
-    this.onChange = onChange;
-    this.onConn = onConn || (() => {});
-    this.onError = onError || (() => {});
-    this.extra = extra || (async () => ({}));
-    this.events = [];
+export class EvalModel extends FollowedModel {
+  constructor(options) {
+    super(options);
+    this.extra = options.extra || (async () => ({}));
     this.view = null;
     this.seq = 0;
     this.data = {};
     this.timer = null;
     this.loading = null;
     this.again = false;
-    this.follower = new Follower({
-      token: auth.token,
-      sessionId,
-      onEvent: (ev) => this.add(ev),
-      onStatus: (status, data) => this.onConn(status, data),
-      onReplayed: () => this.schedule(),
-    });
   }
 
-  async start() {
-    await this.refresh();
-    this.follower.connect();
+  replayed() {
+    this.schedule();
   }
 
   async refresh() {
@@ -219,10 +206,6 @@ export class EvalModel {
   get lastSeq() {
     const last = this.events.length ? this.events[this.events.length - 1].seq : 0;
     return Math.max(last, this.seq);
-  }
-
-  serverNow() {
-    return this.follower.serverNow();
   }
 }
 

@@ -22,6 +22,8 @@ import {
   h,
   loadAuth,
   renderConn,
+  renderHallBanner,
+  renderHallMeta,
   renderLog,
   renderStages,
   renderTable,
@@ -63,46 +65,6 @@ function namer(view) {
   for (const b of view.bids || []) names.set(b.bidder, b.bidder_name);
   for (const r of (view.table && view.table.rows) || []) names.set(r.bidder, r.bidder_name);
   return (code) => (names.get(code) ? `${names.get(code)}` : code);
-}
-
-function renderMeta(state, model) {
-  const { view, facts } = state;
-  const m = facts.meta || {};
-  const item = (key, value, testid) =>
-    h("div", { class: "meta-item" }, h("span", { class: "label" }, t(key)), h("span", { class: "value", "data-testid": testid }, value));
-  byTestId("session-meta").replaceChildren(
-    h("div", { class: "meta-title", "data-testid": "title" }, view.title || m.title || ""),
-    h(
-      "div",
-      { class: "meta-row" },
-      item("session.project", m.project_code || "—", "project"),
-      item("session.lot", view.lot_id, "lot"),
-      item("session.tenderer", m.tenderer_name || "—", "tenderer"),
-      item("host.me", model.me.name, "me"),
-    ),
-  );
-}
-
-function renderBanner(state) {
-  const { view, facts } = state;
-  const banner = byTestId("banner");
-  if (view.status === "suspended") {
-    const reason = facts.suspension ? facts.suspension.reason : "";
-    banner.replaceChildren(h("strong", {}, t("suspended.banner", { reason })), " ", t("suspended.note"));
-    banner.className = "banner warn";
-    banner.hidden = false;
-  } else if (view.status === "failed") {
-    banner.textContent = t("failed.banner", { n: (facts.failure && facts.failure.min_bids) || view.timetable.min_bids });
-    banner.className = "banner bad";
-    banner.hidden = false;
-  } else if (facts.extension && !["closed", "failed"].includes(view.status)) {
-    const x = facts.extension;
-    banner.textContent = t("extended.note", { window: t(`window.${x.window}`), minutes: x.minutes, reason: x.reason });
-    banner.className = "banner info";
-    banner.hidden = false;
-  } else {
-    banner.hidden = true;
-  }
 }
 
 function renderTimes(view) {
@@ -353,8 +315,8 @@ function render(state, model) {
   const { view, facts } = state;
   document.body.dataset.status = view.status;
   document.body.dataset.seq = String(facts.lastSeq);
-  renderMeta(state, model);
-  renderBanner(state);
+  renderHallMeta(state, "host.me", model.me.name);
+  renderHallBanner(state);
   const statusEl = byTestId("status");
   statusEl.textContent = statusText(view);
   statusEl.dataset.status = view.status;
@@ -385,26 +347,43 @@ function tick(model) {
 const evaluation = await probeEvaluation();
 const model = evaluation ? null : bootHall({ page: "host", roles: ["host", "centre"], render, tick });
 
-async function act(button, tail, body, label) {
-  const error = byTestId("host-error");
-  const ok = byTestId("host-ok");
+/**
+ * POST one action from its button: the button is busy meanwhile, the outcome shows in the
+ * `errorId` / `okId` boxes and is announced (`done()` is the text), `settle()` re-enables controls.
+ */
+async function postAction(button, { url, body, errorId, okId, done, settle }) {
+  const error = byTestId(errorId);
+  const ok = byTestId(okId);
   showError(error, null);
   showNotice(ok, "");
   button.dataset.busy = "1";
   button.disabled = true;
   try {
-    await api("POST", path(tail), body);
-    showNotice(ok, t("host.done", { what: label }));
-    announce(t("host.done", { what: label }));
+    await api("POST", url(), body);
+    showNotice(ok, done());
+    announce(done());
     return true;
   } catch (err) {
     showError(error, err);
     return false;
   } finally {
     delete button.dataset.busy;
-    if (model && model.state) renderControls(model.state.view);
-    else button.disabled = false;
+    settle();
   }
+}
+
+function act(button, tail, body, label) {
+  return postAction(button, {
+    url: () => path(tail),
+    body,
+    errorId: "host-error",
+    okId: "host-ok",
+    done: () => t("host.done", { what: label }),
+    settle: () => {
+      if (model && model.state) renderControls(model.state.view);
+      else button.disabled = false;
+    },
+  });
 }
 
 function reasonOrComplain() {
@@ -616,25 +595,17 @@ function renderEvaluation(model) {
   }
 }
 
-async function evAct(button, tail, body, label) {
-  const error = byTestId("ev-error");
-  const ok = byTestId("ev-ok");
-  showError(error, null);
-  showNotice(ok, "");
-  button.dataset.busy = "1";
-  button.disabled = true;
-  try {
-    await api("POST", evalPath(sid(), tail), body);
-    showNotice(ok, t("hev.done", { what: label }));
-    announce(t("hev.done", { what: label }));
-    return true;
-  } catch (err) {
-    showError(error, err);
-    return false;
-  } finally {
-    delete button.dataset.busy;
-    if (ev.model && ev.model.view) renderEvControls(ev.model.view);
-  }
+function evAct(button, tail, body, label) {
+  return postAction(button, {
+    url: () => evalPath(sid(), tail),
+    body,
+    errorId: "ev-error",
+    okId: "ev-ok",
+    done: () => t("hev.done", { what: label }),
+    settle: () => {
+      if (ev.model && ev.model.view) renderEvControls(ev.model.view);
+    },
+  });
 }
 
 function bootEvaluation() {
