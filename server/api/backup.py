@@ -10,10 +10,9 @@ from crypto.quorum import DecryptedShare, QuorumBundle
 from schemas import api as S
 from schemas.canonical import canonical_json
 from server.api.routing import Ctx, Route, load_session, post, seq_of
-from server.api.shared import STAFF
+from server.api.shared import STAFF, check_own_signature
 from server.domain import errors as E
 from server.domain import opening as op
-from server.identity import cert_sha256
 from server.work.decryption import backup_decrypt
 
 BACKUP_PURPOSE = "bidbridge-backup-approval"
@@ -52,13 +51,7 @@ async def approve_backup(ctx: Ctx, body: S.BackupApproveIn) -> S.OkOut:
     doc = read_document(b64decode(body.signature))
     if doc.content != backup_approval_document(ctx.session_id, rid, request.bidders):
         raise CE.SignatureInvalid("the approval does not name this request / 审批内容与申请不符")
-    if cert_sha256(doc.signer) != ctx.who.cert_sha256:
-        raise CE.SignatureInvalid(
-            "signed with another certificate than the login / 签名证书与登录证书不同"
-        )
-    await hub.trust.avalidate(
-        doc.signer, "login", hub.clock.now(), extra_intermediates=doc.certificates
-    )
+    await check_own_signature(ctx, doc, "login")
     share = DecryptedShare.from_json(body.share)
     bundle = QuorumBundle.from_json(
         hub.blobs.path(state.timetable.backup.bundle_sha256).read_text("utf-8")

@@ -20,6 +20,7 @@ from server.auth import (
     Principal,
     token_lifetime,
 )
+from server.core import Hub
 from server.domain import draw as D
 from server.domain import errors as E
 from server.domain import evaluation as ev
@@ -29,6 +30,21 @@ from server.identity import cert_sha256
 def person_id_of(cert: x509.Certificate) -> str | None:
     values = cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
     return str(values[0].value) if values else None
+
+
+def _expert_token(
+    hub: Hub, expert_id: str, name: str, fp: str, seq: int | None
+) -> EV.ExpertSignInOut:
+    """The member's bearer token, named for their certificate."""
+    token, exp = hub.tokens.issue(Principal("expert", expert_id, name, fp), hub.clock.now())
+    return EV.ExpertSignInOut(
+        token=token,
+        expert_id=expert_id,
+        name=name,
+        expires_at=exp,
+        expires_in=token_lifetime(hub.tokens, hub.clock),
+        seq=seq,
+    )
 
 
 def _common_name(cert: x509.Certificate) -> str:
@@ -114,14 +130,7 @@ async def expert_sign_in(ctx: Ctx, body: EV.ExpertSignInIn) -> EV.ExpertSignInOu
     ):
         # Signed in already (the token expired, the room device restarted): a new token, no
         # new event; the same key at the same room proves it is the same member.
-        token, exp = hub.tokens.issue(Principal("expert", body.expert_id, name, fp), now)
-        return EV.ExpertSignInOut(
-            token=token,
-            expert_id=body.expert_id,
-            name=name,
-            expires_at=exp,
-            expires_in=token_lifetime(hub.tokens, hub.clock),
-        )
+        return _expert_token(hub, body.expert_id, name, fp, None)
     cmd = ev.ExpertSignIn(
         actor=eval_actor(ctx),
         expert_id=body.expert_id,
@@ -131,15 +140,7 @@ async def expert_sign_in(ctx: Ctx, body: EV.ExpertSignInIn) -> EV.ExpertSignInOu
         signature=body.signature,
     )
     records = await hub.service.execute(ctx.session_id, cmd)
-    token, exp = hub.tokens.issue(Principal("expert", body.expert_id, name, fp), now)
-    return EV.ExpertSignInOut(
-        token=token,
-        expert_id=body.expert_id,
-        name=name,
-        expires_at=exp,
-        expires_in=token_lifetime(hub.tokens, hub.clock),
-        seq=seq_of(records),
-    )
+    return _expert_token(hub, body.expert_id, name, fp, seq_of(records))
 
 
 async def no_key(ctx: Ctx) -> S.OkOut:

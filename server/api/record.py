@@ -12,11 +12,10 @@ from crypto.ca import credit_code_of
 from schemas import api as S
 from schemas.canonical import canonical_json
 from server.api.routing import Ctx, Route, command, execute, get, load_session, post
-from server.api.shared import STAFF
+from server.api.shared import STAFF, check_own_signature
 from server.core import Hub
 from server.domain import errors as E
 from server.domain import opening as op
-from server.identity import cert_sha256
 from server.store import NotFound
 from server.work.record import generate_record_if_due
 
@@ -90,13 +89,7 @@ async def sign_record(ctx: Ctx, body: S.SignatureIn) -> S.OkOut:
     doc = read_document(b64decode(body.signature))
     if doc.content != raw:
         raise E.TableMismatch("the signature covers another document / 签名内容不是当前开标记录")
-    if cert_sha256(doc.signer) != ctx.who.cert_sha256:
-        raise CE.SignatureInvalid(
-            "signed with another certificate than the login / 签名证书与登录证书不同"
-        )
-    await hub.trust.avalidate(
-        doc.signer, "bid_signature", hub.clock.now(), extra_intermediates=doc.certificates
-    )
+    await check_own_signature(ctx, doc, "bid_signature")
     sha = hashlib.sha256(raw).hexdigest()
     return await execute(
         ctx, op.SignRecord(actor=ctx.actor, record_sha256=sha, signature=body.signature)

@@ -6,13 +6,17 @@ from typing import Any
 
 from cryptography import x509
 
+from crypto import errors as CE
+from crypto.attest import SignedDocument
 from crypto.keys import parse_certificate
+from crypto.trust import Purpose
 from schemas import api as S
 from schemas.experts import Room, Site
 from server.api.routing import Ctx
 from server.core import Hub
 from server.domain import errors as E
 from server.domain import evaluation as ev
+from server.identity import cert_sha256
 from server.store import NotFound
 
 STAFF = ("host", "supervisor", "centre")
@@ -65,3 +69,16 @@ async def sites_of(hub: Hub) -> list[Site]:
         ]
         out.append(Site(id=s.id, name=s.name, city=s.city, rooms=mine))
     return out
+
+
+async def check_own_signature(ctx: Ctx, doc: SignedDocument, purpose: Purpose) -> None:
+    """The document is signed with the certificate the caller logged in with, valid now for
+    ``purpose`` (a staff approval, a record signature)."""
+    if cert_sha256(doc.signer) != ctx.who.cert_sha256:
+        raise CE.SignatureInvalid(
+            "signed with another certificate than the login / 签名证书与登录证书不同"
+        )
+    hub = ctx.hub
+    await hub.trust.avalidate(
+        doc.signer, purpose, hub.clock.now(), extra_intermediates=doc.certificates
+    )

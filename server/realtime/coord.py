@@ -28,6 +28,8 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+from server.realtime.tasks import stop_tasks
+
 log = logging.getLogger(__name__)
 
 PREFIX = "bidbridge"
@@ -119,12 +121,7 @@ class Coordination:
         )
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await stop_tasks(self._tasks)
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 if self._presence:  # connections still counted here: the others reap them now

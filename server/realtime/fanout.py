@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from schemas.events import EventRecord
+from server.realtime.tasks import stop_tasks
 from server.store import Store
 
 log = logging.getLogger(__name__)
@@ -143,12 +144,7 @@ class Fanout:
             self._tasks.append(loop.create_task(self._listen(), name="fanout-listen"))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await stop_tasks(self._tasks)
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 await self._redis.aclose()
