@@ -500,6 +500,21 @@ def _force(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="覆盖已有文件 / overwrite existing files")
 
 
+def _issue_parser(
+    cmds: argparse._SubParsersAction[argparse.ArgumentParser], kind: str, help: str
+) -> argparse.ArgumentParser:
+    """``issue-KIND``, which writes KIND.crt.pem, KIND.key.pem and chain.pem to --out."""
+    p: argparse.ArgumentParser = cmds.add_parser(
+        f"issue-{kind}",
+        help=help,
+        description=f"写出 {kind}.crt.pem, {kind}.key.pem, chain.pem。\n"
+        f"Writes {kind}.crt.pem, {kind}.key.pem and chain.pem.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p, out_help="输出目录 / output directory")
+    return p
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``ca`` and its subcommands to the ``bidbridge`` parser."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -547,14 +562,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _force(p)
     p.set_defaults(handler=cmd_issue_company)
 
-    p = cmds.add_parser(
-        "issue-person",
-        help="签发人员证书 / issue a person's certificate (host, supervisor, expert, centre)",
-        description="写出 person.crt.pem, person.key.pem, chain.pem。\n"
-        "Writes person.crt.pem, person.key.pem and chain.pem.",
-        formatter_class=fmt,
+    p = _issue_parser(
+        cmds,
+        "person",
+        "签发人员证书 / issue a person's certificate (host, supervisor, expert, centre)",
     )
-    _common(p, out_help="输出目录 / output directory")
     p.add_argument("--name", required=True, help="姓名 / name (CN)")
     p.add_argument("--role", required=True, choices=ca.ROLES, help="角色 / role (OU)")
     p.add_argument("--id", required=True, help="证件号 / person id (serialNumber)")
@@ -562,28 +574,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _force(p)
     p.set_defaults(handler=cmd_issue_person)
 
-    p = cmds.add_parser(
-        "issue-device",
-        help="签发评标室终端证书 / issue an evaluation-room device certificate",
-        description="写出 device.crt.pem, device.key.pem, chain.pem。\n"
-        "Writes device.crt.pem, device.key.pem and chain.pem.",
-        formatter_class=fmt,
+    p = _issue_parser(
+        cmds, "device", "签发评标室终端证书 / issue an evaluation-room device certificate"
     )
-    _common(p, out_help="输出目录 / output directory")
     p.add_argument("--room", required=True, help="评标室编号 / room id (CN)")
     p.add_argument("--site", required=True, help="场地 / site (O)")
     _key_type(p)
     _force(p)
     p.set_defaults(handler=cmd_issue_device)
 
-    p = cmds.add_parser(
-        "issue-server",
-        help="签发服务器 TLS 证书 / issue a TLS server certificate",
-        description="写出 server.crt.pem, server.key.pem, chain.pem。\n"
-        "Writes server.crt.pem, server.key.pem and chain.pem.",
-        formatter_class=fmt,
-    )
-    _common(p, out_help="输出目录 / output directory")
+    p = _issue_parser(cmds, "server", "签发服务器 TLS 证书 / issue a TLS server certificate")
     p.add_argument("--dns", action="append", help="域名，可重复 / DNS name (repeatable)")
     p.add_argument("--ip", action="append", help="IP 地址，可重复 / IP address (repeatable)")
     _key_type(p)
