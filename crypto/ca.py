@@ -198,11 +198,38 @@ def _organization_of(cert: x509.Certificate) -> str | None:
 # --- CAs -------------------------------------------------------------------------------------
 
 
-def _ca_extensions(path_length: int | None) -> list[tuple[x509.ExtensionType, bool]]:
-    return [
-        (x509.BasicConstraints(ca=True, path_length=path_length), True),
-        (_key_usage(key_cert_sign=True, crl_sign=True), True),
-    ]
+def _new_ca(
+    issuer: Issued | None,
+    common_name: str,
+    organization: str | None,
+    *,
+    key_type: KeyType,
+    not_before: datetime | None,
+    days: int,
+    path_length: int | None,
+) -> Issued:
+    """A CA with a new key: self-signed when ``issuer`` is None, else signed by ``issuer``."""
+    key = generate_key(key_type)
+    if issuer is not None:
+        organization = organization or _organization_of(issuer.certificate)
+    subject = _name(
+        (NameOID.COUNTRY_NAME, "CN"),
+        (NameOID.ORGANIZATION_NAME, organization or ""),
+        (NameOID.COMMON_NAME, common_name),
+    )
+    cert = _build(
+        subject=subject,
+        public_key=key.public_key(),
+        issuer=issuer,
+        signing_key=key if issuer is None else _issuer_key(issuer),
+        not_before=not_before,
+        days=days,
+        extensions=[
+            (x509.BasicConstraints(ca=True, path_length=path_length), True),
+            (_key_usage(key_cert_sign=True, crl_sign=True), True),
+        ],
+    )
+    return Issued(cert, key)
 
 
 def create_root_ca(
@@ -215,22 +242,15 @@ def create_root_ca(
     path_length: int | None = None,
 ) -> Issued:
     """A self-signed root CA (no path-length limit unless ``path_length`` is given)."""
-    key = generate_key(key_type)
-    subject = _name(
-        (NameOID.COUNTRY_NAME, "CN"),
-        (NameOID.ORGANIZATION_NAME, organization or ""),
-        (NameOID.COMMON_NAME, common_name),
-    )
-    cert = _build(
-        subject=subject,
-        public_key=key.public_key(),
-        issuer=None,
-        signing_key=key,
+    return _new_ca(
+        None,
+        common_name,
+        organization,
+        key_type=key_type,
         not_before=not_before,
         days=days,
-        extensions=_ca_extensions(path_length),
+        path_length=path_length,
     )
-    return Issued(cert, key)
 
 
 def create_intermediate_ca(
@@ -244,22 +264,15 @@ def create_intermediate_ca(
     organization: str | None = None,
 ) -> Issued:
     """A subordinate CA signed by ``issuer``; ``O`` defaults to the issuer's organization."""
-    key = generate_key(key_type)
-    subject = _name(
-        (NameOID.COUNTRY_NAME, "CN"),
-        (NameOID.ORGANIZATION_NAME, organization or _organization_of(issuer.certificate) or ""),
-        (NameOID.COMMON_NAME, common_name),
-    )
-    cert = _build(
-        subject=subject,
-        public_key=key.public_key(),
-        issuer=issuer,
-        signing_key=_issuer_key(issuer),
+    return _new_ca(
+        issuer,
+        common_name,
+        organization,
+        key_type=key_type,
         not_before=not_before,
         days=days,
-        extensions=_ca_extensions(path_length),
+        path_length=path_length,
     )
-    return Issued(cert, key)
 
 
 # --- end entities ----------------------------------------------------------------------------

@@ -293,16 +293,40 @@ def cmd_issue_company(args: argparse.Namespace) -> int:
     return 0
 
 
-def _issue_single(
-    args: argparse.Namespace, kind: str, make: Callable[[ca.Issued], ca.Issued]
-) -> int:
+def _default_days(kind: str) -> int:
+    return 397 if kind == "server" else 730
+
+
+def _issue(
+    kind: str, args: argparse.Namespace, issuer: ca.Issued, days: int, **key: Any
+) -> ca.Issued:
+    """The certificate of ``kind`` for the subject options in ``args``.
+
+    ``key``: ``key_type`` (a new key pair) or ``public_key`` (a certificate for an existing key).
+    """
+    if kind in ("company-sign", "company-enc"):
+        make = ca.issue_company_signing if kind == "company-sign" else ca.issue_company_encryption
+        return make(issuer, credit_code=args.credit_code, company_name=args.name, days=days, **key)
+    if kind == "person":
+        return ca.issue_person(
+            issuer, name=args.name, role=args.role, person_id=args.id, days=days, **key
+        )
+    if kind == "device":
+        return ca.issue_room_device(issuer, room_id=args.room, site=args.site, days=days, **key)
+    return ca.issue_server(
+        issuer, dns_names=args.dns or [], ip_addresses=args.ip or [], days=days, **key
+    )
+
+
+def _issue_single(args: argparse.Namespace, kind: str) -> int:
     authority = CADirectory.load(args.dir)
     out_dir = Path(args.out)
     cert_path, key_path = out_dir / f"{kind}.crt.pem", out_dir / f"{kind}.key.pem"
     out = _Output(args.force)
     out.check_free(cert_path, key_path, out_dir / CHAIN_FILE)
     try:
-        issued = make(authority.issued)
+        days = _days(args, _default_days(kind))
+        issued = _issue(kind, args, authority.issued, days, key_type=args.key_type)
     except ValueError as exc:
         raise _input_error(exc) from None
     assert issued.key is not None
@@ -317,42 +341,15 @@ def _issue_single(
 
 
 def cmd_issue_person(args: argparse.Namespace) -> int:
-    return _issue_single(
-        args,
-        "person",
-        lambda issuer: ca.issue_person(
-            issuer,
-            name=args.name,
-            role=args.role,
-            person_id=args.id,
-            key_type=args.key_type,
-            days=_days(args, 730),
-        ),
-    )
+    return _issue_single(args, "person")
 
 
 def cmd_issue_device(args: argparse.Namespace) -> int:
-    return _issue_single(
-        args,
-        "device",
-        lambda issuer: ca.issue_room_device(
-            issuer, room_id=args.room, site=args.site, key_type=args.key_type, days=_days(args, 730)
-        ),
-    )
+    return _issue_single(args, "device")
 
 
 def cmd_issue_server(args: argparse.Namespace) -> int:
-    return _issue_single(
-        args,
-        "server",
-        lambda issuer: ca.issue_server(
-            issuer,
-            dns_names=args.dns or [],
-            ip_addresses=args.ip or [],
-            key_type=args.key_type,
-            days=_days(args, 397),
-        ),
-    )
+    return _issue_single(args, "server")
 
 
 def _load_public_key(path: str) -> ca.PublicKey:
@@ -374,6 +371,14 @@ def _load_public_key(path: str) -> ca.PublicKey:
     return key
 
 
+_NEEDS = {
+    "company-sign": ("credit_code", "name"),
+    "company-enc": ("credit_code", "name"),
+    "person": ("name", "role", "id"),
+    "device": ("room", "site"),
+}
+
+
 def _require(args: argparse.Namespace, kind: str, *fields: str) -> None:
     missing = [f"--{f.replace('_', '-')}" for f in fields if not getattr(args, f)]
     if missing:
@@ -388,47 +393,13 @@ def cmd_issue_for_key(args: argparse.Namespace) -> int:
     out_path = Path(args.out)
     out = _Output(args.force)
     out.check_free(out_path)
-    days = _days(args, 397 if args.kind == "server" else 730)
-    issuer = authority.issued
     kind: str = args.kind
+    days = _days(args, _default_days(kind))
     try:
-        if kind in ("company-sign", "company-enc"):
-            _require(args, kind, "credit_code", "name")
-            make = (
-                ca.issue_company_signing if kind == "company-sign" else ca.issue_company_encryption
-            )
-            issued = make(
-                issuer,
-                credit_code=args.credit_code,
-                company_name=args.name,
-                public_key=public,
-                days=days,
-            )
-        elif kind == "person":
-            _require(args, kind, "name", "role", "id")
-            issued = ca.issue_person(
-                issuer,
-                name=args.name,
-                role=args.role,
-                person_id=args.id,
-                public_key=public,
-                days=days,
-            )
-        elif kind == "device":
-            _require(args, kind, "room", "site")
-            issued = ca.issue_room_device(
-                issuer, room_id=args.room, site=args.site, public_key=public, days=days
-            )
-        else:
-            if not args.dns and not args.ip:
-                raise CAInputInvalid(f"--kind {kind} 需要 / needs --dns or --ip")
-            issued = ca.issue_server(
-                issuer,
-                dns_names=args.dns or [],
-                ip_addresses=args.ip or [],
-                public_key=public,
-                days=days,
-            )
+        if kind == "server" and not args.dns and not args.ip:
+            raise CAInputInvalid(f"--kind {kind} 需要 / needs --dns or --ip")
+        _require(args, kind, *_NEEDS.get(kind, ()))
+        issued = _issue(kind, args, authority.issued, days, public_key=public)
     except ValueError as exc:
         raise _input_error(exc) from None
     out.cert(out_path, issued.certificate)
@@ -529,6 +500,21 @@ def _force(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="覆盖已有文件 / overwrite existing files")
 
 
+def _issue_parser(
+    cmds: argparse._SubParsersAction[argparse.ArgumentParser], kind: str, help: str
+) -> argparse.ArgumentParser:
+    """``issue-KIND``, which writes KIND.crt.pem, KIND.key.pem and chain.pem to --out."""
+    p: argparse.ArgumentParser = cmds.add_parser(
+        f"issue-{kind}",
+        help=help,
+        description=f"写出 {kind}.crt.pem, {kind}.key.pem, chain.pem。\n"
+        f"Writes {kind}.crt.pem, {kind}.key.pem and chain.pem.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p, out_help="输出目录 / output directory")
+    return p
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``ca`` and its subcommands to the ``bidbridge`` parser."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -576,14 +562,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _force(p)
     p.set_defaults(handler=cmd_issue_company)
 
-    p = cmds.add_parser(
-        "issue-person",
-        help="签发人员证书 / issue a person's certificate (host, supervisor, expert, centre)",
-        description="写出 person.crt.pem, person.key.pem, chain.pem。\n"
-        "Writes person.crt.pem, person.key.pem and chain.pem.",
-        formatter_class=fmt,
+    p = _issue_parser(
+        cmds,
+        "person",
+        "签发人员证书 / issue a person's certificate (host, supervisor, expert, centre)",
     )
-    _common(p, out_help="输出目录 / output directory")
     p.add_argument("--name", required=True, help="姓名 / name (CN)")
     p.add_argument("--role", required=True, choices=ca.ROLES, help="角色 / role (OU)")
     p.add_argument("--id", required=True, help="证件号 / person id (serialNumber)")
@@ -591,28 +574,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _force(p)
     p.set_defaults(handler=cmd_issue_person)
 
-    p = cmds.add_parser(
-        "issue-device",
-        help="签发评标室终端证书 / issue an evaluation-room device certificate",
-        description="写出 device.crt.pem, device.key.pem, chain.pem。\n"
-        "Writes device.crt.pem, device.key.pem and chain.pem.",
-        formatter_class=fmt,
+    p = _issue_parser(
+        cmds, "device", "签发评标室终端证书 / issue an evaluation-room device certificate"
     )
-    _common(p, out_help="输出目录 / output directory")
     p.add_argument("--room", required=True, help="评标室编号 / room id (CN)")
     p.add_argument("--site", required=True, help="场地 / site (O)")
     _key_type(p)
     _force(p)
     p.set_defaults(handler=cmd_issue_device)
 
-    p = cmds.add_parser(
-        "issue-server",
-        help="签发服务器 TLS 证书 / issue a TLS server certificate",
-        description="写出 server.crt.pem, server.key.pem, chain.pem。\n"
-        "Writes server.crt.pem, server.key.pem and chain.pem.",
-        formatter_class=fmt,
-    )
-    _common(p, out_help="输出目录 / output directory")
+    p = _issue_parser(cmds, "server", "签发服务器 TLS 证书 / issue a TLS server certificate")
     p.add_argument("--dns", action="append", help="域名，可重复 / DNS name (repeatable)")
     p.add_argument("--ip", action="append", help="IP 地址，可重复 / IP address (repeatable)")
     _key_type(p)

@@ -11,19 +11,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import IO, Any
 
 BEIJING = timezone(timedelta(hours=8), "北京时间")
-STATUSES = (
-    "draft",
-    "published",
-    "sign_in",
-    "sealed",
-    "opening",
-    "decrypting",
-    "announcing",
-    "confirming",
-    "closed",
-    "failed",
-    "suspended",
-)
 STATUS_TEXT = {
     "draft": "草稿 draft",
     "published": "已发布 published",
@@ -37,6 +24,7 @@ STATUS_TEXT = {
     "failed": "流标 failed",
     "suspended": "已暂停 suspended",
 }
+STATUSES = tuple(STATUS_TEXT)  # an opening session's statuses, in their order
 BID_TEXT = {
     "uploaded": "已上传 uploaded",
     "retracted": "已撤回 retracted",

@@ -167,7 +167,38 @@ def _paste(plane: bytearray, stride: int, x: int, y: int, rows: Sequence[bytes])
         plane[start : start + len(row)] = row
 
 
-class SyntheticVideoTrack(MediaStreamTrack):
+class _PacedTrack(MediaStreamTrack):
+    """A generated track paced by the wall clock: frame ``n`` is due ``n * seconds / frames``
+    seconds after the first; a track more than ``MAX_LAG_SECONDS`` behind skips the frames it
+    missed (counted in ``frames_skipped``) instead of sending them in a burst."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames_sent = 0
+        self.frames_skipped = 0
+        self._index = 0
+        self._start: float | None = None
+
+    async def _next_index(self, frames: int, seconds: int = 1) -> int:
+        """Wait until the next frame is due (``frames`` every ``seconds``); return its index."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        else:
+            self._index += 1
+            due = self._start + self._index * seconds / frames
+            if now - due > MAX_LAG_SECONDS:
+                skip = int((now - due) * frames / seconds)
+                self._index += skip
+                self.frames_skipped += skip
+            else:
+                await asyncio.sleep(max(0.0, due - now))
+        return self._index
+
+
+class SyntheticVideoTrack(_PacedTrack):
     """640x480 video at 15 fps drawn without numpy: moving stripes, a bouncing box, a label and
     a frame counter. Paced by the wall clock; pts in the 90 kHz RTP clock."""
 
@@ -187,10 +218,6 @@ class SyntheticVideoTrack(MediaStreamTrack):
         self.height = height
         self.fps = fps
         self.label = label
-        self.frames_sent = 0
-        self.frames_skipped = 0
-        self._index = 0
-        self._start: float | None = None
         # A triangle wave 16..235, long enough to cut any row out of it at any phase.
         period = 256
         wave = bytes(
@@ -209,22 +236,9 @@ class SyntheticVideoTrack(MediaStreamTrack):
         self._v = bytes([96 + (tint >> 8) % 64]) * ((width // 2) * (height // 2))
 
     async def recv(self) -> Frame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        else:
-            self._index += 1
-            due = self._start + self._index / self.fps
-            if now - due > MAX_LAG_SECONDS:
-                skip = int((now - due) * self.fps)
-                self._index += skip
-                self.frames_skipped += skip
-            else:
-                await asyncio.sleep(max(0.0, due - now))
-        frame = self.draw(self._index)
-        frame.pts = self._index * VIDEO_CLOCK_RATE // self.fps
+        index = await self._next_index(self.fps)
+        frame = self.draw(index)
+        frame.pts = index * VIDEO_CLOCK_RATE // self.fps
         frame.time_base = VIDEO_TIME_BASE
         self.frames_sent += 1
         return frame
@@ -265,7 +279,7 @@ class SyntheticVideoTrack(MediaStreamTrack):
         return frame
 
 
-class SyntheticAudioTrack(MediaStreamTrack):
+class SyntheticAudioTrack(_PacedTrack):
     """A 48 kHz mono sine tone in 20 ms frames that beeps (800 ms on, 200 ms off) once a second.
 
     The tone is a multiple of 50 Hz, so one 20 ms frame holds whole periods and is computed once.
@@ -280,10 +294,6 @@ class SyntheticAudioTrack(MediaStreamTrack):
         if frequency % 50:
             raise ValueError("the tone must be a multiple of 50 Hz")
         self.frequency = frequency
-        self.frames_sent = 0
-        self.frames_skipped = 0
-        self._index = 0
-        self._start: float | None = None
         amplitude = 0.25 * 32767
         self._tone = struct.pack(
             f"<{AUDIO_SAMPLES}h",
@@ -295,24 +305,11 @@ class SyntheticAudioTrack(MediaStreamTrack):
         self._silence = bytes(2 * AUDIO_SAMPLES)
 
     async def recv(self) -> Frame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        else:
-            self._index += 1
-            due = self._start + self._index * AUDIO_SAMPLES / AUDIO_RATE
-            if now - due > MAX_LAG_SECONDS:
-                skip = int((now - due) * AUDIO_RATE / AUDIO_SAMPLES)
-                self._index += skip
-                self.frames_skipped += skip
-            else:
-                await asyncio.sleep(max(0.0, due - now))
+        index = await self._next_index(AUDIO_RATE, AUDIO_SAMPLES)
         frame = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_SAMPLES)
         per_second = AUDIO_RATE // AUDIO_SAMPLES
-        frame.planes[0].update(self._tone if self._index % per_second < 40 else self._silence)
-        frame.pts = self._index * AUDIO_SAMPLES
+        frame.planes[0].update(self._tone if index % per_second < 40 else self._silence)
+        frame.pts = index * AUDIO_SAMPLES
         frame.sample_rate = AUDIO_RATE
         frame.time_base = AUDIO_TIME_BASE
         self.frames_sent += 1
