@@ -1561,7 +1561,40 @@ async function enterPage() {
   location.replace(`/web/${out.page}.html?session=${encodeURIComponent(out.session_id)}`);
 }
 
+/**
+ * The header bar every page shares, built around the page's own <h1> in <header class="top">:
+ * the skip link to #main (not with data-skip="off"), the product's name (data-app, a text key;
+ * app.name unless set) over the title, and the language switch. A live page sets data-live to the
+ * test id of its slot for the session's facts and gets the server clock and the connection state.
+ * The settings are removed once read: the header ends up as the pages used to write it out.
+ */
+function buildTopBar() {
+  const top = document.querySelector("header.top");
+  if (!top || top.querySelector(".brand")) return;
+  const { app = "app.name", live, skip } = top.dataset;
+  for (const key of ["app", "live", "skip"]) delete top.dataset[key];
+  if (skip !== "off") top.before(h("a", { class: "skip", href: "#main", "data-i18n": "app.skip" }));
+  const brand = h("div", { class: "brand" }, h("span", { class: "app", "data-i18n": app }), top.querySelector("h1"));
+  const switcher = h("button", { type: "button", class: "secondary", "data-lang-switch": true, "data-testid": "lang-switch" });
+  if (live === undefined) {
+    top.replaceChildren(brand, h("div", { class: "top-tools" }, switcher));
+    return;
+  }
+  const clock = h(
+    "div",
+    { class: "clock" },
+    h("span", { class: "label" }, h("span", { "data-i18n": "common.server_time" }), " (", h("span", { "data-i18n": "common.beijing" }), ")"),
+    h("span", { class: "mono", "data-testid": "server-time" }, "—"),
+  );
+  top.replaceChildren(
+    brand,
+    h("div", { class: "session-meta", "data-testid": live }),
+    h("div", { class: "top-tools" }, clock, h("span", { class: "conn", "data-testid": "conn", role: "status" }, "—"), switcher),
+  );
+}
+
 function init() {
+  buildTopBar();
   applyI18n();
   for (const el of document.querySelectorAll("[data-lang-switch]")) {
     el.addEventListener("click", () => setLang(lang === "zh" ? "en" : "zh"));
