@@ -11,21 +11,22 @@
 import {
   I18N,
   FollowedModel,
+  addTexts,
   announce,
   api,
-  applyI18n,
   byTestId,
   commandBlock,
+  connectionView,
   currentLang,
   fmtFen,
   fmtSize,
-  fmtTime,
   h,
-  loadAuth,
-  renderConn,
+  pageAuth,
   renderLog,
+  requiredValue,
   showError,
   t,
+  tickClock,
   useToken,
 } from "/web/app.js";
 
@@ -123,17 +124,13 @@ const TEXT = {
   "ex.ev.report_to_sign": ["报告意见待终端签名", "Report answer waiting for the room device's signature"],
 };
 
-for (const [key, [zh, en]] of Object.entries(TEXT)) {
-  if (!(key in I18N.zh)) I18N.zh[key] = zh;
-  if (!(key in I18N.en)) I18N.en[key] = en;
-}
 for (const type of ["sheet_to_sign", "report_to_sign"]) {
   if (!(`ev.${type}` in I18N.zh)) {
     I18N.zh[`ev.${type}`] = TEXT[`ex.ev.${type}`][0];
     I18N.en[`ev.${type}`] = TEXT[`ex.ev.${type}`][1];
   }
 }
-applyI18n(); // app.js filled the page before these texts were known
+addTexts(TEXT); // app.js filled the page before these texts were known
 
 // --- the evaluation as this role may see it --------------------------------------------------------
 
@@ -729,33 +726,21 @@ async function post(tail, body, errorEl, label) {
 function bootDesk() {
   const fatal = byTestId("fatal");
   const sessionId = sid();
-  const auth = loadAuth(sessionId);
-  if (!auth) {
-    showError(fatal, { code: "NO_SIGN_IN", zh: I18N.zh["err.no_auth"], en: I18N.en["err.no_auth"] });
-    return;
-  }
-  if (auth.role !== "expert") {
-    showError(fatal, { code: "NOT_PERMITTED", zh: I18N.zh["err.wrong_page"], en: I18N.en["err.wrong_page"] });
-    return;
-  }
+  const auth = pageAuth(sessionId, ["expert"], fatal);
+  if (!auth) return;
   ui.auth = auth;
   useToken(auth.token);
-  let conn = ["connecting", null];
-  const connEl = byTestId("conn");
+  const conn = connectionView(fatal);
   const model = new EvalModel({
     sessionId,
     auth,
     extra: deskExtra,
     onChange: () => render(model),
-    onConn: (status, data) => {
-      conn = [status, data];
-      renderConn(connEl, status, data);
-      if (status === "refused") showError(fatal, data);
-    },
-    onError: (err) => showError(fatal, err),
+    onConn: conn.onConn,
+    onError: conn.onError,
   });
   document.addEventListener("langchange", () => {
-    renderConn(connEl, ...conn);
+    conn.relabel();
     ui.docsKey = "";
     render(model);
   });
@@ -767,9 +752,7 @@ function bootDesk() {
     })
     .catch((err) => showError(fatal, err));
   model.start().catch((err) => showError(fatal, err));
-  setInterval(() => {
-    byTestId("server-time").textContent = model.follower.synced ? fmtTime(model.serverNow()) : "—";
-  }, 250);
+  setInterval(() => tickClock(model), 250);
 
   byTestId("sheet-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -793,12 +776,8 @@ function bootDesk() {
   });
   const reasonEl = byTestId("report-reason");
   const reportError = byTestId("report-error");
-  const needReason = () => {
-    if (reasonEl.value.trim()) return reasonEl.value.trim();
-    showError(reportError, { code: "REASON_REQUIRED", zh: I18N.zh["ex.report.need_reason"], en: I18N.en["ex.report.need_reason"] });
-    reasonEl.focus();
-    return null;
-  };
+  const needReason = () =>
+    requiredValue(reasonEl, reportError, { code: "REASON_REQUIRED", zh: I18N.zh["ex.report.need_reason"], en: I18N.en["ex.report.need_reason"] });
   byTestId("report-agree").addEventListener("click", async () => {
     if (await post("/to-sign", { kind: "report", agree: true, reason: "" }, reportError, t("ex.report.agree"))) model.schedule();
   });
