@@ -5,8 +5,8 @@
 // confirms there, and the page learns the outcome from the same events the agents get.
 //
 // Also exported for the host console's evaluation view: EvalModel (the evaluation as this role may
-// see it, refreshed from GET /api/evaluations/{id} whenever the event stream moves) and the
-// evaluation's stepper, status text and labels.
+// see it, refreshed from GET /api/evaluations/{id} whenever the event stream moves), the
+// evaluation's state on a page (renderEvalStatus: banner, status line, stepper) and labels.
 
 import {
   I18N,
@@ -209,6 +209,17 @@ export class EvalModel extends FollowedModel {
 export const EVAL_FLOW = ["drawing", "convening", "chair", "@stages", "summarizing", "signing", "closed"];
 
 /** The evaluation's steps, with the review stages of this evaluation in the middle. */
+/** The evaluation's state on a page: the body's data-status and data-seq, the banner, the status line, the stepper. */
+export function renderEvalStatus(view, model, statusEl, stagesEl) {
+  document.body.dataset.status = view.status;
+  document.body.dataset.seq = String(model.lastSeq);
+  renderEvalBanner(byTestId("banner"), view, model.events);
+  statusEl.textContent = evalStatusText(view);
+  statusEl.dataset.status = view.status;
+  statusEl.dataset.stage = view.stage || "";
+  renderEvalStages(stagesEl, view);
+}
+
 export function renderEvalStages(el, view) {
   const steps = EVAL_FLOW.flatMap((s) => (s === "@stages" ? view.stages || [] : [s]));
   const status = view.status === "suspended" ? view.suspended_from : view.status;
@@ -686,15 +697,8 @@ function renderReport(view, model) {
 function render(model) {
   const view = model.view;
   if (!view) return;
-  document.body.dataset.status = view.status;
-  document.body.dataset.seq = String(model.lastSeq);
   renderMeta(view, model);
-  renderEvalBanner(byTestId("banner"), view, model.events);
-  const statusEl = byTestId("status");
-  statusEl.textContent = evalStatusText(view);
-  statusEl.dataset.status = view.status;
-  statusEl.dataset.stage = view.stage || "";
-  renderEvalStages(byTestId("stages"), view);
+  renderEvalStatus(view, model, byTestId("status"), byTestId("stages"));
   renderFacts(view);
   renderChair(view, model);
   renderBids(view, model);

@@ -37,7 +37,7 @@ import {
   tickCountdown,
   useToken,
 } from "/web/app.js";
-import { EvalModel, evalPath, evalStatusText, memberName, renderEvalBanner, renderEvalStages } from "/web/expert.js";
+import { EvalModel, evalPath, memberName, renderEvalStatus } from "/web/expert.js";
 
 const ui = {
   objections: new Map(), // id -> {li, sig}
@@ -566,18 +566,11 @@ function bidderOf(view, code) {
 function renderEvaluation(model) {
   const view = model.view;
   if (!view) return;
-  document.body.dataset.status = view.status;
-  document.body.dataset.seq = String(model.lastSeq);
   byTestId("session-meta").replaceChildren(
     h("div", { class: "meta-title", "data-testid": "title" }, view.title || ""),
     h("div", { class: "meta-row" }, h("div", { class: "meta-item" }, h("span", { class: "label" }, t("session.lot")), h("span", { class: "value" }, view.lot_id))),
   );
-  renderEvalBanner(byTestId("banner"), view, model.events);
-  const status = byTestId("ev-status");
-  status.textContent = evalStatusText(view);
-  status.dataset.status = view.status;
-  status.dataset.stage = view.stage || "";
-  renderEvalStages(byTestId("ev-stages"), view);
+  renderEvalStatus(view, model, byTestId("ev-status"), byTestId("ev-stages"));
   renderEvTimes(view);
   renderEvControls(view);
   renderEvCommittee(view);
