@@ -805,10 +805,11 @@ function boot() {
   if (!auth) return;
   wall.auth = auth;
   keepTokenFresh(auth, (err) => showError(fatal, err));
-  byTestId("me").replaceChildren(h("span", { class: "meta-item" }, `${t("sup.me")}: `, h("strong", {}, auth.name)));
+  const showMe = () => byTestId("me").replaceChildren(h("span", { class: "meta-item" }, `${t("sup.me")}: `, h("strong", {}, auth.name)));
+  showMe();
   byTestId("reload-list").addEventListener("click", () => loadList());
   document.addEventListener("langchange", () => {
-    byTestId("me").replaceChildren(h("span", { class: "meta-item" }, `${t("sup.me")}: `, h("strong", {}, auth.name)));
+    showMe();
     for (const b of boxes()) b.relabel();
     renderSummary();
     renderSignals();
