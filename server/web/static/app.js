@@ -480,6 +480,15 @@ for (const [key, [zh, en]] of Object.entries(TEXT)) {
   I18N.en[key] = en;
 }
 
+/** A page's own texts join the dictionary (a key app.js has keeps its text); the page is filled again. */
+export function addTexts(table) {
+  for (const [key, [zh, en]] of Object.entries(table)) {
+    if (!(key in I18N.zh)) I18N.zh[key] = zh;
+    if (!(key in I18N.en)) I18N.en[key] = en;
+  }
+  applyI18n();
+}
+
 export function getLang() {
   try {
     return localStorage.getItem(LANG_KEY) === "en" ? "en" : "zh";
@@ -690,6 +699,18 @@ export function showError(el, err) {
   if (hint) parts.push(h("span", { class: "hint" }, I18N.zh[hint] + " / " + I18N.en[hint]));
   el.replaceChildren(...parts);
   el.hidden = false;
+}
+
+/**
+ * The trimmed value of a field that must be filled in; when it is empty, null: `errorEl` shows
+ * `error` ({code, zh, en}) and the field gets the focus.
+ */
+export function requiredValue(input, errorEl, error) {
+  const value = input.value.trim();
+  if (value) return value;
+  showError(errorEl, error);
+  input.focus();
+  return null;
 }
 
 export function showNotice(el, text) {
@@ -1488,10 +1509,33 @@ export function renderConn(el, status, data) {
   }
 }
 
-/** Boot a hall page: auth from sessionStorage, the model, the language switch, the ticker. */
-export function bootHall({ page, roles, render, tick }) {
-  const sessionId = new URLSearchParams(location.search).get("session");
-  const fatal = byTestId("fatal");
+/**
+ * The header's connection indicator and the `fatal` box for a page's model: `onConn` and `onError`
+ * go to the model; `relabel()` writes the last state again in the new language.
+ */
+export function connectionView(fatal) {
+  const el = byTestId("conn");
+  let conn = ["connecting", null];
+  return {
+    onConn: (status, data) => {
+      conn = [status, data];
+      renderConn(el, status, data);
+      if (status === "refused") showError(fatal, data);
+    },
+    onError: (err) => showError(fatal, err),
+    relabel: () => renderConn(el, ...conn),
+  };
+}
+
+/** The header's server clock for a model (a dash until the clock is synced); returns the server's now. */
+export function tickClock(model) {
+  const now = model.serverNow();
+  byTestId("server-time").textContent = model.follower.synced ? fmtTime(now) : "—";
+  return now;
+}
+
+/** This tab's sign-in for the session if its role may open this page; else null, and `fatal` says why. */
+export function pageAuth(sessionId, roles, fatal) {
   const auth = loadAuth(sessionId);
   if (!auth) {
     showError(fatal, { code: "NO_SIGN_IN", zh: I18N.zh["err.no_auth"], en: I18N.en["err.no_auth"] });
@@ -1501,22 +1545,26 @@ export function bootHall({ page, roles, render, tick }) {
     showError(fatal, { code: "NOT_PERMITTED", zh: I18N.zh["err.wrong_page"], en: I18N.en["err.wrong_page"] });
     return null;
   }
+  return auth;
+}
+
+/** Boot a hall page: auth from sessionStorage, the model, the language switch, the ticker. */
+export function bootHall({ page, roles, render, tick }) {
+  const sessionId = new URLSearchParams(location.search).get("session");
+  const fatal = byTestId("fatal");
+  const auth = pageAuth(sessionId, roles, fatal);
+  if (!auth) return null;
   keepTokenFresh(auth, (err) => showError(fatal, err));
-  let conn = ["connecting", null];
-  const connEl = byTestId("conn");
+  const conn = connectionView(fatal);
   const model = new HallModel({
     sessionId,
     auth,
     onChange: (state) => render(state, model),
-    onConn: (status, data) => {
-      conn = [status, data];
-      renderConn(connEl, status, data);
-      if (status === "refused") showError(fatal, data);
-    },
-    onError: (err) => showError(fatal, err),
+    onConn: conn.onConn,
+    onError: conn.onError,
   });
   document.addEventListener("langchange", () => {
-    renderConn(connEl, ...conn);
+    conn.relabel();
     if (model.state) render(model.state, model);
   });
   model.start().catch((err) => showError(fatal, err));
@@ -1561,7 +1609,40 @@ async function enterPage() {
   location.replace(`/web/${out.page}.html?session=${encodeURIComponent(out.session_id)}`);
 }
 
+/**
+ * The header bar every page shares, built around the page's own <h1> in <header class="top">:
+ * the skip link to #main (not with data-skip="off"), the product's name (data-app, a text key;
+ * app.name unless set) over the title, and the language switch. A live page sets data-live to the
+ * test id of its slot for the session's facts and gets the server clock and the connection state.
+ * The settings are removed once read: the header ends up as the pages used to write it out.
+ */
+function buildTopBar() {
+  const top = document.querySelector("header.top");
+  if (!top || top.querySelector(".brand")) return;
+  const { app = "app.name", live, skip } = top.dataset;
+  for (const key of ["app", "live", "skip"]) delete top.dataset[key];
+  if (skip !== "off") top.before(h("a", { class: "skip", href: "#main", "data-i18n": "app.skip" }));
+  const brand = h("div", { class: "brand" }, h("span", { class: "app", "data-i18n": app }), top.querySelector("h1"));
+  const switcher = h("button", { type: "button", class: "secondary", "data-lang-switch": true, "data-testid": "lang-switch" });
+  if (live === undefined) {
+    top.replaceChildren(brand, h("div", { class: "top-tools" }, switcher));
+    return;
+  }
+  const clock = h(
+    "div",
+    { class: "clock" },
+    h("span", { class: "label" }, h("span", { "data-i18n": "common.server_time" }), " (", h("span", { "data-i18n": "common.beijing" }), ")"),
+    h("span", { class: "mono", "data-testid": "server-time" }, "—"),
+  );
+  top.replaceChildren(
+    brand,
+    h("div", { class: "session-meta", "data-testid": live }),
+    h("div", { class: "top-tools" }, clock, h("span", { class: "conn", "data-testid": "conn", role: "status" }, "—"), switcher),
+  );
+}
+
 function init() {
+  buildTopBar();
   applyI18n();
   for (const el of document.querySelectorAll("[data-lang-switch]")) {
     el.addEventListener("click", () => setLang(lang === "zh" ? "en" : "zh"));

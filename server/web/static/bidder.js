@@ -20,11 +20,13 @@ import {
   renderLog,
   renderStages,
   renderTable,
+  requiredValue,
   showError,
   showNotice,
   splitBilingual,
   statusText,
   t,
+  tickClock,
   tickCountdown,
 } from "/web/app.js";
 
@@ -337,8 +339,7 @@ function render(state, model) {
 }
 
 function tick(model) {
-  const now = model.serverNow();
-  byTestId("server-time").textContent = model.follower.synced ? fmtTime(now) : "—";
+  const now = tickClock(model);
   tickCountdown(byTestId("countdown"), byTestId("countdown-label"), model.state, now);
   const offset = model.follower.offset / 1000;
   byTestId("offset").textContent = model.follower.synced && Math.abs(offset) >= 2 ? t("conn.offset", { s: offset.toFixed(1) }) : "";
@@ -366,11 +367,7 @@ if (model) {
     const error = byTestId("objection-error");
     showError(error, null);
     showNotice(byTestId("objection-ok"), "");
-    if (!text.value.trim()) {
-      showError(error, { code: "TEXT_REQUIRED", zh: "请填写异议内容。", en: "Write the objection first." });
-      text.focus();
-      return;
-    }
+    if (!requiredValue(text, error, { code: "TEXT_REQUIRED", zh: "请填写异议内容。", en: "Write the objection first." })) return;
     send.disabled = true;
     try {
       await api("POST", `/api/sessions/${encodeURIComponent(sid)}/objections`, { text: text.value.trim() });

@@ -5,27 +5,28 @@
 // confirms there, and the page learns the outcome from the same events the agents get.
 //
 // Also exported for the host console's evaluation view: EvalModel (the evaluation as this role may
-// see it, refreshed from GET /api/evaluations/{id} whenever the event stream moves) and the
-// evaluation's stepper, status text and labels.
+// see it, refreshed from GET /api/evaluations/{id} whenever the event stream moves), the
+// evaluation's state on a page (renderEvalStatus: banner, status line, stepper) and labels.
 
 import {
   I18N,
   FollowedModel,
+  addTexts,
   announce,
   api,
-  applyI18n,
   byTestId,
   commandBlock,
+  connectionView,
   currentLang,
   fmtFen,
   fmtSize,
-  fmtTime,
   h,
-  loadAuth,
-  renderConn,
+  pageAuth,
   renderLog,
+  requiredValue,
   showError,
   t,
+  tickClock,
   useToken,
 } from "/web/app.js";
 
@@ -123,17 +124,13 @@ const TEXT = {
   "ex.ev.report_to_sign": ["报告意见待终端签名", "Report answer waiting for the room device's signature"],
 };
 
-for (const [key, [zh, en]] of Object.entries(TEXT)) {
-  if (!(key in I18N.zh)) I18N.zh[key] = zh;
-  if (!(key in I18N.en)) I18N.en[key] = en;
-}
 for (const type of ["sheet_to_sign", "report_to_sign"]) {
   if (!(`ev.${type}` in I18N.zh)) {
     I18N.zh[`ev.${type}`] = TEXT[`ex.ev.${type}`][0];
     I18N.en[`ev.${type}`] = TEXT[`ex.ev.${type}`][1];
   }
 }
-applyI18n(); // app.js filled the page before these texts were known
+addTexts(TEXT); // app.js filled the page before these texts were known
 
 // --- the evaluation as this role may see it --------------------------------------------------------
 
@@ -212,6 +209,17 @@ export class EvalModel extends FollowedModel {
 export const EVAL_FLOW = ["drawing", "convening", "chair", "@stages", "summarizing", "signing", "closed"];
 
 /** The evaluation's steps, with the review stages of this evaluation in the middle. */
+/** The evaluation's state on a page: the body's data-status and data-seq, the banner, the status line, the stepper. */
+export function renderEvalStatus(view, model, statusEl, stagesEl) {
+  document.body.dataset.status = view.status;
+  document.body.dataset.seq = String(model.lastSeq);
+  renderEvalBanner(byTestId("banner"), view, model.events);
+  statusEl.textContent = evalStatusText(view);
+  statusEl.dataset.status = view.status;
+  statusEl.dataset.stage = view.stage || "";
+  renderEvalStages(stagesEl, view);
+}
+
 export function renderEvalStages(el, view) {
   const steps = EVAL_FLOW.flatMap((s) => (s === "@stages" ? view.stages || [] : [s]));
   const status = view.status === "suspended" ? view.suspended_from : view.status;
@@ -689,15 +697,8 @@ function renderReport(view, model) {
 function render(model) {
   const view = model.view;
   if (!view) return;
-  document.body.dataset.status = view.status;
-  document.body.dataset.seq = String(model.lastSeq);
   renderMeta(view, model);
-  renderEvalBanner(byTestId("banner"), view, model.events);
-  const statusEl = byTestId("status");
-  statusEl.textContent = evalStatusText(view);
-  statusEl.dataset.status = view.status;
-  statusEl.dataset.stage = view.stage || "";
-  renderEvalStages(byTestId("stages"), view);
+  renderEvalStatus(view, model, byTestId("status"), byTestId("stages"));
   renderFacts(view);
   renderChair(view, model);
   renderBids(view, model);
@@ -729,33 +730,21 @@ async function post(tail, body, errorEl, label) {
 function bootDesk() {
   const fatal = byTestId("fatal");
   const sessionId = sid();
-  const auth = loadAuth(sessionId);
-  if (!auth) {
-    showError(fatal, { code: "NO_SIGN_IN", zh: I18N.zh["err.no_auth"], en: I18N.en["err.no_auth"] });
-    return;
-  }
-  if (auth.role !== "expert") {
-    showError(fatal, { code: "NOT_PERMITTED", zh: I18N.zh["err.wrong_page"], en: I18N.en["err.wrong_page"] });
-    return;
-  }
+  const auth = pageAuth(sessionId, ["expert"], fatal);
+  if (!auth) return;
   ui.auth = auth;
   useToken(auth.token);
-  let conn = ["connecting", null];
-  const connEl = byTestId("conn");
+  const conn = connectionView(fatal);
   const model = new EvalModel({
     sessionId,
     auth,
     extra: deskExtra,
     onChange: () => render(model),
-    onConn: (status, data) => {
-      conn = [status, data];
-      renderConn(connEl, status, data);
-      if (status === "refused") showError(fatal, data);
-    },
-    onError: (err) => showError(fatal, err),
+    onConn: conn.onConn,
+    onError: conn.onError,
   });
   document.addEventListener("langchange", () => {
-    renderConn(connEl, ...conn);
+    conn.relabel();
     ui.docsKey = "";
     render(model);
   });
@@ -767,9 +756,7 @@ function bootDesk() {
     })
     .catch((err) => showError(fatal, err));
   model.start().catch((err) => showError(fatal, err));
-  setInterval(() => {
-    byTestId("server-time").textContent = model.follower.synced ? fmtTime(model.serverNow()) : "—";
-  }, 250);
+  setInterval(() => tickClock(model), 250);
 
   byTestId("sheet-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -793,12 +780,8 @@ function bootDesk() {
   });
   const reasonEl = byTestId("report-reason");
   const reportError = byTestId("report-error");
-  const needReason = () => {
-    if (reasonEl.value.trim()) return reasonEl.value.trim();
-    showError(reportError, { code: "REASON_REQUIRED", zh: I18N.zh["ex.report.need_reason"], en: I18N.en["ex.report.need_reason"] });
-    reasonEl.focus();
-    return null;
-  };
+  const needReason = () =>
+    requiredValue(reasonEl, reportError, { code: "REASON_REQUIRED", zh: I18N.zh["ex.report.need_reason"], en: I18N.en["ex.report.need_reason"] });
   byTestId("report-agree").addEventListener("click", async () => {
     if (await post("/to-sign", { kind: "report", agree: true, reason: "" }, reportError, t("ex.report.agree"))) model.schedule();
   });

@@ -11,30 +11,33 @@ import {
   I18N,
   ACTIVE,
   BEFORE_DEADLINE,
+  addTexts,
   announce,
   api,
-  applyI18n,
   bootHall,
   byTestId,
   commandBlock,
+  connectionView,
   currentLang,
   fmtTime,
   h,
   loadAuth,
-  renderConn,
+  pageAuth,
   renderHallBanner,
   renderHallMeta,
   renderLog,
   renderStages,
   renderTable,
+  requiredValue,
   showError,
   showNotice,
   statusText,
   t,
+  tickClock,
   tickCountdown,
   useToken,
 } from "/web/app.js";
-import { EvalModel, evalPath, evalStatusText, memberName, renderEvalBanner, renderEvalStages } from "/web/expert.js";
+import { EvalModel, evalPath, memberName, renderEvalStatus } from "/web/expert.js";
 
 const ui = {
   objections: new Map(), // id -> {li, sig}
@@ -339,8 +342,7 @@ function render(state, model) {
 }
 
 function tick(model) {
-  const now = model.serverNow();
-  byTestId("server-time").textContent = model.follower.synced ? fmtTime(now) : "—";
+  const now = tickClock(model);
   tickCountdown(byTestId("countdown"), byTestId("countdown-label"), model.state, now);
 }
 
@@ -387,14 +389,11 @@ function act(button, tail, body, label) {
 }
 
 function reasonOrComplain() {
-  const input = byTestId("action-reason");
-  const reason = input.value.trim();
-  if (!reason) {
-    showError(byTestId("host-error"), { code: "REASON_REQUIRED", zh: "请填写原因。", en: "A reason is required." });
-    input.focus();
-    return null;
-  }
-  return reason;
+  return requiredValue(byTestId("action-reason"), byTestId("host-error"), {
+    code: "REASON_REQUIRED",
+    zh: "请填写原因。",
+    en: "A reason is required.",
+  });
 }
 
 if (model) {
@@ -460,11 +459,7 @@ const EV_TEXT = {
   "hev.done": ["已完成：{what}", "Done: {what}"],
   "hev.need_reason": ["请填写原因。", "A reason is required."],
 };
-for (const [key, [zh, en]] of Object.entries(EV_TEXT)) {
-  if (!(key in I18N.zh)) I18N.zh[key] = zh;
-  if (!(key in I18N.en)) I18N.en[key] = en;
-}
-applyI18n();
+addTexts(EV_TEXT);
 
 /** The link names an evaluation when the evaluation route knows the session. */
 async function probeEvaluation() {
@@ -571,18 +566,11 @@ function bidderOf(view, code) {
 function renderEvaluation(model) {
   const view = model.view;
   if (!view) return;
-  document.body.dataset.status = view.status;
-  document.body.dataset.seq = String(model.lastSeq);
   byTestId("session-meta").replaceChildren(
     h("div", { class: "meta-title", "data-testid": "title" }, view.title || ""),
     h("div", { class: "meta-row" }, h("div", { class: "meta-item" }, h("span", { class: "label" }, t("session.lot")), h("span", { class: "value" }, view.lot_id))),
   );
-  renderEvalBanner(byTestId("banner"), view, model.events);
-  const status = byTestId("ev-status");
-  status.textContent = evalStatusText(view);
-  status.dataset.status = view.status;
-  status.dataset.stage = view.stage || "";
-  renderEvalStages(byTestId("ev-stages"), view);
+  renderEvalStatus(view, model, byTestId("ev-status"), byTestId("ev-stages"));
   renderEvTimes(view);
   renderEvControls(view);
   renderEvCommittee(view);
@@ -609,12 +597,9 @@ function evAct(button, tail, body, label) {
 }
 
 function bootEvaluation() {
-  const auth = loadAuth(sid());
   const fatal = byTestId("fatal");
-  if (!["host", "centre"].includes(auth.role)) {
-    showError(fatal, { code: "NOT_PERMITTED", zh: I18N.zh["err.wrong_page"], en: I18N.en["err.wrong_page"] });
-    return;
-  }
+  const auth = pageAuth(sid(), ["host", "centre"], fatal);
+  if (!auth) return;
   const opening = document.getElementById("main");
   opening.hidden = true;
   opening.id = "main-opening";
@@ -633,29 +618,22 @@ function bootEvaluation() {
   document.title = `${t("hev.title")} · BidBridge`;
   document.body.dataset.page = "host";
   document.body.dataset.kind = "evaluation";
-  let conn = ["connecting", null];
-  const connEl = byTestId("conn");
+  const conn = connectionView(fatal);
   const model = new EvalModel({
     sessionId: sid(),
     auth,
     onChange: () => renderEvaluation(model),
-    onConn: (status, data) => {
-      conn = [status, data];
-      renderConn(connEl, status, data);
-      if (status === "refused") showError(fatal, data);
-    },
-    onError: (err) => showError(fatal, err),
+    onConn: conn.onConn,
+    onError: conn.onError,
   });
   ev.model = model;
   document.addEventListener("langchange", () => {
-    renderConn(connEl, ...conn);
+    conn.relabel();
     ev.logKey = "";
     renderEvaluation(model);
   });
   model.start().catch((err) => showError(fatal, err));
-  setInterval(() => {
-    byTestId("server-time").textContent = model.follower.synced ? fmtTime(model.serverNow()) : "—";
-  }, 250);
+  setInterval(() => tickClock(model), 250);
   byTestId("ev-start").addEventListener("click", (e) => evAct(e.currentTarget, "/start", undefined, t("hev.start")));
   for (const [testid, tail, key] of [
     ["ev-suspend", "/suspend", "hev.suspend"],
@@ -663,12 +641,8 @@ function bootEvaluation() {
   ]) {
     byTestId(testid).addEventListener("click", async (e) => {
       const input = byTestId("ev-reason");
-      const reason = input.value.trim();
-      if (!reason) {
-        showError(byTestId("ev-error"), { code: "REASON_REQUIRED", zh: I18N.zh["hev.need_reason"], en: I18N.en["hev.need_reason"] });
-        input.focus();
-        return;
-      }
+      const reason = requiredValue(input, byTestId("ev-error"), { code: "REASON_REQUIRED", zh: I18N.zh["hev.need_reason"], en: I18N.en["hev.need_reason"] });
+      if (!reason) return;
       if (await evAct(e.currentTarget, tail, { reason }, t(key))) input.value = "";
     });
   }

@@ -18,8 +18,9 @@ import {
   fmtTime,
   h,
   keepTokenFresh,
-  loadAuth,
+  pageAuth,
   renderConn,
+  requiredValue,
   serverNow,
   showError,
   showNotice,
@@ -466,12 +467,8 @@ class SessionBox {
   async raiseWarning() {
     showError(this.errorEl, null);
     showNotice(this.okEl, "");
-    const text = this.warnText.value.trim();
-    if (!text) {
-      showError(this.errorEl, { code: "REASON_REQUIRED", zh: I18N.zh["sup.warn.empty"], en: I18N.en["sup.warn.empty"] });
-      this.warnText.focus();
-      return;
-    }
+    const text = requiredValue(this.warnText, this.errorEl, { code: "REASON_REQUIRED", zh: I18N.zh["sup.warn.empty"], en: I18N.en["sup.warn.empty"] });
+    if (!text) return;
     this.warnButton.disabled = true;
     try {
       const out = await api("POST", kindPath("evaluation", this.sid, "/warnings"), { text });
@@ -487,12 +484,8 @@ class SessionBox {
   async suspension(what) {
     showError(this.errorEl, null);
     showNotice(this.okEl, "");
-    const reason = this.reasonInput.value.trim();
-    if (!reason) {
-      showError(this.errorEl, { code: "REASON_REQUIRED", zh: I18N.zh["sup.reason.empty"], en: I18N.en["sup.reason.empty"] });
-      this.reasonInput.focus();
-      return;
-    }
+    const reason = requiredValue(this.reasonInput, this.errorEl, { code: "REASON_REQUIRED", zh: I18N.zh["sup.reason.empty"], en: I18N.en["sup.reason.empty"] });
+    if (!reason) return;
     const button = what === "suspend" ? this.suspendButton : this.resumeButton;
     button.disabled = true;
     try {
@@ -808,21 +801,15 @@ function followFocus() {
 function boot() {
   const fatal = byTestId("fatal");
   wall.primary = new URLSearchParams(location.search).get("session");
-  const auth = loadAuth(wall.primary);
-  if (!auth) {
-    showError(fatal, { code: "NO_SIGN_IN", zh: I18N.zh["err.no_auth"], en: I18N.en["err.no_auth"] });
-    return;
-  }
-  if (auth.role !== "supervisor") {
-    showError(fatal, { code: "NOT_PERMITTED", zh: I18N.zh["err.wrong_page"], en: I18N.en["err.wrong_page"] });
-    return;
-  }
+  const auth = pageAuth(wall.primary, ["supervisor"], fatal);
+  if (!auth) return;
   wall.auth = auth;
   keepTokenFresh(auth, (err) => showError(fatal, err));
-  byTestId("me").replaceChildren(h("span", { class: "meta-item" }, `${t("sup.me")}: `, h("strong", {}, auth.name)));
+  const showMe = () => byTestId("me").replaceChildren(h("span", { class: "meta-item" }, `${t("sup.me")}: `, h("strong", {}, auth.name)));
+  showMe();
   byTestId("reload-list").addEventListener("click", () => loadList());
   document.addEventListener("langchange", () => {
-    byTestId("me").replaceChildren(h("span", { class: "meta-item" }, `${t("sup.me")}: `, h("strong", {}, auth.name)));
+    showMe();
     for (const b of boxes()) b.relabel();
     renderSummary();
     renderSignals();
