@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.common import CreditCode, Fen
 
@@ -116,8 +116,8 @@ class BackupIn(_In):
 class SessionIn(_In):
     lot_id: str
     title: str = Field(default="", max_length=200)
-    sign_in_opens: datetime
-    deadline: datetime
+    sign_in_opens: AwareDatetime = Field(description="with its time zone (UTC offset)")
+    deadline: AwareDatetime = Field(description="with its time zone (UTC offset)")
     decrypt_minutes: int = Field(default=30, ge=1, le=1440)
     confirm_minutes: int = Field(default=30, ge=1, le=1440)
     min_bids: int = Field(default=3, ge=1, le=1000)

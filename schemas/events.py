@@ -6,6 +6,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MAX_SEQ = 2**31 - 1
+"""The largest sequence number a client may name: the log stores ``seq`` as a 32-bit integer
+(no session's log gets near it). Larger values are refused at the edge instead of overflowing a
+query."""
+
 Audience = list[str]
 """Who may see an event: any of ``all``, ``staff`` (host, supervisor, centre), ``host``,
 ``supervisor``, ``bidder:<credit code>``. A viewer sees an event when ``all`` or one of the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -78,48 +79,55 @@ async def upload(ctx: Ctx) -> S.ReceiptOut:
     enc_cert = stored_cert(company.encryption_cert_pem, "registered encryption certificate")
     origin = await request_origin(ctx)
     received: list[datetime] = []
+    async with contextlib.AsyncExitStack() as hold:
 
-    async def last_byte_in_time() -> None:
-        # Rule 1: server time when the last byte arrived decides. Checked before the bytes are
-        # committed, so a late upload leaves no blob behind.
-        now = hub.clock.now()
-        op.may_upload((await load_session(ctx)).state, ctx.actor, now)
-        received.append(now)
+        async def last_byte_in_time() -> None:
+            # Rule 1: server time when the last byte arrived decides. From here until the upload
+            # is committed the session's next transition waits (the scheduler holds a session
+            # with work in flight), so an upload in time is never refused because the deadline
+            # fired while it was being stored. Held first, then judged: a deadline that the
+            # scheduler found due before the hold is also past by this clock.
+            await hold.enter_async_context(
+                hub.coord.busy(ctx.session_id, "upload:" + secrets.token_hex(8))
+            )
+            now = hub.clock.now()
+            op.may_upload((await load_session(ctx)).state, ctx.actor, now)
+            received.append(now)
 
-    def check(path: Path) -> None:
-        # Rule 3: a valid envelope addressed to the bidder's own registered encryption certificate.
-        info = inspect_envelope(path)
-        op.check_recipient(is_addressed_to(info, enc_cert))
+        def check(path: Path) -> None:
+            # Rule 3: a valid envelope addressed to the bidder's own registered encryption certificate.
+            info = inspect_envelope(path)
+            op.check_recipient(is_addressed_to(info, enc_cert))
 
-    blob = await hub.blobs.receive(
-        _body_chunks(ctx.request, declared, last_byte_in_time),
-        limit=hub.settings.upload_limit,
-        check=check,
-    )
-    now = received[0]  # time of receipt: when the last byte arrived
-    receipt = {
-        "receipt_id": secrets.token_hex(8),
-        "session_id": ctx.session_id,
-        "lot_id": loaded.state.lot_id,
-        "bidder": ctx.who.party_id,
-        "bidder_name": company.name,
-        "envelope_sha256": blob.sha256,
-        "size": blob.size,
-        "received_at": iso(now),
-    }
-    signature = hub.identity.sign_json(receipt, now)
-    records = await hub.service.execute(
-        ctx.session_id,
-        op.Upload(
-            actor=ctx.actor,
-            envelope_sha256=blob.sha256,
-            size=blob.size,
-            receipt=receipt,
-            receipt_signature=signature,
-            origin=origin,
-        ),
-        now=now,
-    )
+        blob = await hub.blobs.receive(
+            _body_chunks(ctx.request, declared, last_byte_in_time),
+            limit=hub.settings.upload_limit,
+            check=check,
+        )
+        now = received[0]  # time of receipt: when the last byte arrived
+        receipt = {
+            "receipt_id": secrets.token_hex(8),
+            "session_id": ctx.session_id,
+            "lot_id": loaded.state.lot_id,
+            "bidder": ctx.who.party_id,
+            "bidder_name": company.name,
+            "envelope_sha256": blob.sha256,
+            "size": blob.size,
+            "received_at": iso(now),
+        }
+        signature = hub.identity.sign_json(receipt, now)
+        records = await hub.service.execute(
+            ctx.session_id,
+            op.Upload(
+                actor=ctx.actor,
+                envelope_sha256=blob.sha256,
+                size=blob.size,
+                receipt=receipt,
+                receipt_signature=signature,
+                origin=origin,
+            ),
+            now=now,
+        )
     return S.ReceiptOut(receipt=receipt, signature=signature, seq=records[-1].seq)
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from crypto.errors import BidBridgeError
 from schemas.api import ErrorOut, OkOut
-from schemas.events import EventRecord
+from schemas.events import MAX_SEQ, EventRecord
 from server.auth import Principal, TokenInvalid
 from server.core import HUB_KEY, Hub
 from server.domain import errors as E
@@ -25,6 +25,9 @@ from server.store import NotFound, StoreError
 log = logging.getLogger(__name__)
 
 MAX_JSON = 1024 * 1024
+MAX_DEPTH = 32
+"""How deep a request's JSON may nest: every model of ours needs fewer than ten levels, and a
+deeper document could exhaust the recursion of whatever walks it later."""
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -140,11 +143,14 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 def after_seq(request: web.Request) -> int:
-    """``?after=seq`` of the event routes."""
+    """``?after=seq`` of the event routes: an integer from 0 to ``MAX_SEQ`` (negative is 0)."""
     try:
-        return max(0, int(request.query.get("after", "0")))
+        after = max(0, int(request.query.get("after", "0")))
     except ValueError:
         raise Invalid("after: must be an integer / after 须为整数") from None
+    if after > MAX_SEQ:
+        raise Invalid(f"after: at most {MAX_SEQ} / after 不得大于 {MAX_SEQ}")
+    return after
 
 
 async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
@@ -153,12 +159,29 @@ async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
         data = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    if _deeper_than(data, MAX_DEPTH):
+        raise BadRequest(f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ()))
         raise Invalid(f"{where}: {first.get('msg', '')}") from None
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _no_constant(name: str) -> Any:

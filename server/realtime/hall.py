@@ -18,7 +18,7 @@ from engineio import packet as eio_packet
 from socketio import packet
 
 from crypto.errors import BidBridgeError
-from schemas.events import EventRecord
+from schemas.events import MAX_SEQ, EventRecord
 from server.auth import Principal, Tokens
 from server.clock import Clock
 from server.domain import opening as op
@@ -161,6 +161,10 @@ class Hall(socketio.AsyncNamespace):
             last_seq = max(0, int(auth.get("last_seq", 0)))
         except (TypeError, ValueError):
             last_seq = 0
+        if last_seq > MAX_SEQ:
+            raise refuse(
+                "INVALID_INPUT", f"last_seq 不得大于 {MAX_SEQ}", f"last_seq: at most {MAX_SEQ}"
+            )
         machine = MACHINES[row.kind]
         tags = machine.viewer_tags(
             machine.state.model_validate(row.snapshot["state"]), p.role, p.party_id
@@ -231,8 +235,16 @@ class Hall(socketio.AsyncNamespace):
         """Clock sync: the client measures its offset from the server's clock (the authority)."""
         return {"now": self.clock.now().isoformat()}
 
-    async def on_replay(self, sid: str, data: Any = None) -> None:
-        """Ask again for everything after a ``seq`` (a client that noticed a gap)."""
+    async def on_replay(self, sid: str, data: Any = None) -> dict[str, str] | None:
+        """Ask again for everything after a ``seq`` (a client that noticed a gap). A bad
+        ``after`` is answered (in the acknowledgement) with INVALID_INPUT and replays nothing."""
         info = await self.get_session(sid)
-        after = int(data.get("after", 0)) if isinstance(data, dict) else 0
+        after = data.get("after", 0) if isinstance(data, dict) else 0
+        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= MAX_SEQ:
+            return {
+                "code": "INVALID_INPUT",
+                "zh": f"after 须为 0 到 {MAX_SEQ} 的整数",
+                "en": f"after: an integer from 0 to {MAX_SEQ}",
+            }
         await self._replay(sid, info["session_id"], info["tags"], after)
+        return None
