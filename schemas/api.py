@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from schemas.common import CreditCode, Fen
+from schemas.common import CreditCode, Fen, Name, Text
 
 
 class _In(BaseModel):
@@ -73,14 +73,14 @@ class RefreshOut(_Out):
 
 class CompanyIn(_In):
     credit_code: CreditCode
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     signing_cert_pem: str
     encryption_cert_pem: str
 
 
 class AccountIn(_In):
     role: Literal["host", "supervisor", "centre"]
-    name: str = Field(min_length=1, max_length=100)
+    name: Name = Field(min_length=1, max_length=100)
     cert_pem: str
 
 
@@ -92,15 +92,15 @@ class AccountOut(_Out):
 
 class ProjectIn(_In):
     code: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
-    name: str = Field(min_length=1, max_length=200)
-    tenderer_name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
+    tenderer_name: Name = Field(min_length=1, max_length=200)
     tenderer_credit_code: CreditCode
 
 
 class LotIn(_In):
     project_code: str = Field(min_length=1, max_length=64)
     code: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
 
 
 class LotOut(_Out):
@@ -115,7 +115,7 @@ class BackupIn(_In):
 
 class SessionIn(_In):
     lot_id: str
-    title: str = Field(default="", max_length=200)
+    title: Name = Field(default="", max_length=200)
     sign_in_opens: AwareDatetime = Field(description="with its time zone (UTC offset)")
     deadline: AwareDatetime = Field(description="with its time zone (UTC offset)")
     decrypt_minutes: int = Field(default=30, ge=1, le=1440)
@@ -149,7 +149,7 @@ class ReceiptOut(_Out):
 class RehearsalIn(_In):
     passed: bool
     code: str = Field(default="", max_length=64)
-    message: str = Field(default="", max_length=2000)
+    message: Text = Field(default="", max_length=2000)
 
 
 class KeyIn(_In):
@@ -166,20 +166,20 @@ class DecryptOut(_Out):
 
 
 class TextIn(_In):
-    text: str = Field(min_length=1, max_length=2000)
+    text: Text = Field(min_length=1, max_length=2000)
 
 
 class ReasonIn(_In):
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Text = Field(min_length=1, max_length=2000)
 
 
 class ExtendIn(_In):
     minutes: int = Field(ge=1, le=10080)
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Text = Field(min_length=1, max_length=2000)
 
 
 class IncidentIn(_In):
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Text = Field(min_length=1, max_length=2000)
     bidders: list[CreditCode] = Field(min_length=1)
 
 
@@ -190,7 +190,7 @@ class SignatureIn(_In):
 class DepositIn(_In):
     bidder: CreditCode
     amount_fen: Fen
-    reference: str = Field(default="", max_length=200)
+    reference: Name = Field(default="", max_length=200)
 
 
 class GuaranteeIn(_In):
@@ -199,7 +199,7 @@ class GuaranteeIn(_In):
 
 class BackupRequestIn(_In):
     bidders: list[CreditCode] = Field(min_length=1)
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Text = Field(min_length=1, max_length=2000)
 
 
 class BackupRequestOut(_Out):

@@ -1,7 +1,9 @@
-"""Shared field types: the unified social credit code (统一社会信用代码) and money in fen."""
+"""Shared field types: the unified social credit code (统一社会信用代码), money in fen, and text
+that is shown to people (names, reasons) without hidden characters."""
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
@@ -38,3 +40,40 @@ CreditCode = Annotated[str, AfterValidator(_check_uscc)]
 
 Fen = Annotated[int, Field(ge=0, strict=True)]
 """Money in integer fen (分); never a float."""
+
+
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
+"""Control, format (bidi overrides and isolates, zero-width characters, BOM), private-use,
+surrogate, unassigned, and line/paragraph separators: characters that are invisible or reorder
+what is around them, so that a shown name or reason could say something other than it reads."""
+
+
+def hidden_characters(text: str, allowed: str = "") -> list[str]:
+    """The code points of ``text`` (as U+XXXX) that a reader would not see, but ``allowed``."""
+    return [
+        f"U+{ord(c):04X}"
+        for c in text
+        if c not in allowed and unicodedata.category(c) in _HIDDEN_CATEGORIES
+    ]
+
+
+def _no_hidden(allowed: str) -> AfterValidator:
+    def check(text: str) -> str:
+        found = hidden_characters(text, allowed)
+        if found:
+            raise ValueError(
+                f"含有不可见或改变文字方向的字符 {', '.join(sorted(set(found))[:5])}，请删除后重试 / "
+                "contains invisible or direction-changing characters: remove them and retry"
+            )
+        return text
+
+    return AfterValidator(check)
+
+
+Name = Annotated[str, _no_hidden("")]
+"""A name shown to people (company, account, project, site, room, title): no control, bidi or
+zero-width characters, no line breaks."""
+
+Text = Annotated[str, _no_hidden("\n\t")]
+"""Free text shown to people (an objection, a reason, a message): as :data:`Name`, but line
+breaks and tabs are allowed."""

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.canonical import canonical_json
+from schemas.common import Name, Text
 from schemas.scoring import MethodConfig, ReviewItem
 
 SIGN_IN_PURPOSE = "bidbridge-expert-sign-in"
@@ -74,13 +75,13 @@ class _Out(BaseModel):
 
 class SiteIn(_In):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    name: str = Field(min_length=1, max_length=200)
-    city: str = Field(min_length=1, max_length=64)
+    name: Name = Field(min_length=1, max_length=200)
+    city: Name = Field(min_length=1, max_length=64)
 
 
 class RoomIn(_In):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     cert_pem: str = Field(min_length=1, max_length=20_000, description="the room device's cert")
     seats: int | None = Field(default=None, ge=1, le=100, description="expert seats (席位)")
 
@@ -96,7 +97,7 @@ class ImportOut(_Out):
 
 class EvaluationIn(_In):
     opening_session_id: str = Field(min_length=1, max_length=200)
-    title: str = Field(default="", max_length=200)
+    title: Name = Field(default="", max_length=200)
     convene_at: AwareDatetime
     grace_minutes: int = Field(default=30, ge=1, le=24 * 60)
     method: MethodConfig
@@ -117,7 +118,7 @@ class EntropyIn(_In):
 
 
 class ExpertReasonIn(_In):
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Text = Field(min_length=1, max_length=2000)
 
 
 class ExpertSignInIn(_In):
@@ -158,17 +159,17 @@ class SheetsOut(_Out):
 
 class RescoreIn(_In):
     expert_id: str = Field(min_length=1, max_length=64)
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Text = Field(min_length=1, max_length=2000)
 
 
 class ReportSignIn(_In):
     agree: bool
-    reason: str = Field(default="", max_length=4000)
+    reason: Text = Field(default="", max_length=4000)
     signature: str
 
 
 class RefuseIn(_In):
-    reason: str = Field(default="", max_length=4000)
+    reason: Text = Field(default="", max_length=4000)
 
 
 class ReportOut(_Out):

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from schemas.events import MAX_SEQ
+from server.identity import cert_pem
 from tests.support.hall import ConnectionRefused, Hall, Listener, P
+from tests.support.pki import CODE_A
 
 
 def nested(depth: int) -> str:
@@ -122,3 +124,57 @@ async def test_session_times_without_a_time_zone_are_refused(hall: Hall, field: 
     }
     err = await hall.refused(422, "INVALID_INPUT", "POST", "/api/sessions", host, body)
     assert field in err.body["detail"]
+
+
+@pytest.mark.parametrize("hidden", ["\u202e", "\u2066", "\u200b", "\ufeff", "\x1b", "\u2028"])
+async def test_a_reason_with_hidden_or_direction_changing_characters_is_refused(
+    hall: Hall, hidden: str
+) -> None:
+    sid = await hall.create_session()
+    err = await hall.refused(
+        422,
+        "INVALID_INPUT",
+        "POST",
+        f"/api/sessions/{sid}/suspend",
+        P(hall, "host"),
+        {"reason": f"网络故障{hidden}恢复后继续"},
+    )
+    assert f"U+{ord(hidden):04X}" in err.body["detail"]
+
+
+async def test_a_reason_may_have_line_breaks(hall: Hall) -> None:
+    sid = await hall.create_session()
+    out = await hall.request(
+        "POST", f"/api/sessions/{sid}/suspend", P(hall, "host"), {"reason": "网络故障\n\t稍后恢复"}
+    )
+    assert out["seq"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/companies", {"name": "甲建设\u200d工程有限公司"}),
+        ("/api/accounts", {"role": "host", "name": "主持人\u202e王"}),
+        ("/api/projects", {"code": "P-1", "name": "道路\u2067改造", "tenderer_name": "城投"}),
+        ("/api/sites", {"id": "XM", "name": "厦门分中心", "city": "厦门\u200b"}),
+    ],
+)
+async def test_a_name_with_hidden_characters_is_refused_at_registration(
+    hall: Hall, path: str, body: dict[str, Any]
+) -> None:
+    a = P(hall, "a")
+    assert a.enc_cert is not None
+    complete = {  # everything else in order, so that the name is what is wrong
+        "/api/companies": {
+            "credit_code": a.code,
+            "signing_cert_pem": cert_pem(a.cert),
+            "encryption_cert_pem": cert_pem(a.enc_cert),
+        },
+        "/api/accounts": {"cert_pem": cert_pem(P(hall, "host").cert)},
+        "/api/projects": {"tenderer_credit_code": CODE_A},
+        "/api/sites": {},
+    }[path]
+    err = await hall.refused(
+        422, "INVALID_INPUT", "POST", path, P(hall, "centre"), {**complete, **body}
+    )
+    assert "invisible" in err.body["detail"]

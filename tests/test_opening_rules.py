@@ -129,6 +129,7 @@ def upload(code: str, at: datetime, version: int = 1) -> Upload:
         "size": 1000 + version,
         "lot_id": "P-2026-001/L1",
         "bidder": code,
+        "bidder_name": NAMES.get(code, code),  # the server writes the registered name here
         "received_at": iso(at),
         "receipt_id": f"R-{code}-{version}",
     }
@@ -798,6 +799,23 @@ def test_rule_10_table_published_to_all_after_decryption() -> None:
     }
     assert table["rows"][0]["security"] == deposit.model_dump()
     assert table["rows"][2]["security"] is None
+
+
+def test_rule_10_the_table_names_each_bidder_as_registered_not_as_its_summary_claims() -> None:
+    hall = Hall(timetable(min_bids=2)).to_sign_in()
+    for i, code in enumerate((A, B)):
+        hall.run(upload(code, UPLOAD + i * SECOND), UPLOAD + i * SECOND)
+    hall.run(Tick(actor=SERVER), DEADLINE)
+    hall.run(Join(actor=SUP), START)
+    hall.run(Start(actor=HOST), START)
+    hall.run(OpenDecryption(actor=HOST), DEC_OPEN)
+    impostor = decrypted(B, DEC_OPEN + SECOND)
+    claimed = {**impostor.summary, "bidder_name": NAMES[A]}  # B's summary claims A's name
+    hall.run(impostor.model_copy(update={"summary": claimed}), DEC_OPEN + SECOND)
+    hall.run(decrypted(A, DEC_OPEN + SECOND), DEC_OPEN + SECOND)
+    [_, published] = hall.run(Tick(actor=SERVER), DEC_CLOSE)
+    names = {r["bidder"]: r["bidder_name"] for r in published.payload["table"]["rows"]}
+    assert names == {A: NAMES[A], B: NAMES[B]}
     for code in (A, B, C):
         assert published in hall.seen_by(bidder(code))
 

@@ -17,7 +17,9 @@ def build_table(state: OpeningState) -> dict[str, Any]:
         rows.append(
             {
                 "bidder": bid.bidder,
-                "bidder_name": s.get("bidder_name") or bid.bidder_name,
+                # Rule 10: the name the company is registered under (from the receipt), never
+                # the name a bid's own summary claims (one bidder could show another's).
+                "bidder_name": bid.bidder_name,
                 "status": bid.status,
                 "price_fen": s.get("price_fen"),
                 "duration_days": s.get("duration_days"),
