@@ -22,7 +22,6 @@ from crypto.envelope import Recipient
 from crypto.errors import FileUnreadable, OutputExists
 from crypto.keys import SoftwareKey
 from schemas.canonical import canonical_json
-from schemas.events import EventRecord
 from schemas.time import iso
 from server.audit import cli
 from server.audit.archive import (
@@ -31,8 +30,7 @@ from server.audit.archive import (
     verify_archive,
     write_archive,
 )
-from server.audit.chain import GENESIS, event_hash
-from tests.support.archive import resign, write_zip, zip_members
+from tests.support.archive import rechain, resign, write_zip, zip_members
 from tests.support.pki import CODE_A, CODE_B, Pki, make_package
 
 SESSION = "S-2026-0101-01"
@@ -49,18 +47,6 @@ def _sign(content: bytes, issued: ca.Issued, at: datetime) -> str:
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _rechain(events: list[dict[str, Any]]) -> list[EventRecord]:
-    """Give plain event dicts their seq order's prev_hash and hash."""
-    prev = GENESIS
-    out = []
-    for event in events:
-        body = {k: v for k, v in event.items() if k not in ("prev_hash", "hash")}
-        digest = event_hash(prev, body)
-        out.append(EventRecord(**body, prev_hash=prev, hash=digest))
-        prev = digest
-    return out
 
 
 @dataclass
@@ -149,7 +135,7 @@ def world(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> World:
             },
         )
     # A checkpoint over the last upload (seq 3), signed by the platform.
-    head = _rechain(events)[-1]
+    head = rechain(events)[-1]
     at = seq_at[len(events) + 1]
     status = {"session_id": SESSION, "seq": head.seq, "hash": head.hash, "status": "opening"}
     add(
@@ -212,7 +198,7 @@ def world(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> World:
     pairs = (pki.bidder_ec, pki.bidder_rsa)
     content = ArchiveContent(
         session_id=SESSION,
-        events=_rechain(events),
+        events=rechain(events),
         envelopes={s.sha256: s.path for s, _, _ in bids},
         keys={s.sha256: cek.hex() for s, cek, _ in bids},
         trust_roots=[pki.root_a.certificate, pki.root_b.certificate],
@@ -395,7 +381,7 @@ def _rebuilt(world: World, edit: Callable[[list[dict[str, Any]]], None], name: s
     """The archive re-exported (validly signed) from an edited, re-chained event log."""
     events = [e.model_dump() for e in world.content.events]
     edit(events)
-    return world.write(replace(world.content, events=_rechain(events)), name)
+    return world.write(replace(world.content, events=rechain(events)), name)
 
 
 def test_receipt_signed_by_another_key_is_named(world: World) -> None:
