@@ -17,8 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from crypto import ca
 from crypto.attest import b64encode, sign_document
-from crypto.bid import seal_bid, unwrap
-from crypto.envelope import Recipient
+from crypto.bid import unwrap
 from crypto.errors import FileUnreadable, OutputExists
 from crypto.keys import SoftwareKey
 from schemas.canonical import canonical_json
@@ -31,7 +30,7 @@ from server.audit.archive import (
     write_archive,
 )
 from tests.support.archive import rechain, resign, write_zip, zip_members
-from tests.support.pki import CODE_A, CODE_B, Pki, make_package
+from tests.support.pki import CODE_A, CODE_B, Pki, make_package, seal_as
 
 SESSION = "S-2026-0101-01"
 
@@ -104,14 +103,7 @@ def world(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> World:
     bids = []
     for i, (pair, code) in enumerate(((pki.bidder_ec, CODE_B), (pki.bidder_rsa, CODE_A))):
         pkg = make_package(folder / f"pkg{i}", code)
-        sealed = seal_bid(
-            pkg,
-            folder / f"bid{i}.p7m",
-            signer=_key(pair.signing),
-            signer_cert=pair.signing.certificate,
-            recipients=[Recipient(pair.encryption.certificate)],
-            now=start,
-        )
+        sealed = seal_as(pair, pkg, folder / f"bid{i}.p7m", now=start)
         cek = unwrap(sealed.path, _key(pair.encryption), pair.encryption.certificate)
         bids.append((sealed, cek, code))
         at = seq_at[len(events) + 1]

@@ -8,11 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from crypto import ca
+from crypto.bid import SealResult, seal_bid
+from crypto.envelope import Recipient
+from crypto.keys import SoftwareKey
 from crypto.trust import TrustStore
 from schemas.common import uscc_check_char
 
@@ -140,6 +144,27 @@ def make_package(
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(content)
     return folder
+
+
+def seal_as(
+    pair: ca.CompanyPair,
+    package: Path,
+    out: Path,
+    *,
+    also_to: Sequence[x509.Certificate] = (),
+    **options: Any,
+) -> SealResult:
+    """Seal ``package`` into ``out`` with the company's own signing key, to its own encryption
+    certificate (and to ``also_to``); ``options`` go to ``seal_bid`` (envelope_kind, now, ...)."""
+    assert pair.signing.key is not None
+    return seal_bid(
+        package,
+        out,
+        signer=SoftwareKey(pair.signing.key),
+        signer_cert=pair.signing.certificate,
+        recipients=[Recipient(c) for c in (pair.encryption.certificate, *also_to)],
+        **options,
+    )
 
 
 def write_cert(path: Path, cert: x509.Certificate) -> Path:
