@@ -260,6 +260,17 @@ def openssl_seal(
 ) -> Path:
     """Sign ``content`` with ``openssl cms -sign``, then encrypt with ``openssl cms -encrypt``."""
     signed = openssl_sign(content, files, out.with_suffix(".signed.der"), stream)
+    return openssl_encrypt(signed, files, out, encrypt_opts, stream)
+
+
+def openssl_encrypt(
+    signed: Path,
+    files: PemFiles,
+    out: Path,
+    encrypt_opts: Sequence[str] = ("-aes-256-gcm",),
+    stream: bool = False,
+) -> Path:
+    """``openssl cms -encrypt`` of ``signed`` to the bidder's encryption certificate."""
     streaming = ["-stream"] if stream else []
     openssl(
         "cms",
