@@ -24,6 +24,12 @@ SITES = {  # site -> (city, rooms)
     "SZ": (SZ_CITY, ["SZ-01"]),
     "WX": (WX_CITY, ["WX-01"]),
 }
+THREE_ROOMS = {  # a draw that links the lead room and both secondary rooms
+    "lead_site_id": "NJ",
+    "secondary_sites": 2,
+    "categories": [{"category": "A08.01", "count": 5, "spares": 2}],
+    "min_outside_lead": 2,
+}
 
 METHOD = {
     "method": "comprehensive",
