@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -220,6 +221,21 @@ async def drawn(hall: Hall, tmp: Path, **overrides: Any) -> tuple[Eval, Any]:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def scores(
+    expert: str, t1: int = 3000, c1: int = 2500, bidders: Sequence[str] = (CODE_A, CODE_B, CODE_C)
+) -> dict[str, Any]:
+    """A detailed-stage score sheet: ``t1`` and ``c1`` points (x100) for each bidder."""
+    return {
+        "expert": expert,
+        "stage": "detailed",
+        "scores": [
+            {"bidder": b, "criterion": c, "points_x100": v}
+            for b in bidders
+            for c, v in (("T1", t1), ("C1", c1))
+        ],
+    }
 
 
 def review(
