@@ -20,6 +20,7 @@ from crypto.attest import b64encode, sign_document
 from crypto.bid import seal_bid
 from crypto.envelope import Recipient
 from crypto.keys import SoftwareKey
+from crypto.package import SealingMachine
 from crypto.trust import TrustStore
 from schemas.canonical import canonical_json
 from server.app import Hub, Settings, build_app, build_hub
@@ -52,8 +53,94 @@ class ApiError(Exception):
         self.code = body.get("code")
 
 
+class SignsIn:
+    """What every client of the API in the tests shares: a party without a token first logs in by
+    signing the server's challenge, then each request carries its bearer token; a bid is uploaded
+    the same way.
+
+    A client gives ``request`` and the time it signs the challenge at (``signing_time``)."""
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        who: Party | None = None,
+        json_body: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        raise NotImplementedError
+
+    async def signing_time(self) -> datetime:
+        raise NotImplementedError
+
+    async def authorized(self, who: Party | None, headers: dict[str, str] | None) -> dict[str, str]:
+        """``headers`` with ``who``'s bearer token (logging in first when ``who`` has none)."""
+        h = dict(headers or {})
+        if who is not None:
+            if who.token is None:
+                await self.login(who)
+            h["Authorization"] = f"Bearer {who.token}"
+        return h
+
+    async def login(self, who: Party) -> dict[str, Any]:
+        ch = await self.request("POST", "/api/auth/challenge")
+        at = await self.signing_time()
+        sig = sign_document(ch["document"].encode(), who.key, who.cert, at=at, chain=who.chain)
+        out = await self.request("POST", "/api/auth/login", json_body={"signature": b64encode(sig)})
+        who.token = out["token"]
+        return dict(out)
+
+    async def upload(self, sid: str, bidder: Party, path: Path) -> dict[str, Any]:
+        data = path.read_bytes()
+        return dict(
+            await self.request(
+                "PUT",
+                f"/api/sessions/{sid}/bid",
+                bidder,
+                data=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        )
+
+
+def seal_party(
+    tmp: Path,
+    bidder: Party,
+    *,
+    name: str = "bid",
+    documents: dict[str, bytes] | None = None,
+    to: x509.Certificate | None = None,
+    extra_recipients: list[x509.Certificate] | None = None,
+    sealing_machine: SealingMachine = None,
+    **summary: Any,
+) -> Path:
+    """``tmp/<name>.p7m``: the bidder's package (``summary`` changes its summary.json) signed with
+    its login key and chain, sealed to its encryption certificate (or ``to``) and
+    ``extra_recipients``."""
+    assert bidder.code is not None and bidder.enc_cert is not None
+    folder = make_package(
+        tmp / f"{name}-src",
+        bidder.code,
+        documents=documents,
+        summary=summary_for(bidder.code, bidder_name=bidder.name, **summary),
+    )
+    out = tmp / f"{name}.p7m"
+    recipients = [Recipient(to or bidder.enc_cert)] + [Recipient(c) for c in extra_recipients or []]
+    seal_bid(
+        folder,
+        out,
+        signer=bidder.key,
+        signer_cert=bidder.cert,
+        chain=bidder.chain,
+        recipients=recipients,
+        sealing_machine=sealing_machine,
+    )
+    return out
+
+
 @dataclass
-class Hall:
+class Hall(SignsIn):
     hub: Hub
     server: TestServer
     clock: ManualClock
@@ -76,11 +163,7 @@ class Hall:
         data: Any = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
-        h = dict(headers or {})
-        if who is not None:
-            if who.token is None:
-                await self.login(who)
-            h["Authorization"] = f"Bearer {who.token}"
+        h = await self.authorized(who, headers)
         try:
             return await self._send(method, path, h, json_body, data)
         except ApiError as exc:
@@ -102,14 +185,8 @@ class Hall:
                 raise ApiError(r.status, json.loads(body))
             return json.loads(body) if ctype.startswith("application/json") else body
 
-    async def login(self, who: Party) -> dict[str, Any]:
-        ch = await self.request("POST", "/api/auth/challenge")
-        sig = sign_document(
-            ch["document"].encode(), who.key, who.cert, at=self.clock.now(), chain=who.chain
-        )
-        out = await self.request("POST", "/api/auth/login", json_body={"signature": b64encode(sig)})
-        who.token = out["token"]
-        return out
+    async def signing_time(self) -> datetime:
+        return self.clock.now()
 
     def sign(self, who: Party, content: bytes) -> str:
         return b64encode(
@@ -146,36 +223,8 @@ class Hall:
         extra_recipients: list[x509.Certificate] | None = None,
         **summary: Any,
     ) -> Path:
-        assert bidder.code is not None and bidder.enc_cert is not None
-        folder = make_package(
-            tmp / f"{name}-src",
-            bidder.code,
-            summary=summary_for(bidder.code, bidder_name=bidder.name, **summary),
-        )
-        out = tmp / f"{name}.p7m"
-        recipients = [Recipient(to or bidder.enc_cert)] + [
-            Recipient(c) for c in extra_recipients or []
-        ]
-        seal_bid(
-            folder,
-            out,
-            signer=bidder.key,
-            signer_cert=bidder.cert,
-            chain=bidder.chain,
-            recipients=recipients,
-        )
-        return out
-
-    async def upload(self, sid: str, bidder: Party, path: Path) -> dict[str, Any]:
-        data = path.read_bytes()
-        return dict(
-            await self.request(
-                "PUT",
-                f"/api/sessions/{sid}/bid",
-                bidder,
-                data=data,
-                headers={"Content-Type": "application/octet-stream"},
-            )
+        return seal_party(
+            tmp, bidder, name=name, to=to, extra_recipients=extra_recipients, **summary
         )
 
     async def at(self, when: datetime) -> None:
