@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import socketio
@@ -58,7 +58,10 @@ class SignsIn:
     signing the server's challenge, then each request carries its bearer token; a bid is uploaded
     the same way.
 
-    A client gives ``request`` and the time it signs the challenge at (``signing_time``)."""
+    A client gives ``_send`` (one HTTP request, ApiError for a refusal) and the time it signs the
+    challenge at (``signing_time``); with ``relogin`` a refused, expired token is renewed once."""
+
+    relogin: ClassVar[bool] = False
 
     async def request(
         self,
@@ -68,6 +71,19 @@ class SignsIn:
         json_body: Any = None,
         data: Any = None,
         headers: dict[str, str] | None = None,
+    ) -> Any:
+        h = await self.authorized(who, headers)
+        try:
+            return await self._send(method, path, h, json_body, data)
+        except ApiError as exc:
+            if who is None or exc.code != "TOKEN_INVALID" or not self.relogin:
+                raise
+        await self.login(who)
+        h["Authorization"] = f"Bearer {who.token}"
+        return await self._send(method, path, h, json_body, data)
+
+    async def _send(
+        self, method: str, path: str, h: dict[str, str], json_body: Any, data: Any
     ) -> Any:
         raise NotImplementedError
 
@@ -149,29 +165,11 @@ class Hall(SignsIn):
     t0: datetime
     parties: dict[str, Party]
     listeners: list[Listener] = field(default_factory=list)
+    relogin: ClassVar[bool] = True  # the manual clock may jump past a token's life
 
     @property
     def url(self) -> str:
         return str(self.server.make_url(""))
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        who: Party | None = None,
-        json_body: Any = None,
-        data: Any = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
-        h = await self.authorized(who, headers)
-        try:
-            return await self._send(method, path, h, json_body, data)
-        except ApiError as exc:
-            if who is None or exc.code != "TOKEN_INVALID":
-                raise
-        await self.login(who)  # the manual clock jumped past the token's life
-        h["Authorization"] = f"Bearer {who.token}"
-        return await self._send(method, path, h, json_body, data)
 
     async def _send(
         self, method: str, path: str, h: dict[str, str], json_body: Any, data: Any

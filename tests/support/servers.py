@@ -130,16 +130,9 @@ class Client(SignsIn):
     async def now(self) -> datetime:
         return parse_iso(str((await self.request("GET", "/api/time"))["now"]))
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        who: Party | None = None,
-        json_body: Any = None,
-        data: Any = None,
-        headers: dict[str, str] | None = None,
+    async def _send(
+        self, method: str, path: str, h: dict[str, str], json_body: Any, data: Any
     ) -> Any:
-        h = await self.authorized(who, headers)
         async with self.http.request(
             method, self.url + path, json=json_body, data=data, headers=h
         ) as r:
