@@ -255,38 +255,16 @@ async def test_malformed_json_and_wrong_types(hall: Hall, tmp_path: Path) -> Non
         )
     big = json.dumps({"reason": "x" * (1024 * 1024 + 10)}).encode()
     await hall.refused(400, "BAD_REQUEST", "POST", path, host, data=big, headers=json_h)
-    await hall.refused(
-        422,
-        "INVALID_INPUT",
-        "POST",
-        f"/api/sessions/{sid}/extend",
-        host,
-        {"minutes": "ten", "reason": "r"},
-    )
-    await hall.refused(
-        422,
-        "INVALID_INPUT",
-        "POST",
-        f"/api/sessions/{sid}/extend",
-        host,
-        {"minutes": 0, "reason": "r"},
-    )
-    await hall.refused(
-        422,
-        "INVALID_INPUT",
-        "POST",
-        f"/api/sessions/{sid}/incidents",
-        host,
-        {"reason": "r", "bidders": ["not-a-code"]},
-    )
-    await hall.refused(
-        422,
-        "INVALID_INPUT",
-        "POST",
-        "/api/sessions",
-        host,
-        {"lot_id": "JS-2026-0101/01", "sign_in_opens": "yesterday", "deadline": 3},
-    )
+    for where, wrong in (
+        (f"/api/sessions/{sid}/extend", {"minutes": "ten", "reason": "r"}),
+        (f"/api/sessions/{sid}/extend", {"minutes": 0, "reason": "r"}),
+        (f"/api/sessions/{sid}/incidents", {"reason": "r", "bidders": ["not-a-code"]}),
+        (
+            "/api/sessions",
+            {"lot_id": "JS-2026-0101/01", "sign_in_opens": "yesterday", "deadline": 3},
+        ),
+    ):
+        await hall.refused(422, "INVALID_INPUT", "POST", where, host, wrong)
 
 
 async def test_bad_query_and_path_values(hall: Hall, tmp_path: Path) -> None:
