@@ -58,10 +58,13 @@ class SignsIn:
     signing the server's challenge, then each request carries its bearer token; a bid is uploaded
     the same way.
 
-    A client gives ``_send`` (one HTTP request, ApiError for a refusal) and the time it signs the
-    challenge at (``signing_time``); with ``relogin`` a refused, expired token is renewed once."""
+    A client gives its ``http`` session and ``url``, how it reads an answer (``_answer``: the body,
+    ApiError for a refusal) and the time it signs the challenge at (``signing_time``); with
+    ``relogin`` a refused, expired token is renewed once."""
 
     relogin: ClassVar[bool] = False
+    http: aiohttp.ClientSession
+    url: str
 
     async def request(
         self,
@@ -85,6 +88,12 @@ class SignsIn:
     async def _send(
         self, method: str, path: str, h: dict[str, str], json_body: Any, data: Any
     ) -> Any:
+        async with self.http.request(
+            method, self.url + path, json=json_body, data=data, headers=h
+        ) as r:
+            return await self._answer(r)
+
+    async def _answer(self, r: aiohttp.ClientResponse) -> Any:
         raise NotImplementedError
 
     async def signing_time(self) -> datetime:
@@ -171,17 +180,12 @@ class Hall(SignsIn):
     def url(self) -> str:
         return str(self.server.make_url(""))
 
-    async def _send(
-        self, method: str, path: str, h: dict[str, str], json_body: Any, data: Any
-    ) -> Any:
-        async with self.http.request(
-            method, self.url + path, json=json_body, data=data, headers=h
-        ) as r:
-            body = await r.read()
-            ctype = r.headers.get("Content-Type", "")
-            if r.status >= 400:
-                raise ApiError(r.status, json.loads(body))
-            return json.loads(body) if ctype.startswith("application/json") else body
+    async def _answer(self, r: aiohttp.ClientResponse) -> Any:
+        body = await r.read()
+        ctype = r.headers.get("Content-Type", "")
+        if r.status >= 400:
+            raise ApiError(r.status, json.loads(body))
+        return json.loads(body) if ctype.startswith("application/json") else body
 
     async def signing_time(self) -> datetime:
         return self.clock.now()

@@ -130,16 +130,11 @@ class Client(SignsIn):
     async def now(self) -> datetime:
         return parse_iso(str((await self.request("GET", "/api/time"))["now"]))
 
-    async def _send(
-        self, method: str, path: str, h: dict[str, str], json_body: Any, data: Any
-    ) -> Any:
-        async with self.http.request(
-            method, self.url + path, json=json_body, data=data, headers=h
-        ) as r:
-            body = await r.json(content_type=None)
-            if r.status >= 400:
-                raise ApiError(r.status, body)
-            return body
+    async def _answer(self, r: aiohttp.ClientResponse) -> Any:
+        body = await r.json(content_type=None)
+        if r.status >= 400:
+            raise ApiError(r.status, body)
+        return body
 
     async def signing_time(self) -> datetime:
         return await self.now()
