@@ -85,15 +85,10 @@ def library_limit(total: int = 1 << 30) -> float:
 
 def make_fixture(work: Path, size: int) -> dict[str, str]:
     """A CA, a bidder's pair and a sealed bid whose document is ``size`` bytes."""
-    from cryptography.hazmat.primitives import serialization
-
     from crypto import ca
-    from crypto.bid import seal_bid
-    from crypto.envelope import Recipient
-    from crypto.keys import SoftwareKey
-    from schemas.common import uscc_check_char
+    from tests.support.pki import credit_code, seal_as, write_key
 
-    code = "91350100M000100Y4" + uscc_check_char("91350100M000100Y4")
+    code = credit_code("91350100M000100Y4")
     root = ca.create_root_ca("Bench CA")
     pair = ca.issue_company_pair(root, credit_code=code, company_name="基准测试有限公司")
     pkg = work / "pkg"
@@ -117,25 +112,11 @@ def make_fixture(work: Path, size: int) -> dict[str, str]:
             f.write(block[:n])
             left -= n
     bid = work / "bid.p7m"
-    assert pair.signing.key is not None and pair.encryption.key is not None
     t0 = time.perf_counter()
-    seal_bid(
-        pkg,
-        bid,
-        signer=SoftwareKey(pair.signing.key),
-        signer_cert=pair.signing.certificate,
-        recipients=[Recipient(pair.encryption.certificate)],
-    )
+    seal_as(pair, pkg, bid)
     seal_s = time.perf_counter() - t0
     shutil.rmtree(pkg)
-    key = work / "enc.key"
-    key.write_bytes(
-        pair.encryption.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    key = write_key(work / "enc.key", pair.encryption)
     return {"bid": str(bid), "key": str(key), "seal_s": str(seal_s)}
 
 

@@ -32,11 +32,9 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import resource
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,7 +47,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_media  # noqa: E402  (the sender process and CPU readers are shared)
-from bench_media import FPS, Senders, cpu_seconds, machine_busy_seconds, make_clip  # noqa: E402
+from bench_media import (  # noqa: E402
+    FPS,
+    Senders,
+    cpu_seconds,
+    machine_busy_seconds,
+    machine_line,
+    work_and_source,
+)
 
 
 @dataclass
@@ -214,16 +219,9 @@ async def bench(args: argparse.Namespace) -> int:
     if shutil.which("janus") is None or shutil.which("janus-pp-rec") is None:
         print("janus and janus-pp-rec are needed (Debian packages janus, janus-tools)")
         return 2
-    work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-janus-"))
-    work.mkdir(parents=True, exist_ok=True)
-    source = args.source
-    if source == "clip":
-        clip = work / "clip.webm"
-        make_clip(clip)
-        source = f"clip:{clip}"
+    work, source = work_and_source(args, "bench-janus-")
     print(
-        f"bench_janus: {platform.python_version()}, {os.cpu_count()} CPUs "
-        f"({platform.processor() or platform.machine()}), {args.rooms} rooms send "
+        f"bench_janus: {machine_line()}, {args.rooms} rooms send "
         f"{args.source} 640x480@{FPS} VP8 + Opus, {args.warmup:g} s warm-up + "
         f"{args.duration:g} s measured per backend; built-in segments 5 s, Janus rotation "
         f"{args.rotate_seconds:g} s"

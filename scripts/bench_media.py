@@ -428,19 +428,31 @@ def print_step(step: Step) -> None:
         print(f"         - ... {len(step.errors) - 5} more")
 
 
+def work_and_source(args: argparse.Namespace, prefix: str) -> tuple[Path, str]:
+    """The output folder (``--out`` or a new temporary one) and what the senders send: for
+    ``--source clip`` a WebM made there, named ``clip:<path>``."""
+    work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    source = str(args.source)
+    if source == "clip":
+        clip = work / "clip.webm"
+        make_clip(clip)
+        source = f"clip:{clip}"
+    return work, source
+
+
+def machine_line() -> str:
+    """Python's version and the CPUs, for the first line of a report."""
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.python_version()}, {os.cpu_count()} CPUs ({cpu})"
+
+
 async def bench(args: argparse.Namespace) -> int:
     from server.media.builtin import BuiltinMedia, RecordingSettings
 
-    out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-media-"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    source = args.source
-    if source == "clip":
-        clip = out_dir / "clip.webm"
-        make_clip(clip)
-        source = f"clip:{clip}"
+    out_dir, source = work_and_source(args, "bench-media-")
     print(
-        f"bench_media: {platform.python_version()}, {os.cpu_count()} CPUs "
-        f"({platform.processor() or platform.machine()}), rooms send {args.source} "
+        f"bench_media: {machine_line()}, rooms send {args.source} "
         f"640x480@{FPS} VP8 + Opus, segments of {args.segment_seconds:g} s, "
         f"sessions of {args.rooms_per_session} rooms, {args.warmup:g} s warm-up + "
         f"{args.duration:g} s measured per step"

@@ -17,12 +17,10 @@ from cryptography.hazmat.primitives import serialization
 
 from crypto import ca
 from crypto.attest import b64encode, sign_document
-from crypto.bid import seal_bid, unwrap
-from crypto.envelope import Recipient
+from crypto.bid import unwrap
 from crypto.errors import FileUnreadable, OutputExists
 from crypto.keys import SoftwareKey
 from schemas.canonical import canonical_json
-from schemas.events import EventRecord
 from schemas.time import iso
 from server.audit import cli
 from server.audit.archive import (
@@ -31,9 +29,8 @@ from server.audit.archive import (
     verify_archive,
     write_archive,
 )
-from server.audit.chain import GENESIS, event_hash
-from tests.support.archive import resign, write_zip, zip_members
-from tests.support.pki import CODE_A, CODE_B, Pki, make_package
+from tests.support.archive import rechain, resign, write_zip, zip_members
+from tests.support.pki import CODE_A, CODE_B, Pki, make_package, seal_as
 
 SESSION = "S-2026-0101-01"
 
@@ -49,18 +46,6 @@ def _sign(content: bytes, issued: ca.Issued, at: datetime) -> str:
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _rechain(events: list[dict[str, Any]]) -> list[EventRecord]:
-    """Give plain event dicts their seq order's prev_hash and hash."""
-    prev = GENESIS
-    out = []
-    for event in events:
-        body = {k: v for k, v in event.items() if k not in ("prev_hash", "hash")}
-        digest = event_hash(prev, body)
-        out.append(EventRecord(**body, prev_hash=prev, hash=digest))
-        prev = digest
-    return out
 
 
 @dataclass
@@ -118,14 +103,7 @@ def world(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> World:
     bids = []
     for i, (pair, code) in enumerate(((pki.bidder_ec, CODE_B), (pki.bidder_rsa, CODE_A))):
         pkg = make_package(folder / f"pkg{i}", code)
-        sealed = seal_bid(
-            pkg,
-            folder / f"bid{i}.p7m",
-            signer=_key(pair.signing),
-            signer_cert=pair.signing.certificate,
-            recipients=[Recipient(pair.encryption.certificate)],
-            now=start,
-        )
+        sealed = seal_as(pair, pkg, folder / f"bid{i}.p7m", now=start)
         cek = unwrap(sealed.path, _key(pair.encryption), pair.encryption.certificate)
         bids.append((sealed, cek, code))
         at = seq_at[len(events) + 1]
@@ -149,7 +127,7 @@ def world(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> World:
             },
         )
     # A checkpoint over the last upload (seq 3), signed by the platform.
-    head = _rechain(events)[-1]
+    head = rechain(events)[-1]
     at = seq_at[len(events) + 1]
     status = {"session_id": SESSION, "seq": head.seq, "hash": head.hash, "status": "opening"}
     add(
@@ -212,7 +190,7 @@ def world(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> World:
     pairs = (pki.bidder_ec, pki.bidder_rsa)
     content = ArchiveContent(
         session_id=SESSION,
-        events=_rechain(events),
+        events=rechain(events),
         envelopes={s.sha256: s.path for s, _, _ in bids},
         keys={s.sha256: cek.hex() for s, cek, _ in bids},
         trust_roots=[pki.root_a.certificate, pki.root_b.certificate],
@@ -395,7 +373,7 @@ def _rebuilt(world: World, edit: Callable[[list[dict[str, Any]]], None], name: s
     """The archive re-exported (validly signed) from an edited, re-chained event log."""
     events = [e.model_dump() for e in world.content.events]
     edit(events)
-    return world.write(replace(world.content, events=_rechain(events)), name)
+    return world.write(replace(world.content, events=rechain(events)), name)
 
 
 def test_receipt_signed_by_another_key_is_named(world: World) -> None:

@@ -27,7 +27,7 @@ from tests.support.pki import (
     PemFiles,
     Pki,
     make_package,
-    openssl,
+    openssl_encrypt,
     openssl_seal,
     openssl_sign,
     summary_for,
@@ -187,20 +187,7 @@ def test_changed_signed_content_is_refused_as_signature_invalid(
     data[at + 6] = ord("9")  # the bidder's signed content changed after signing
     signed.write_bytes(bytes(data))
     bid = tmp_path / "resigned.p7m"
-    openssl(
-        "cms",
-        "-encrypt",
-        "-binary",
-        "-aes-256-gcm",
-        "-in",
-        signed,
-        "-recip",
-        files.enc_cert,
-        "-outform",
-        "DER",
-        "-out",
-        bid,
-    )
+    openssl_encrypt(signed, files, bid)
     expect_error(
         "SIGNATURE_INVALID", open_argv(bid, files, tmp_path / "out"), capsys, tmp_path / "out"
     )

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from crypto import ca
-from crypto.bid import decrypt_with_key, open_bid, seal_bid, unwrap, verify_envelope
-from crypto.envelope import Recipient
+from crypto.bid import decrypt_with_key, open_bid, unwrap, verify_envelope
 from crypto.errors import (
     CertificateExpired,
     CertificateRevoked,
@@ -22,20 +21,13 @@ from crypto.errors import (
 from crypto.fingerprint import lot_key, machine_fingerprint, primary_mac, read_machine_id
 from crypto.keys import SoftwareKey
 from crypto.package import verify_package
-from tests.support.pki import CODE_A, CODE_B, CODE_C, Pki, make_package, summary_for
+from tests.support.pki import CODE_A, CODE_B, CODE_C, Pki, make_package, seal_as, summary_for
 
 
 def _seal(tmp_path: Path, pair: ca.CompanyPair, code: str = CODE_A, **kw: object) -> Path:
     pkg = make_package(tmp_path / "pkg", code, **kw)  # type: ignore[arg-type]
     out = tmp_path / "bid.p7m"
-    assert pair.signing.key is not None
-    seal_bid(
-        pkg,
-        out,
-        signer=SoftwareKey(pair.signing.key),
-        signer_cert=pair.signing.certificate,
-        recipients=[Recipient(pair.encryption.certificate)],
-    )
+    seal_as(pair, pkg, out)
     return out
 
 
@@ -70,7 +62,6 @@ def test_two_envelope_bid_seals_technical_and_commercial_separately(
     pki: Pki, tmp_path: Path
 ) -> None:
     pair = pki.bidder_rsa
-    assert pair.signing.key is not None
     opened = {}
     for kind in ("technical", "commercial"):
         summary = summary_for(CODE_A, envelope=kind)
@@ -78,14 +69,7 @@ def test_two_envelope_bid_seals_technical_and_commercial_separately(
             del summary["price_fen"]
         pkg = make_package(tmp_path / kind, CODE_A, summary=summary)
         out = tmp_path / f"{kind}.p7m"
-        seal_bid(
-            pkg,
-            out,
-            signer=SoftwareKey(pair.signing.key),
-            signer_cert=pair.signing.certificate,
-            recipients=[Recipient(pair.encryption.certificate)],
-            envelope_kind=kind,
-        )  # type: ignore[arg-type]
+        seal_as(pair, pkg, out, envelope_kind=kind)
         opened[kind] = open_bid(out, tmp_path / f"{kind}-out", key=_key(pair.encryption))
     assert opened["technical"].summary.price_fen is None
     assert opened["commercial"].summary.price_fen == 12_800_000_000
@@ -180,18 +164,9 @@ def test_verify_envelope_checks_without_writing(pki: Pki, tmp_path: Path) -> Non
 
 
 def test_sealing_with_the_wrong_envelope_kind_is_refused(pki: Pki, tmp_path: Path) -> None:
-    pair = pki.bidder_rsa
-    assert pair.signing.key is not None
     pkg = make_package(tmp_path / "pkg", CODE_A)  # a single-envelope summary
     with pytest.raises(SummaryInvalid):
-        seal_bid(
-            pkg,
-            tmp_path / "tech.p7m",
-            signer=SoftwareKey(pair.signing.key),
-            signer_cert=pair.signing.certificate,
-            recipients=[Recipient(pair.encryption.certificate)],
-            envelope_kind="technical",
-        )
+        seal_as(pki.bidder_rsa, pkg, tmp_path / "tech.p7m", envelope_kind="technical")
     assert not (tmp_path / "tech.p7m").exists()
 
 
@@ -223,14 +198,7 @@ def test_the_sealing_machine_is_recorded_in_the_signed_manifest_keyed_by_the_sum
         return machine_fingerprint(lot, b"machine-id", "00:1a:2b:3c:4d:5e")
 
     out = tmp_path / "bid.p7m"
-    result = seal_bid(
-        pkg,
-        out,
-        signer=SoftwareKey(pair.signing.key),
-        signer_cert=pair.signing.certificate,
-        recipients=[Recipient(pair.encryption.certificate)],
-        sealing_machine=machine,
-    )
+    result = seal_as(pair, pkg, out, sealing_machine=machine)
     assert seen == ["JS-2026-0101/01"]
     expected = machine_fingerprint("JS-2026-0101/01", b"machine-id", "00:1a:2b:3c:4d:5e")
     assert result.sealing_machine == expected

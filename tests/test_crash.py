@@ -123,15 +123,7 @@ async def test_sigkill_while_decrypting_loses_nothing(site: Site) -> None:
 
     receipts: dict[str, dict[str, Any]] = {}
     for k, path in envelopes.items():
-        receipts[k] = dict(
-            await client.request(
-                "PUT",
-                f"/api/sessions/{sid}/bid",
-                p[k],
-                data=path.read_bytes(),
-                headers={"Content-Type": "application/octet-stream"},
-            )
-        )
+        receipts[k] = await client.upload(sid, p[k], path)
 
     async def status_is(status: str) -> bool:
         return (await client.view(sid, "host"))["view"]["status"] == status

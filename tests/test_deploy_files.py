@@ -9,7 +9,6 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 from schemas.time import parse_iso
 from tests.support.hall import start_hall, stop_hall
-from tests.support.janus import free_port
+from tests.support.janus import free_port, terminate
 from tests.support.pki import Pki
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,11 +222,7 @@ async def test_nginx_proxies_the_api_and_socketio_websocket_to_a_server(
                 hello = await ws.receive_str(timeout=5)
             assert hello.startswith("0{") and '"sid"' in hello  # engine.io's open packet
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(proc.wait, 10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        await terminate(proc)
         await stop_hall(hall)
 
 

@@ -13,7 +13,7 @@ from crypto.attest import b64decode, verify_document
 from schemas import evaluation as EV
 from schemas.canonical import canonical_json
 from server.domain import draw as D
-from tests.support.evaluation import Eval, drawn, new_evaluation, review
+from tests.support.evaluation import Eval, drawn, new_evaluation, review, scores
 from tests.support.hall import Hall, P
 from tests.support.pki import CODE_A, CODE_B, CODE_C
 
@@ -23,18 +23,6 @@ async def sign_in_all(e: Eval) -> dict[str, dict[str, Any]]:
     for mid, m in sorted(committee.items()):
         await e.sign_in(mid, m["room_id"])
     return committee
-
-
-def scores(expert: str, bidders: list[str], t1: int, c1: int) -> dict[str, Any]:
-    return {
-        "expert": expert,
-        "stage": "detailed",
-        "scores": [
-            {"bidder": b, "criterion": c, "points_x100": v}
-            for b in bidders
-            for c, v in (("T1", t1), ("C1", c1))
-        ],
-    }
 
 
 async def test_eval_rule_01_draw_is_committed_seeded_and_recomputable(
@@ -240,13 +228,13 @@ async def test_eval_full_comprehensive_scoring_signed_report(hall: Hall, tmp_pat
     await e.post(chair, "close-stage")
     # detailed: ids[4] deviates far on A; Eval rule 8: others' sheets only after one's own
     for i, mid in enumerate(ids[:4]):
-        await e.sheet(mid, "detailed", scores(mid, [CODE_A, CODE_B], 3000 + 100 * i, 2500))
+        await e.sheet(mid, "detailed", scores(mid, 3000 + 100 * i, 2500, [CODE_A, CODE_B]))
         if i == 0:
             before = await hall.request("GET", e.path("sheets", "detailed"), e.as_expert(ids[4]))
             assert before["own"] is None and before["others"] == []
     own = await hall.request("GET", e.path("sheets", "detailed"), e.as_expert(ids[1]))
     assert own["own"]["expert"] == ids[1] and len(own["others"]) >= 1
-    outlier = scores(ids[4], [CODE_A, CODE_B], 3100, 2500)
+    outlier = scores(ids[4], 3100, 2500, [CODE_A, CODE_B])
     outlier["scores"][0]["points_x100"] = 500  # A on T1
     await e.sheet(ids[4], "detailed", outlier)
     # Eval rule 10: a re-score only where the deviation exceeds the threshold
@@ -260,7 +248,7 @@ async def test_eval_full_comprehensive_scoring_signed_report(hall: Hall, tmp_pat
     )
     await e.post(chair, "rescore", body={"expert_id": ids[4], "reason": "偏离过大，请复核"})
     await hall.refused(409, "SHEETS_MISSING", "POST", e.path("close-stage"), chair)
-    fixed = scores(ids[4], [CODE_A, CODE_B], 3100, 2500)
+    fixed = scores(ids[4], 3100, 2500, [CODE_A, CODE_B])
     await e.sheet(ids[4], "detailed", fixed)
     await e.post(chair, "close-stage")
     await e.post(chair, "summarize")

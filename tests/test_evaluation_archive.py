@@ -35,8 +35,8 @@ from server.audit.verify_draw import check_draw
 from server.cli import main
 from server.domain import evaluation as ev
 from server.identity import ServerIdentity, cert_sha256
-from tests.support.archive import resign, write_zip, zip_members
-from tests.support.evaluation import Eval, drawn
+from tests.support.archive import rechain, resign, write_zip, zip_members
+from tests.support.evaluation import Eval, drawn, scores
 from tests.support.hall import Hall, P, start_hall, stop_hall
 from tests.support.pki import CODE_A, CODE_B, CODE_C, Pki
 
@@ -91,18 +91,6 @@ def _review(expert: str, stage: str, item: str) -> dict[str, Any]:
     }
 
 
-def _scores(expert: str, t1: int) -> dict[str, Any]:
-    return {
-        "expert": expert,
-        "stage": "detailed",
-        "scores": [
-            {"bidder": b, "criterion": c, "points_x100": v}
-            for b in BIDDERS
-            for c, v in (("T1", t1), ("C1", 2500))
-        ],
-    }
-
-
 async def _evaluate(e: Eval, ids: list[str]) -> str:
     """Chair, three stages of sheets, the report signed (one dissent, one refusal)."""
     hall = e.hall
@@ -115,7 +103,7 @@ async def _evaluate(e: Eval, ids: list[str]) -> str:
             await e.sheet(mid, stage, _review(mid, stage, item))
         await e.post(chair, "close-stage")
     for i, mid in enumerate(ids):
-        await e.sheet(mid, "detailed", _scores(mid, 3000 + 100 * i))
+        await e.sheet(mid, "detailed", scores(mid, 3000 + 100 * i))
     await e.post(chair, "close-stage")
     await e.post(chair, "summarize")
     sha = str((await hall.request("GET", e.path("report"), chair))["sha256"])
@@ -239,22 +227,11 @@ def _refused(path: Path, deep: bool = False) -> str:
     return str(info.value)
 
 
-def _rechain(events: list[dict[str, Any]]) -> list[EventRecord]:
-    prev = GENESIS
-    out = []
-    for event in events:
-        body = {k: v for k, v in event.items() if k not in ("prev_hash", "hash")}
-        digest = event_hash(prev, body)
-        out.append(EventRecord(**body, prev_hash=prev, hash=digest))
-        prev = digest
-    return out
-
-
 def _edited(world: World, edit: Any, **changes: Any) -> ArchiveContent:
     """The archive's content with an edited, re-chained log (what a forger would write)."""
     events = [e.model_dump() for e in world.content.events]
     edit(events)
-    return replace(world.content, events=_rechain(events), **changes)
+    return replace(world.content, events=rechain(events), **changes)
 
 
 def _rechain_resigned(world: World, events: list[dict[str, Any]]) -> list[EventRecord]:

@@ -15,7 +15,7 @@ from room_client.media import RoomMedia, SupervisorMedia
 from server.audit.archive import ArchiveInvalid, verify_archive
 from server.audit.export import export_session
 from tests.support.archive import flip_in_members
-from tests.support.evaluation import drawn
+from tests.support.evaluation import THREE_ROOMS, drawn
 from tests.support.hall import P, start_hall, stop_hall
 from tests.support.pki import Pki
 
@@ -26,16 +26,7 @@ async def test_eval_rule_13_three_rooms_recorded_into_the_archive(pki: Pki, tmp_
     hall = await start_hall(pki, tmp_path)
     links: list[RoomMedia | SupervisorMedia] = []
     try:
-        e, _sup = await drawn(
-            hall,
-            tmp_path,
-            draw={
-                "lead_site_id": "NJ",
-                "secondary_sites": 2,
-                "categories": [{"category": "A08.01", "count": 5, "spares": 2}],
-                "min_outside_lead": 2,
-            },
-        )
+        e, _sup = await drawn(hall, tmp_path, draw=THREE_ROOMS)
         rooms = sorted({m["room_id"] for m in (await e.committee()).values()})
         view = await e.view(P(hall, "supervisor"))
         assert sorted(view["rooms"]) == ["NJ-01", "SZ-01", "WX-01"]

@@ -17,12 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crypto import der
-from crypto.bid import seal_bid
-from crypto.envelope import Recipient, decrypt_stream, inspect_stream, unwrap_content_key
+from crypto.envelope import decrypt_stream, inspect_stream, unwrap_content_key
 from crypto.errors import BidBridgeError
 from crypto.keys import SoftwareKey
 from crypto.signed_data import read_signed_data
-from tests.support.pki import CODE_A, Pki, make_package
+from tests.support.pki import CODE_A, Pki, make_package, seal_as
 
 FUZZ = settings(
     max_examples=int(os.environ.get("BIDBRIDGE_FUZZ_EXAMPLES", "400")),
@@ -34,16 +33,8 @@ FUZZ = settings(
 @pytest.fixture(scope="module")
 def sealed(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    pair = pki.bidder_rsa
-    assert pair.signing.key is not None
     pkg = make_package(tmp / "pkg", CODE_A, documents={"a.pdf": b"fuzz me " * 64})
-    seal_bid(
-        pkg,
-        tmp / "bid.p7m",
-        signer=SoftwareKey(pair.signing.key),
-        signer_cert=pair.signing.certificate,
-        recipients=[Recipient(pair.encryption.certificate)],
-    )
+    seal_as(pki.bidder_rsa, pkg, tmp / "bid.p7m")
     data = (tmp / "bid.p7m").read_bytes()
     return data, _open(data, pki)
 

@@ -166,59 +166,46 @@ async def _signed_challenge(hall: Hall, who: Party) -> str:
     return hall.sign(who, ch["document"].encode())
 
 
+async def _login_refused(hall: Hall, status: int, code: str, signature: str) -> ApiError:
+    """Logging in with ``signature`` is refused with ``status`` and ``code``."""
+    return await hall.refused(
+        status, code, "POST", "/api/auth/login", json_body={"signature": signature}
+    )
+
+
 async def test_login_replayed_signature_is_refused(hall: Hall) -> None:
     sig = await _signed_challenge(hall, P(hall, "a"))
     out = await hall.request("POST", "/api/auth/login", json_body={"signature": sig})
     assert (out["role"], out["party_id"]) == ("bidder", P(hall, "a").code)
-    await hall.refused(
-        401, "CHALLENGE_INVALID", "POST", "/api/auth/login", json_body={"signature": sig}
-    )
+    await _login_refused(hall, 401, "CHALLENGE_INVALID", sig)
 
 
 async def test_login_stale_challenge_is_refused(hall: Hall) -> None:
     sig = await _signed_challenge(hall, P(hall, "host"))
     hall.clock.advance(61)
-    await hall.refused(
-        401, "CHALLENGE_INVALID", "POST", "/api/auth/login", json_body={"signature": sig}
-    )
+    await _login_refused(hall, 401, "CHALLENGE_INVALID", sig)
 
 
 async def test_login_unknown_nonce_or_other_server_is_refused(hall: Hall) -> None:
     host = P(hall, "host")
     made_up = hall.sign(host, login_document("00" * 32, hall.hub.settings.server_id))
-    await hall.refused(
-        401, "CHALLENGE_INVALID", "POST", "/api/auth/login", json_body={"signature": made_up}
-    )
+    await _login_refused(hall, 401, "CHALLENGE_INVALID", made_up)
     ch = await hall.request("POST", "/api/auth/challenge")
     elsewhere = hall.sign(host, login_document(ch["nonce"], "another-server"))
-    await hall.refused(
-        401, "CHALLENGE_INVALID", "POST", "/api/auth/login", json_body={"signature": elsewhere}
-    )
+    await _login_refused(hall, 401, "CHALLENGE_INVALID", elsewhere)
     not_login = hall.sign(host, b'{"hello":"world"}')
-    await hall.refused(
-        401, "CHALLENGE_INVALID", "POST", "/api/auth/login", json_body={"signature": not_login}
-    )
-    await hall.refused(
-        422, "ENVELOPE_MALFORMED", "POST", "/api/auth/login", json_body={"signature": "***"}
-    )
+    await _login_refused(hall, 401, "CHALLENGE_INVALID", not_login)
+    await _login_refused(hall, 422, "ENVELOPE_MALFORMED", "***")
 
 
 async def test_login_with_unregistered_certificate(hall: Hall, pki: Pki) -> None:
     stranger = person(pki.root_a, "陌生人", "host", "X999", [])
-    await hall.refused(
-        403,
-        "PARTY_UNKNOWN",
-        "POST",
-        "/api/auth/login",
-        json_body={"signature": await _signed_challenge(hall, stranger)},
-    )
+    await _login_refused(hall, 403, "PARTY_UNKNOWN", await _signed_challenge(hall, stranger))
     # The bidder's encryption certificate is not a login certificate (wrong key usage).
     a = P(hall, "a")
     assert a.enc_key is not None and a.enc_cert is not None
     sig = await _signed_challenge(hall, Party("甲-enc", a.enc_key, a.enc_cert))
-    await hall.refused(
-        422, "CERT_WRONG_USAGE", "POST", "/api/auth/login", json_body={"signature": sig}
-    )
+    await _login_refused(hall, 422, "CERT_WRONG_USAGE", sig)
 
 
 async def test_login_with_revoked_certificate(hall: Hall, pki: Pki) -> None:
@@ -240,13 +227,7 @@ async def test_login_with_revoked_certificate(hall: Hall, pki: Pki) -> None:
     trust.add_crl(pki.crl(pki.root_b))
     trust.add_crl(pki.crl(pki.sub_b))
     hall.hub.trust = trust
-    await hall.refused(
-        422,
-        "CERT_REVOKED",
-        "POST",
-        "/api/auth/login",
-        json_body={"signature": await _signed_challenge(hall, zhao)},
-    )
+    await _login_refused(hall, 422, "CERT_REVOKED", await _signed_challenge(hall, zhao))
     await hall.login(P(hall, "host"))  # the others are not affected
 
 
@@ -274,38 +255,16 @@ async def test_malformed_json_and_wrong_types(hall: Hall, tmp_path: Path) -> Non
         )
     big = json.dumps({"reason": "x" * (1024 * 1024 + 10)}).encode()
     await hall.refused(400, "BAD_REQUEST", "POST", path, host, data=big, headers=json_h)
-    await hall.refused(
-        422,
-        "INVALID_INPUT",
-        "POST",
-        f"/api/sessions/{sid}/extend",
-        host,
-        {"minutes": "ten", "reason": "r"},
-    )
-    await hall.refused(
-        422,
-        "INVALID_INPUT",
-        "POST",
-        f"/api/sessions/{sid}/extend",
-        host,
-        {"minutes": 0, "reason": "r"},
-    )
-    await hall.refused(
-        422,
-        "INVALID_INPUT",
-        "POST",
-        f"/api/sessions/{sid}/incidents",
-        host,
-        {"reason": "r", "bidders": ["not-a-code"]},
-    )
-    await hall.refused(
-        422,
-        "INVALID_INPUT",
-        "POST",
-        "/api/sessions",
-        host,
-        {"lot_id": "JS-2026-0101/01", "sign_in_opens": "yesterday", "deadline": 3},
-    )
+    for where, wrong in (
+        (f"/api/sessions/{sid}/extend", {"minutes": "ten", "reason": "r"}),
+        (f"/api/sessions/{sid}/extend", {"minutes": 0, "reason": "r"}),
+        (f"/api/sessions/{sid}/incidents", {"reason": "r", "bidders": ["not-a-code"]}),
+        (
+            "/api/sessions",
+            {"lot_id": "JS-2026-0101/01", "sign_in_opens": "yesterday", "deadline": 3},
+        ),
+    ):
+        await hall.refused(422, "INVALID_INPUT", "POST", where, host, wrong)
 
 
 async def test_bad_query_and_path_values(hall: Hall, tmp_path: Path) -> None:

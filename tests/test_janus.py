@@ -24,19 +24,13 @@ from server.audit.archive import ArchiveInvalid, verify_archive
 from server.audit.export import export_session
 from server.media.janus import JanusMedia
 from tests.support.archive import flip_in_members
-from tests.support.evaluation import drawn
+from tests.support.evaluation import THREE_ROOMS, drawn
 from tests.support.hall import ApiError, P, start_hall, stop_hall
 from tests.support.janus import local_janus
 from tests.support.pages import Browsing, card, shot
 from tests.support.pki import Pki
 
 RUN_SECONDS = 22.0
-THREE_ROOMS = {
-    "lead_site_id": "NJ",
-    "secondary_sites": 2,
-    "categories": [{"category": "A08.01", "count": 5, "spares": 2}],
-    "min_outside_lead": 2,
-}
 ROTATE_SECONDS = 5.0
 
 
@@ -253,16 +247,7 @@ async def test_janus_killed_mid_segment_keeps_what_it_wrote(pki: Pki, tmp_path: 
         builtin, hub.media = hub.media, media
         link = RoomMedia("synthetic", label="NJ-01")
         try:
-            e, _sup = await drawn(
-                hall,
-                tmp_path,
-                draw={
-                    "lead_site_id": "NJ",
-                    "secondary_sites": 2,
-                    "categories": [{"category": "A08.01", "count": 5, "spares": 2}],
-                    "min_outside_lead": 2,
-                },
-            )
+            e, _sup = await drawn(hall, tmp_path, draw=THREE_ROOMS)
 
             async def signal(offer: dict[str, str]) -> dict[str, str]:
                 return dict(await e.post(e.rooms["NJ-01"], "media", "offer", body=offer))

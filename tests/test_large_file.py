@@ -11,10 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from crypto.bid import seal_bid
-from crypto.envelope import Recipient
-from crypto.keys import SoftwareKey
-from tests.support.pki import CODE_A, Pki, summary_for, write_key
+from tests.support.pki import CODE_A, Pki, seal_as, summary_for, write_key
 
 SIZE = 2 * 1024**3
 PEAK_RSS_LIMIT = 200 * 1024 * 1024
@@ -39,15 +36,8 @@ def test_two_gigabyte_bid_opens_with_peak_rss_under_200_mb(pki: Pki, tmp_path: P
     with (pkg / "drawings.bin").open("wb") as f:
         f.truncate(SIZE)  # sparse: the bytes are real zeros to every reader, cheap to make
     pair = pki.bidder_rsa
-    assert pair.signing.key is not None
     bid = tmp_path / "bid.p7m"
-    seal_bid(
-        pkg,
-        bid,
-        signer=SoftwareKey(pair.signing.key),
-        signer_cert=pair.signing.certificate,
-        recipients=[Recipient(pair.encryption.certificate)],
-    )
+    seal_as(pair, pkg, bid)
     (pkg / "drawings.bin").unlink()
     assert bid.stat().st_size > SIZE
 

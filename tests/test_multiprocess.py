@@ -117,30 +117,10 @@ class Follower:
     sio: socketio.AsyncClient | None = None
 
     async def connect(self, client: Client, sid: str, last_seq: int = 0) -> None:
-        p = client.parties[self.who]
-        if p.token is None:
-            await client.login(p)
-        sio = socketio.AsyncClient(reconnection=False)
-        replayed = asyncio.Event()
-
         async def on_event(data: dict[str, Any]) -> None:
             self.seqs.append(int(data["seq"]))
 
-        async def on_replayed(data: Any) -> None:
-            replayed.set()
-
-        sio.on("event", on_event, namespace="/hall")
-        sio.on("replayed", on_replayed, namespace="/hall")
-        await sio.connect(
-            client.url,
-            namespaces=["/hall"],
-            transports=["websocket"],
-            auth={"token": p.token, "session_id": sid, "last_seq": last_seq},
-            wait_timeout=5,
-        )
-        await asyncio.wait_for(replayed.wait(), 5)
-        self.sio = sio
-        client.sockets.append(sio)
+        self.sio = await client.follow(sid, self.who, last_seq, on_event)
 
 
 async def visible_seqs(client: Client, sid: str, who: str) -> list[int]:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.support.desk import close_desk, qualification, review, room_desk, signing
+from tests.support.desk import close_desk, detailed, qualification, review, room_desk, signing
 from tests.support.evaluation import Eval
 from tests.support.hall import Hall, P
 from tests.support.pages import WALL, Browsing, reloaded_same, shot, tid
@@ -215,14 +215,8 @@ async def test_expert_desk_signs_the_report_and_the_host_console_follows_the_eva
 async def test_score_form_shows_each_maximum_and_checks_points_like_the_server(
     hall: Hall, browsing: Browsing, tmp_path: Path
 ) -> None:
-    e, committee = await qualification(hall, tmp_path)
-    ids = sorted(committee)
-    chair = e.as_expert(ids[0])
-    for stage, item in (("qualification", "Q1"), ("preliminary", "P1")):
-        for mid in ids:
-            await e.sheet(mid, stage, review(mid, stage, item))
-        await e.post(chair, "close-stage")
-    mid = ids[1]
+    e, committee = await detailed(hall, tmp_path)
+    mid = sorted(committee)[1]
     page = await browsing.open(hall, e.sid, e.as_expert(mid), "expert")
     await expect(tid(page, "status")).to_have_attribute("data-stage", "detailed")
     await expect(tid(page, "max-T1")).to_have_text("满分 40.00")

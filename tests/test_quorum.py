@@ -16,8 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from crypto import ca
-from crypto.bid import open_bid, seal_bid
-from crypto.envelope import Recipient
+from crypto.bid import open_bid
 from crypto.errors import (
     KeyCertificateMismatch,
     NotARecipient,
@@ -34,7 +33,7 @@ from crypto.quorum import (
     rebuild_backup_key,
     split_backup_key,
 )
-from tests.support.pki import CODE_A, Pki, make_package
+from tests.support.pki import CODE_A, Pki, make_package, seal_as
 
 
 @dataclass
@@ -182,15 +181,12 @@ def test_the_rebuilt_key_opens_a_bid_sealed_to_the_backup_certificate(
     opened_2_of_3: list[DecryptedShare],
     backup: Holder,
 ) -> None:
-    pair = pki.bidder_rsa
-    assert pair.signing.key is not None
     envelope = tmp_path / "bid.p7m"
-    seal_bid(
+    seal_as(
+        pki.bidder_rsa,
         make_package(tmp_path / "bid", CODE_A),
         envelope,
-        signer=SoftwareKey(pair.signing.key),
-        signer_cert=pair.signing.certificate,
-        recipients=[Recipient(pair.encryption.certificate), Recipient(bundle_2_of_3.certificate)],
+        also_to=[bundle_2_of_3.certificate],
     )
     rebuilt = rebuild_backup_key(bundle_2_of_3, [opened_2_of_3[2], opened_2_of_3[0]])
     opened = open_bid(envelope, tmp_path / "out", key=rebuilt, cert=backup.certificate)
@@ -305,16 +301,8 @@ def test_a_stranger_holds_no_share_of_the_bundle(
 def test_the_rebuilt_key_does_not_open_the_bidders_own_recipient(
     tmp_path: Path, pki: Pki, bundle_2_of_3: QuorumBundle, opened_2_of_3: list[DecryptedShare]
 ) -> None:
-    pair = pki.bidder_rsa
-    assert pair.signing.key is not None
     envelope = tmp_path / "bid.p7m"
-    seal_bid(
-        make_package(tmp_path / "bid", CODE_A),
-        envelope,
-        signer=SoftwareKey(pair.signing.key),
-        signer_cert=pair.signing.certificate,
-        recipients=[Recipient(pair.encryption.certificate)],
-    )
+    seal_as(pki.bidder_rsa, make_package(tmp_path / "bid", CODE_A), envelope)
     rebuilt = rebuild_backup_key(bundle_2_of_3, opened_2_of_3[:2])
     with pytest.raises(NotARecipient):
         open_bid(envelope, tmp_path / "out", key=rebuilt, cert=bundle_2_of_3.certificate)

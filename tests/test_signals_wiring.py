@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 
-from crypto.bid import seal_bid
-from crypto.envelope import Recipient
 from crypto.fingerprint import HEADER, machine_fingerprint
 from schemas.events import NewEvent
 from schemas.signals import Signal
@@ -23,9 +21,9 @@ from schemas.time import parse_iso
 from server.audit.export import export_session
 from server.domain import opening as op
 from tests.support.evaluation import drawn, review
-from tests.support.hall import Hall, P
+from tests.support.hall import Hall, P, seal_party
 from tests.support.opening import HOUR, SIGN_IN, cek
-from tests.support.pki import CODE_A, CODE_B, CODE_C, make_package, summary_for
+from tests.support.pki import CODE_A, CODE_B, CODE_C
 
 LOT = "JS-2026-0101/01"
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,25 +49,14 @@ def behind_proxies(hall: Hall) -> None:
 
 
 def seal(hall: Hall, tmp: Path, key: str, machine: str | None) -> Path:
-    p = P(hall, key)
-    assert p.code is not None and p.enc_cert is not None
-    folder = make_package(
-        tmp / f"{key}-src",
-        p.code,
+    return seal_party(
+        tmp,
+        P(hall, key),
+        name=key,
         documents={f"{key}-技术标.pdf": f"%PDF-1.7 {key} own text\n".encode() * 40},
-        summary=summary_for(p.code, bidder_name=p.name, price_fen=PRICES[key]),
-    )
-    out = tmp / f"{key}.p7m"
-    seal_bid(
-        folder,
-        out,
-        signer=p.key,
-        signer_cert=p.cert,
-        chain=p.chain,
-        recipients=[Recipient(p.enc_cert)],
         sealing_machine=machine,
+        price_fen=PRICES[key],
     )
-    return out
 
 
 def headers(addr: str, machine: str | None) -> dict[str, str]:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +21,7 @@ from aioice.turn import create_turn_endpoint
 
 from server.api.media import TURN_TTL, turn_credentials
 from tests.support.hall import ApiError, P, start_hall, stop_hall
-from tests.support.janus import free_port
+from tests.support.janus import free_port, terminate
 from tests.support.pki import Pki
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,12 +84,7 @@ async def local_turn(
             await asyncio.sleep(0.1)
         yield LocalTurn(port, min_port, min_port + 49, proc)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(proc.wait, 10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        await terminate(proc)
 
 
 async def allocate(turn: LocalTurn, username: str, password: str) -> tuple[str, int]:

@@ -6,8 +6,11 @@ import hashlib
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from schemas.canonical import canonical_json
+from schemas.events import EventRecord
+from server.audit.chain import GENESIS, event_hash
 
 
 def zip_members(path: Path) -> dict[str, bytes]:
@@ -36,6 +39,18 @@ def resign(members: dict[str, bytes], sign: Callable[[bytes], bytes]) -> dict[st
     manifest = canonical_json({"files": files})
     kept = {n: d for n, d in members.items() if n in files}
     return {**kept, "manifest.json": manifest, "manifest.p7s": sign(manifest)}
+
+
+def rechain(events: list[dict[str, Any]]) -> list[EventRecord]:
+    """Give plain event dicts their seq order's prev_hash and hash (what a forger would write)."""
+    prev = GENESIS
+    out = []
+    for event in events:
+        body = {k: v for k, v in event.items() if k not in ("prev_hash", "hash")}
+        digest = event_hash(prev, body)
+        out.append(EventRecord(**body, prev_hash=prev, hash=digest))
+        prev = digest
+    return out
 
 
 def flip_in_members(archive: Path, out: Path, marker: str) -> Path:

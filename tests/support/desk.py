@@ -8,7 +8,7 @@ from typing import Any
 from room_client.agent import Credentials
 from room_client.evaluation import EvalClient, ExpertDesk
 from tests.support.cli import write_party
-from tests.support.evaluation import Eval, drawn
+from tests.support.evaluation import Eval, drawn, scores
 from tests.support.hall import Hall, P
 from tests.support.pki import CODE_A, CODE_B, CODE_C
 
@@ -63,20 +63,8 @@ async def close_desk(desk: ExpertDesk) -> None:
     await desk.expert.room.close()
 
 
-def scores(expert_id: str) -> dict[str, Any]:
-    return {
-        "expert": expert_id,
-        "stage": "detailed",
-        "scores": [
-            {"bidder": b, "criterion": c, "points_x100": v}
-            for b in BIDS
-            for c, v in (("T1", 3000), ("C1", 2500))
-        ],
-    }
-
-
-async def signing(hall: Hall, tmp: Path) -> tuple[Eval, dict[str, dict[str, Any]]]:
-    """Every stage passed by everyone, the ranking computed: the report waits for signatures."""
+async def detailed(hall: Hall, tmp: Path) -> tuple[Eval, dict[str, dict[str, Any]]]:
+    """Qualification and preliminary review passed by everyone: the detailed stage is open."""
     e, committee = await qualification(hall, tmp)
     ids = sorted(committee)
     chair = e.as_expert(ids[0])
@@ -84,6 +72,14 @@ async def signing(hall: Hall, tmp: Path) -> tuple[Eval, dict[str, dict[str, Any]
         for mid in ids:
             await e.sheet(mid, stage, review(mid, stage, item))
         await e.post(chair, "close-stage")
+    return e, committee
+
+
+async def signing(hall: Hall, tmp: Path) -> tuple[Eval, dict[str, dict[str, Any]]]:
+    """Every stage passed by everyone, the ranking computed: the report waits for signatures."""
+    e, committee = await detailed(hall, tmp)
+    ids = sorted(committee)
+    chair = e.as_expert(ids[0])
     for mid in ids:
         await e.sheet(mid, "detailed", scores(mid))
     await e.post(chair, "close-stage")

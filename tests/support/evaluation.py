@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +24,12 @@ SITES = {  # site -> (city, rooms)
     "NJ": (LEAD_CITY, ["NJ-01"]),
     "SZ": (SZ_CITY, ["SZ-01"]),
     "WX": (WX_CITY, ["WX-01"]),
+}
+THREE_ROOMS = {  # a draw that links the lead room and both secondary rooms
+    "lead_site_id": "NJ",
+    "secondary_sites": 2,
+    "categories": [{"category": "A08.01", "count": 5, "spares": 2}],
+    "min_outside_lead": 2,
 }
 
 METHOD = {
@@ -214,6 +221,21 @@ async def drawn(hall: Hall, tmp: Path, **overrides: Any) -> tuple[Eval, Any]:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def scores(
+    expert: str, t1: int = 3000, c1: int = 2500, bidders: Sequence[str] = (CODE_A, CODE_B, CODE_C)
+) -> dict[str, Any]:
+    """A detailed-stage score sheet: ``t1`` and ``c1`` points (x100) for each bidder."""
+    return {
+        "expert": expert,
+        "stage": "detailed",
+        "scores": [
+            {"bidder": b, "criterion": c, "points_x100": v}
+            for b in bidders
+            for c, v in (("T1", t1), ("C1", c1))
+        ],
+    }
 
 
 def review(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import socketio
@@ -20,6 +20,7 @@ from crypto.attest import b64encode, sign_document
 from crypto.bid import seal_bid
 from crypto.envelope import Recipient
 from crypto.keys import SoftwareKey
+from crypto.package import SealingMachine
 from crypto.trust import TrustStore
 from schemas.canonical import canonical_json
 from server.app import Hub, Settings, build_app, build_hub
@@ -52,20 +53,18 @@ class ApiError(Exception):
         self.code = body.get("code")
 
 
-@dataclass
-class Hall:
-    hub: Hub
-    server: TestServer
-    clock: ManualClock
-    http: aiohttp.ClientSession
-    pki: Pki
-    t0: datetime
-    parties: dict[str, Party]
-    listeners: list[Listener] = field(default_factory=list)
+class SignsIn:
+    """What every client of the API in the tests shares: a party without a token first logs in by
+    signing the server's challenge, then each request carries its bearer token; a bid is uploaded
+    the same way.
 
-    @property
-    def url(self) -> str:
-        return str(self.server.make_url(""))
+    A client gives its ``http`` session and ``url``, how it reads an answer (``_answer``: the body,
+    ApiError for a refusal) and the time it signs the challenge at (``signing_time``); with
+    ``relogin`` a refused, expired token is renewed once."""
+
+    relogin: ClassVar[bool] = False
+    http: aiohttp.ClientSession
+    url: str
 
     async def request(
         self,
@@ -76,17 +75,13 @@ class Hall:
         data: Any = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
-        h = dict(headers or {})
-        if who is not None:
-            if who.token is None:
-                await self.login(who)
-            h["Authorization"] = f"Bearer {who.token}"
+        h = await self.authorized(who, headers)
         try:
             return await self._send(method, path, h, json_body, data)
         except ApiError as exc:
-            if who is None or exc.code != "TOKEN_INVALID":
+            if who is None or exc.code != "TOKEN_INVALID" or not self.relogin:
                 raise
-        await self.login(who)  # the manual clock jumped past the token's life
+        await self.login(who)
         h["Authorization"] = f"Bearer {who.token}"
         return await self._send(method, path, h, json_body, data)
 
@@ -96,20 +91,104 @@ class Hall:
         async with self.http.request(
             method, self.url + path, json=json_body, data=data, headers=h
         ) as r:
-            body = await r.read()
-            ctype = r.headers.get("Content-Type", "")
-            if r.status >= 400:
-                raise ApiError(r.status, json.loads(body))
-            return json.loads(body) if ctype.startswith("application/json") else body
+            return await self._answer(r)
+
+    async def _answer(self, r: aiohttp.ClientResponse) -> Any:
+        raise NotImplementedError
+
+    async def signing_time(self) -> datetime:
+        raise NotImplementedError
+
+    async def authorized(self, who: Party | None, headers: dict[str, str] | None) -> dict[str, str]:
+        """``headers`` with ``who``'s bearer token (logging in first when ``who`` has none)."""
+        h = dict(headers or {})
+        if who is not None:
+            if who.token is None:
+                await self.login(who)
+            h["Authorization"] = f"Bearer {who.token}"
+        return h
 
     async def login(self, who: Party) -> dict[str, Any]:
         ch = await self.request("POST", "/api/auth/challenge")
-        sig = sign_document(
-            ch["document"].encode(), who.key, who.cert, at=self.clock.now(), chain=who.chain
-        )
+        at = await self.signing_time()
+        sig = sign_document(ch["document"].encode(), who.key, who.cert, at=at, chain=who.chain)
         out = await self.request("POST", "/api/auth/login", json_body={"signature": b64encode(sig)})
         who.token = out["token"]
-        return out
+        return dict(out)
+
+    async def upload(self, sid: str, bidder: Party, path: Path) -> dict[str, Any]:
+        data = path.read_bytes()
+        return dict(
+            await self.request(
+                "PUT",
+                f"/api/sessions/{sid}/bid",
+                bidder,
+                data=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        )
+
+
+def seal_party(
+    tmp: Path,
+    bidder: Party,
+    *,
+    name: str = "bid",
+    documents: dict[str, bytes] | None = None,
+    to: x509.Certificate | None = None,
+    extra_recipients: list[x509.Certificate] | None = None,
+    sealing_machine: SealingMachine = None,
+    **summary: Any,
+) -> Path:
+    """``tmp/<name>.p7m``: the bidder's package (``summary`` changes its summary.json) signed with
+    its login key and chain, sealed to its encryption certificate (or ``to``) and
+    ``extra_recipients``."""
+    assert bidder.code is not None and bidder.enc_cert is not None
+    folder = make_package(
+        tmp / f"{name}-src",
+        bidder.code,
+        documents=documents,
+        summary=summary_for(bidder.code, bidder_name=bidder.name, **summary),
+    )
+    out = tmp / f"{name}.p7m"
+    recipients = [Recipient(to or bidder.enc_cert)] + [Recipient(c) for c in extra_recipients or []]
+    seal_bid(
+        folder,
+        out,
+        signer=bidder.key,
+        signer_cert=bidder.cert,
+        chain=bidder.chain,
+        recipients=recipients,
+        sealing_machine=sealing_machine,
+    )
+    return out
+
+
+@dataclass
+class Hall(SignsIn):
+    hub: Hub
+    server: TestServer
+    clock: ManualClock
+    http: aiohttp.ClientSession
+    pki: Pki
+    t0: datetime
+    parties: dict[str, Party]
+    listeners: list[Listener] = field(default_factory=list)
+    relogin: ClassVar[bool] = True  # the manual clock may jump past a token's life
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url(""))
+
+    async def _answer(self, r: aiohttp.ClientResponse) -> Any:
+        body = await r.read()
+        ctype = r.headers.get("Content-Type", "")
+        if r.status >= 400:
+            raise ApiError(r.status, json.loads(body))
+        return json.loads(body) if ctype.startswith("application/json") else body
+
+    async def signing_time(self) -> datetime:
+        return self.clock.now()
 
     def sign(self, who: Party, content: bytes) -> str:
         return b64encode(
@@ -146,36 +225,8 @@ class Hall:
         extra_recipients: list[x509.Certificate] | None = None,
         **summary: Any,
     ) -> Path:
-        assert bidder.code is not None and bidder.enc_cert is not None
-        folder = make_package(
-            tmp / f"{name}-src",
-            bidder.code,
-            summary=summary_for(bidder.code, bidder_name=bidder.name, **summary),
-        )
-        out = tmp / f"{name}.p7m"
-        recipients = [Recipient(to or bidder.enc_cert)] + [
-            Recipient(c) for c in extra_recipients or []
-        ]
-        seal_bid(
-            folder,
-            out,
-            signer=bidder.key,
-            signer_cert=bidder.cert,
-            chain=bidder.chain,
-            recipients=recipients,
-        )
-        return out
-
-    async def upload(self, sid: str, bidder: Party, path: Path) -> dict[str, Any]:
-        data = path.read_bytes()
-        return dict(
-            await self.request(
-                "PUT",
-                f"/api/sessions/{sid}/bid",
-                bidder,
-                data=data,
-                headers={"Content-Type": "application/octet-stream"},
-            )
+        return seal_party(
+            tmp, bidder, name=name, to=to, extra_recipients=extra_recipients, **summary
         )
 
     async def at(self, when: datetime) -> None:

@@ -8,11 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from crypto import ca
+from crypto.bid import SealResult, seal_bid
+from crypto.envelope import Recipient
+from crypto.keys import SoftwareKey
 from crypto.trust import TrustStore
 from schemas.common import uscc_check_char
 
@@ -142,6 +146,27 @@ def make_package(
     return folder
 
 
+def seal_as(
+    pair: ca.CompanyPair,
+    package: Path,
+    out: Path,
+    *,
+    also_to: Sequence[x509.Certificate] = (),
+    **options: Any,
+) -> SealResult:
+    """Seal ``package`` into ``out`` with the company's own signing key, to its own encryption
+    certificate (and to ``also_to``); ``options`` go to ``seal_bid`` (envelope_kind, now, ...)."""
+    assert pair.signing.key is not None
+    return seal_bid(
+        package,
+        out,
+        signer=SoftwareKey(pair.signing.key),
+        signer_cert=pair.signing.certificate,
+        recipients=[Recipient(c) for c in (pair.encryption.certificate, *also_to)],
+        **options,
+    )
+
+
 def write_cert(path: Path, cert: x509.Certificate) -> Path:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return path
@@ -235,6 +260,17 @@ def openssl_seal(
 ) -> Path:
     """Sign ``content`` with ``openssl cms -sign``, then encrypt with ``openssl cms -encrypt``."""
     signed = openssl_sign(content, files, out.with_suffix(".signed.der"), stream)
+    return openssl_encrypt(signed, files, out, encrypt_opts, stream)
+
+
+def openssl_encrypt(
+    signed: Path,
+    files: PemFiles,
+    out: Path,
+    encrypt_opts: Sequence[str] = ("-aes-256-gcm",),
+    stream: bool = False,
+) -> Path:
+    """``openssl cms -encrypt`` of ``signed`` to the bidder's encryption certificate."""
     streaming = ["-stream"] if stream else []
     openssl(
         "cms",

@@ -30,19 +30,24 @@ import socketio
 from cryptography.hazmat.primitives import serialization
 
 from crypto import ca
-from crypto.attest import b64encode, sign_document
-from crypto.bid import seal_bid, unwrap
-from crypto.envelope import Recipient
+from crypto.attest import b64encode
+from crypto.bid import unwrap
 from schemas.time import iso, parse_iso
 from server.audit.chain import GENESIS, event_hash
-from tests.support.hall import ApiError, Party, company, person, register_parties
+from tests.support.hall import (
+    ApiError,
+    Party,
+    SignsIn,
+    company,
+    person,
+    register_parties,
+    seal_party,
+)
 from tests.support.pki import (
     CODE_A,
     CODE_B,
     CODE_C,
     Pki,
-    make_package,
-    summary_for,
     write_cert,
     write_key,
 )
@@ -116,7 +121,7 @@ class ServerProcess:
 
 
 @dataclass
-class Client:
+class Client(SignsIn):
     http: aiohttp.ClientSession
     url: str
     parties: dict[str, Party]
@@ -125,34 +130,14 @@ class Client:
     async def now(self) -> datetime:
         return parse_iso(str((await self.request("GET", "/api/time"))["now"]))
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        who: Party | None = None,
-        json_body: Any = None,
-        data: Any = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
-        h = dict(headers or {})
-        if who is not None:
-            if who.token is None:
-                await self.login(who)
-            h["Authorization"] = f"Bearer {who.token}"
-        async with self.http.request(
-            method, self.url + path, json=json_body, data=data, headers=h
-        ) as r:
-            body = await r.json(content_type=None)
-            if r.status >= 400:
-                raise ApiError(r.status, body)
-            return body
+    async def _answer(self, r: aiohttp.ClientResponse) -> Any:
+        body = await r.json(content_type=None)
+        if r.status >= 400:
+            raise ApiError(r.status, body)
+        return body
 
-    async def login(self, who: Party) -> None:
-        ch = await self.request("POST", "/api/auth/challenge")
-        at = await self.now()
-        sig = sign_document(ch["document"].encode(), who.key, who.cert, at=at, chain=who.chain)
-        out = await self.request("POST", "/api/auth/login", json_body={"signature": b64encode(sig)})
-        who.token = out["token"]
+    async def signing_time(self) -> datetime:
+        return await self.now()
 
     async def view(self, sid: str, who: str) -> dict[str, Any]:
         return dict(await self.request("GET", f"/api/sessions/{sid}", self.parties[who]))
@@ -183,16 +168,29 @@ class Client:
     async def hall_socket(
         self, sid: str, who: str, last_seq: int, got: dict[int, dict[str, Any]]
     ) -> socketio.AsyncClient:
-        """A socket.io client in the hall; waits until the server says the replay is done."""
+        """A socket.io client in the hall that keeps each event in ``got`` by seq; waits until the
+        server says the replay is done."""
+
+        async def on_event(data: dict[str, Any]) -> None:
+            old = got.setdefault(data["seq"], data)
+            assert old == data, f"seq {data['seq']} arrived twice with different content"
+
+        return await self.follow(sid, who, last_seq, on_event)
+
+    async def follow(
+        self,
+        sid: str,
+        who: str,
+        last_seq: int,
+        on_event: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> socketio.AsyncClient:
+        """A socket.io client in the hall that hands each event to ``on_event``; waits until the
+        server says the replay is done."""
         p = self.parties[who]
         if p.token is None:
             await self.login(p)
         sio = socketio.AsyncClient(reconnection=False)
         replayed = asyncio.Event()
-
-        async def on_event(data: dict[str, Any]) -> None:
-            old = got.setdefault(data["seq"], data)
-            assert old == data, f"seq {data['seq']} arrived twice with different content"
 
         async def on_replayed(data: Any) -> None:
             replayed.set()
@@ -309,23 +307,13 @@ async def register(client: Client) -> None:
 
 
 def seal(tmp: Path, bidder: Party, name: str, document_bytes: int, price_fen: int) -> Path:
-    assert bidder.code is not None and bidder.enc_cert is not None
-    folder = make_package(
-        tmp / f"{name}-src",
-        bidder.code,
+    return seal_party(
+        tmp,
+        bidder,
+        name=name,
         documents={"商务标.pdf": b"%PDF-1.7 bid\n" + os.urandom(document_bytes)},
-        summary=summary_for(bidder.code, bidder_name=bidder.name, price_fen=price_fen),
+        price_fen=price_fen,
     )
-    out = tmp / f"{name}.p7m"
-    seal_bid(
-        folder,
-        out,
-        signer=bidder.key,
-        signer_cert=bidder.cert,
-        chain=bidder.chain,
-        recipients=[Recipient(bidder.enc_cert)],
-    )
-    return out
 
 
 def check_chain(log: list[dict[str, Any]]) -> None:
@@ -370,13 +358,7 @@ async def to_opening(
     await register(client)
     sid = await published_session(client, timedelta(seconds=deadline_s), min_bids=3)
     for k, path in envelopes.items():
-        await client.request(
-            "PUT",
-            f"/api/sessions/{sid}/bid",
-            p[k],
-            data=path.read_bytes(),
-            headers={"Content-Type": "application/octet-stream"},
-        )
+        await client.upload(sid, p[k], path)
 
     async def sealed() -> bool:
         return (await client.view(sid, "host"))["view"]["status"] == "sealed"
