@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from schemas.events import MAX_SEQ
+from server.auth import Principal
 from server.identity import cert_pem
 from tests.support.hall import ConnectionRefused, Hall, Listener, P
 from tests.support.pki import CODE_A
@@ -178,3 +179,19 @@ async def test_a_name_with_hidden_characters_is_refused_at_registration(
         422, "INVALID_INPUT", "POST", path, P(hall, "centre"), {**complete, **body}
     )
     assert "invisible" in err.body["detail"]
+
+
+@pytest.mark.parametrize("role", ["room", "expert"])
+async def test_a_room_device_or_expert_token_cannot_join_an_opening_hall(
+    hall: Hall, role: str
+) -> None:
+    sid = await hall.create_session()
+    token, _ = hall.hub.tokens.issue(
+        Principal(role, f"{role}-1", f"{role}-1", "0" * 64), hall.clock.now()
+    )
+    listener = Listener()
+    hall.listeners.append(listener)
+    with pytest.raises(ConnectionRefused) as err:
+        await listener.connect_with(hall.url, {"token": token, "session_id": sid})
+    assert err.value.code == "NOT_PERMITTED"
+    assert err.value.data["zh"] and err.value.data["en"]

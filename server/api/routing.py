@@ -1,5 +1,6 @@
-"""A small route table: each route names its body and response models, so the OpenAPI document
-is generated from the same ``schemas`` models that parse the requests."""
+"""How a route is declared and served: ``Route`` and its constructors, one request's ``Ctx``,
+``dispatch`` (token, role, body), the command helper, the OpenAPI document (from the same
+``schemas`` models that parse the requests) and the one error-to-response middleware."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``bidbridge demo``: the main job on the embedded default, end to end, with fresh CAs.
+"""``bidbridge demo-crypto``: the sealed-bid round trip offline, end to end, with fresh CAs.
 
 At this stage the demo runs the sealed-bid round trip the opening will rest on: two independent
 CAs trusted at once (CA 互认), bidders from both seal bids offline (RSA-OAEP and ECDH recipients,

@@ -945,6 +945,14 @@ def before_deadline(state: OpeningState) -> bool:
     return (status or state.status) in ("draft", *BEFORE_DEADLINE)
 
 
+def _viewer_tags(state: OpeningState, role: str, party_id: str) -> frozenset[str] | None:
+    """The opening hall admits bidders and staff; a room device or an expert has no business
+    in it (their tokens are for evaluations)."""
+    if role != "bidder" and role not in STAFF_ROLES:
+        return None
+    return viewer_tags(role, party_id)
+
+
 MACHINE = Machine(
     kind="opening",
     state=OpeningState,
@@ -959,7 +967,7 @@ MACHINE = Machine(
     leave_command=Leave,
     link_command=None,
     present_parties=lambda s: [(role, account) for account, role in s.present.items()],
-    viewer_tags_of=lambda s, role, party_id: viewer_tags(role, party_id),
+    viewer_tags_of=_viewer_tags,
     supervision_of=_supervision,
     before_deadline_of=before_deadline,
     record_pending_of=lambda s: s.record_pending,

@@ -170,7 +170,7 @@ class Hall(socketio.AsyncNamespace):
             machine.state.model_validate(row.snapshot["state"]), p.role, p.party_id
         )
         if tags is None:
-            raise refuse("NOT_PERMITTED", "您无权进入该评标会话", "you may not join")
+            raise refuse("NOT_PERMITTED", "您无权进入该会话", "you may not join this session")
         await self.save_session(sid, {"principal": p, "session_id": session_id, "tags": tags})
         if auth.get("batch") is True:
             self.batched.add(sid)
