@@ -63,6 +63,9 @@ class Principal:
     party_id: str
     name: str
     cert_sha256: str
+    session_id: str | None = None
+    """The one session this token is for (a bidder's page link, an expert's sign-in at a room);
+    None: every session the role may act on."""
 
 
 class Tokens:
@@ -86,6 +89,8 @@ class Tokens:
             "cert": p.cert_sha256,
             "exp": int(exp.timestamp()),
         }
+        if p.session_id is not None:
+            body["sid"] = p.session_id
         raw = canonical_json(body)
         mac = hmac.new(self._secret, raw, hashlib.sha256).digest()
         return f"{_b64u(raw)}.{_b64u(mac)}", exp
@@ -101,7 +106,7 @@ class Tokens:
         body: dict[str, Any] = json.loads(raw)
         if body["exp"] <= now.timestamp():
             raise TokenInvalid("expired / 已过期")
-        return Principal(body["role"], body["sub"], body["name"], body["cert"])
+        return Principal(body["role"], body["sub"], body["name"], body["cert"], body.get("sid"))
 
 
 def token_lifetime(tokens: Tokens, clock: Clock) -> float:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import api as S
 from schemas.canonical import canonical_json
-from server.api.routing import Ctx, Route, post
+from server.api.routing import Ctx, OtherSession, Route, post
 from server.auth import (
     CHALLENGE_SECONDS,
     ChallengeInvalid,
@@ -62,6 +62,10 @@ PAGE_ROLES: dict[str, tuple[str, ...]] = {
     "supervisor": ("supervisor",),
     "expert": ("expert",),
 }
+
+
+SCOPED_ROLES = ("bidder", "expert")
+"""Roles whose page tokens are bound to the session of their link."""
 
 
 class _In(BaseModel):
@@ -152,6 +156,8 @@ async def web_link(ctx: Ctx, body: WebLinkIn) -> WebLinkOut:
         from server.domain import errors as E
 
         raise E.NotPermitted(f"{p.role} may not open the {body.page} page")
+    if p.session_id is not None and p.session_id != body.session_id:
+        raise OtherSession()
     if await hub.store.load_session(body.session_id) is None:
         raise NotFound(body.session_id)
     now = hub.clock.now()
@@ -190,7 +196,10 @@ async def redeem(ctx: Ctx, body: RedeemIn) -> RedeemOut:
         claims["nonce"], now
     ):
         raise ChallengeInvalid("used or expired: ask the agent for a new link / 链接已使用或已过期")
-    p = Principal(claims["role"], claims["sub"], claims["name"], claims["cert"])
+    # A bidder's page and an expert's desk act on the one session the link names (a link for
+    # lot 01 must not upload to lot 02); staff pages follow every session their role may see.
+    scope = claims["session"] if claims["role"] in SCOPED_ROLES else None
+    p = Principal(claims["role"], claims["sub"], claims["name"], claims["cert"], scope)
     token, exp = hub.tokens.issue(p, now)
     return RedeemOut(
         token=token,

@@ -33,10 +33,11 @@ def person_id_of(cert: x509.Certificate) -> str | None:
 
 
 def _expert_token(
-    hub: Hub, expert_id: str, name: str, fp: str, seq: int | None
+    hub: Hub, session_id: str, expert_id: str, name: str, fp: str, seq: int | None
 ) -> EV.ExpertSignInOut:
-    """The member's bearer token, named for their certificate."""
-    token, exp = hub.tokens.issue(Principal("expert", expert_id, name, fp), hub.clock.now())
+    """The member's bearer token, named for their certificate and bound to this evaluation."""
+    member = Principal("expert", expert_id, name, fp, session_id)
+    token, exp = hub.tokens.issue(member, hub.clock.now())
     return EV.ExpertSignInOut(
         token=token,
         expert_id=expert_id,
@@ -130,7 +131,7 @@ async def expert_sign_in(ctx: Ctx, body: EV.ExpertSignInIn) -> EV.ExpertSignInOu
     ):
         # Signed in already (the token expired, the room device restarted): a new token, no
         # new event; the same key at the same room proves it is the same member.
-        return _expert_token(hub, body.expert_id, name, fp, None)
+        return _expert_token(hub, ctx.session_id, body.expert_id, name, fp, None)
     cmd = ev.ExpertSignIn(
         actor=eval_actor(ctx),
         expert_id=body.expert_id,
@@ -140,7 +141,7 @@ async def expert_sign_in(ctx: Ctx, body: EV.ExpertSignInIn) -> EV.ExpertSignInOu
         signature=body.signature,
     )
     records = await hub.service.execute(ctx.session_id, cmd)
-    return _expert_token(hub, body.expert_id, name, fp, seq_of(records))
+    return _expert_token(hub, ctx.session_id, body.expert_id, name, fp, seq_of(records))
 
 
 async def no_key(ctx: Ctx) -> S.OkOut:

@@ -189,6 +189,15 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+class OtherSession(E.Refusal):
+    """A token for one session (a bidder's page link, an expert's sign-in) used on another."""
+
+    code = "NOT_PERMITTED"
+    status = 403
+    zh = "此登录仅用于另一会话，请从该会话的页面或评标室重新进入"
+    en = "this sign-in is for another session: enter from that session's page or room"
+
+
 class Invalid(BidBridgeError):
     code = "INVALID_INPUT"
     zh = "输入内容不符合要求"
@@ -270,6 +279,9 @@ async def dispatch(request: web.Request, route: Route) -> web.StreamResponse:
         principal = hub.tokens.check(header[7:].strip(), hub.clock.now())
         if principal.role not in route.roles:
             raise E.NotPermitted(f"{principal.role} may not call {route.method} {route.path}")
+        scope = principal.session_id
+        if scope is not None and request.match_info.get("session_id", scope) != scope:
+            raise OtherSession()
     ctx = Ctx(hub, request, principal)
     if route.body is not None:
         body = await parse_body(request, route.body)

@@ -154,6 +154,12 @@ class Hall(socketio.AsyncNamespace):
         except BidBridgeError as exc:
             raise refuse(exc.code, exc.zh, exc.en) from None
         session_id = str(auth.get("session_id", ""))
+        if p.session_id is not None and p.session_id != session_id:
+            raise refuse(
+                "NOT_PERMITTED",
+                "此登录仅用于另一会话",
+                "this sign-in is for another session",
+            )
         row = await self.store.load_session(session_id)
         if row is None:
             raise refuse("NOT_FOUND", "会话不存在", "no such session")
