@@ -896,6 +896,19 @@ def test_rule_11_objections_answered_and_silence_confirms() -> None:
     hall.refused(Object(actor=bidder(B), text="too late"), CONF_CLOSE, E.WindowClosed)
 
 
+def test_rule_11_a_bidder_may_have_at_most_three_unanswered_objections() -> None:
+    hall = Hall().to_decrypting()
+    at = DEC_OPEN + SECOND
+    for i in range(3):
+        hall.run(Object(actor=bidder(B), text=f"异议 {i + 1}"), at)
+    hall.refused(Object(actor=bidder(B), text="第四条"), at, E.TooManyObjections)
+    hall.run(Object(actor=bidder(A), text="另一投标人的异议"), at)  # others are not held up
+    hall.run(Reply(actor=HOST, objection_id=2, text="已答复"), at)
+    [fourth] = hall.run(Object(actor=bidder(B), text="第四条"), at)
+    assert fourth.payload["id"] == 5
+    hall.refused(Object(actor=bidder(B), text="第五条"), at, E.TooManyObjections)
+
+
 def test_rule_11_silence_does_not_confirm_for_a_bid_that_was_not_decrypted() -> None:
     hall = Hall().to_decrypting()
     hall.run(decrypted(A, DEC_OPEN), DEC_OPEN)

@@ -73,6 +73,13 @@ class NoBid(Refusal):
     en = "no bid file of yours is on record for this lot"
 
 
+class TooManyObjections(Refusal):
+    code = "TOO_MANY_OBJECTIONS"
+    status = 429
+    zh = "您已有异议尚未答复，请等待主持人答复后再提出新的异议"
+    en = "your objections are still awaiting the host's answer: raise a new one once they are answered"
+
+
 class WindowClosed(Refusal):
     code = "WINDOW_CLOSED"
     status = 409

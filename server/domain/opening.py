@@ -468,6 +468,10 @@ def _approve_backup(state: OpeningState, cmd: ApproveBackup, now: datetime) -> l
     return events
 
 
+MAX_OPEN_OBJECTIONS = 3
+"""How many of one bidder's objections may await the host's answer at once (rule 11)."""
+
+
 def _object(state: OpeningState, cmd: Object, now: datetime) -> list[NewEvent]:
     """Rule 11: objections are raised in the hall and recorded (during a pause too)."""
     if state.status == "suspended" and state.suspended_from not in OBJECTIONS_OPEN:
@@ -477,6 +481,11 @@ def _object(state: OpeningState, cmd: Object, now: datetime) -> list[NewEvent]:
         raise E.WindowClosed("the opening record is being made / 开标记录已在生成")
     if cmd.actor.id not in state.bids:
         raise E.NoBid()
+    waiting = [o for o in state.objections if o.bidder == cmd.actor.id and o.reply is None]
+    if len(waiting) >= MAX_OPEN_OBJECTIONS:
+        # Rule 11: every objection is answered before confirmation opens; one bidder raising
+        # objections without end would block the opening for everyone.
+        raise E.TooManyObjections(f"{len(waiting)} awaiting an answer / 条待答复")
     public = state.table is not None
     audience = ALL if public else _bid_audience(cmd.actor.id)
     return [
