@@ -70,7 +70,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest_asyncio.fixture
 async def rd(redis_server: RedisServer) -> AsyncIterator[Any]:
     """A plain client for looking at the keys; the database is emptied after each test."""
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    client = aioredis.Redis.from_url(
+        redis_server.url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30
+    )
     try:
         yield client
     finally:

@@ -424,6 +424,17 @@ class RedisServer:
         log = (self.folder / "redis.log").open("ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         _wait_port(self.port, 10, "redis-server", self.proc)
+        self._check_ours()
+
+    def _check_ours(self) -> None:
+        """The port answers as Redis and our process still runs: another program that took the
+        port between ``free_port`` and the bind would otherwise leave clients waiting forever."""
+        with socket.create_connection(("127.0.0.1", self.port), 5) as probe:
+            probe.settimeout(5)
+            probe.sendall(b"PING\r\n")
+            answer = probe.recv(64)
+        if answer != b"+PONG\r\n" or (self.proc is not None and self.proc.poll() is not None):
+            pytest.fail(f"port {self.port} is not our redis-server (it answered {answer!r})")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
