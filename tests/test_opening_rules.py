@@ -40,6 +40,7 @@ from server.domain.opening import (
     OpenDecryption,
     OpeningState,
     Origin,
+    PlatformOutage,
     Publish,
     RaiseSignals,
     RecordIncident,
@@ -1232,6 +1233,7 @@ NATURAL: dict[str, tuple[Actor, ...]] = {
     "Suspend": (HOST, SUP),
     "Resume": (HOST, SUP),
     "Extend": (HOST,),
+    "PlatformOutage": (SERVER,),
 }
 
 
@@ -1293,6 +1295,9 @@ def random_command(data: st.DataObject, state: OpeningState, now: datetime) -> C
         fields["reason"] = reason
     elif kind == "Extend":
         fields |= {"minutes": data.draw(st.integers(1, 60)), "reason": reason}
+    elif kind == "PlatformOutage":
+        down = data.draw(st.sampled_from(STEPS[:5]))
+        fields |= {"down_from": now - down, "down_until": now}
     command_type = {c.__name__: c for c in COMMAND_TYPES}[kind]
     return command_type(**fields)
 
@@ -1323,6 +1328,7 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
     Suspend,
     Resume,
     Extend,
+    PlatformOutage,
 )
 
 
@@ -1522,6 +1528,65 @@ def test_rule_03_a_bid_not_sealed_to_the_registered_certificate_is_refused() -> 
     assert "投标文件未使用您登记的加密证书加密" in info.value.line()
     assert "the bid is not sealed to your registered encryption certificate" in info.value.line()
     assert "加密证书" in info.value.zh and info.value.en
+
+
+def outage(down_from: datetime, down_until: datetime) -> PlatformOutage:
+    return PlatformOutage(actor=SERVER, down_from=down_from, down_until=down_until)
+
+
+def test_rule_08_an_outage_in_the_decryption_window_extends_it_and_is_the_platforms_fault() -> None:
+    """Downtime fairness: bidders get back the time the platform was down, and a bid still not
+    decrypted is withdrawn (撤回, platform), never revoked (撤销, bidder)."""
+    hall = Hall().to_decrypting((A, B, C))
+    hall.run(decrypted(A, DEC_OPEN + SECOND), DEC_OPEN + SECOND)
+    down_from = DEC_CLOSE - timedelta(minutes=5)
+    down_until = DEC_CLOSE + timedelta(minutes=3)  # the window ran out while the server was down
+    hall.refused(
+        outage(down_from, down_until).model_copy(update={"actor": HOST}), down_until, E.NotPermitted
+    )
+    events = hall.run(outage(down_from, down_until), down_until)
+    assert types(events) == ["platform_outage", "incident_recorded", "incident_recorded"]
+    assert events[0].audience == ["all"]
+    assert events[0].payload == {
+        "window": "decryption",
+        "down_from": iso(down_from),
+        "down_until": iso(down_until),
+        "extended_seconds": 480.0,
+    }
+    assert [e.payload["bidders"] for e in events[1:]] == [[B], [C]]  # A had decrypted
+    assert [e.audience for e in events[1:]] == [[bidder_tag(B), "staff"], [bidder_tag(C), "staff"]]
+    assert hall.state.decrypt_closes_at == DEC_CLOSE + timedelta(minutes=8)
+    # The same outage reported again (a second process, a second restart) changes nothing.
+    assert hall.run(outage(down_from, down_until), down_until + SECOND) == []
+    # B decrypts in the extended window; C never sends its key.
+    later = DEC_CLOSE + timedelta(minutes=4)
+    hall.run(decrypted(B, later), later)
+    assert hall.run(Tick(actor=SERVER), DEC_CLOSE + timedelta(minutes=7)) == []
+    closed = hall.run(Tick(actor=SERVER), DEC_CLOSE + timedelta(minutes=8))
+    assert types(closed) == ["decryption_closed", "bid_withdrawn", "table_published"]
+    assert closed[1].payload["bidder"] == C
+    assert closed[1].payload["evidence"]["finding"] == "platform_fault"
+
+
+def test_rule_08_an_outage_outside_an_open_window_changes_nothing() -> None:
+    hall = Hall().to_decrypting((A, B, C))
+    # Began after the window had closed (the scheduler had not fired yet): the window stays closed.
+    assert hall.run(outage(DEC_CLOSE, DEC_CLOSE + MINUTE), DEC_CLOSE + MINUTE) == []
+    # Took no time.
+    assert hall.run(outage(DEC_OPEN, DEC_OPEN), DEC_OPEN + SECOND) == []
+    assert hall.state.decrypt_closes_at == DEC_CLOSE
+    # Before the deadline the outage is not the decryption's: not allowed in that status.
+    early = Hall().to_sign_in()
+    early.refused(outage(UPLOAD, UPLOAD + MINUTE), UPLOAD + MINUTE, E.NotAllowedInState)
+
+
+def test_rule_08_an_outage_in_the_confirmation_window_extends_it() -> None:
+    hall = Hall().to_confirming((A, B, C))
+    closes = hall.state.confirm_closes_at
+    assert closes is not None
+    events = hall.run(outage(closes - MINUTE, closes + MINUTE), closes + MINUTE)
+    assert types(events) == ["platform_outage"]  # silence is consent: nobody's fault to record
+    assert hall.state.confirm_closes_at == closes + 2 * MINUTE
 
 
 def test_rule_08_a_failed_decryption_is_the_platforms_fault_only_for_platform_codes() -> None:

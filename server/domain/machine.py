@@ -109,6 +109,9 @@ class Machine:
     signals_command: Callable[[list[dict[str, Any]]], Any]
     kind_in_first_event: bool = True
     """Whether ``session_created`` names the kind (the opening's predates kinds: kept as it was)."""
+    outage_command: Callable[[datetime, datetime], Any] | None = None
+    """The server's command telling a session that the platform was down (None: the kind's
+    windows do not move for outages)."""
 
     # --- deciding ---------------------------------------------------------------------------------
 
@@ -211,6 +214,12 @@ class Machine:
     def record_pending(self, state: Any) -> bool:
         """Work the server must do after a restart (a record to generate)."""
         return self.record_pending_of(state)
+
+    def outage(self, down_from: datetime, down_until: datetime) -> Any | None:
+        """The server's command reporting a platform outage to a session of this kind."""
+        if self.outage_command is None:
+            return None
+        return self.outage_command(down_from, down_until)
 
     def raise_signals(self, signals: list[dict[str, Any]]) -> Any:
         """The server's command recording new warning signals on a session of this kind."""

@@ -62,6 +62,7 @@ from server.domain.opening_model import (
     OpenDecryption,
     OpeningState,
     Origin,
+    PlatformOutage,
     Publish,
     RaiseSignals,
     RecordIncident,
@@ -87,6 +88,14 @@ from server.domain.opening_model import (
     viewer_tags,
 )
 from server.domain.opening_record import build_record, build_table, record_text
+from server.domain.opening_windows import (
+    WINDOWS,
+    extend,
+    fold_window,
+    no_window,
+    platform_outage,
+    shift_future,
+)
 
 # fmt: off
 __all__ = [
@@ -95,7 +104,7 @@ __all__ = [
     "ApproveBackup", "Attempt", "BackupConfig", "BackupRequest", "Bid", "BidStatus", "Command",
     "Confirm", "DecryptionResult", "Extend", "GenerateRecord", "Incident", "Join", "Leave",
     "NotARecipient", "Object", "Objection", "OpenConfirmation", "OpenDecryption",
-    "OpeningState", "Origin", "Publish", "RaiseSignals", "RecordIncident", "Rehearse", "Reply",
+    "OpeningState", "Origin", "PlatformOutage", "Publish", "RaiseSignals", "RecordIncident", "Rehearse", "Reply",
     "RequestBackup", "Resume", "Retract", "Role", "Security", "SetSecurity", "SignIn",
     "SignRecord", "Start", "Status", "SubmitKey", "Suspend", "Tick", "Timetable", "Upload",
     "bidder_tag", "build_record", "build_table", "check_recipient", "decide",
@@ -152,10 +161,6 @@ def _not_decrypting(state: OpeningState, cmd: Any = None) -> E.Refusal:
 
 def _not_taking_results(state: OpeningState, cmd: DecryptionResult) -> E.Refusal:
     return _after_deadline(state) if cmd.via == "backup" else _not_decrypting(state)
-
-
-def _no_window(state: OpeningState, cmd: Any = None) -> E.Refusal:
-    return E.NotAllowedInState(f"no window to extend in status {state.status}")
 
 
 def _security_roles(cmd: SetSecurity) -> tuple[str, ...]:
@@ -619,41 +624,6 @@ def _raise_signals(state: OpeningState, cmd: RaiseSignals, now: datetime) -> lis
     return raise_signals(state.signals_raised, cmd, cmd.signals)
 
 
-_WINDOWS = {
-    "published": "deadline",
-    "sign_in": "deadline",
-    "decrypting": "decryption",
-    "confirming": "confirmation",
-}
-
-
-def _extend(state: OpeningState, cmd: Extend, now: datetime) -> list[NewEvent]:
-    """Rule 13: extending a window needs a reason and is an event every party sees."""
-    window = _WINDOWS[state.status]
-    if window == "confirmation" and (state.record_pending or state.record_sha256):
-        raise E.WindowClosed()
-    closes = {
-        "deadline": state.timetable.deadline,
-        "decryption": state.decrypt_closes_at,
-        "confirmation": state.confirm_closes_at,
-    }[window]
-    if closes is not None and now >= closes:
-        # The scheduler may not have fired yet; server time has already closed the window.
-        if window == "deadline":
-            raise E.DeadlinePassed(f"deadline {iso(closes)}")
-        raise E.WindowClosed(f"{window} closed at {iso(closes)}")
-    return [
-        _ev(
-            "window_extended",
-            cmd.actor,
-            ALL,
-            window=window,
-            minutes=cmd.minutes,
-            reason=_reason(cmd.reason),
-        )
-    ]
-
-
 # --- the tables -----------------------------------------------------------------------------------
 
 _AFTER_DEADLINE = ("opening", "decrypting")
@@ -690,8 +660,11 @@ COMMANDS: dict[type[Command], CommandRule] = {
     SignRecord: CommandRule(("host", "supervisor"), ("confirming",), _sign_record),
     Suspend: CommandRule(("host", "supervisor"), ACTIVE, _suspend),  # Rule 13
     Resume: CommandRule(("host", "supervisor"), ("suspended",), _resume),
-    Extend: CommandRule(("host",), tuple(_WINDOWS), _extend, refuse=_no_window),  # Rule 13
+    Extend: CommandRule(("host",), tuple(WINDOWS), extend, refuse=no_window),  # Rule 13
     RaiseSignals: CommandRule(("server",), EVERY, _raise_signals),
+    PlatformOutage: CommandRule(
+        ("server",), ("decrypting", "confirming"), platform_outage
+    ),  # Rule 8
 }
 """Who may send each command, in which statuses; the handler checks what is finer."""
 
@@ -840,39 +813,12 @@ def _fold(s: OpeningState, event: NewEvent, at: datetime | None, before: Opening
     elif t == "session_resumed":
         s.suspended_from = None
         s.suspended_at = None
-        _shift_future(s, timedelta(microseconds=p["paused_microseconds"]), before.suspended_at)
+        shift_future(s, timedelta(microseconds=p["paused_microseconds"]), before.suspended_at)
     elif t == "signal":
         s.signals_raised.append(p["id"])
-    elif t == "window_extended":
-        extra = timedelta(minutes=p["minutes"])
-        if p["window"] == "deadline":
-            s.timetable.deadline += extra
-        elif p["window"] == "decryption" and s.decrypt_closes_at is not None:
-            s.decrypt_closes_at += extra
-        elif p["window"] == "confirmation" and s.confirm_closes_at is not None:
-            s.confirm_closes_at += extra
+    elif t in ("platform_outage", "window_extended"):
+        fold_window(s, t, p)
     # bids_counted, checkpoint, session_created and others change nothing here.
-
-
-def _shift_future(s: OpeningState, shift: timedelta, paused_at: datetime | None) -> None:
-    """Rule 13 / DESIGN section 5: deadlines that had not passed when paused move by the pause.
-
-    A deadline that had already passed (the scheduler had not fired yet) stays passed: moving it
-    would reopen uploads or a window after server time had closed it.
-    """
-
-    def pending(at: datetime) -> bool:
-        return paused_at is None or at > paused_at
-
-    status = s.status
-    if status in BEFORE_DEADLINE and pending(s.timetable.deadline):
-        s.timetable.deadline += shift
-        if status == "published" and pending(s.timetable.sign_in_opens):
-            s.timetable.sign_in_opens += shift
-    if status == "decrypting" and s.decrypt_closes_at and pending(s.decrypt_closes_at):
-        s.decrypt_closes_at += shift
-    if status == "confirming" and s.confirm_closes_at and pending(s.confirm_closes_at):
-        s.confirm_closes_at += shift
 
 
 # --- decisions the API asks for without a command ---------------------------------------------------
@@ -982,6 +928,9 @@ MACHINE = Machine(
     record_pending_of=lambda s: s.record_pending,
     signals_command=lambda signals: RaiseSignals(actor=SERVER, signals=signals),
     kind_in_first_event=False,
+    outage_command=lambda down_from, down_until: PlatformOutage(
+        actor=SERVER, down_from=down_from, down_until=down_until
+    ),
 )
 
 decide = MACHINE.decide

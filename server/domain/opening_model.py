@@ -155,6 +155,9 @@ class OpeningState(_Model):
     signed_in: list[str] = Field(default_factory=list, description="bidders who signed in")
     objections: list[Objection] = Field(default_factory=list)
     incidents: list[Incident] = Field(default_factory=list)
+    outages: list[str] = Field(
+        default_factory=list, description="start instants of the platform outages recorded"
+    )
     table: dict[str, Any] | None = None
     table_sha256: str | None = None
     backup_requests: dict[str, BackupRequest] = Field(default_factory=dict)
@@ -279,6 +282,13 @@ class RecordIncident(Command):
 
     reason: str
     bidders: list[str]
+
+
+class PlatformOutage(Command):
+    """The server was down from ``down_from`` until ``down_until`` (found at its restart)."""
+
+    down_from: datetime
+    down_until: datetime
 
 
 class SetSecurity(Command):
