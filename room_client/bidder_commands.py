@@ -57,6 +57,7 @@ REFRESH_ON = frozenset(
         "session_suspended",
         "session_resumed",
         "window_extended",
+        "platform_outage",
         "bid_uploaded",
         "bid_retracted",
     }

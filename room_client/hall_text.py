@@ -193,6 +193,12 @@ def describe(record: dict[str, Any], me: str | None = None) -> str:
             str(p.get("window")), "确认 confirmation"
         )
         text = f"{window} 延长 extended by {p.get('minutes')} 分钟 minutes{reason()}"
+    elif t == "platform_outage":
+        window = "解密 decryption" if p.get("window") == "decryption" else "确认 confirmation"
+        text = (
+            f"平台中断 platform outage {p.get('down_from')} – {p.get('down_until')}；"
+            f"{window} 顺延 extended by {p.get('extended_seconds')} 秒 seconds"
+        )
     elif t == "incident_recorded":
         text = f"记录平台故障 incident recorded{reason()}"
     elif t == "security_recorded":

@@ -28,6 +28,7 @@ from server.scheduler import Scheduler
 from server.service import SessionService
 from server.signals.facts import after_commit
 from server.store import BlobStore, open_store
+from server.work.outage import heartbeat, recover_from_outage, stopped_cleanly
 from server.work.presence import forget_presence, presence_changed, reap_presence
 from server.work.record import generate_record_if_due_safe
 
@@ -39,6 +40,7 @@ FREEZER_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("gc-freezer")
 FREEZE_SECONDS = 30.0
 REAPER_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("presence-reaper")
 REAP_SECONDS = 3.0
+HEARTBEAT_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("heartbeat")
 
 
 async def build_hub(
@@ -124,15 +126,18 @@ def build_app(hub: Hub, routes: list[Route] = ROUTES) -> web.Application:
         await hub.fanout.start()
         await hub.relay.start()
         await forget_presence(hub)
+        await recover_from_outage(hub)  # before the scheduler fires what the outage overran
         if hub.settings.scheduler:
             hub.scheduler.start()
         loop = asyncio.get_running_loop()
         app[FREEZER_KEY] = loop.create_task(_freeze_heap(), name="gc-freeze")
+        app[HEARTBEAT_KEY] = loop.create_task(heartbeat(hub), name="heartbeat")
         if hub.settings.redis_url:
             app[REAPER_KEY] = loop.create_task(_reaper(hub), name="presence-reaper")
 
     async def on_cleanup(app: web.Application) -> None:
         app[FREEZER_KEY].cancel()
+        app[HEARTBEAT_KEY].cancel()
         if REAPER_KEY in app:
             app[REAPER_KEY].cancel()
         await hub.relay.close()
@@ -141,6 +146,7 @@ def build_app(hub: Hub, routes: list[Route] = ROUTES) -> web.Application:
         await hub.scheduler.stop()
         await hub.fanout.close()
         await hub.coord.close()
+        await stopped_cleanly(hub)
         await hub.store.close()
 
     app.on_startup.append(on_startup)

@@ -1,7 +1,9 @@
 """Crash recovery (DESIGN.md sections 4 and 5).
 
 Kill the server process (SIGKILL) while decrypting, restart it: every event, receipt and
-decrypted bid is still there, no ``seq`` gap, and the window still closes at its instant.
+decrypted bid is still there, no ``seq`` gap, and the window closes at its instant extended by
+the outage, which is recorded as the platform's (rule 8, downtime fairness): a bid not decrypted
+is withdrawn (撤回), never revoked.
 
 The server runs as a separate ``bidbridge serve`` process with an accelerated clock (10x)
 anchored at one instant, so the restarted process continues the same time line. Everything
@@ -30,6 +32,7 @@ from crypto.bid import unwrap
 from schemas.canonical import canonical_json
 from schemas.time import iso, parse_iso
 from server.store import open_store
+from server.work.outage import BEAT_SECONDS
 from tests.support.hall import ApiError
 from tests.support.pki import CODE_A, CODE_B, Pki
 from tests.support.servers import (
@@ -226,7 +229,28 @@ async def test_sigkill_while_decrypting_loses_nothing(site: Site) -> None:
     supervisor_seen = max(supervisor_got)
     await client.hall_socket(sid, "supervisor", supervisor_seen, supervisor_got)
 
-    # --- the window still closes at its instant -------------------------------------------
+    # --- rule 8, downtime fairness: the outage is the platform's and extends the window ------
+    killed_clock = clock_before + timedelta(seconds=(killed_at - real_before) * FACTOR)
+    outages = [e for e in after_restart if e["type"] == "platform_outage"]
+    assert len(outages) == 1, "the outage was not recorded once"
+    outage = outages[0]["payload"]
+    down_from, down_until = parse_iso(outage["down_from"]), parse_iso(outage["down_until"])
+    # From the last heartbeat before the kill (at most BEAT_SECONDS real earlier) to the restart.
+    beat = timedelta(seconds=BEAT_SECONDS * FACTOR)
+    assert killed_clock - beat - CLOCK_SLACK <= down_from <= killed_clock + CLOCK_SLACK, outage
+    assert down_until >= killed_clock + timedelta(seconds=restart_seconds * FACTOR) - CLOCK_SLACK
+    assert outage["window"] == "decryption"
+    assert outage["extended_seconds"] == (down_until - down_from).total_seconds()
+    extended = closes_at + (down_until - down_from)
+    view = (await client.view(sid, "host"))["view"]
+    assert parse_iso(view["decrypt_closes_at"]) == extended
+    incidents = [e for e in after_restart if e["type"] == "incident_recorded"]
+    named = {b for e in incidents for b in e["payload"]["bidders"]}
+    assert p["c"].code in named and p["a"].code not in named, incidents
+    assert (p["b"].code in named) == (not committed), "b's incident must follow its state"
+    closes_at = extended
+
+    # --- the window closes at its extended instant -------------------------------------------
     remaining = (closes_at - await client.now()).total_seconds() / FACTOR
     assert remaining > 0.5, "the test ran too slowly to check the window before it closed"
     await asyncio.sleep(remaining - 0.3)
@@ -251,10 +275,11 @@ async def test_sigkill_while_decrypting_loses_nothing(site: Site) -> None:
     assert len(closed) == 1 and len(tables) == 1, "the window closed or the table published twice"
     closed_at = parse_iso(closed[0]["at"])
     assert closes_at <= closed_at <= closes_at + LATE, (closes_at, closed_at)
-    revoked = [e for e in log if e["type"] == "bid_revoked"]
-    assert [e["payload"]["bidder"] for e in revoked] == [p["c"].code]
-    assert revoked[0]["payload"]["evidence"]["finding"] == "no_key_sent"
-    assert not [e for e in log if e["type"] == "bid_withdrawn"]
+    # c sent no key, but the platform was down inside its window: withdrawn, not revoked.
+    withdrawn = [e for e in log if e["type"] == "bid_withdrawn"]
+    assert [e["payload"]["bidder"] for e in withdrawn] == [p["c"].code]
+    assert withdrawn[0]["payload"]["evidence"]["finding"] == "platform_fault"
+    assert not [e for e in log if e["type"] == "bid_revoked"]
 
     view_out = await client.view(sid, "host")
     assert view_out["seq"] == len(log), "the session's version is not the log's head"
@@ -262,12 +287,12 @@ async def test_sigkill_while_decrypting_loses_nothing(site: Site) -> None:
     assert statuses == {
         p["a"].code: "decrypted",
         p["b"].code: "decrypted",
-        p["c"].code: "revoked",
+        p["c"].code: "withdrawn",
     }
     rows = {r["bidder"]: r for r in tables[0]["payload"]["table"]["rows"]}
     assert rows[p["a"].code]["price_fen"] == 12_800_000_000
     assert rows[p["b"].code]["price_fen"] == 12_650_000_000
-    assert rows[p["c"].code]["status"] == "revoked"
+    assert rows[p["c"].code]["status"] == "withdrawn"
     decrypted = [e["payload"]["bidder"] for e in log if e["type"] == "bid_decrypted"]
     assert sorted(decrypted) == sorted([CODE_A, CODE_B]), "a bid decrypted twice"
 

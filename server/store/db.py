@@ -44,6 +44,7 @@ from server.store.models import (
     Lot,
     Project,
     RoomRow,
+    ServerHeartbeat,
     SessionState,
     SiteRow,
 )
@@ -682,3 +683,39 @@ class Store:
                 sa.select(DrawSecret.server_random).where(DrawSecret.session_id == session_id)
             )
         return None if value is None else str(value)
+
+    # --- server heartbeats -------------------------------------------------------------------
+
+    async def beat(self, instance: str, at: datetime) -> None:
+        """This process is alive at ``at`` (clock time)."""
+        values = {"instance": instance, "beat_at": at, "stopped_at": None}
+        async with self._tx() as conn:
+            await conn.execute(
+                self._insert(ServerHeartbeat)
+                .values(**values)
+                .on_conflict_do_update(
+                    index_elements=["instance"], set_={"beat_at": at, "stopped_at": None}
+                )
+            )
+
+    async def stopped(self, instance: str, at: datetime) -> None:
+        """This process stops cleanly at ``at``."""
+        async with self._tx() as conn:
+            await conn.execute(
+                sa.update(ServerHeartbeat)
+                .where(ServerHeartbeat.instance == instance)
+                .values(beat_at=at, stopped_at=at)
+            )
+
+    async def heartbeats(self) -> list[tuple[str, datetime, datetime | None]]:
+        """Every process's (instance, last beat, clean stop or None)."""
+        async with self._tx() as conn:
+            query = sa.select(
+                ServerHeartbeat.instance, ServerHeartbeat.beat_at, ServerHeartbeat.stopped_at
+            )
+            return [(r[0], r[1], r[2]) for r in await conn.execute(query)]
+
+    async def forget_heartbeats(self, before: datetime) -> None:
+        """Drop the rows of processes last seen before ``before`` (they are gone)."""
+        async with self._tx() as conn:
+            await conn.execute(sa.delete(ServerHeartbeat).where(ServerHeartbeat.beat_at < before))

@@ -194,3 +194,14 @@ class DrawSecret(Base):
         String(200), ForeignKey("sessions.id"), primary_key=True
     )
     server_random: Mapped[str] = mapped_column(String(64))
+
+
+class ServerHeartbeat(Base):
+    """A server process's last sign of life (or its clean stop), for finding platform outages
+    at the next start (rule 8)."""
+
+    __tablename__ = "server_heartbeats"
+
+    instance: Mapped[str] = mapped_column(String(64), primary_key=True)
+    beat_at: Mapped[datetime]
+    stopped_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -354,6 +354,7 @@ const TEXT = {
   "ev.session_suspended": ["暂停", "Suspended"],
   "ev.session_resumed": ["恢复", "Resumed"],
   "ev.window_extended": ["延长时间", "Window extended"],
+  "ev.platform_outage": ["平台中断，时间已顺延", "Platform outage: window extended"],
   "ev.checkpoint": ["平台签名检查点", "Signed checkpoint"],
 
   // evaluation events (远程异地评标)
@@ -1154,6 +1155,12 @@ function applyEvent(s, e, me) {
       }
       break;
     }
+    case "platform_outage": {
+      const ms = Math.round(p.extended_seconds * 1000);
+      if (p.window === "decryption" && s.decrypt_closes_at) s.decrypt_closes_at = addMs(s.decrypt_closes_at, ms);
+      else if (p.window === "confirmation" && s.confirm_closes_at) s.confirm_closes_at = addMs(s.confirm_closes_at, ms);
+      break;
+    }
     case "window_extended":
       if (p.window === "deadline") s.timetable.deadline = addMinutes(s.timetable.deadline, p.minutes);
       else if (p.window === "decryption" && s.decrypt_closes_at) {
@@ -1473,6 +1480,7 @@ export function eventLine(e, name) {
   if (p.reason) bits.push(typeof p.reason === "string" ? p.reason : "");
   if (e.type === "party_joined" || e.type === "party_left") bits.push(t(`role.${p.role}`));
   if (e.type === "window_extended") bits.push(`${t(`window.${p.window}`)} +${p.minutes}`);
+  if (e.type === "platform_outage") bits.push(`${t(`window.${p.window}`)} +${Math.ceil(p.extended_seconds)} s`);
   if (e.type === "decryption_failed" && p.attempt) bits.push(p.attempt.code);
   if (e.type === "objection_raised" || e.type === "objection_answered") bits.push(`#${p.id}`);
   if (e.type === "bids_counted") bits.push(`${p.bids} / ${p.signed_in}`);

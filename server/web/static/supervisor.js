@@ -69,6 +69,7 @@ function feedLine(box, e) {
   if (e.type === "supervisor_warning" && p.text) bits.push(`#${p.id} ${p.text}`);
   if (e.type === "party_joined" || e.type === "party_left") bits.push(label(`role.${p.role}`, p.role || ""));
   if (e.type === "window_extended") bits.push(`${t(`window.${p.window}`)} +${p.minutes}`);
+  if (e.type === "platform_outage") bits.push(`${t(`window.${p.window}`)} +${Math.ceil(p.extended_seconds)} s`);
   if (e.type === "decryption_failed" && p.attempt) bits.push(p.attempt.code);
   if (e.type === "objection_raised" || e.type === "objection_answered") bits.push(`#${p.id}`);
   if (e.type === "opening_started") bits.push(String(p.bids));

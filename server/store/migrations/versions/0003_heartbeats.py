@@ -1,0 +1,30 @@
+"""Server heartbeats: each process's last sign of life, for finding platform outages.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | None = None
+depends_on: str | None = None
+
+Instant = sa.DateTime(timezone=True)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "server_heartbeats",
+        sa.Column("instance", sa.String(64), primary_key=True),
+        sa.Column("beat_at", Instant, nullable=False),
+        sa.Column("stopped_at", Instant, nullable=True),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("server_heartbeats")
