@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
 from schemas.common import CreditCode, Fen, Name, Text
 
@@ -167,6 +167,13 @@ class DecryptOut(_Out):
 
 class TextIn(_In):
     text: Text = Field(min_length=1, max_length=2000)
+
+
+class ReplyIn(TextIn):
+    also: list[Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]] = Field(
+        default_factory=list, max_length=100
+    )
+    """Other objections that say the same, answered with this text together (rule 11)."""
 
 
 class ReasonIn(_In):

@@ -834,6 +834,36 @@ async def test_rule_11_objections_before_and_after_the_table(hall: Hall, tmp_pat
     await hall.hang_up(sup)
 
 
+async def test_rule_11_duplicate_objections_answered_together_and_raised_at_a_bounded_rate(
+    hall: Hall, tmp_path: Path
+) -> None:
+    sid, _envs, sup = await decrypting(hall, tmp_path)
+    a, b, host = P(hall, "a"), P(hall, "b"), P(hall, "host")
+    objections = f"/api/sessions/{sid}/objections"
+    for who in (a, b):
+        await hall.request("POST", objections, who, {"text": "解密系统响应缓慢"})
+    for bad in ([0], ["1"], [2**63], list(range(1, 102))):
+        await hall.refused(
+            422, "INVALID_INPUT", "POST", f"{objections}/1/reply", host, {"text": "x", "also": bad}
+        )
+    await hall.refused(
+        404, "OBJECTION_UNKNOWN", "POST", f"{objections}/1/reply", host, {"text": "x", "also": [7]}
+    )
+    await hall.request("POST", f"{objections}/1/reply", host, {"text": "系统正常", "also": [2]})
+    for who in (a, b):  # each bidder sees the answer to its own objection, not the other's
+        answers = [e for e in await hall.events(sid, who) if e["type"] == "objection_answered"]
+        assert [(e["payload"]["bidder"], e["payload"]["text"]) for e in answers] == [
+            (who.code, "系统正常")
+        ]
+    # a raises objection after objection, each answered at once: the rate stops it.
+    for i in range(4):
+        await hall.request("POST", objections, a, {"text": f"第 {i + 2} 条"})
+        await hall.request("POST", f"{objections}/{i + 3}/reply", host, {"text": "已答复"})
+    await hall.refused(429, "OBJECTIONS_TOO_FREQUENT", "POST", objections, a, {"text": "再一条"})
+    await hall.request("POST", objections, b, {"text": "乙的第二条"})  # b is not held up
+    await hall.hang_up(sup)
+
+
 async def test_rule_11_12_confirmation_and_record(hall: Hall, tmp_path: Path) -> None:
     sid, sup = await announcing(hall, tmp_path)
     host, supervisor = P(hall, "host"), P(hall, "supervisor")

@@ -910,6 +910,46 @@ def test_rule_11_a_bidder_may_have_at_most_three_unanswered_objections() -> None
     hall.refused(Object(actor=bidder(B), text="第五条"), at, E.TooManyObjections)
 
 
+def test_rule_11_a_bidder_may_raise_at_most_five_objections_in_ten_minutes() -> None:
+    hall = Hall().to_decrypting()
+    at = DEC_OPEN + SECOND
+    for i in range(5):
+        [raised] = hall.run(Object(actor=bidder(B), text=f"异议 {i + 1}"), at + i * MINUTE)
+        if i % 2 == 0:  # answered, so the open limit (three) is not what stops B
+            hall.run(Reply(actor=HOST, objection_id=raised.payload["id"], text="已答复"), at)
+    now = at + 5 * MINUTE
+    refusal = hall.refused(Object(actor=bidder(B), text="第六条"), now, E.ObjectionsTooFrequent)
+    assert iso(at + 10 * MINUTE) in str(refusal.detail)  # when the first one leaves the window
+    hall.run(Object(actor=bidder(A), text="另一投标人的异议"), now)  # others are not held up
+    hall.refused(
+        Object(actor=bidder(B), text="第六条"), at + 10 * MINUTE - US, E.ObjectionsTooFrequent
+    )
+    hall.run(Reply(actor=HOST, objection_id=2, text="已答复"), now)
+    [sixth] = hall.run(Object(actor=bidder(B), text="第六条"), at + 10 * MINUTE)
+    assert sixth.payload["bidder"] == B
+
+
+def test_rule_11_the_host_answers_duplicate_objections_together() -> None:
+    hall = Hall().to_decrypting()
+    at = DEC_OPEN + SECOND
+    for code in (A, B, C):
+        hall.run(Object(actor=bidder(code), text="解密系统响应缓慢"), at)
+    answered = hall.run(Reply(actor=HOST, objection_id=1, also=[3, 2, 3], text="系统正常"), at)
+    assert [(e.payload["id"], e.payload["bidder"]) for e in answered] == [(1, A), (3, C), (2, B)]
+    # Before the table each answer goes to its own bidder only (rule 4: nobody learns who bid).
+    assert [e.audience for e in answered] == [
+        [bidder_tag(A), "staff"],
+        [bidder_tag(C), "staff"],
+        [bidder_tag(B), "staff"],
+    ]
+    assert all(o.reply == "系统正常" for o in hall.state.objections)
+    # All or nothing: one already answered or unknown objection refuses the whole answer.
+    hall.run(Object(actor=bidder(A), text="又一条"), at)
+    hall.refused(Reply(actor=HOST, objection_id=4, also=[1], text="x"), at, E.AlreadyDone)
+    hall.refused(Reply(actor=HOST, objection_id=4, also=[9], text="x"), at, E.UnknownObjection)
+    assert hall.state.objections[3].reply is None
+
+
 def test_rule_11_silence_does_not_confirm_for_a_bid_that_was_not_decrypted() -> None:
     hall = Hall().to_decrypting()
     hall.run(decrypted(A, DEC_OPEN), DEC_OPEN)

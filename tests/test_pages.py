@@ -187,13 +187,24 @@ async def test_full_opening_through_the_pages(
     await expect(tid(pb, "objection-text-1")).to_have_text(objection)
     await expect(tid(pb, "objection-awaiting-1")).to_be_visible()
     await expect(tid(host, "objection-text-1")).to_have_text(objection)
+    # a raises the same question; the host answers both at once (rule 11: duplicates together).
+    await tid(pa, "objection-text").fill("请说明解密失败后可否重试。")
+    await tid(pa, "objection-send").click()
+    await expect(tid(host, "objection-text-2")).to_have_text("请说明解密失败后可否重试。")
     reply = "解密时间结束前可重试，请使用投标时的 CA 锁。"
     await tid(host, "reply-text-1").fill(reply)
+    await tid(host, "reply-also-1").fill("abc")
+    await tid(host, "reply-send-1").click()
+    await expect(tid(host, "objection-1").get_by_role("alert")).to_contain_text("异议编号")
+    await tid(host, "reply-also-1").fill("2")
     await shot(host, "02-host-objection-and-failed-decryption")
     await tid(host, "reply-send-1").click()
     await expect(tid(pb, "objection-reply-1")).to_contain_text(reply)
     await expect(tid(host, "objection-reply-1")).to_contain_text(reply)
+    await expect(tid(host, "objection-reply-2")).to_contain_text(reply)
+    await expect(tid(pa, "objection-reply-2")).to_contain_text(reply)
     await expect(tid(pa, "objection-1")).to_have_count(0)  # private before the table
+    await expect(tid(pb, "objection-2")).to_have_count(0)
     for page, key in ((pa, "a"), (pb, "b")):
         await sees_no_other_bidder(hall, page, key)
 

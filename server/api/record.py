@@ -37,13 +37,15 @@ async def record_of(hub: Hub, session_id: str) -> tuple[dict[str, Any], bytes, d
     return json.loads(raw), raw, signatures
 
 
-async def reply(ctx: Ctx, body: S.TextIn) -> S.OkOut:
-    """Answer an objection (rule 11)"""
+async def reply(ctx: Ctx, body: S.ReplyIn) -> S.OkOut:
+    """Answer an objection, and with ``also`` the others that say the same (rule 11)"""
     try:
         oid = int(ctx.request.match_info["objection_id"])
     except ValueError:
         raise E.UnknownObjection() from None
-    done = await execute(ctx, op.Reply(actor=ctx.actor, objection_id=oid, text=body.text))
+    done = await execute(
+        ctx, op.Reply(actor=ctx.actor, objection_id=oid, text=body.text, also=body.also)
+    )
     await generate_record_if_due(ctx.hub, ctx.session_id)  # the last answer may release it
     return done
 
@@ -99,7 +101,7 @@ async def sign_record(ctx: Ctx, body: S.SignatureIn) -> S.OkOut:
 # fmt: off
 ROUTES: list[Route] = [
     command("/api/sessions/{session_id}/confirmation", op.OpenConfirmation, ("host",), "Open the confirmation window (rule 11)", tag="host"),
-    post("/api/sessions/{session_id}/objections/{objection_id}/reply", reply, ("host",), body=S.TextIn, response=S.OkOut, tag="host"),
+    post("/api/sessions/{session_id}/objections/{objection_id}/reply", reply, ("host",), body=S.ReplyIn, response=S.OkOut, tag="host"),
     command("/api/sessions/{session_id}/objections", op.Object, ("bidder",), "Raise an objection (异议, rule 11)", body=S.TextIn),
     post("/api/sessions/{session_id}/confirm", confirm, ("bidder",), body=S.SignatureIn, response=S.OkOut),
     get("/api/sessions/{session_id}/record", get_record, ("bidder", *STAFF), response=S.RecordOut),

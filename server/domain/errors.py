@@ -73,6 +73,13 @@ class NoBid(Refusal):
     en = "no bid file of yours is on record for this lot"
 
 
+class ObjectionsTooFrequent(Refusal):
+    code = "OBJECTIONS_TOO_FREQUENT"
+    status = 429
+    zh = "异议提交过于频繁，请稍后再提出"
+    en = "objections are being raised too often: raise the next one a little later"
+
+
 class TooManyObjections(Refusal):
     code = "TOO_MANY_OBJECTIONS"
     status = 429

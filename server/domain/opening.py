@@ -475,6 +475,8 @@ def _approve_backup(state: OpeningState, cmd: ApproveBackup, now: datetime) -> l
 
 MAX_OPEN_OBJECTIONS = 3
 """How many of one bidder's objections may await the host's answer at once (rule 11)."""
+OBJECTION_RATE = (5, timedelta(minutes=10))
+"""At most this many objections of one bidder within this time, answered or not (rule 11)."""
 
 
 def _object(state: OpeningState, cmd: Object, now: datetime) -> list[NewEvent]:
@@ -491,6 +493,16 @@ def _object(state: OpeningState, cmd: Object, now: datetime) -> list[NewEvent]:
         # Rule 11: every objection is answered before confirmation opens; one bidder raising
         # objections without end would block the opening for everyone.
         raise E.TooManyObjections(f"{len(waiting)} awaiting an answer / 条待答复")
+    most, within = OBJECTION_RATE
+    recent = sorted(
+        at
+        for o in state.objections
+        if o.bidder == cmd.actor.id and o.at and (at := parse_iso(o.at)) > now - within
+    )
+    if len(recent) >= most:
+        raise E.ObjectionsTooFrequent(
+            f"next after {iso(recent[-most] + within)} / 可再次提出的时间"
+        )
     public = state.table is not None
     audience = ALL if public else _bid_audience(cmd.actor.id)
     return [
@@ -507,26 +519,29 @@ def _object(state: OpeningState, cmd: Object, now: datetime) -> list[NewEvent]:
 
 
 def _reply(state: OpeningState, cmd: Reply, now: datetime) -> list[NewEvent]:
-    if not 1 <= cmd.objection_id <= len(state.objections):
-        raise E.UnknownObjection()
-    objection = state.objections[cmd.objection_id - 1]
-    if objection.reply is not None:
-        raise E.AlreadyDone("already answered / 已答复")
+    """Rule 11: the host answers an objection, or several alike with one text (duplicates)."""
     if state.record_sha256 is not None:
         raise E.NotAllowedInState("the record has been generated / 开标记录已生成")
-    audience = (
-        ALL if objection.public or state.table is not None else _bid_audience(objection.bidder)
-    )
-    return [
-        _ev(
-            "objection_answered",
-            cmd.actor,
-            audience,
-            id=objection.id,
-            bidder=objection.bidder,
-            text=cmd.text.strip(),
+    events = []
+    for oid in dict.fromkeys([cmd.objection_id, *cmd.also]):
+        if not 1 <= oid <= len(state.objections):
+            raise E.UnknownObjection(f"#{oid}")
+        objection = state.objections[oid - 1]
+        if objection.reply is not None:
+            raise E.AlreadyDone(f"#{oid} already answered / 已答复")
+        public = objection.public or state.table is not None
+        audience = ALL if public else _bid_audience(objection.bidder)
+        events.append(
+            _ev(
+                "objection_answered",
+                cmd.actor,
+                audience,
+                id=objection.id,
+                bidder=objection.bidder,
+                text=cmd.text.strip(),
+            )
         )
-    ]
+    return events
 
 
 def _open_confirmation(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:

@@ -313,6 +313,8 @@ class Object(Command):
 class Reply(Command):
     objection_id: int
     text: str = Field(min_length=1, max_length=2000)
+    also: list[int] = Field(default_factory=list, max_length=100)
+    """Other objections answered with the same text (duplicates answered together)."""
 
 
 class OpenConfirmation(Command):

@@ -267,6 +267,7 @@ const TEXT = {
   "obj.public": ["公开", "Public"],
   "obj.reply_label": ["答复异议 #{id}", "Reply to objection #{id}"],
   "obj.reply_send": ["发送答复", "Send the reply"],
+  "obj.also_label": ["同时答复内容相同的异议（编号，用逗号分隔，可不填）", "Also answer objections that say the same (numbers, comma-separated, optional)"],
   "obj.unanswered": ["{n} 条待答复", "{n} awaiting a reply"],
 
   // log

@@ -218,6 +218,8 @@ function buildObjection(o, name, model) {
   const area = h("textarea", { id: fieldId, rows: "2", maxlength: "2000", "data-testid": `reply-text-${o.id}` });
   area.value = ui.drafts.get(o.id) || "";
   area.addEventListener("input", () => ui.drafts.set(o.id, area.value));
+  const alsoId = `reply-also-${o.id}`;
+  const also = h("input", { id: alsoId, inputmode: "numeric", autocomplete: "off", "data-testid": `reply-also-${o.id}` });
   const error = h("div", { class: "alert", role: "alert", hidden: true });
   const send = h("button", { type: "submit", "data-testid": `reply-send-${o.id}` }, t("obj.reply_send"));
   const form = h(
@@ -225,6 +227,8 @@ function buildObjection(o, name, model) {
     { class: "stack reply-form", novalidate: true },
     h("label", { for: fieldId }, t("obj.reply_label", { id: o.id })),
     area,
+    h("label", { for: alsoId }, t("obj.also_label")),
+    also,
     h("div", { class: "row" }, send),
     error,
   );
@@ -237,9 +241,15 @@ function buildObjection(o, name, model) {
       area.focus();
       return;
     }
+    const others = also.value.split(/[\s,，、#]+/).filter(Boolean);
+    if (others.some((n) => !/^[0-9]{1,9}$/.test(n))) {
+      showError(error, { code: "INVALID_INPUT", zh: "请填写异议编号（数字），用逗号分隔。", en: "Give objection numbers, separated by commas." });
+      also.focus();
+      return;
+    }
     send.disabled = true;
     try {
-      await api("POST", path(`/objections/${o.id}/reply`), { text });
+      await api("POST", path(`/objections/${o.id}/reply`), { text, also: others.map(Number) });
       ui.drafts.delete(o.id);
     } catch (err) {
       showError(error, err);
