@@ -23,6 +23,7 @@ from schemas.canonical import canonical_json
 from schemas.time import iso, parse_iso
 from server.api.routes import ROUTES
 from server.auth import Principal, Tokens, login_document
+from server.domain.opening import MAX_VERSIONS
 from server.identity import cert_pem
 from tests.support.hall import ApiError, Hall, P, Party, person
 from tests.support.opening import (
@@ -446,6 +447,29 @@ async def test_rule_01_replace_and_withdraw_before_the_deadline(hall: Hall, tmp_
     assert uploads[-1]["payload"]["replaces"] is None
     assert (await hall.view(sid, a))["own_bid"]["status"] == "uploaded"
     assert again["receipt"]["envelope_sha256"] == first
+
+
+async def test_rule_01_versions_of_a_bid_are_bounded_and_the_refused_one_leaves_no_file(
+    hall: Hall, tmp_path: Path
+) -> None:
+    sid, envs = await with_bids(hall, tmp_path, "a")
+    a = P(hall, "a")
+    for _ in range(MAX_VERSIONS - 1):
+        await hall.upload(sid, a, envs["a"])
+    assert (await hall.view(sid, a))["own_bid"]["uploads"] == MAX_VERSIONS
+    last = hall.seal(tmp_path, a, name="a-last", price_fen=12_100_000_000)
+    await hall.refused(
+        409,
+        "TOO_MANY_VERSIONS",
+        "PUT",
+        f"/api/sessions/{sid}/bid",
+        a,
+        data=last.read_bytes(),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert not hall.hub.blobs.has(hashlib.sha256(last.read_bytes()).hexdigest())
+    got = await hall.request("GET", f"/api/sessions/{sid}/bid", a)
+    assert got == envs["a"].read_bytes(), "the latest accepted version no longer stands"
 
 
 # --- rule 2: the receipt ----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from server.domain.opening import (
     COMMANDS,
     FAILURE_CAUSE,
     MACHINE,
+    MAX_VERSIONS,
     SERVER,
     Actor,
     ApproveBackup,
@@ -312,6 +313,23 @@ def test_rule_01_upload_replace_withdraw_until_deadline() -> None:
     hall.refused(Retract(actor=bidder(A)), DEADLINE, E.DeadlinePassed)
     hall.refused(Retract(actor=HOST), UPLOAD, E.NotPermitted)
     hall.refused(upload(A, UPLOAD).model_copy(update={"actor": SUP}), UPLOAD, E.NotPermitted)
+
+
+def test_rule_01_a_bidder_uploads_at_most_max_versions_of_its_bid() -> None:
+    """Every version is kept for the archive: replacing without end would fill the disk."""
+    hall = Hall().to_sign_in()
+    for version in range(1, MAX_VERSIONS + 1):
+        at = UPLOAD + version * US
+        hall.run(upload(A, at, version), at)
+    assert hall.state.bids[A].uploads == MAX_VERSIONS
+    at = UPLOAD + SECOND
+    hall.refused(upload(A, at, MAX_VERSIONS + 1), at, E.TooManyVersions)
+    with pytest.raises(E.TooManyVersions):
+        may_upload(hall.state, bidder(A), at)
+    hall.run(Retract(actor=bidder(A)), at)  # withdrawing does not give versions back
+    hall.refused(upload(A, at, MAX_VERSIONS + 1), at, E.TooManyVersions)
+    hall.run(upload(B, at), at)  # the others are not held up
+    assert hall.state.bids[A].envelope_sha256 == envelope_hash(A, MAX_VERSIONS)
 
 
 def test_rule_01_upload_at_or_after_deadline_is_refused() -> None:

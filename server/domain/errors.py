@@ -73,6 +73,16 @@ class NoBid(Refusal):
     en = "no bid file of yours is on record for this lot"
 
 
+class TooManyVersions(Refusal):
+    code = "TOO_MANY_VERSIONS"
+    status = 409
+    zh = "本标段投标文件的上传次数已达上限，不能再替换；已上传的最新文件仍然有效"
+    en = (
+        "you have uploaded as many versions of your bid for this lot as allowed: "
+        "the latest one you uploaded still stands"
+    )
+
+
 class ObjectionsTooFrequent(Refusal):
     code = "OBJECTIONS_TOO_FREQUENT"
     status = 429

@@ -100,7 +100,7 @@ from server.domain.opening_windows import (
 # fmt: off
 __all__ = [
     "ACTIVE", "ALL", "BEFORE_DEADLINE", "COMMANDS", "DUE", "FAILURE_CAUSE", "MACHINE",
-    "OBJECTIONS_OPEN", "SERVER", "STAFF", "STAFF_ROLES", "STATUSES", "SUPERVISORS", "Actor",
+    "MAX_VERSIONS", "OBJECTIONS_OPEN", "SERVER", "STAFF", "STAFF_ROLES", "STATUSES", "SUPERVISORS", "Actor",
     "ApproveBackup", "Attempt", "BackupConfig", "BackupRequest", "Bid", "BidStatus", "Command",
     "Confirm", "DecryptionResult", "Extend", "GenerateRecord", "Incident", "Join", "Leave",
     "NotARecipient", "Object", "Objection", "OpenConfirmation", "OpenDecryption",
@@ -282,8 +282,20 @@ def _in_time(state: OpeningState, now: datetime) -> None:
         raise E.DeadlinePassed(f"deadline {iso(state.timetable.deadline)}")
 
 
+MAX_VERSIONS = 20
+"""How many versions of its bid one bidder may upload to a lot (rule 1): every version is kept
+for the archive, so replacements without end would fill the disk."""
+
+
+def _versions_left(state: OpeningState, bidder: str) -> None:
+    old = state.bids.get(bidder)
+    if old is not None and old.uploads >= MAX_VERSIONS:
+        raise E.TooManyVersions(f"{old.uploads} / {MAX_VERSIONS}")
+
+
 def _upload(state: OpeningState, cmd: Upload, now: datetime) -> list[NewEvent]:
     _in_time(state, now)
+    _versions_left(state, cmd.actor.id)
     old = state.bids.get(cmd.actor.id)
     replaces = old.envelope_sha256 if old is not None and old.status != "retracted" else None
     # Rules 2 and 4: the receipt goes to the bidder alone; nobody else learns a bid exists.
@@ -520,28 +532,28 @@ def _object(state: OpeningState, cmd: Object, now: datetime) -> list[NewEvent]:
 
 def _reply(state: OpeningState, cmd: Reply, now: datetime) -> list[NewEvent]:
     """Rule 11: the host answers an objection, or several alike with one text (duplicates)."""
-    if state.record_sha256 is not None:
-        raise E.NotAllowedInState("the record has been generated / 开标记录已生成")
-    events = []
+    objections = []
     for oid in dict.fromkeys([cmd.objection_id, *cmd.also]):
         if not 1 <= oid <= len(state.objections):
             raise E.UnknownObjection(f"#{oid}")
         objection = state.objections[oid - 1]
         if objection.reply is not None:
             raise E.AlreadyDone(f"#{oid} already answered / 已答复")
-        public = objection.public or state.table is not None
-        audience = ALL if public else _bid_audience(objection.bidder)
-        events.append(
-            _ev(
-                "objection_answered",
-                cmd.actor,
-                audience,
-                id=objection.id,
-                bidder=objection.bidder,
-                text=cmd.text.strip(),
-            )
+        objections.append(objection)
+    if state.record_sha256 is not None:
+        raise E.NotAllowedInState("the record has been generated / 开标记录已生成")
+    public = state.table is not None
+    return [
+        _ev(
+            "objection_answered",
+            cmd.actor,
+            ALL if o.public or public else _bid_audience(o.bidder),
+            id=o.id,
+            bidder=o.bidder,
+            text=cmd.text.strip(),
         )
-    return events
+        for o in objections
+    ]
 
 
 def _open_confirmation(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
@@ -748,7 +760,9 @@ def _fold(s: OpeningState, event: NewEvent, at: datetime | None, before: Opening
         s.signed_in.append(p["bidder"])
     elif t == "bid_uploaded":
         r = p["receipt"]
+        earlier = s.bids.get(p["bidder"])
         s.bids[p["bidder"]] = Bid(
+            uploads=earlier.uploads + 1 if earlier is not None else 1,
             bidder=p["bidder"],
             bidder_name=r.get("bidder_name", ""),
             envelope_sha256=r["envelope_sha256"],
@@ -844,6 +858,7 @@ def may_upload(state: OpeningState, actor: Actor, now: datetime) -> None:
     the first byte is read, and again when the last one has arrived)."""
     MACHINE.admit(state, Upload, actor)
     _in_time(state, now)
+    _versions_left(state, actor.id)
 
 
 class NotARecipient(E.Refusal):

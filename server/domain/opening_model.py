@@ -113,6 +113,7 @@ class Bid(_Model):
     via: Literal["bidder", "backup"] | None = None
     security: Security | None = None
     confirmation: Literal["signed", "deemed"] | None = None
+    uploads: int = Field(default=1, description="versions this bidder has uploaded (rule 1)")
 
 
 class Objection(_Model):
