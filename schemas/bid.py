@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.common import CreditCode, Fen
+from schemas.common import CreditCode, Fen, Name
 
 EnvelopeKind = Literal["single", "technical", "commercial"]
 """单一信封, 技术标 (technical envelope) or 商务标 (commercial envelope) of a two-envelope bid."""
@@ -21,13 +21,13 @@ class BidSummary(BaseModel):
     project_code: str = Field(min_length=1, max_length=64)
     lot_code: str = Field(min_length=1, max_length=64, description="标段编号")
     bidder_credit_code: CreditCode
-    bidder_name: str = Field(min_length=1, max_length=200)
+    bidder_name: Name = Field(min_length=1, max_length=200)
     envelope: EnvelopeKind = "single"
     price_fen: Fen | None = Field(default=None, description="投标报价, integer fen")
     duration_days: int | None = Field(default=None, ge=1, le=36500, description="工期 (days)")
-    quality: str | None = Field(default=None, max_length=200, description="质量标准")
-    project_manager: str | None = Field(default=None, max_length=100, description="项目经理")
-    extra_fields: dict[str, str | int] = Field(
+    quality: Name | None = Field(default=None, max_length=200, description="质量标准")
+    project_manager: Name | None = Field(default=None, max_length=100, description="项目经理")
+    extra_fields: dict[Annotated[Name, Field(max_length=64)], Name | int] = Field(
         default_factory=dict, description="the lot's declared opening-table fields"
     )
 

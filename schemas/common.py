@@ -50,6 +50,8 @@ what is around them, so that a shown name or reason could say something other th
 
 def hidden_characters(text: str, allowed: str = "") -> list[str]:
     """The code points of ``text`` (as U+XXXX) that a reader would not see, but ``allowed``."""
+    if text.isprintable():  # the fast path: every hidden category is also non-printable
+        return []
     return [
         f"U+{ord(c):04X}"
         for c in text

@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from schemas.canonical import canonical_json
-from schemas.common import CreditCode
+from schemas.common import CreditCode, Name
 
 # --- field formats --------------------------------------------------------------------------------
 
@@ -126,12 +126,12 @@ class Expert(_Model):
     """One expert of the pool (评标专家)."""
 
     id: Ident = Field(description="the expert's id in the pool (专家编号)")
-    name: str = Field(min_length=1, max_length=NAME_MAX, description="姓名")
+    name: Name = Field(min_length=1, max_length=NAME_MAX, description="姓名")
     categories: list[Category3] = Field(
         min_length=1, max_length=CATEGORIES_MAX, description="three-level category codes held"
     )
     city: CityCode = Field(description="GB/T 2260 code of the city the expert lives and sits in")
-    employer: str = Field(min_length=1, max_length=EMPLOYER_MAX, description="工作单位")
+    employer: Name = Field(min_length=1, max_length=EMPLOYER_MAX, description="工作单位")
     employer_credit_code: CreditCode | None = Field(
         default=None, description="the employer's unified social credit code, when known"
     )

@@ -82,6 +82,25 @@ def test_sealing_a_package_whose_summary_names_another_bidder_is_refused(
         _seal(tmp_path, pki.bidder_rsa, CODE_C)
 
 
+@pytest.mark.parametrize(
+    "field", ["bidder_name", "quality", "project_manager", "extra_field_name", "extra_field"]
+)
+def test_a_summary_with_hidden_characters_is_refused_at_sealing(
+    pki: Pki, tmp_path: Path, field: str
+) -> None:
+    """The opening table shows these to everyone: no bidi override may reorder what they read."""
+    summary: dict[str, object] = summary_for(CODE_A)
+    if field == "extra_field_name":
+        summary["extra_fields"] = {"工期\u202e": "90"}
+    elif field == "extra_field":
+        summary["extra_fields"] = {"工期": "9\u200b0 天"}
+    else:
+        summary[field] = "某某\u202e公司"
+    with pytest.raises(SummaryInvalid):
+        _seal(tmp_path, pki.bidder_rsa, summary=summary)
+    assert not (tmp_path / "bid.p7m").exists()
+
+
 def test_sealing_without_summary_is_refused_and_writes_nothing(pki: Pki, tmp_path: Path) -> None:
     with pytest.raises(SummaryInvalid):
         _seal(tmp_path, pki.bidder_rsa, summary="absent")

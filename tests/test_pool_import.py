@@ -130,6 +130,14 @@ def test_every_bad_row_is_reported_and_nothing_is_imported() -> None:
     ]
 
 
+def test_names_with_hidden_or_direction_changing_characters_are_refused() -> None:
+    rows = [row(1, name="张\u202e三"), row(2, employer="某\u200b设计院"), row(3)]
+    assert errors_of(to_csv(rows)) == [
+        (1, "name", "HIDDEN_CHARACTERS"),
+        (2, "employer", "HIDDEN_CHARACTERS"),
+    ]
+
+
 def test_error_messages_are_chinese_and_english_and_name_the_value() -> None:
     with pytest.raises(PoolInvalid) as caught:
         parse_pool(to_csv([row(1, city="Hulunbuir")]), "csv")

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from schemas.common import is_valid_uscc
+from schemas.common import hidden_characters, is_valid_uscc
 from schemas.experts import (
     CATEGORIES_MAX,
     CITY_RE,
@@ -334,6 +334,16 @@ def _expert(row: int, record: dict[str, Any], errors: list[PoolRowError]) -> Exp
             "an expert id is letters, digits and _ . - only, up to 64 characters",
             values["id"],
         )
+    for field in ("name", "employer"):
+        hidden = hidden_characters(values.get(field, ""))
+        if hidden:
+            bad(
+                field,
+                "HIDDEN_CHARACTERS",
+                f"含有不可见或改变文字方向的字符 {', '.join(sorted(set(hidden))[:5])}，请删除",
+                "contains invisible or direction-changing characters: remove them",
+            )
+            values.pop(field)
     if "name" in values and len(values["name"]) > NAME_MAX:
         bad("name", "TOO_LONG", f"姓名超过 {NAME_MAX} 个字符", f"longer than {NAME_MAX} characters")
     if "employer" in values and len(values["employer"]) > EMPLOYER_MAX:
