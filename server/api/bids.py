@@ -23,6 +23,7 @@ from server.api.shared import CHUNK, stored_cert
 from server.auth import (
     PartyUnknown,
 )
+from server.domain import binding
 from server.domain import errors as E
 from server.domain import opening as op
 from server.work.decryption import session_info
@@ -76,7 +77,16 @@ async def upload(ctx: Ctx) -> S.ReceiptOut:
         from server.store import BlobTooLarge
 
         raise BlobTooLarge(hub.settings.upload_limit)
-    enc_cert = stored_cert(company.encryption_cert_pem, "registered encryption certificate")
+    # The company acts only through its bound certificates: the one this token was issued for
+    # must still be bound (an unbinding takes effect at once), and rule 3 below accepts an
+    # envelope addressed to any encryption certificate bound to the company now.
+    now = hub.clock.now()
+    rows = await hub.store.bindings_of(company.credit_code)
+    bound = binding.from_rows(rows)
+    binding.check_acts_with(bound, ctx.who.cert_sha256, now)
+    recipients = binding.bound_now(bound, "encryption", now)
+    pems = {r.cert_sha256: r.cert_pem for r in rows}
+    enc_certs = [stored_cert(pems[sha], "bound encryption certificate") for sha in recipients]
     origin = await request_origin(ctx)
     received: list[datetime] = []
     async with contextlib.AsyncExitStack() as hold:
@@ -95,9 +105,10 @@ async def upload(ctx: Ctx) -> S.ReceiptOut:
             received.append(now)
 
         def check(path: Path) -> None:
-            # Rule 3: a valid envelope addressed to the bidder's own registered encryption certificate.
+            # Rule 3: a valid envelope addressed to one of the company's bound encryption
+            # certificates.
             info = inspect_envelope(path)
-            op.check_recipient(is_addressed_to(info, enc_cert))
+            op.check_recipient(any(is_addressed_to(info, c) for c in enc_certs))
 
         blob = await hub.blobs.receive(
             _body_chunks(ctx.request, declared, last_byte_in_time),

@@ -88,6 +88,8 @@ class Attempt(_Model):
     code: str
     cause: Literal["bidder", "platform"]
     message: str = ""
+    evidence: dict[str, str] | None = None
+    """What the refusal rests on (e.g. the inner signer's certificate and the sealing instant)."""
 
 
 class Security(_Model):
@@ -272,6 +274,7 @@ class DecryptionResult(Command):
     cek_sha256: str | None = None
     via: Literal["bidder", "backup"] = "bidder"
     origin: Origin | None = None
+    evidence: dict[str, str] | None = None
 
 
 class RecordIncident(Command):
