@@ -395,7 +395,7 @@ def _decryption_result(state: OpeningState, cmd: DecryptionResult, now: datetime
             cmd.actor,
             _bid_audience(cmd.bidder),
             bidder=cmd.bidder,
-            attempt=attempt.model_dump(exclude_none=True),
+            attempt=attempt.model_dump(),
             **_origin(cmd.origin),
         )
     ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from crypto.bid import decrypt_with_key
 from crypto.envelope import inspect_envelope, unwrap_content_key
 from crypto.errors import BidBridgeError
 from crypto.quorum import DecryptedShare, QuorumBundle, rebuild_backup_key
+from schemas.time import parse_iso
 from server.core import Hub
 from server.domain import binding
 from server.domain import opening as op
@@ -49,7 +49,7 @@ async def _signer_not_bound(
     """Rule 3 at decryption: the inner signer must have been a bound signing certificate of the
     company when the bid was sealed (its trusted time of receipt); else the failure, with the
     evidence it rests on."""
-    sealed_at = datetime.fromisoformat(bid.received_at)
+    sealed_at = parse_iso(bid.received_at)
     fp = cert_sha256(signer)
     bound = binding.from_rows(await hub.store.bindings_of(code))
     failure = binding.signer_failure(bound, fp, sealed_at)
