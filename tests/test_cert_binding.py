@@ -396,3 +396,25 @@ async def test_companies_registered_before_binding_keep_their_certificates_bound
         assert [e.via for e in await store.binding_events(CODE_A)] == ["registration"] * 2
     finally:
         await store.close()
+
+
+async def test_a_certificate_unbound_after_login_cannot_touch_the_bid(
+    hall: Hall, pki: Pki, tmp_path: Path
+) -> None:
+    """The attack's steps (download the envelope, read the receipt, withdraw) with a token issued
+    before the centre unbound its certificate: refused at once, not when the token runs out."""
+    second = second_ca_pair(pki)
+    await bind(hall, P(hall, "centre"), "signing", second.cert)
+    await hall.login(second)
+    sid = await hall.create_session()
+    await hall.at(hall.t0 + SIGN_IN)
+    await hall.upload(sid, P(hall, "a"), hall.seal(tmp_path, P(hall, "a")))
+    await hall.request("GET", f"/api/sessions/{sid}/receipt", second)  # bound: fine
+    await unbind(hall, "signing", second.cert)
+    for method, path in (
+        ("GET", f"/api/sessions/{sid}/bid"),
+        ("GET", f"/api/sessions/{sid}/receipt"),
+        ("DELETE", f"/api/sessions/{sid}/bid"),
+    ):
+        await hall.refused(403, "CERT_NOT_BOUND", method, path, second)
+    await hall.request("DELETE", f"/api/sessions/{sid}/bid", P(hall, "a"))  # A itself still can

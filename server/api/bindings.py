@@ -37,6 +37,17 @@ def _company_code(ctx: Ctx, asked: str | None) -> str:
     return asked
 
 
+async def bound_caller(ctx: Ctx) -> list[BindingRow]:
+    """A bidder's act on its bid (upload, download, receipt, withdrawal, key): the certificate
+    its token was issued for must still be a bound signing certificate of the company, so an
+    unbinding takes effect at once, not when the token runs out. Returns the company's
+    bindings (the caller may need them)."""
+    hub = ctx.hub
+    rows = await hub.store.bindings_of(ctx.who.party_id)
+    bd.check_acts_with(bd.from_rows(rows), ctx.who.cert_sha256, hub.clock.now())
+    return rows
+
+
 async def _company_bindings(hub: Hub, code: str) -> list[BindingRow]:
     if await hub.store.get_company(code) is None:
         raise NotFound(f"company {code}")
