@@ -9,7 +9,7 @@ sealed) all ask the bindings. Through the API, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from crypto.attest import b64encode
 from crypto.bid import unwrap
 from schemas.binding import binding_document
 from schemas.time import parse_iso
+from server.domain import binding as bd
 from server.identity import cert_pem, cert_sha256
 from server.store import open_store
 from server.store.db import MIGRATIONS, database_url
@@ -418,3 +419,19 @@ async def test_a_certificate_unbound_after_login_cannot_touch_the_bid(
     ):
         await hall.refused(403, "CERT_NOT_BOUND", method, path, second)
     await hall.request("DELETE", f"/api/sessions/{sid}/bid", P(hall, "a"))  # A itself still can
+
+
+def test_a_binding_holds_from_its_instant_until_its_unbinding_exclusive() -> None:
+    """The domain's rule, without a server: bound at the sealing instant counts, unbound at it
+    does not; another usage or another certificate never counts."""
+    t = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    rows = [bd.Bound("s" * 64, "signing", t, t + timedelta(hours=1))]
+    assert bd.signer_failure(rows, "s" * 64, t) is None
+    assert bd.signer_failure(rows, "s" * 64, t + timedelta(minutes=59)) is None
+    assert bd.signer_failure(rows, "s" * 64, t + timedelta(hours=1)) == "SIGNER_NOT_BOUND"
+    assert bd.signer_failure(rows, "s" * 64, t - timedelta(seconds=1)) == "SIGNER_NOT_BOUND"
+    assert bd.signer_failure(rows, "e" * 64, t) == "SIGNER_NOT_BOUND"
+    enc = [bd.Bound("s" * 64, "encryption", t)]
+    assert bd.signer_failure(enc, "s" * 64, t) == "SIGNER_NOT_BOUND"
+    assert bd.bound_now(enc, "encryption", t) == ["s" * 64]
+    assert bd.bound_now(rows, "signing", t + timedelta(hours=2)) == []
