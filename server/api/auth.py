@@ -26,11 +26,16 @@ from server.auth import (
     verify_login,
 )
 from server.core import Hub
+from server.domain import binding
 from server.identity import cert_sha256
 from server.store import NotFound
 
 
 async def _principal_for(hub: Hub, cert: x509.Certificate, code: str | None) -> Principal:
+    """Who logs in with ``cert``: a staff or room account registered with this very certificate,
+    or a company to which it is bound as a signing certificate (证书绑定). A certificate that
+    only carries a company's credit code (any trusted CA can issue one) is refused
+    ``CERT_NOT_BOUND``."""
     fp = cert_sha256(cert)
     account = await hub.store.get_account(fp[:32])
     if account is not None:
@@ -43,6 +48,8 @@ async def _principal_for(hub: Hub, cert: x509.Certificate, code: str | None) -> 
     if code is not None:
         company = await hub.store.get_company(code)
         if company is not None:
+            bound = binding.from_rows(await hub.store.bindings_of(code))
+            binding.check_acts_with(bound, fp, hub.clock.now())
             return Principal("bidder", code, company.name, fp)
     raise PartyUnknown(cert.subject.rfc4514_string())
 

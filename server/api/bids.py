@@ -17,12 +17,14 @@ from crypto.guarantee import Expectation, verify_guarantee
 from schemas import api as S
 from schemas.events import EventRecord
 from schemas.time import iso
+from server.api.bindings import bound_caller
 from server.api.origin import request_origin
-from server.api.routing import Ctx, Route, command, execute, get, load_session, post, put
+from server.api.routing import Ctx, Route, delete, execute, get, load_session, post, put
 from server.api.shared import CHUNK, stored_cert
 from server.auth import (
     PartyUnknown,
 )
+from server.domain import binding
 from server.domain import errors as E
 from server.domain import opening as op
 from server.work.decryption import session_info
@@ -76,7 +78,13 @@ async def upload(ctx: Ctx) -> S.ReceiptOut:
         from server.store import BlobTooLarge
 
         raise BlobTooLarge(hub.settings.upload_limit)
-    enc_cert = stored_cert(company.encryption_cert_pem, "registered encryption certificate")
+    # The company acts only through its bound certificates: the one this token was issued for
+    # must still be bound (an unbinding takes effect at once), and rule 3 below accepts an
+    # envelope addressed to any encryption certificate bound to the company now.
+    rows = await bound_caller(ctx)
+    recipients = binding.bound_now(binding.from_rows(rows), "encryption", hub.clock.now())
+    pems = {r.cert_sha256: r.cert_pem for r in rows}
+    enc_certs = [stored_cert(pems[sha], "bound encryption certificate") for sha in recipients]
     origin = await request_origin(ctx)
     received: list[datetime] = []
     async with contextlib.AsyncExitStack() as hold:
@@ -95,9 +103,10 @@ async def upload(ctx: Ctx) -> S.ReceiptOut:
             received.append(now)
 
         def check(path: Path) -> None:
-            # Rule 3: a valid envelope addressed to the bidder's own registered encryption certificate.
+            # Rule 3: a valid envelope addressed to one of the company's bound encryption
+            # certificates.
             info = inspect_envelope(path)
-            op.check_recipient(is_addressed_to(info, enc_cert))
+            op.check_recipient(any(is_addressed_to(info, c) for c in enc_certs))
 
         blob = await hub.blobs.receive(
             _body_chunks(ctx.request, declared, last_byte_in_time),
@@ -134,6 +143,7 @@ async def upload(ctx: Ctx) -> S.ReceiptOut:
 async def download_own(ctx: Ctx) -> web.StreamResponse:
     """Download one's own stored envelope (for the rehearsal)"""
     loaded = await load_session(ctx)
+    await bound_caller(ctx)
     bid = loaded.state.bids.get(ctx.who.party_id)
     if bid is None or bid.status == "retracted":
         raise E.NoBid()
@@ -150,6 +160,7 @@ async def download_own(ctx: Ctx) -> web.StreamResponse:
 async def own_receipt(ctx: Ctx) -> S.ReceiptOut:
     """One's own receipt and its signature"""
     await load_session(ctx)
+    await bound_caller(ctx)
     tag = op.bidder_tag(ctx.who.party_id)
     last: EventRecord | None = None
     for r in await ctx.hub.store.events_after(ctx.session_id, 0):
@@ -160,6 +171,12 @@ async def own_receipt(ctx: Ctx) -> S.ReceiptOut:
     return S.ReceiptOut(
         receipt=last.payload["receipt"], signature=last.payload["receipt_signature"], seq=last.seq
     )
+
+
+async def retract(ctx: Ctx) -> S.OkOut:
+    """Withdraw the bid before the deadline (撤回)"""
+    await bound_caller(ctx)
+    return await execute(ctx, op.Retract(actor=ctx.actor))
 
 
 async def rehearsal(ctx: Ctx, body: S.RehearsalIn) -> S.OkOut:
@@ -215,7 +232,7 @@ ROUTES: list[Route] = [
     post("/api/sessions/{session_id}/deposits", deposit, ("centre",), body=S.DepositIn, response=S.OkOut, tag="centre"),
     post("/api/sessions/{session_id}/sign-in", sign_in, ("bidder",), response=S.OkOut),
     put("/api/sessions/{session_id}/bid", upload, ("bidder",), response=S.ReceiptOut, raw="application/octet-stream"),
-    command("/api/sessions/{session_id}/bid", op.Retract, ("bidder",), "Withdraw the bid before the deadline (撤回)", method="DELETE"),
+    delete("/api/sessions/{session_id}/bid", retract, ("bidder",), response=S.OkOut),
     get("/api/sessions/{session_id}/bid", download_own, ("bidder",), raw="application/pkcs7-mime"),
     get("/api/sessions/{session_id}/receipt", own_receipt, ("bidder",), response=S.ReceiptOut),
     post("/api/sessions/{session_id}/rehearsal", rehearsal, ("bidder",), body=S.RehearsalIn, response=S.OkOut),

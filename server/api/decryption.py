@@ -5,6 +5,7 @@ from __future__ import annotations
 from crypto import errors as CE
 from crypto.attest import b64decode
 from schemas import api as S
+from server.api.bindings import bound_caller
 from server.api.origin import request_origin
 from server.api.routing import Ctx, Route, command, load_session, post
 from server.domain import errors as E
@@ -29,6 +30,7 @@ async def submit_key(ctx: Ctx, body: S.KeyIn) -> S.DecryptOut:
     submitted = hub.clock.now()
     loaded = await load_session(ctx)
     op.decide(loaded.state, op.SubmitKey(actor=ctx.actor), submitted)  # refuses outside the window
+    await bound_caller(ctx)
     cek = b64decode(body.cek, "cek")
     origin = await request_origin(ctx)
     if len(cek) not in (16, 24, 32):

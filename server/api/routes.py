@@ -9,6 +9,7 @@ from server.api import (
     auth,
     backup,
     bids,
+    bindings,
     committee,
     decryption,
     documents,
@@ -26,6 +27,7 @@ ROUTES: list[Route] = [
     *meta.ROUTES,  # the OpenAPI document, the server's clock
     *auth.ROUTES,  # CA login, token renewal, one-time page links
     *admin.ROUTES,  # companies, accounts, projects, lots, sites, rooms, the expert pool
+    *bindings.ROUTES,  # the certificates bound to each company and the binding log
     *sessions.ROUTES,  # opening sessions and the host's and supervisor's steps
     *bids.ROUTES,  # sign-in, upload, receipt, withdrawal, rehearsal, deposit, guarantee
     *decryption.ROUTES,  # the decryption window, keys, incidents

@@ -399,7 +399,12 @@ def _decryption_result(state: OpeningState, cmd: DecryptionResult, now: datetime
             )
         ]
     attempt = Attempt(
-        at=iso(cmd.submitted_at), ok=False, code=cmd.code, cause=cmd.cause, message=cmd.message
+        at=iso(cmd.submitted_at),
+        ok=False,
+        code=cmd.code,
+        cause=cmd.cause,
+        message=cmd.message,
+        evidence=cmd.evidence,
     )
     return [
         _ev(
@@ -875,7 +880,8 @@ class NotARecipient(E.Refusal):
 
 
 def check_recipient(addressed_to_registered_certificate: bool) -> None:
-    """Rule 3 (art. 26): a bid must be sealed to the bidder's own registered certificate."""
+    """Rule 3 (art. 26): a bid must be sealed to one of the bidder's own registered (bound,
+    ``server.domain.binding``) encryption certificates."""
     if not addressed_to_registered_certificate:
         raise NotARecipient(
             "投标文件未使用您登记的加密证书加密 / "

@@ -5,7 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 Status = Literal[
     "draft",
@@ -88,6 +94,16 @@ class Attempt(_Model):
     code: str
     cause: Literal["bidder", "platform"]
     message: str = ""
+    evidence: dict[str, str] | None = None
+    """What the refusal rests on (e.g. the inner signer's certificate and the sealing instant);
+    left out of the record when there is none, so older attempts read as they always did."""
+
+    @model_serializer(mode="wrap")
+    def _without_empty_evidence(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if out.get("evidence") is None:
+            out.pop("evidence", None)
+        return out
 
 
 class Security(_Model):
@@ -276,6 +292,7 @@ class DecryptionResult(Command):
     cek_sha256: str | None = None
     via: Literal["bidder", "backup"] = "bidder"
     origin: Origin | None = None
+    evidence: dict[str, str] | None = None
 
 
 class RecordIncident(Command):

@@ -3,6 +3,8 @@
 from server.store.blobs import BadBlobId, Blob, BlobStore, BlobTooLarge
 from server.store.db import (
     AccountRow,
+    BindingEventRow,
+    BindingRow,
     CompanyRow,
     LotRow,
     ProjectRow,
@@ -12,6 +14,7 @@ from server.store.db import (
     Store,
     account_id,
     open_store,
+    pem_sha256,
 )
 from server.store.errors import (
     AlreadyExists,
@@ -25,6 +28,8 @@ __all__ = [
     "AccountRow",
     "AlreadyExists",
     "BadBlobId",
+    "BindingEventRow",
+    "BindingRow",
     "Blob",
     "BlobStore",
     "BlobTooLarge",
@@ -41,4 +46,5 @@ __all__ = [
     "VersionConflict",
     "account_id",
     "open_store",
+    "pem_sha256",
 ]

@@ -36,6 +36,8 @@ from server.store.models import (
     BackupShare,
     Base,
     BidKey,
+    CertBinding,
+    CertBindingEvent,
     Company,
     DrawSecret,
     Event,
@@ -98,6 +100,35 @@ class CompanyRow:
 
 
 @dataclass(frozen=True)
+class BindingRow:
+    """A certificate bound to a company for one usage (``unbound_at`` None: bound now)."""
+
+    id: int
+    credit_code: str
+    cert_sha256: str
+    usage: str
+    cert_pem: str
+    bound_at: datetime
+    bound_by: str
+    unbound_at: datetime | None
+    unbound_by: str | None
+
+
+@dataclass(frozen=True)
+class BindingEventRow:
+    id: int
+    at: datetime
+    credit_code: str
+    action: str
+    cert_sha256: str
+    usage: str
+    actor: str
+    via: str
+    signer_sha256: str | None
+    signature: str | None
+
+
+@dataclass(frozen=True)
 class AccountRow:
     id: str
     role: str
@@ -155,6 +186,15 @@ def account_id(cert_pem: str) -> str:
     """An account's id: the first 32 hex digits of the SHA-256 of its certificate's DER."""
     der = x509.load_pem_x509_certificate(cert_pem.encode()).public_bytes(Encoding.DER)
     return hashlib.sha256(der).hexdigest()[:32]
+
+
+def pem_sha256(cert_pem: str) -> str | None:
+    """The SHA-256 of a PEM certificate's DER, or None for text that is not a certificate."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode("ascii", "replace"))
+    except ValueError:
+        return None
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 
 
 def lot_id(project_code: str, lot_code: str) -> str:
@@ -283,8 +323,21 @@ class Store:
         encryption_cert_pem: str,
         at: datetime,
     ) -> CompanyRow:
+        """A company with the two certificates it registers with, both bound from now (the
+        binding log records them, actor ``registration``)."""
         row = CompanyRow(credit_code, name, signing_cert_pem, encryption_cert_pem, at)
-        await self._insert_new(Company, f"company {credit_code}", **asdict(row))
+        async with self._tx() as conn:
+            result = await conn.execute(
+                self._insert(Company).values(**asdict(row)).on_conflict_do_nothing()
+            )
+            if result.rowcount != 1:
+                raise AlreadyExists(f"company {credit_code}")
+            for usage, pem in (("signing", signing_cert_pem), ("encryption", encryption_cert_pem)):
+                sha = pem_sha256(pem)
+                if sha is not None:  # text that is not a certificate binds nothing
+                    await self._bind(
+                        conn, credit_code, sha, usage, pem, at, "registration", "registration"
+                    )
         return row
 
     async def get_company(self, credit_code: str) -> CompanyRow | None:
@@ -297,6 +350,139 @@ class Store:
         async with self._tx() as conn:
             query = sa.select(*_columns(Company)).order_by(Company.credit_code)
             return [_row(CompanyRow, r) for r in await conn.execute(query)]
+
+    # --- certificate bindings ----------------------------------------------------------------
+
+    async def _bind(
+        self,
+        conn: AsyncConnection,
+        credit_code: str,
+        cert_sha256: str,
+        usage: str,
+        cert_pem: str,
+        at: datetime,
+        actor: str,
+        via: str,
+        signer_sha256: str | None = None,
+        signature: str | None = None,
+    ) -> BindingRow:
+        values = {
+            "credit_code": credit_code,
+            "cert_sha256": cert_sha256,
+            "usage": usage,
+            "cert_pem": cert_pem,
+            "bound_at": at,
+            "bound_by": actor,
+            "unbound_at": None,
+            "unbound_by": None,
+        }
+        # The partial unique index (one open binding per certificate and usage) settles a race
+        # between two binding requests on either database.
+        result = await conn.execute(
+            self._insert(CertBinding)
+            .values(**values)
+            .on_conflict_do_nothing()
+            .returning(CertBinding.id)
+        )
+        new_id = result.scalar()
+        if new_id is None:
+            raise AlreadyExists(f"{usage} certificate {cert_sha256} is bound already")
+        await conn.execute(
+            sa.insert(CertBindingEvent).values(
+                at=at,
+                credit_code=credit_code,
+                action="bound",
+                cert_sha256=cert_sha256,
+                usage=usage,
+                actor=actor,
+                via=via,
+                signer_sha256=signer_sha256,
+                signature=signature,
+            )
+        )
+        return BindingRow(id=int(new_id), **values)  # type: ignore[arg-type]
+
+    async def bind_certificate(
+        self,
+        credit_code: str,
+        cert_sha256: str,
+        usage: str,
+        cert_pem: str,
+        at: datetime,
+        *,
+        actor: str,
+        via: str,
+        signer_sha256: str | None = None,
+        signature: str | None = None,
+    ) -> BindingRow:
+        """Bind a certificate to a company and log it, in one transaction; AlreadyExists if it
+        is bound for ``usage`` already."""
+        async with self._tx() as conn:
+            exists = await conn.scalar(
+                sa.select(Company.credit_code).where(Company.credit_code == credit_code)
+            )
+            if exists is None:
+                raise NotFound(f"company {credit_code}")
+            return await self._bind(
+                conn,
+                credit_code,
+                cert_sha256,
+                usage,
+                cert_pem,
+                at,
+                actor,
+                via,
+                signer_sha256,
+                signature,
+            )
+
+    async def unbind_certificate(
+        self, credit_code: str, cert_sha256: str, usage: str, at: datetime, *, actor: str
+    ) -> None:
+        """End a company's open binding of a certificate and log it; NotFound if none is open."""
+        async with self._tx() as conn:
+            result = await conn.execute(
+                sa.update(CertBinding)
+                .where(
+                    CertBinding.credit_code == credit_code,
+                    CertBinding.cert_sha256 == cert_sha256,
+                    CertBinding.usage == usage,
+                    CertBinding.unbound_at.is_(None),
+                )
+                .values(unbound_at=at, unbound_by=actor)
+            )
+            if result.rowcount != 1:
+                raise NotFound(f"{usage} certificate {cert_sha256} of {credit_code}")
+            await conn.execute(
+                sa.insert(CertBindingEvent).values(
+                    at=at,
+                    credit_code=credit_code,
+                    action="unbound",
+                    cert_sha256=cert_sha256,
+                    usage=usage,
+                    actor=actor,
+                    via="centre",
+                )
+            )
+
+    async def bindings_of(self, credit_code: str) -> list[BindingRow]:
+        """Every binding a company has had, open or ended, oldest first."""
+        query = (
+            sa.select(*_columns(CertBinding))
+            .where(CertBinding.credit_code == credit_code)
+            .order_by(CertBinding.bound_at, CertBinding.id)
+        )
+        async with self._tx() as conn:
+            return [_row(BindingRow, r) for r in await conn.execute(query)]
+
+    async def binding_events(self, credit_code: str) -> list[BindingEventRow]:
+        query = (
+            sa.select(*_columns(CertBindingEvent))
+            .where(CertBindingEvent.credit_code == credit_code)
+            .order_by(CertBindingEvent.id)
+        )
+        async with self._tx() as conn:
+            return [_row(BindingEventRow, r) for r in await conn.execute(query)]
 
     # --- accounts ----------------------------------------------------------------------------
 

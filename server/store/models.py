@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import text as sa_text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -55,6 +56,54 @@ class Company(Base):
     signing_cert_pem: Mapped[str] = mapped_column(Text)
     encryption_cert_pem: Mapped[str] = mapped_column(Text)
     registered_at: Mapped[datetime]
+
+
+class CertBinding(Base):
+    """A certificate bound to a company for one usage (证书绑定), with when it held.
+
+    A binding is never deleted: unbinding sets ``unbound_at``, so "was it bound when the bid was
+    sealed?" stays answerable. At most one open binding per certificate and usage."""
+
+    __tablename__ = "cert_bindings"
+    __table_args__ = (
+        Index(
+            "ux_cert_bindings_open",
+            "cert_sha256",
+            "usage",
+            unique=True,
+            sqlite_where=sa_text("unbound_at IS NULL"),
+            postgresql_where=sa_text("unbound_at IS NULL"),
+        ),
+        Index("ix_cert_bindings_company", "credit_code"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    credit_code: Mapped[str] = mapped_column(String(18), ForeignKey("companies.credit_code"))
+    cert_sha256: Mapped[str] = mapped_column(String(64))
+    usage: Mapped[str] = mapped_column(String(16))
+    cert_pem: Mapped[str] = mapped_column(Text)
+    bound_at: Mapped[datetime]
+    bound_by: Mapped[str] = mapped_column(String(240))
+    unbound_at: Mapped[datetime | None]
+    unbound_by: Mapped[str | None] = mapped_column(String(240), nullable=True)
+
+
+class CertBindingEvent(Base):
+    """The binding log: one row per binding and unbinding, who did it, when, and how."""
+
+    __tablename__ = "cert_binding_events"
+    __table_args__ = (Index("ix_cert_binding_events_company", "credit_code"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    credit_code: Mapped[str] = mapped_column(String(18), ForeignKey("companies.credit_code"))
+    action: Mapped[str] = mapped_column(String(16))
+    cert_sha256: Mapped[str] = mapped_column(String(64))
+    usage: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(240))
+    via: Mapped[str] = mapped_column(String(16))
+    signer_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    signature: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Account(Base):

@@ -8,12 +8,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from crypto.bid import decrypt_with_key
 from crypto.envelope import inspect_envelope, unwrap_content_key
 from crypto.errors import BidBridgeError
 from crypto.quorum import DecryptedShare, QuorumBundle, rebuild_backup_key
+from schemas.time import parse_iso
 from server.core import Hub
+from server.domain import binding
 from server.domain import opening as op
+from server.identity import cert_sha256
 from server.service import cek_fingerprint
 from server.store import NotFound
 
@@ -36,6 +41,34 @@ DECRYPT_HINTS = {
         "the bid is not signed by your company: it must be sealed with your own signing certificate",
     ),
 }
+
+
+async def _signer_not_bound(
+    hub: Hub, code: str, bid: op.Bid, signer: x509.Certificate
+) -> dict[str, Any] | None:
+    """Rule 3 at decryption: the inner signer must have been a bound signing certificate of the
+    company when the bid was sealed (its trusted time of receipt); else the failure, with the
+    evidence it rests on."""
+    sealed_at = parse_iso(bid.received_at)
+    fp = cert_sha256(signer)
+    bound = binding.from_rows(await hub.store.bindings_of(code))
+    failure = binding.signer_failure(bound, fp, sealed_at)
+    if failure is None:
+        return None
+    zh, en = binding.SIGNER_NOT_BOUND_MESSAGE
+    return {
+        "ok": False,
+        "code": failure,
+        "cause": op.failure_cause(failure),
+        "message": f"{zh} / {en} (signer sha256 {fp}, sealed {bid.received_at})",
+        "evidence": {
+            "signer_sha256": fp,
+            "signer_subject": signer.subject.rfc4514_string(),
+            "signer_issuer": signer.issuer.rfc4514_string(),
+            "sealed_at": bid.received_at,
+            "envelope_sha256": bid.envelope_sha256,
+        },
+    }
 
 
 async def decrypt_bid(
@@ -93,6 +126,9 @@ async def decrypt_bid(
                 cause=op.failure_cause("PLATFORM_IO"),
                 message=f"平台读写故障 / platform storage error: {exc.strerror}",
             )
+        refused = await _signer_not_bound(hub, code, bid, opened.signer.certificate)
+        if refused is not None:
+            return op.DecryptionResult(**base, **refused)
         summary = opened.summary
         if (summary.project_code, summary.lot_code) != (info["project_code"], info["lot_code"]):
             return op.DecryptionResult(
