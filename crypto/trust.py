@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, NoReturn, get_args
@@ -159,6 +159,9 @@ class TrustStore:
         require_revocation: bool = True,
     ) -> None:
         self.require_revocation = require_revocation
+        self.on_validated: Callable[[x509.Certificate], None] | None = None
+        """Told of every certificate that validates (the server indexes them to find their
+        tokens when a later CRL names them, see ``server/work/trust_reload.py``)."""
         self._roots: dict[bytes, x509.Certificate] = {}
         self._intermediates: dict[bytes, x509.Certificate] = {}
         self._crls: dict[bytes, x509.CertificateRevocationList] = {}
@@ -286,6 +289,8 @@ class TrustStore:
             der = asn1_cert.dump()
             result.append(known.get(der) or x509.load_der_x509_certificate(der))
         result.reverse()
+        if self.on_validated is not None:
+            self.on_validated(cert)
         return result
 
     def _others(self, extras: Sequence[x509.Certificate]) -> list[x509.Certificate]:
