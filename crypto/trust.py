@@ -365,7 +365,11 @@ def _path_length(cert: x509.Certificate) -> int | None:
 def _parse_crls(data: bytes, where: Path) -> list[x509.CertificateRevocationList]:
     try:
         if b"-----BEGIN" in data:
-            return [x509.load_pem_x509_crl(block) for block in _PEM_CRL.findall(data)]
+            blocks = _PEM_CRL.findall(data)
+            if not blocks or len(blocks) != data.count(b"-----BEGIN X509 CRL-----"):
+                # a cut-off copy must not pass for a folder without that CA's CRL
+                raise ValueError("incomplete PEM block / PEM 块不完整")
+            return [x509.load_pem_x509_crl(block) for block in blocks]
         return [x509.load_der_x509_crl(data)]
     except ValueError as exc:
         raise KeyLoadFailed(f"{where}: 不是有效的 CRL / not a CRL ({exc})") from None

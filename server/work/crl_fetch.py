@@ -65,9 +65,16 @@ def _older(new: x509.CertificateRevocationList, old: x509.CertificateRevocationL
 class CrlFetcher:
     """Keeps one current, verified CRL per distribution point URL."""
 
-    def __init__(self, folder: Path, *, max_bytes: int = MAX_CRL_BYTES) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        max_bytes: int = MAX_CRL_BYTES,
+        timeout: aiohttp.ClientTimeout = TIMEOUT,
+    ) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
+        self.timeout = timeout
         self._crls: dict[str, x509.CertificateRevocationList] = {}
         self._fetched_at: dict[str, datetime] = {}
         self._retry_at: dict[str, float] = {}
@@ -109,7 +116,7 @@ class CrlFetcher:
         if not due:
             return False
         changed = False
-        async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+        async with aiohttp.ClientSession(timeout=self.timeout) as http:
             for url in due:
                 try:
                     crl = await self._fetch(http, url, cas)
