@@ -52,6 +52,19 @@ FREEZE_AFTER_JOINS = 200
 FREEZE_QUIET_SECONDS = 1.0
 """How long no connection must join before the hall counts a burst as settled."""
 
+NOT_A_PARTY = {
+    "opening": (
+        "您无权进入该开标大厅：只有本场的投标人和工作人员可以进入",
+        "you may not join this opening hall: it admits only this session's bidders and staff",
+    ),
+    "evaluation": (
+        "您无权进入该评标：只有本评标委员会成员、抽中的评标室和工作人员可以进入",
+        "you may not join this evaluation: it admits only its committee, its drawn rooms and staff",
+    ),
+    "": ("您无权进入该会话", "you may not join this session"),
+}
+"""What a refused viewer is told, by session kind (who decides: the machine's viewer_tags)."""
+
 PRESENCE_ROLES = (*op.STAFF_ROLES, "room")
 """Whose presence is recorded: staff (a supervisor must be present) and room devices (links)."""
 
@@ -178,7 +191,8 @@ class Hall(socketio.AsyncNamespace):
             machine.state.model_validate(row.snapshot["state"]), p.role, p.party_id
         )
         if tags is None:
-            raise refuse("NOT_PERMITTED", "您无权进入该会话", "you may not join this session")
+            zh, en = NOT_A_PARTY.get(row.kind, NOT_A_PARTY[""])
+            raise refuse("NOT_PERMITTED", zh, en)
         await self.save_session(sid, {"principal": p, "session_id": session_id, "tags": tags})
         self.certs[sid] = p.cert_sha256
         if auth.get("batch") is True:
