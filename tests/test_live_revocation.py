@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from crypto import ca
 from crypto.keys import SoftwareKey
 from server.app import build_app, build_hub
+from server.auth import TokenRevoked
 from server.clock import ManualClock
 from server.core import Settings
 from server.identity import ServerIdentity, cert_pem, cert_sha256, load_trust
@@ -514,3 +515,30 @@ async def test_a_fetch_that_hangs_times_out(pki: Pki, tmp_path: Path) -> None:
         assert started.is_set() and changed is False and fetcher.crls() == []
     finally:
         await server.close()
+
+
+async def test_another_process_sharing_the_data_folder_refuses_the_token_too(
+    live: tuple[Hall, Folder],
+) -> None:
+    """A token issued by one process for a certificate only it has seen (a second certificate
+    of company A from another CA, registered nowhere) is refused by a second process."""
+    hall, folder = live
+    pair = ca.issue_company_pair(
+        hall.pki.sub_b, credit_code=CODE_A, company_name="甲建设工程有限公司", key_type="ec-p256"
+    )
+    second = company(pair, "甲建设工程有限公司", CODE_A, [hall.pki.sub_b.certificate])
+    await hall.login(second)
+    assert second.token is not None
+    other = await build_hub(
+        hall.hub.settings, trust=load_trust(folder.path), identity=hall.hub.identity,
+        clock=hall.clock,
+    )  # fmt: skip
+    try:
+        await other.live_trust.reload(force=True)
+        assert other.tokens.check(second.token, hall.clock.now()).party_id == CODE_A
+        folder.publish([second.cert])
+        await other.live_trust.reload()
+        with pytest.raises(TokenRevoked):
+            other.tokens.check(second.token, hall.clock.now())
+    finally:
+        await other.store.close()
