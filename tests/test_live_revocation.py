@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -542,3 +543,48 @@ async def test_another_process_sharing_the_data_folder_refuses_the_token_too(
             other.tokens.check(second.token, hall.clock.now())
     finally:
         await other.store.close()
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+async def test_a_rewrite_the_file_times_do_not_show_is_found_by_the_periodic_full_read(
+    pki: Pki, tmp_path: Path, store_url: str
+) -> None:
+    """Same name, same size, same modification time: only the content check finds it."""
+    hall, folder = await start_live_hall(
+        pki, tmp_path, store_url, trust_poll_seconds=0.05, trust_reload_seconds=0.5
+    )
+    try:
+        a, c = P(hall, "a"), P(hall, "c")
+        sid = await hall.create_session()
+        window = {"this_update": hall.t0 - timedelta(minutes=5), "next_update": hall.t0 + timedelta(days=1)}  # fmt: skip
+
+        def pem(revoked: x509.Certificate, number: int) -> bytes:
+            der = crl_der(pki.root_a, [revoked], number=number, **window)
+            crl = x509.load_der_x509_crl(der)
+            return crl.public_bytes(serialization.Encoding.PEM)
+
+        first, second = pem(c.cert, 50), pem(a.cert, 51)
+        size = max(len(first), len(second))
+        first, second = first.ljust(size, b"\n"), second.ljust(size, b"\n")
+        target = folder.path / "root_a.crl"
+        write_atomically(target, first)
+        await hall.hub.live_trust.reload()
+        await hall.login(a)
+        token = a.token
+        stat = target.stat()
+        target.write_bytes(second)  # in place: same size
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert target.stat().st_mtime_ns == stat.st_mtime_ns
+
+        async def refused() -> bool:
+            a.token = token
+            try:
+                await hall.request("GET", f"/api/sessions/{sid}", a)
+            except ApiError as exc:
+                assert exc.code == "CERT_REVOKED"
+                return True
+            return False
+
+        await until(refused)
+    finally:
+        await stop_hall(hall)

@@ -332,6 +332,7 @@ class LiveTrust:
             full = time.monotonic() - self._read_at >= settings.trust_reload_seconds
             try:
                 if full:
+                    self._read_at = time.monotonic()  # also when there is no folder to read
                     await self.reload(force=True)
                 elif self.folder is not None and folder_stamp(self.folder) != self._stamp:
                     await self.reload()
