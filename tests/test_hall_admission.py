@@ -8,12 +8,14 @@ committee members only.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from server.auth import Principal
+from server.domain import opening as op
+from server.domain.opening_model import Bid, OpeningState, Timetable
 from tests.support.evaluation import drawn
 from tests.support.hall import ConnectionRefused, Hall, Listener, P
 
@@ -119,3 +121,31 @@ async def test_after_the_deadline_the_opening_hall_admits_only_its_bidders(
         await hall.login(who)
         assert who.token is not None
         await admitted_in(hall, sid, who.token)
+
+
+def test_rule_the_opening_hall_admits_bidders_by_their_part_in_the_session() -> None:
+    """The pure rule (``opening`` machine's viewer_tags), for the cases the API test does not
+    reach: a sign-in without a bid, and a suspension that began before the deadline."""
+    at = datetime(2026, 11, 21, 1, 0, tzinfo=UTC)
+    timetable = Timetable(sign_in_opens=at, deadline=at + timedelta(hours=1))
+    bid = Bid(bidder="A", envelope_sha256="0" * 64, size=1, received_at="x", receipt_id="r")
+    state = OpeningState(
+        session_id="s",
+        lot_id="p/01",
+        timetable=timetable,
+        status="sealed",
+        bids={"A": bid, "B": bid.model_copy(update={"bidder": "B", "status": "retracted"})},
+        signed_in=["S"],
+    )
+    machine = op.MACHINE
+    assert machine.viewer_tags(state, "bidder", "A") == frozenset({op.bidder_tag("A")})
+    assert machine.viewer_tags(state, "bidder", "S") == frozenset({op.bidder_tag("S")})
+    assert machine.viewer_tags(state, "bidder", "B") is None  # withdrew before the deadline
+    assert machine.viewer_tags(state, "bidder", "N") is None  # never bid
+    for role in ("room", "expert"):
+        assert machine.viewer_tags(state, role, "A") is None
+    for role in ("host", "supervisor", "centre"):
+        assert machine.viewer_tags(state, role, "X") is not None
+    before = state.model_copy(update={"status": "suspended", "suspended_from": "sign_in"})
+    assert machine.viewer_tags(before, "bidder", "N") == frozenset({op.bidder_tag("N")})
+    assert machine.viewer_tags(before, "room", "N") is None
