@@ -46,6 +46,14 @@ from tests.support.hall import (
     stop_hall,
 )
 from tests.support.pki import CODE_A, CODE_B, CODE_C, Pki, credit_code
+from tests.support.servers import (
+    REPO,
+    Client,
+    ServerProcess,
+    free_port,
+    prepare_site,
+    register,
+)
 
 CODE_D = credit_code("91110000MA0DDDDD1")
 
@@ -588,3 +596,43 @@ async def test_a_rewrite_the_file_times_do_not_show_is_found_by_the_periodic_ful
         await until(refused)
     finally:
         await stop_hall(hall)
+
+
+async def test_bidbridge_serve_reloads_its_trust_folder_by_itself(pki: Pki, tmp_path: Path) -> None:
+    """The real command (a child process, SQLite): a CRL dropped into ``--trust`` ends the
+    bidder's token within the poll interval, with no restart (and ``--fetch-crls`` parses)."""
+    site = prepare_site(pki, tmp_path, None)
+    # this checkout's code, not whatever the installed command's editable path points to
+    site.env["PYTHONPATH"] = str(REPO)
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    port = free_port()
+    server = ServerProcess(
+        site.serve_argv(port, "--fetch-crls"), site.env, tmp_path / "server.log",
+        f"http://127.0.0.1:{port}",
+    )  # fmt: skip
+    try:
+        await server.start(http)
+        client = Client(http, server.url, site.parties)
+        await register(client)
+        a = site.parties["a"]
+        await client.login(a)
+        token = a.token
+        await client.request("POST", "/api/auth/refresh", a)
+        entry = ca.RevokedEntry(a.cert.serial_number, pki.now, x509.ReasonFlags.key_compromise)
+        crl = pki.crl(pki.root_a, [entry], number=2)
+        write_atomically(site.trust / "root_a.crl", crl.public_bytes(serialization.Encoding.PEM))
+
+        async def refused() -> bool:
+            a.token = token
+            try:
+                await client.request("POST", "/api/auth/refresh", a)
+            except ApiError as exc:
+                assert exc.code == "CERT_REVOKED", exc.body
+                return True
+            return False
+
+        await until(refused)
+        assert "trust store reloaded" in server.tail()
+    finally:
+        server.kill()
+        await http.close()
