@@ -76,6 +76,7 @@ class LiveTrust:
         self.journal = self.state / "revocations.jsonl"
         self.fetcher = CrlFetcher(self.state / "crls") if fetch else None
         self.revoked = RevocationSet()
+        self._set_of: TrustStore | None = None  # the store ``revoked`` was computed from
         self._base = hub.trust  # without a folder: the store given at start, plus fetched CRLs
         self._known: dict[str, CertKey] = {}  # certificate SHA-256 -> (issuer, serial)
         self._by_key: dict[CertKey, dict[str, str]] = {}  # (issuer, serial) -> {sha: subject}
@@ -252,9 +253,12 @@ class LiveTrust:
                     self._stamp, self._read_at = stamp, time.monotonic()
                     return False
                 swapped = store is not hub.trust
+        if store is self._set_of:
+            return False  # the same store: the same revocation set
         revoked, refused = await asyncio.to_thread(
             RevocationSet.from_crls, store.crls, [*store.roots, *store.intermediates]
         )
+        self._set_of = store
         for crl in refused:
             log.warning(
                 "trust: CRL of %s does not verify with a trusted CA, not used for revocation",
