@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, NoReturn, get_args
@@ -159,6 +159,9 @@ class TrustStore:
         require_revocation: bool = True,
     ) -> None:
         self.require_revocation = require_revocation
+        self.on_validated: Callable[[x509.Certificate], None] | None = None
+        """Told of every certificate that validates (the server indexes them to find their
+        tokens when a later CRL names them, see ``server/work/trust_reload.py``)."""
         self._roots: dict[bytes, x509.Certificate] = {}
         self._intermediates: dict[bytes, x509.Certificate] = {}
         self._crls: dict[bytes, x509.CertificateRevocationList] = {}
@@ -286,6 +289,8 @@ class TrustStore:
             der = asn1_cert.dump()
             result.append(known.get(der) or x509.load_der_x509_certificate(der))
         result.reverse()
+        if self.on_validated is not None:
+            self.on_validated(cert)
         return result
 
     def _others(self, extras: Sequence[x509.Certificate]) -> list[x509.Certificate]:
@@ -360,7 +365,11 @@ def _path_length(cert: x509.Certificate) -> int | None:
 def _parse_crls(data: bytes, where: Path) -> list[x509.CertificateRevocationList]:
     try:
         if b"-----BEGIN" in data:
-            return [x509.load_pem_x509_crl(block) for block in _PEM_CRL.findall(data)]
+            blocks = _PEM_CRL.findall(data)
+            if not blocks or len(blocks) != data.count(b"-----BEGIN X509 CRL-----"):
+                # a cut-off copy must not pass for a folder without that CA's CRL
+                raise ValueError("incomplete PEM block / PEM 块不完整")
+            return [x509.load_pem_x509_crl(block) for block in blocks]
         return [x509.load_der_x509_crl(data)]
     except ValueError as exc:
         raise KeyLoadFailed(f"{where}: 不是有效的 CRL / not a CRL ({exc})") from None

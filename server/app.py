@@ -31,6 +31,7 @@ from server.store import BlobStore, open_store
 from server.work.outage import heartbeat, recover_from_outage, stopped_cleanly
 from server.work.presence import forget_presence, presence_changed, reap_presence
 from server.work.record import generate_record_if_due_safe
+from server.work.trust_reload import LiveTrust
 
 __all__ = ["DEFAULT_UPLOAD_LIMIT", "Hub", "Settings", "build_app", "build_hub", "drain"]
 
@@ -85,6 +86,8 @@ async def build_hub(
         fanout=fanout,
         coord=coord,
     )
+    hub.live_trust = LiveTrust(hub, settings.trust_dir, fetch=settings.fetch_crls)
+    hub.live_trust.install()  # every token checked against the CRLs, as they are reloaded
     hall.on_presence = lambda sid, p, joined: presence_changed(hub, sid, p, joined)
     service.on_due_changed = hub.scheduler.wake
     hub.scheduler.after_tick = lambda sid: generate_record_if_due_safe(hub, sid)
@@ -127,6 +130,8 @@ def build_app(hub: Hub, routes: list[Route] = ROUTES) -> web.Application:
         await hub.relay.start()
         await forget_presence(hub)
         await recover_from_outage(hub)  # before the scheduler fires what the outage overran
+        await hub.live_trust.reload(force=True)
+        hub.live_trust.start()
         if hub.settings.scheduler:
             hub.scheduler.start()
         loop = asyncio.get_running_loop()
@@ -140,6 +145,7 @@ def build_app(hub: Hub, routes: list[Route] = ROUTES) -> web.Application:
         app[HEARTBEAT_KEY].cancel()
         if REAPER_KEY in app:
             app[REAPER_KEY].cancel()
+        await hub.live_trust.stop()
         await hub.relay.close()
         if hub.media is not None:
             await hub.media.close()

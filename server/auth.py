@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,6 +51,14 @@ class TokenInvalid(AuthError):
     en = "the session token is invalid or expired; log in again"
 
 
+class TokenRevoked(AuthError):
+    """The certificate a token was issued for has been revoked since (a CRL names it)."""
+
+    code = "CERT_REVOKED"
+    zh = "登录所用的证书已被吊销，此登录凭证已失效"
+    en = "the certificate of this sign-in has been revoked; the session token is no longer valid"
+
+
 def login_document(nonce: str, server_id: str) -> bytes:
     """What the client signs to log in: bound to one challenge and one server."""
     return canonical_json({"purpose": LOGIN_PURPOSE, "nonce": nonce, "server": server_id})
@@ -74,6 +83,10 @@ class Tokens:
     def __init__(self, secret: bytes, ttl: timedelta = timedelta(minutes=30)) -> None:
         self._secret = secret
         self.ttl = ttl
+        self.revoked: Callable[[Principal], str | None] = lambda p: None
+        """Whether the certificate a valid token names is revoked now: the detail of the
+        revocation, or None. A set lookup (``server/work/trust_reload.py``), never a chain
+        validation: every request and every hall connection asks."""
 
     @property
     def secret(self) -> bytes:
@@ -106,7 +119,11 @@ class Tokens:
         body: dict[str, Any] = json.loads(raw)
         if body["exp"] <= now.timestamp():
             raise TokenInvalid("expired / 已过期")
-        return Principal(body["role"], body["sub"], body["name"], body["cert"], body.get("sid"))
+        p = Principal(body["role"], body["sub"], body["name"], body["cert"], body.get("sid"))
+        revoked = self.revoked(p)
+        if revoked is not None:  # so refresh is refused too: it needs a token that checks
+            raise TokenRevoked(revoked)
+        return p
 
 
 def token_lifetime(tokens: Tokens, clock: Clock) -> float:

@@ -50,6 +50,15 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     """Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For header names the
     client; from any other peer the header is ignored (the bid-rigging signals record addresses)."""
+    trust_dir: Path | None = None
+    """The trust folder (CA certificates and CRLs), reloaded when it changes and at least every
+    ``trust_reload_seconds`` (None: the store given at start stays as it is)."""
+    trust_reload_seconds: float = 60.0
+    trust_poll_seconds: float = 2.0
+    """How often the folder's file names, sizes and times are compared (a cheap stat)."""
+    fetch_crls: bool = False
+    """Fetch CRLs over HTTP from the certificates' CRL distribution points (cached in the data
+    folder, verified against their CA before use)."""
 
 
 @dataclass
@@ -71,6 +80,7 @@ class Hub:
     coord: Coordination
     media: Any = None
     relay: Any = None  # server.media.relay.SubscriptionRelay: watchers' answers between processes
+    live_trust: Any = None  # server.work.trust_reload.LiveTrust: reloads ``trust``, revocation
 
 
 def token_secret(data_dir: Path) -> bytes:

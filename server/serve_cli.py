@@ -52,7 +52,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     identity = ServerIdentity.from_directory(
         Path(args.identity) if args.identity else data / "identity"
     )
-    trust = load_trust(Path(args.trust) if args.trust else data / "trust")
+    settings.trust_dir = Path(args.trust) if args.trust else data / "trust"
+    settings.fetch_crls = bool(getattr(args, "fetch_crls", False))
+    trust = load_trust(settings.trust_dir)
     clock: Clock = SystemClock()
     if args.accelerate:
         anchor = parse_iso(args.accelerate_from) if args.accelerate_from else None
@@ -120,6 +122,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="ADDR_OR_CIDR",
         help="a reverse proxy whose X-Forwarded-For names the client (repeat; default: "
         "$BIDBRIDGE_TRUSTED_PROXIES, comma-separated; none: the direct peer is the client)",
+    )
+    p.add_argument(
+        "--fetch-crls",
+        action="store_true",
+        help="fetch CRLs from the certificates' HTTP distribution points (cached in DATA)",
     )
     p.add_argument("--accelerate", type=float, help="run the clock this many times faster (demo)")
     p.add_argument(

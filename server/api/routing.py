@@ -276,6 +276,8 @@ async def dispatch(request: web.Request, route: Route) -> web.StreamResponse:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             raise TokenInvalid("no bearer token / 缺少登录凭证")
+        # Signature, expiry, and the certificate against the CRLs as last reloaded (a set
+        # lookup: CERT_REVOKED), so a revoked certificate's token is refused here, refresh too.
         principal = hub.tokens.check(header[7:].strip(), hub.clock.now())
         if principal.role not in route.roles:
             raise E.NotPermitted(f"{principal.role} may not call {route.method} {route.path}")

@@ -937,10 +937,18 @@ def before_deadline(state: OpeningState) -> bool:
 
 
 def _viewer_tags(state: OpeningState, role: str, party_id: str) -> frozenset[str] | None:
-    """The opening hall admits bidders and staff; a room device or an expert has no business
-    in it (their tokens are for evaluations)."""
-    if role != "bidder" and role not in STAFF_ROLES:
+    """The opening hall admits this session's parties: its staff, and bidders -- any company
+    before the deadline (it may still bid or sign in), after it only one with a bid it did not
+    withdraw, or that signed in. A room device or an expert has no business in it (their tokens
+    are for evaluations)."""
+    if role in STAFF_ROLES:
+        return viewer_tags(role, party_id)
+    if role != "bidder":
         return None
+    if not before_deadline(state):
+        bid = state.bids.get(party_id)
+        if (bid is None or bid.status == "retracted") and party_id not in state.signed_in:
+            return None
     return viewer_tags(role, party_id)
 
 

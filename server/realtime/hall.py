@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import socketio
@@ -51,6 +52,19 @@ FREEZE_AFTER_JOINS = 200
 FREEZE_QUIET_SECONDS = 1.0
 """How long no connection must join before the hall counts a burst as settled."""
 
+NOT_A_PARTY = {
+    "opening": (
+        "您无权进入该开标大厅：只有本场的投标人和工作人员可以进入",
+        "you may not join this opening hall: it admits only this session's bidders and staff",
+    ),
+    "evaluation": (
+        "您无权进入该评标：只有本评标委员会成员、抽中的评标室和工作人员可以进入",
+        "you may not join this evaluation: it admits only its committee, its drawn rooms and staff",
+    ),
+    "": ("您无权进入该会话", "you may not join this session"),
+}
+"""What a refused viewer is told, by session kind (who decides: the machine's viewer_tags)."""
+
 PRESENCE_ROLES = (*op.STAFF_ROLES, "room")
 """Whose presence is recorded: staff (a supervisor must be present) and room devices (links)."""
 
@@ -72,6 +86,7 @@ class Hall(socketio.AsyncNamespace):
         self.on_presence: Any = None  # async (session_id, principal, joined: bool) -> None
         self.fanout: Any = None  # server.realtime.fanout.Fanout: live events after the replay
         self.batched: set[str] = set()  # connections that take a commit's events as one list
+        self.certs: dict[str, str] = {}  # connection -> SHA-256 of its token's certificate
         self._joined = 0  # connections joined since the hall last froze the heap
         self._freeze_timer: asyncio.TimerHandle | None = None
 
@@ -176,8 +191,10 @@ class Hall(socketio.AsyncNamespace):
             machine.state.model_validate(row.snapshot["state"]), p.role, p.party_id
         )
         if tags is None:
-            raise refuse("NOT_PERMITTED", "您无权进入该会话", "you may not join this session")
+            zh, en = NOT_A_PARTY.get(row.kind, NOT_A_PARTY[""])
+            raise refuse("NOT_PERMITTED", zh, en)
         await self.save_session(sid, {"principal": p, "session_id": session_id, "tags": tags})
+        self.certs[sid] = p.cert_sha256
         if auth.get("batch") is True:
             self.batched.add(sid)
         try:
@@ -191,6 +208,7 @@ class Hall(socketio.AsyncNamespace):
                 await self.on_presence(session_id, p, True)
         except BaseException:
             self.batched.discard(sid)  # a connection that never joined gets no disconnect
+            self.certs.pop(sid, None)
             raise
         self._joined_one()
 
@@ -227,8 +245,26 @@ class Hall(socketio.AsyncNamespace):
             after = page[-1].seq
         await self.emit("replayed", {"seq": after if not page else page[-1].seq}, to=sid)
 
+    async def drop_certificates(self, revoked: Callable[[str], bool], why: BidBridgeError) -> int:
+        """Close this process's connections whose token names a certificate ``revoked`` says
+        is (a CRL named it): each first gets a ``refused`` message with the code. How many."""
+        dropped = 0
+        refusal = {"code": why.code, "zh": why.zh, "en": why.en}
+        for sid, sha in list(self.certs.items()):
+            if not revoked(sha):
+                continue
+            dropped += 1
+            try:
+                await self.emit("refused", refusal, to=sid)
+                await self.disconnect(sid)
+            except Exception as exc:  # already gone
+                log.debug("hall: %s not dropped (%s)", sid, exc)
+            self.certs.pop(sid, None)
+        return dropped
+
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.batched.discard(sid)
+        self.certs.pop(sid, None)
         try:
             data = await self.get_session(sid)
         except KeyError:
