@@ -207,3 +207,27 @@ async def test_no_key_answers_the_same_for_another_rooms_member_and_a_stranger(
         bodies.append({k: v for k, v in err.body.items() if k != "detail"})
         assert mid not in err.body["zh"] + err.body["en"]
     assert bodies[0] == bodies[1]
+
+
+async def test_a_decline_with_no_spare_left_is_recorded_not_applied_and_answered_the_same(
+    hall: Hall, tmp_path: Path
+) -> None:
+    no_spares = {**SPARES, "categories": [{"category": "A08.01", "count": 5, "spares": 0}]}
+    e, _sup = await drawn(hall, tmp_path, draw=no_spares)
+    host = P(hall, "host")
+    member = sorted(await e.committee())[0]
+    answers = []
+    for expert_id in (member, "E999"):
+        seq, view, events = await seen_by(e, host)
+        status, body = await answer(e, host, expert_id, "decline")
+        assert (await seen_by(e, host))[1:] == (view, events)
+        answers.append((status, sorted(body), body["seq"] - seq))
+    assert answers == [(200, ["ok", "seq"], 2)] * 2
+    # the member stays on the committee (the committee is not silently short); the supervisor
+    # reads why, and the centre must draw again
+    assert (await e.committee())[member]["status"] == "drawn"
+    last = [x for x in await e.events(P(hall, "supervisor")) if x["type"] == "report_not_applied"]
+    assert [(x["payload"]["expert_id"], x["payload"]["code"]) for x in last] == [
+        (member, "NO_SPARE_LEFT"),
+        ("E999", "NOT_A_MEMBER"),
+    ]

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from server.domain.remit import remit_present, supervises
 from server.identity import cert_pem
 from tests.support.evaluation import drawn, new_evaluation
 from tests.support.hall import TENDERER_CODE, Hall, P, Party, person
@@ -235,3 +236,15 @@ async def test_a_remit_is_for_supervisors_and_names_a_region_and_an_industry(
         "supervising_body": {"region": "15070A", "industry": "住建"},
     }
     await hall.refused(422, "INVALID_INPUT", "POST", "/api/projects", centre, project)
+
+
+def test_remit_rule_is_equality_of_region_and_industry() -> None:
+    ours, body = ("150700", "住建"), ("150700", "住建")
+    assert supervises(ours, body) and supervises(None, None)
+    for other in (("150700", "交通"), ("150200", "住建"), ("150000", "住建"), None):
+        assert not supervises(other, body)  # nothing is inherited up the administrative tree
+    assert not supervises(ours, None)  # a body-less project is the centre-wide supervisors'
+    present = {"S101": "supervisor", "H001": "host", "S001": "supervisor"}
+    assert remit_present(present, ["S101"]) and not remit_present(present, ["S102"])
+    assert not remit_present({"H001": "host"}, ["H001"])  # a host is no supervisor
+    assert remit_present(present, None)  # no facts gathered (the machines' pure tests)
