@@ -78,16 +78,36 @@ class CompanyIn(_In):
     encryption_cert_pem: str
 
 
+class SupervisingBody(_In):
+    """监管主体: the supervising body of a project, and a supervisor's remit: one region (行政区划
+    代码, GB/T 2260, six digits) and one industry (行业, a code the centre chooses: 住建, 交通, ...).
+    Seed 002, 二(一): each level's supervisors watch the trading of their own region and industry."""
+
+    region: str = Field(pattern=r"^[0-9]{6}$", description="行政区划代码, e.g. 150700")
+    industry: str = Field(
+        min_length=1,
+        max_length=32,
+        pattern=r"^[0-9A-Za-z._\-\u4e00-\u9fff]+$",
+        description="行业 code, e.g. 住建 or housing",
+    )
+
+
 class AccountIn(_In):
     role: Literal["host", "supervisor", "centre"]
     name: Name = Field(min_length=1, max_length=100)
     cert_pem: str
+    remit: SupervisingBody | None = Field(
+        default=None,
+        description="supervisors only: the region and industry they supervise (none: the "
+        "centre-wide supervisor, who supervises the projects that name no supervising body)",
+    )
 
 
 class AccountOut(_Out):
     id: str
     role: str
     name: str
+    remit: SupervisingBody | None = None
 
 
 class ProjectIn(_In):
@@ -95,6 +115,11 @@ class ProjectIn(_In):
     name: Name = Field(min_length=1, max_length=200)
     tenderer_name: Name = Field(min_length=1, max_length=200)
     tenderer_credit_code: CreditCode
+    supervising_body: SupervisingBody | None = Field(
+        default=None,
+        description="监管主体 (seed 002): only supervisors of this remit see and act on its "
+        "sessions; none: the centre-wide supervisors",
+    )
 
 
 class LotIn(_In):

@@ -36,20 +36,31 @@ async def add_company(ctx: Ctx, body: S.CompanyIn) -> S.OkOut:
 
 
 async def add_account(ctx: Ctx, body: S.AccountIn) -> S.AccountOut:
-    """Register a host, supervisor or centre account bound to its certificate"""
+    """Register a host, supervisor or centre account bound to its certificate (a supervisor with its remit)"""
     hub = ctx.hub
+    if body.remit is not None and body.role != "supervisor":
+        raise Invalid("remit: supervisors only / 仅监管人员账户可设监管范围")
     cert = stored_cert(body.cert_pem, "account certificate")
     await hub.trust.avalidate(cert, "login", hub.clock.now())
-    row = await hub.store.add_account(body.role, body.name, body.cert_pem, hub.clock.now())
-    return S.AccountOut(id=row.id, role=row.role, name=row.name)
+    remit = _body(body.remit)
+    row = await hub.store.add_account(body.role, body.name, body.cert_pem, hub.clock.now(), remit)
+    return S.AccountOut(id=row.id, role=row.role, name=row.name, remit=body.remit)
 
 
 async def add_project(ctx: Ctx, body: S.ProjectIn) -> S.OkOut:
-    """Create a project"""
+    """Create a project, with its supervising body (监管主体) if it names one"""
     await ctx.hub.store.add_project(
-        body.code, body.name, body.tenderer_name, body.tenderer_credit_code
+        body.code,
+        body.name,
+        body.tenderer_name,
+        body.tenderer_credit_code,
+        _body(body.supervising_body),
     )
     return S.OkOut()
+
+
+def _body(given: S.SupervisingBody | None) -> tuple[str, str] | None:
+    return (given.region, given.industry) if given is not None else None
 
 
 async def add_lot(ctx: Ctx, body: S.LotIn) -> S.LotOut:

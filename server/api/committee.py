@@ -1,4 +1,8 @@
-"""The committee (评标委员会): the verifiable draw, members declining or replaced, sign-in at the room, the chair's election."""
+"""The committee (评标委员会): the verifiable draw, members declining or replaced, sign-in at the room, the chair's election.
+
+两随机四不知: the host and the centre do not know who was drawn, so what they say about an
+expert (declined, to be replaced) is answered the same whether or not the expert is a member,
+and moves what they can see by the same amount (server/domain/evaluation_committee.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +11,23 @@ import secrets
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from pydantic import TypeAdapter, ValidationError
 
 from crypto.attest import b64decode, read_document
 from schemas import api as S
 from schemas import evaluation as EV
 from schemas.canonical import canonical_json
-from schemas.experts import Expert
-from server.api.routing import Ctx, Route, command, execute, get, post, seq_of
-from server.api.shared import MEMBER_ROLES, SignatureInvalid, eval_actor, load_evaluation, sites_of
+from schemas.experts import Expert, Ident
+from server.api.routing import Ctx, Invalid, Route, command, execute, get, post, seq_of
+from server.api.shared import (
+    MEMBER_ROLES,
+    SignatureInvalid,
+    eval_actor,
+    in_remit,
+    load_evaluation,
+    sites_of,
+    supervisors_in_remit,
+)
 from server.auth import (
     ChallengeInvalid,
     Principal,
@@ -25,6 +38,8 @@ from server.domain import draw as D
 from server.domain import errors as E
 from server.domain import evaluation as ev
 from server.identity import cert_sha256
+
+_IDENT: TypeAdapter[str] = TypeAdapter(Ident)
 
 
 def person_id_of(cert: x509.Certificate) -> str | None:
@@ -82,26 +97,33 @@ async def run_draw(ctx: Ctx) -> S.OkOut:
         pool=pool,
         sites=sites,
         pool_blob=hashlib.sha256(raw).hexdigest(),
+        # seed 002 二(一)四: no draw without a supervisor of the project's remit present
+        supervisors_in_remit=await supervisors_in_remit(hub, loaded.state.lot_id),
     )
     ev.decide(loaded.state, cmd, hub.clock.now())  # a refusal here leaves nothing behind
     await hub.blobs.put_bytes(raw)  # the draw's input is kept before the draw is recorded
     return await execute(ctx, cmd)
 
 
+def _named_expert(ctx: Ctx) -> str:
+    """The expert id in the path, checked as a pool id is (the same answer for any member)."""
+    try:
+        return _IDENT.validate_python(ctx.request.match_info["expert_id"])
+    except ValidationError:
+        raise Invalid("expert_id: not an expert id / 专家编号格式不符") from None
+
+
 async def decline(ctx: Ctx, body: EV.ExpertReasonIn) -> S.OkOut:
-    """Record that a drawn expert declined; the next spare is drawn"""
-    expert_id = ctx.request.match_info["expert_id"]
-    return await execute(
-        ctx, ev.Decline(actor=eval_actor(ctx), expert_id=expert_id, reason=body.reason)
-    )
+    """Report that a drawn expert declined; a member is replaced by the next spare (the answer is the same whoever is named)"""
+    cmd = ev.ReportDecline(actor=eval_actor(ctx), expert_id=_named_expert(ctx), reason=body.reason)
+    return await execute(ctx, cmd)
 
 
 async def replace(ctx: Ctx, body: EV.ExpertReasonIn) -> S.OkOut:
-    """Replace a member who cannot serve by the next spare"""
-    expert_id = ctx.request.match_info["expert_id"]
-    return await execute(
-        ctx, ev.Replace(actor=eval_actor(ctx), expert_id=expert_id, reason=body.reason)
-    )
+    """Ask that a member who cannot serve be replaced by the next spare (the answer is the same whoever is named)"""
+    expert_id = _named_expert(ctx)
+    cmd = ev.RequestReplacement(actor=eval_actor(ctx), expert_id=expert_id, reason=body.reason)
+    return await execute(ctx, cmd)
 
 
 async def expert_sign_in(ctx: Ctx, body: EV.ExpertSignInIn) -> EV.ExpertSignInOut:
@@ -161,7 +183,7 @@ async def get_to_sign(ctx: Ctx) -> EV.ToSignOut:
 # fmt: off
 ROUTES: list[Route] = [
     post("/api/evaluations/{session_id}/draw/begin", begin_draw, ("host", "centre"), response=S.OkOut, tag="evaluation"),
-    command("/api/evaluations/{session_id}/draw/entropy", ev.AddEntropy, ("host", "supervisor"), "Add the supervisor's or the host's random value to the draw", body=EV.EntropyIn, tag="evaluation"),
+    in_remit(command("/api/evaluations/{session_id}/draw/entropy", ev.AddEntropy, ("host", "supervisor"), "Add the supervisor's or the host's random value to the draw", body=EV.EntropyIn, tag="evaluation"), load_evaluation),
     post("/api/evaluations/{session_id}/draw", run_draw, ("host", "centre"), response=S.OkOut, tag="evaluation"),
     post("/api/evaluations/{session_id}/members/{expert_id}/decline", decline, ("host", "centre"), body=EV.ExpertReasonIn, response=S.OkOut, tag="evaluation"),
     post("/api/evaluations/{session_id}/members/{expert_id}/replace", replace, ("host", "centre"), body=EV.ExpertReasonIn, response=S.OkOut, tag="evaluation"),

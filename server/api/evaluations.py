@@ -7,8 +7,16 @@ import secrets
 from schemas import api as S
 from schemas import evaluation as EV
 from schemas.experts import DrawRequest
-from server.api.routing import Ctx, Invalid, Route, after_seq, command, get, post
-from server.api.shared import STAFF, load_evaluation, sites_of, visible_events
+from server.api.routing import Ctx, Invalid, Route, after_seq, command, execute, get, post
+from server.api.shared import (
+    STAFF,
+    eval_actor,
+    in_remit,
+    load_evaluation,
+    sites_of,
+    supervisors_in_remit,
+    visible_events,
+)
 from server.domain import draw as D
 from server.domain import errors as E
 from server.domain import evaluation as ev
@@ -96,14 +104,24 @@ async def evaluation_events(ctx: Ctx) -> S.EventsOut:
     return await visible_events(ctx, ev.viewer_tags(ctx.who.role, ctx.who.party_id), after)
 
 
+async def start_evaluation(ctx: Ctx) -> S.OkOut:
+    """Start the evaluation (a supervisor of the project's remit present, every member signed in)"""
+    loaded = await load_evaluation(ctx)
+    # Eval rule 4 (seed 002 二(一)四): only a supervisor of the project's remit counts.
+    in_remit = await supervisors_in_remit(ctx.hub, loaded.state.lot_id)
+    return await execute(
+        ctx, ev.StartEvaluation(actor=eval_actor(ctx), supervisors_in_remit=in_remit)
+    )
+
+
 # fmt: off
 ROUTES: list[Route] = [
     post("/api/evaluations", create_evaluation, ("host", "centre"), body=EV.EvaluationIn, response=S.SessionOut, tag="evaluation"),
     get("/api/evaluations/{session_id}", get_evaluation, (*STAFF, "room", "expert"), response=S.SessionOut, tag="evaluation"),
     get("/api/evaluations/{session_id}/events", evaluation_events, (*STAFF, "room", "expert"), response=S.EventsOut, tag="evaluation"),
-    command("/api/evaluations/{session_id}/start", ev.StartEvaluation, ("host",), "Start the evaluation (supervisor present, every member signed in)", tag="evaluation"),
+    post("/api/evaluations/{session_id}/start", start_evaluation, ("host",), response=S.OkOut, tag="evaluation"),
     command("/api/evaluations/{session_id}/suspend", ev.Suspend, ("host",), "Suspend the evaluation (fault); it is void unless resumed within four hours", body=S.ReasonIn, tag="evaluation"),
     command("/api/evaluations/{session_id}/resume", ev.Resume, ("host",), "Resume a suspended evaluation", body=S.ReasonIn, tag="evaluation"),
-    command("/api/evaluations/{session_id}/warnings", ev.Warn, ("supervisor",), "A supervisor's warning, seen by every participant", body=S.TextIn, tag="evaluation"),
+    in_remit(command("/api/evaluations/{session_id}/warnings", ev.Warn, ("supervisor",), "A supervisor's warning, seen by every participant", body=S.TextIn, tag="evaluation"), load_evaluation),
 ]
 # fmt: on

@@ -12,7 +12,7 @@ from crypto.ca import credit_code_of
 from schemas import api as S
 from schemas.canonical import canonical_json
 from server.api.routing import Ctx, Route, command, execute, get, load_session, post
-from server.api.shared import STAFF, check_own_signature
+from server.api.shared import STAFF, check_own_signature, in_remit, load_opening
 from server.core import Hub
 from server.domain import errors as E
 from server.domain import opening as op
@@ -104,7 +104,7 @@ ROUTES: list[Route] = [
     post("/api/sessions/{session_id}/objections/{objection_id}/reply", reply, ("host",), body=S.ReplyIn, response=S.OkOut, tag="host"),
     command("/api/sessions/{session_id}/objections", op.Object, ("bidder",), "Raise an objection (异议, rule 11)", body=S.TextIn),
     post("/api/sessions/{session_id}/confirm", confirm, ("bidder",), body=S.SignatureIn, response=S.OkOut),
-    get("/api/sessions/{session_id}/record", get_record, ("bidder", *STAFF), response=S.RecordOut),
-    post("/api/sessions/{session_id}/record/sign", sign_record, ("host", "supervisor"), body=S.SignatureIn, response=S.OkOut, tag="host"),
+    in_remit(get("/api/sessions/{session_id}/record", get_record, ("bidder", *STAFF), response=S.RecordOut), load_opening),
+    in_remit(post("/api/sessions/{session_id}/record/sign", sign_record, ("host", "supervisor"), body=S.SignatureIn, response=S.OkOut, tag="host"), load_opening),
 ]
 # fmt: on

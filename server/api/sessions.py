@@ -7,10 +7,18 @@ from typing import Any
 
 from crypto.quorum import QuorumBundle
 from schemas import api as S
-from server.api.routing import Ctx, Route, after_seq, command, get, load_session, post
-from server.api.shared import STAFF, visible_events
+from server.api.routing import Ctx, Route, after_seq, command, execute, get, post
+from server.api.shared import (
+    STAFF,
+    in_remit,
+    load_opening,
+    remit_of,
+    supervisors_in_remit,
+    visible_events,
+)
 from server.domain import errors as E
 from server.domain import opening as op
+from server.domain.remit import remit_present, supervises
 from server.domain.views import view_for
 from server.identity import cert_sha256
 from server.store import NotFound
@@ -69,9 +77,14 @@ async def create_session(ctx: Ctx, body: S.SessionIn) -> S.SessionOut:
 
 
 async def list_sessions(ctx: Ctx) -> S.SessionList:
-    """Sessions (status and timetable only)"""
+    """Sessions (status and timetable only; a supervisor's: those of its remit)"""
+    rows = await ctx.hub.store.list_sessions(kind="opening")
+    if ctx.who.role == "supervisor":
+        remit = await remit_of(ctx.hub, ctx.who.party_id)
+        bodies = await ctx.hub.store.supervising_bodies()
+        rows = [r for r in rows if supervises(remit, bodies.get(r.lot_id or ""))]
     out = []
-    for row in await ctx.hub.store.list_sessions(kind="opening"):
+    for row in rows:
         st = row.snapshot["state"]
         out.append(
             {
@@ -87,7 +100,7 @@ async def list_sessions(ctx: Ctx) -> S.SessionList:
 
 async def get_session(ctx: Ctx) -> S.SessionOut:
     """The session as the caller may see it (rule 4)"""
-    loaded = await load_session(ctx)
+    loaded = await load_opening(ctx)
     return S.SessionOut(
         session_id=ctx.session_id,
         view=view_for(loaded.state, ctx.who.role, ctx.who.party_id),
@@ -98,8 +111,21 @@ async def get_session(ctx: Ctx) -> S.SessionOut:
 async def get_events(ctx: Ctx) -> S.EventsOut:
     """The log, filtered by role; ?after=seq to replay"""
     after = after_seq(ctx.request)
-    await load_session(ctx)
+    await load_opening(ctx)
     return await visible_events(ctx, op.viewer_tags(ctx.who.role, ctx.who.party_id), after)
+
+
+async def start(ctx: Ctx) -> S.OkOut:
+    """Start the opening (rule 6: after the deadline, a supervisor of the project's remit present)"""
+    hub = ctx.hub
+    loaded = await load_opening(ctx)
+    cmd = op.Start(actor=ctx.actor)
+    op.decide(loaded.state, cmd, hub.clock.now())  # the machine's own refusals come first
+    # Rule 6 (seed 002 二(一)四): only a supervisor of the project's supervising body counts.
+    in_remit = await supervisors_in_remit(hub, loaded.state.lot_id)
+    if not remit_present(loaded.state.present, in_remit):
+        raise E.SupervisorAbsent("none of the project's remit / 无本项目监管主体的监管人员在场")
+    return await execute(ctx, cmd)
 
 
 # fmt: off
@@ -109,9 +135,9 @@ ROUTES: list[Route] = [
     get("/api/sessions/{session_id}", get_session, ("bidder", *STAFF), response=S.SessionOut),
     get("/api/sessions/{session_id}/events", get_events, ("bidder", *STAFF), response=S.EventsOut),
     command("/api/sessions/{session_id}/publish", op.Publish, ("host", "centre"), "Publish the session (招标公告)", tag="host"),
-    command("/api/sessions/{session_id}/start", op.Start, ("host",), "Start the opening (rule 6)", tag="host"),
-    command("/api/sessions/{session_id}/suspend", op.Suspend, ("host", "supervisor"), "Suspend with a reason (rule 13)", body=S.ReasonIn, tag="host"),
-    command("/api/sessions/{session_id}/resume", op.Resume, ("host", "supervisor"), "Resume with a reason (rule 13)", body=S.ReasonIn, tag="host"),
+    post("/api/sessions/{session_id}/start", start, ("host",), response=S.OkOut, tag="host"),
+    in_remit(command("/api/sessions/{session_id}/suspend", op.Suspend, ("host", "supervisor"), "Suspend with a reason (rule 13)", body=S.ReasonIn, tag="host"), load_opening),
+    in_remit(command("/api/sessions/{session_id}/resume", op.Resume, ("host", "supervisor"), "Resume with a reason (rule 13)", body=S.ReasonIn, tag="host"), load_opening),
     command("/api/sessions/{session_id}/extend", op.Extend, ("host",), "Extend the current window with a reason (rule 13)", body=S.ExtendIn, tag="host"),
 ]
 # fmt: on

@@ -1,7 +1,9 @@
-"""What several API modules share: roles, stored certificates, visible events, the evaluation's actor and sites."""
+"""What several API modules share: roles, stored certificates, visible events, the evaluation's actor and sites, supervision by remit."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cryptography import x509
@@ -12,10 +14,11 @@ from crypto.keys import parse_certificate
 from crypto.trust import Purpose
 from schemas import api as S
 from schemas.experts import Room, Site
-from server.api.routing import Ctx
+from server.api.routing import Ctx, Route, load_session
 from server.core import Hub
 from server.domain import errors as E
 from server.domain import evaluation as ev
+from server.domain.remit import Body, supervises
 from server.identity import cert_sha256
 from server.store import NotFound
 
@@ -50,12 +53,76 @@ def eval_actor(ctx: Ctx) -> ev.Actor:
 
 
 async def load_evaluation(ctx: Ctx) -> Any:
+    """The caller's evaluation, if the caller is admitted to it (a supervisor: of its remit)."""
     loaded = await ctx.hub.service.load(ctx.session_id, kind="evaluation")
     if loaded is None:
         raise NotFound(ctx.session_id)
     if not ev.admitted(loaded.state, ctx.who.role, ctx.who.party_id):
         raise E.NotPermitted("not a party to this evaluation / 您不是本次评标的参与方")
+    await check_remit(ctx, loaded.state.lot_id)
     return loaded
+
+
+# --- supervision by remit (监管主体, seed 002) ---------------------------------------------------
+
+OutsideRemit = E.refusal(
+    "OutsideRemit",
+    "OUTSIDE_REMIT",
+    403,
+    "该项目不在您的监管范围内：项目的监管主体（地区、行业）与您的不同",
+    "this project is outside your remit: its supervising body (region and industry) is not yours",
+)
+
+
+async def remit_of(hub: Hub, account_id: str) -> Body:
+    """A supervisor account's remit (region, industry); None: centre-wide."""
+    account = await hub.store.get_account(account_id)
+    if account is None:
+        raise OutsideRemit("no such account / 账户不存在")
+    return account.remit
+
+
+async def body_of_lot(hub: Hub, lot_id: str | None) -> Body:
+    """The supervising body of a lot's project; None: the project names none."""
+    lot = await hub.store.get_lot(lot_id) if lot_id else None
+    project = await hub.store.get_project(lot.project_code) if lot else None
+    return project.supervising_body if project else None
+
+
+async def check_remit(ctx: Ctx, lot_id: str | None) -> None:
+    """A supervisor acts only on the sessions of projects in its remit; other roles pass."""
+    if ctx.who.role != "supervisor":
+        return
+    if not supervises(
+        await remit_of(ctx.hub, ctx.who.party_id), await body_of_lot(ctx.hub, lot_id)
+    ):
+        raise OutsideRemit()
+
+
+async def supervisors_in_remit(hub: Hub, lot_id: str | None) -> list[str]:
+    """The supervisor accounts of a lot's remit: the presence rule counts only them."""
+    body = await body_of_lot(hub, lot_id)
+    return [a.id for a in await hub.store.list_accounts("supervisor") if supervises(a.remit, body)]
+
+
+async def load_opening(ctx: Ctx) -> Any:
+    """The caller's opening session (a supervisor: of its remit), or NOT_FOUND."""
+    loaded = await load_session(ctx)
+    await check_remit(ctx, loaded.state.lot_id)
+    return loaded
+
+
+def in_remit(route: Route, load: Callable[[Ctx], Awaitable[Any]]) -> Route:
+    """The same route, but the session is loaded with ``load`` first, so a supervisor outside
+    the project's remit is refused before anything happens."""
+    inner = route.handler
+
+    async def handler(ctx: Ctx, *args: Any) -> Any:
+        await load(ctx)
+        return await inner(ctx, *args)
+
+    handler.__name__ = handler.__qualname__ = inner.__name__
+    return dataclasses.replace(route, handler=handler)
 
 
 async def sites_of(hub: Hub) -> list[Site]:

@@ -1,6 +1,8 @@
 """Routes of the supervisor wall (监管): every session in one list, and a session's archive as a file.
 
-A supervisor's remit is every session of this server: openings and evaluations alike. The list
+A supervisor's remit is the sessions of the projects whose supervising body (监管主体: region and
+industry, seed 002) is its own, openings and evaluations alike; a supervisor without a remit
+(centre-wide) has the projects that name none (server/domain/remit.py). The list
 gives what the wall needs to follow each one (its kind, title and status, and the ``seq`` the
 status is at); the live part comes from the hall namespace, one connection per session. The
 archive is the one ``bidbridge export-archive`` writes (:mod:`server.audit.export`), streamed as a
@@ -20,8 +22,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.routing import Ctx, Route, get
+from server.api.shared import check_remit, remit_of
 from server.audit.export import export_session
 from server.domain import errors as E
+from server.domain.remit import supervises
 from server.domain.sessions import MACHINES
 from server.store import NotFound
 
@@ -58,9 +62,13 @@ class SupervisedSessions(_Out):
 
 
 async def supervised_sessions(ctx: Ctx) -> SupervisedSessions:
-    """Every opening and evaluation with its state (the supervisor wall's list)"""
+    """Every opening and evaluation of the supervisor's remit with its state (the supervisor wall's list)"""
+    remit = await remit_of(ctx.hub, ctx.who.party_id)
+    bodies = await ctx.hub.store.supervising_bodies()
     out = []
     for row in await ctx.hub.store.list_sessions():
+        if not supervises(remit, bodies.get(row.lot_id or "")):
+            continue
         st: dict[str, Any] = row.snapshot["state"]
         entry: dict[str, Any] = {
             "session_id": row.id,
@@ -88,6 +96,7 @@ async def download_archive(ctx: Ctx) -> web.StreamResponse:
     row = await hub.store.load_session(ctx.session_id)
     if row is None:
         raise NotFound(ctx.session_id)
+    await check_remit(ctx, row.lot_id)
     machine = MACHINES[row.kind]
     if machine.before_deadline(machine.state.model_validate(row.snapshot["state"])):
         raise ArchiveNotYet(f"status {row.status}")  # Rule 4

@@ -33,6 +33,13 @@ from schemas.time import iso, parse_iso
 from server.domain import draw as D
 from server.domain import errors as E
 from server.domain import evaluation_review as R
+from server.domain.evaluation_committee import decline as _decline
+from server.domain.evaluation_committee import member as _member
+from server.domain.evaluation_committee import no_key as _no_key
+from server.domain.evaluation_committee import replace as _replace
+from server.domain.evaluation_committee import replace_member as _replace_cmd
+from server.domain.evaluation_committee import report_decline as _report_decline
+from server.domain.evaluation_committee import request_replacement as _request_replacement
 from server.domain.evaluation_model import (
     ACTIVE,
     ALL,
@@ -73,7 +80,9 @@ from server.domain.evaluation_model import (
     RecordSegment,
     RefuseToSign,
     Replace,
+    ReportDecline,
     ReportSignature,
+    RequestReplacement,
     RequestSignature,
     Resume,
     Role,
@@ -104,6 +113,7 @@ from server.domain.machine import CommandRule, Due, Machine, join, leave, raise_
 from server.domain.machine import event as _ev
 from server.domain.machine import reason_text as _reason
 from server.domain.machine import require_state as _require_state
+from server.domain.remit import remit_present
 
 # fmt: off
 __all__ = [
@@ -113,8 +123,8 @@ __all__ = [
     "DocumentsClosed", "Draw", "DrawState", "EntropyGiven", "EntropyMissing", "EvalConfig",
     "EvaluationState", "ExpertSignIn", "GenerateReport", "Join", "Leave", "Member",
     "NoDeviation", "NoKey", "NotAMember", "NotChair", "NotSignedIn", "NotYourDraft",
-    "RaiseSignals", "RecordSegment", "RefuseToSign", "Replace", "ReportSignature",
-    "RequestSignature", "Resume", "Role", "RoomLink", "Sheet", "SheetInvalid", "SheetsMissing",
+    "RaiseSignals", "RecordSegment", "RefuseToSign", "Replace", "ReportDecline",
+    "ReportSignature", "RequestReplacement", "RequestSignature", "Resume", "Role", "RoomLink", "Sheet", "SheetInvalid", "SheetsMissing",
     "SignReport", "StartEvaluation", "Status", "SubmitSheet", "Summarize", "Suspend",
     "SuspendedTooLong", "Tick", "Timetable", "Vote", "Warn", "WrongRoom", "WrongStage",
     "admitted", "build_report", "decide", "documents_open", "draft_for", "evolve", "expert_tag",
@@ -132,13 +142,6 @@ handler) that the sender is a signed-in member of this committee."""
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def _member(state: EvaluationState, member_id: str) -> Member:
-    m = state.members.get(member_id)
-    if m is None or m.status in ("declined", "absent", "replaced"):
-        raise NotAMember(member_id)
-    return m
-
-
 def _signed_in_member(state: EvaluationState, cmd: Command) -> Member:
     m = _member(state, cmd.actor.id)
     if m.status != "signed_in":
@@ -150,10 +153,6 @@ def _require_chair(state: EvaluationState, cmd: Command) -> None:
     _signed_in_member(state, cmd)
     if state.chair != cmd.actor.id:
         raise NotChair()
-
-
-def _member_audience(m: Member) -> list[str]:
-    return ["supervisor", expert_tag(m.id), room_tag(m.room_id)] if m.room_id else SUPERVISOR
 
 
 def _member_view(m: Member) -> dict[str, Any]:
@@ -253,7 +252,7 @@ def _draw(state: EvaluationState, cmd: Draw, now: datetime) -> list[NewEvent]:
     # Eval rule 1: the revealed value must be the one committed to.
     if D.commitment(server_random) != state.draw.commitment:
         raise CommitmentMismatch()
-    if state.supervisors_present == 0:
+    if not remit_present(state.present, cmd.supervisors_in_remit):  # seed 002 二(一)四
         raise E.SupervisorAbsent()
     request = _request_with_avoidance(state)
     result = D.run_draw(
@@ -348,41 +347,6 @@ def _rooms_of(result: DrawResult) -> list[dict[str, Any]]:
     ]
 
 
-def _replace(state: EvaluationState, expert_id: str, reason: str, now: datetime) -> list[NewEvent]:
-    """Draw the next spare for ``expert_id`` (Eval rule 5), recorded with the reason."""
-    assert state.draw is not None and state.draw.result is not None
-    result = DrawResult.model_validate(state.draw.result)
-    new, updated = D.replace(result, None, expert_id, reason)
-    start = max(now, state.timetable.convene_at)  # a spare called early is due with everyone
-    due_by = iso(start + timedelta(minutes=state.timetable.grace_minutes))
-    return [
-        _ev(
-            "member_replaced",
-            SERVER,
-            SUPERVISOR,
-            expert_id=expert_id,
-            reason=reason,
-            by=new.expert_id,
-            category=new.category,
-            site_id=new.site_id,
-            room_id=new.room_id,
-            due_by=due_by,
-            result=updated.model_dump(mode="json"),
-        )
-    ]
-
-
-def _decline(state: EvaluationState, cmd: Decline, now: datetime) -> list[NewEvent]:
-    reason = _reason(cmd.reason)  # before the lookup: a refusal must not tell who was drawn
-    m = _member(state, cmd.expert_id)
-    if m.status != "drawn":
-        raise E.AlreadyDone("the expert has signed in / 专家已签到")
-    return [
-        _ev("member_declined", cmd.actor, SUPERVISOR, expert_id=m.id, reason=reason),
-        *_replace(state, m.id, f"declined / 拒绝参加: {reason}", now),
-    ]
-
-
 def _expert_sign_in(state: EvaluationState, cmd: ExpertSignIn, now: datetime) -> list[NewEvent]:
     m = _member(state, cmd.expert_id)
     if m.room_id != cmd.actor.id:
@@ -410,27 +374,9 @@ def _expert_sign_in(state: EvaluationState, cmd: ExpertSignIn, now: datetime) ->
     ]
 
 
-def _no_key(state: EvaluationState, cmd: NoKey, now: datetime) -> list[NewEvent]:
-    m = state.members.get(cmd.expert_id)
-    if m is None or m.room_id != cmd.actor.id:
-        raise NotAMember(cmd.expert_id)  # the same answer for another room's member
-    if m.status != "drawn":
-        raise E.AlreadyDone(f"the member is {m.status} / 该成员状态为 {m.status}")
-    # Eval rule 2: the record names the expert to the supervisor, the expert and the room only.
-    return [_ev("member_no_key", cmd.actor, _member_audience(m), expert_id=m.id)]
-
-
-def _replace_cmd(state: EvaluationState, cmd: Replace, now: datetime) -> list[NewEvent]:
-    reason = _reason(cmd.reason)  # before the lookup: a refusal must not tell who was drawn
-    m = _member(state, cmd.expert_id)
-    if m.status == "signed_in":
-        raise E.AlreadyDone("the expert has signed in / 专家已签到")
-    return _replace(state, m.id, reason, now)
-
-
-def _start(state: EvaluationState, cmd: Command, now: datetime) -> list[NewEvent]:
-    # Eval rule 4: a supervisor present and every member signed in before evaluating.
-    if state.supervisors_present == 0:
+def _start(state: EvaluationState, cmd: StartEvaluation, now: datetime) -> list[NewEvent]:
+    # Eval rule 4: a supervisor of the project's remit present, every member signed in.
+    if not remit_present(state.present, cmd.supervisors_in_remit):
         raise E.SupervisorAbsent()
     missing = [m.id for m in state.committee() if m.status != "signed_in"]
     if missing:
@@ -744,6 +690,8 @@ COMMANDS: dict[type[Command], CommandRule] = {
     ExpertSignIn: CommandRule(("room",), ("convening", "evaluating"), _expert_sign_in),
     NoKey: CommandRule(("room",), ("convening",), _no_key),
     Replace: CommandRule(_PLANNERS, ("convening",), _replace_cmd),
+    ReportDecline: CommandRule(_PLANNERS, ("convening",), _report_decline),  # Eval rule 2
+    RequestReplacement: CommandRule(_PLANNERS, ("convening",), _request_replacement),
     StartEvaluation: CommandRule(("host",), ("convening",), _start),  # Eval rule 4
     Vote: CommandRule(MEMBER, ("evaluating",), _vote, state_first=True),  # Eval rule 6
     SubmitSheet: CommandRule(MEMBER, ("evaluating",), _submit_sheet, state_first=True),

@@ -345,6 +345,12 @@ class AddEntropy(Command):
     value: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+REMIT_FACT = (
+    "the supervisor accounts of the project's remit (监管主体), which the server looks up; "
+    "only they satisfy the presence rule. None: every supervisor counts (no facts gathered)"
+)
+
+
 class Draw(Command):
     """The server reveals its random value and draws (the API passes the pool and sites)."""
 
@@ -352,6 +358,7 @@ class Draw(Command):
     pool: list[Expert]
     sites: list[Site]
     pool_blob: str
+    supervisors_in_remit: list[str] | None = Field(default=None, description=REMIT_FACT)
 
 
 class Decline(Command):
@@ -385,7 +392,27 @@ class Replace(Command):
 
 
 class StartEvaluation(Command):
-    pass
+    supervisors_in_remit: list[str] | None = Field(default=None, description=REMIT_FACT)
+
+
+class ReportDecline(Command):
+    """A planner (host, centre) reports that an expert declined or cannot be reached.
+
+    两随机四不知: a planner does not know who was drawn, so the report is taken the same way
+    whoever it names. A drawn member is recorded declined and replaced by the next spare;
+    otherwise (not drawn, already out or signed in, no spare left) the report is recorded as not
+    applied. Either way two events, both for the supervisor only, and the same answer."""
+
+    expert_id: str
+    reason: str
+
+
+class RequestReplacement(Command):
+    """A planner asks that a member who cannot serve (no key, illness) be replaced by the next
+    spare; taken like :class:`ReportDecline`: two events for the supervisor whatever it names."""
+
+    expert_id: str
+    reason: str
 
 
 class Vote(Command):

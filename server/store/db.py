@@ -135,6 +135,15 @@ class AccountRow:
     name: str
     cert_pem: str
     created_at: datetime
+    remit_region: str | None = None
+    remit_industry: str | None = None
+
+    @property
+    def remit(self) -> tuple[str, str] | None:
+        """A supervisor's remit (region, industry); None: centre-wide."""
+        if self.remit_region is None or self.remit_industry is None:
+            return None
+        return (self.remit_region, self.remit_industry)
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,15 @@ class ProjectRow:
     name: str
     tenderer_name: str
     tenderer_credit_code: str
+    supervisor_region: str | None = None
+    supervisor_industry: str | None = None
+
+    @property
+    def supervising_body(self) -> tuple[str, str] | None:
+        """监管主体 (region, industry); None: the project names none."""
+        if self.supervisor_region is None or self.supervisor_industry is None:
+            return None
+        return (self.supervisor_region, self.supervisor_industry)
 
 
 @dataclass(frozen=True)
@@ -241,7 +259,7 @@ def _upgrade(connection: sa.Connection) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("path_separator", "os")
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")  # every branch (migrations added side by side)
 
 
 async def open_store(url: str | None, data_dir: Path) -> Store:
@@ -486,10 +504,18 @@ class Store:
 
     # --- accounts ----------------------------------------------------------------------------
 
-    async def add_account(self, role: str, name: str, cert_pem: str, at: datetime) -> AccountRow:
+    async def add_account(
+        self,
+        role: str,
+        name: str,
+        cert_pem: str,
+        at: datetime,
+        remit: tuple[str, str] | None = None,
+    ) -> AccountRow:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
-        row = AccountRow(account_id(cert_pem), role, name, cert_pem, at)
+        region, industry = remit or (None, None)
+        row = AccountRow(account_id(cert_pem), role, name, cert_pem, at, region, industry)
         await self._insert_new(Account, f"account {row.id}", **asdict(row))
         return row
 
@@ -510,9 +536,15 @@ class Store:
     # --- projects and lots -------------------------------------------------------------------
 
     async def add_project(
-        self, code: str, name: str, tenderer_name: str, tenderer_credit_code: str
+        self,
+        code: str,
+        name: str,
+        tenderer_name: str,
+        tenderer_credit_code: str,
+        supervising_body: tuple[str, str] | None = None,
     ) -> ProjectRow:
-        row = ProjectRow(code, name, tenderer_name, tenderer_credit_code)
+        region, industry = supervising_body or (None, None)
+        row = ProjectRow(code, name, tenderer_name, tenderer_credit_code, region, industry)
         await self._insert_new(Project, f"project {code}", **asdict(row))
         return row
 
@@ -522,6 +554,15 @@ class Store:
                 await conn.execute(sa.select(*_columns(Project)).where(Project.code == code))
             ).first()
         return _row(ProjectRow, row) if row else None
+
+    async def supervising_bodies(self) -> dict[str, tuple[str, str] | None]:
+        """Each lot's supervising body (its project's), by lot id."""
+        query = sa.select(Lot.id, Project.supervisor_region, Project.supervisor_industry).join(
+            Project, Project.code == Lot.project_code
+        )
+        async with self._tx() as conn:
+            rows = list(await conn.execute(query))
+        return {lot: (r, i) if r is not None and i is not None else None for lot, r, i in rows}
 
     async def add_lot(self, project_code: str, code: str, name: str) -> LotRow:
         if await self.get_project(project_code) is None:

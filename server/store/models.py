@@ -116,6 +116,9 @@ class Account(Base):
     name: Mapped[str] = mapped_column(String(200))
     cert_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
+    # A supervisor's remit (监管范围): region and industry; none for a centre-wide supervisor.
+    remit_region: Mapped[str | None] = mapped_column(String(12), nullable=True)
+    remit_industry: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class Project(Base):
@@ -125,6 +128,9 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(200))
     tenderer_name: Mapped[str] = mapped_column(String(200))
     tenderer_credit_code: Mapped[str] = mapped_column(String(18))
+    # The supervising body (监管主体, seed 002): region and industry; none: centre-wide.
+    supervisor_region: Mapped[str | None] = mapped_column(String(12), nullable=True)
+    supervisor_industry: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class Lot(Base):
