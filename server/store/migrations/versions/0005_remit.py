@@ -3,11 +3,8 @@
 Both are a region and an industry, nullable: existing projects name no supervising body and
 existing supervisors have no remit, so they keep seeing each other (the centre-wide case).
 
-Revises 0002 on its own branch (the store is migrated to every head), so that it merges beside
-any other 0003 without renumbering.
-
-Revision ID: 0004
-Revises: 0002
+Revision ID: 0005
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -15,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | None = "0002"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | None = None
 depends_on: str | None = None
 
