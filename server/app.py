@@ -14,9 +14,11 @@ from crypto.trust import TrustStore
 from server.api.pages import add_static
 from server.api.routes import ROUTES
 from server.api.routing import ROUTES_KEY, Route, dispatch, errors_middleware
-from server.auth import Tokens
+from server.api.shared import OutsideRemit, body_of_lot, remit_of
+from server.auth import Principal, Tokens
 from server.clock import Clock, SystemClock
 from server.core import DEFAULT_UPLOAD_LIMIT, HUB_KEY, Hub, Settings, token_secret
+from server.domain.remit import supervises
 from server.identity import ServerIdentity
 from server.media.janus import JanusMedia
 from server.media.link import LazyMedia
@@ -89,6 +91,7 @@ async def build_hub(
     hub.live_trust = LiveTrust(hub, settings.trust_dir, fetch=settings.fetch_crls)
     hub.live_trust.install()  # every token checked against the CRLs, as they are reloaded
     hall.on_presence = lambda sid, p, joined: presence_changed(hub, sid, p, joined)
+    hall.in_remit = lambda p, lot_id: in_remit_of(hub, p, lot_id)
     service.on_due_changed = hub.scheduler.wake
     hub.scheduler.after_tick = lambda sid: generate_record_if_due_safe(hub, sid)
     hub.scheduler.hold = coord.held
@@ -105,6 +108,17 @@ async def build_hub(
         lambda *args: apply_answer(hub.media, *args),
     )
     return hub
+
+
+async def in_remit_of(hub: Hub, p: Principal, lot_id: str | None) -> bool:
+    """A supervisor follows the live stream only of its remit's sessions; other roles pass."""
+    if p.role != "supervisor":
+        return True
+    try:
+        remit = await remit_of(hub, p.party_id)
+    except OutsideRemit:  # no such account any more
+        return False
+    return supervises(remit, await body_of_lot(hub, lot_id))
 
 
 def _serving(sio: socketio.AsyncServer, session_id: str) -> bool:

@@ -12,10 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from server.domain.remit import remit_present, supervises
 from server.identity import cert_pem
 from tests.support.evaluation import drawn, new_evaluation
-from tests.support.hall import TENDERER_CODE, Hall, P, Party, person
+from tests.support.hall import TENDERER_CODE, ConnectionRefused, Hall, Listener, P, Party, person
 from tests.support.opening import HOUR, with_bids
 
 BODY = {"region": "150700", "industry": "住建"}
@@ -133,6 +135,33 @@ async def test_a_supervisor_sees_and_acts_only_on_the_sessions_of_its_remit(
     assert types[-2:] == ["session_suspended", "session_resumed"]
 
 
+async def test_a_supervisor_outside_the_remit_gets_no_live_feed_and_no_page_link(
+    hall: Hall,
+) -> None:
+    sups = await remit_world(hall)
+    ours = await hall.create_session(lot_id=LOT, title="呼伦贝尔 01 标段")
+    link = {"session_id": ours, "page": "supervisor"}
+    for key in ("industry", "region", "centre_wide"):
+        who = sups[key]
+        await hall.refused(403, "OUTSIDE_REMIT", "POST", "/api/auth/web-link", who, link)
+        await hall.login(who)
+        listener = Listener()
+        hall.listeners.append(listener)
+        with pytest.raises(ConnectionRefused) as err:
+            assert who.token is not None
+            await listener.connect(hall.url, who.token, ours)
+        assert err.value.code == "OUTSIDE_REMIT"
+        assert "监管" in err.value.data["zh"] and "remit" in err.value.data["en"]
+    # its own supervisor follows the hall and gets a link
+    own = sups["ours"]
+    assert (await hall.request("POST", "/api/auth/web-link", own, link))["url"]
+    assert own.token is not None
+    listener = Listener()
+    hall.listeners.append(listener)
+    await listener.connect(hall.url, own.token, ours)
+    assert listener.client.connected
+
+
 async def test_rule_06_the_opening_needs_a_supervisor_of_the_projects_remit(
     hall: Hall, tmp_path: Path
 ) -> None:
@@ -140,11 +169,11 @@ async def test_rule_06_the_opening_needs_a_supervisor_of_the_projects_remit(
     sid, _envs = await with_bids(hall, tmp_path, lot_id=LOT)
     await hall.at(hall.t0 + HOUR)
     host = P(hall, "host")
-    # supervisors of other remits in the hall do not count
+    # supervisors of other remits cannot even join the hall (their presence would not count)
     for key in ("centre_wide", "industry", "region"):
-        await hall.listen(sid, sups[key])
-    err = await hall.refused(409, "SUPERVISOR_ABSENT", "POST", f"/api/sessions/{sid}/start", host)
-    assert "remit" in err.body["detail"]
+        with pytest.raises(ConnectionRefused, match="OUTSIDE_REMIT"):
+            await hall.listen(sid, sups[key])
+    await hall.refused(409, "SUPERVISOR_ABSENT", "POST", f"/api/sessions/{sid}/start", host)
     await hall.listen(sid, sups["ours"])
     await hall.request("POST", f"/api/sessions/{sid}/start", host)
     assert (await hall.view(sid, host))["status"] == "opening"
@@ -189,7 +218,8 @@ async def test_eval_rule_04_draw_and_start_need_a_supervisor_of_the_projects_rem
             await e.sign_in(mid, m["room_id"])
     await hall.hang_up(sup)
     for key in ("centre_wide", "industry", "region"):
-        await hall.listen(e.sid, sups[key])
+        with pytest.raises(ConnectionRefused, match="OUTSIDE_REMIT"):
+            await hall.listen(e.sid, sups[key])
     await hall.refused(409, "SUPERVISOR_ABSENT", "POST", e.path("start"), host)
     await hall.listen(e.sid, sups["ours"])
     await e.post(host, "start")
@@ -208,7 +238,8 @@ async def test_eval_rule_01_the_draw_needs_a_supervisor_of_the_projects_remit(
     await e.post(sups["ours"], "draw", "entropy", body={"value": "ab" * 32})
     await e.post(host, "draw", "entropy", body={"value": "cd" * 32})
     await hall.hang_up(ours)
-    await hall.listen(e.sid, sups["centre_wide"])
+    with pytest.raises(ConnectionRefused, match="OUTSIDE_REMIT"):
+        await hall.listen(e.sid, sups["centre_wide"])
     await hall.refused(409, "SUPERVISOR_ABSENT", "POST", e.path("draw"), host)
     await hall.listen(e.sid, sups["ours"])
     await e.post(host, "draw")

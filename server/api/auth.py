@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas import api as S
 from schemas.canonical import canonical_json
 from server.api.routing import Ctx, OtherSession, Route, post
+from server.api.shared import check_remit
 from server.auth import (
     CHALLENGE_SECONDS,
     ChallengeInvalid,
@@ -165,8 +166,10 @@ async def web_link(ctx: Ctx, body: WebLinkIn) -> WebLinkOut:
         raise E.NotPermitted(f"{p.role} may not open the {body.page} page")
     if p.session_id is not None and p.session_id != body.session_id:
         raise OtherSession()
-    if await hub.store.load_session(body.session_id) is None:
+    row = await hub.store.load_session(body.session_id)
+    if row is None:
         raise NotFound(body.session_id)
+    await check_remit(ctx, row.lot_id)  # a supervisor gets links to its remit's sessions only
     now = hub.clock.now()
     exp = now + timedelta(seconds=LINK_SECONDS)
     nonce = new_nonce()

@@ -65,13 +65,7 @@ async def load_evaluation(ctx: Ctx) -> Any:
 
 # --- supervision by remit (监管主体, seed 002) ---------------------------------------------------
 
-OutsideRemit = E.refusal(
-    "OutsideRemit",
-    "OUTSIDE_REMIT",
-    403,
-    "该项目不在您的监管范围内：项目的监管主体（地区、行业）与您的不同",
-    "this project is outside your remit: its supervising body (region and industry) is not yours",
-)
+OutsideRemit = E.OutsideRemit
 
 
 async def remit_of(hub: Hub, account_id: str) -> Body:

@@ -83,6 +83,13 @@ class TooManyVersions(Refusal):
     )
 
 
+class OutsideRemit(Refusal):
+    code = "OUTSIDE_REMIT"
+    status = 403
+    zh = "该项目不在您的监管范围内：项目的监管主体（地区、行业）与您的不同"
+    en = "this project is outside your remit: its supervising body (region and industry) is not yours"
+
+
 class ObjectionsTooFrequent(Refusal):
     code = "OBJECTIONS_TOO_FREQUENT"
     status = 429

@@ -23,6 +23,7 @@ from schemas.events import MAX_SEQ, EventRecord
 from server.auth import Principal, Tokens
 from server.clock import Clock
 from server.domain import opening as op
+from server.domain.errors import OutsideRemit
 from server.domain.sessions import MACHINES
 from server.store import Store
 
@@ -84,6 +85,8 @@ class Hall(socketio.AsyncNamespace):
         self.tokens = tokens
         self.clock = clock
         self.on_presence: Any = None  # async (session_id, principal, joined: bool) -> None
+        # async (principal, lot_id) -> bool: a supervisor watches only sessions of its remit
+        self.in_remit: Any = None
         self.fanout: Any = None  # server.realtime.fanout.Fanout: live events after the replay
         self.batched: set[str] = set()  # connections that take a commit's events as one list
         self.certs: dict[str, str] = {}  # connection -> SHA-256 of its token's certificate
@@ -193,6 +196,8 @@ class Hall(socketio.AsyncNamespace):
         if tags is None:
             zh, en = NOT_A_PARTY.get(row.kind, NOT_A_PARTY[""])
             raise refuse("NOT_PERMITTED", zh, en)
+        if self.in_remit is not None and not await self.in_remit(p, row.lot_id):
+            raise refuse(OutsideRemit.code, OutsideRemit.zh, OutsideRemit.en)
         await self.save_session(sid, {"principal": p, "session_id": session_id, "tags": tags})
         self.certs[sid] = p.cert_sha256
         if auth.get("batch") is True:
