@@ -530,12 +530,15 @@ async def test_another_process_sharing_the_data_folder_refuses_the_token_too(
     live: tuple[Hall, Folder],
 ) -> None:
     """A token issued by one process for a certificate only it has seen (a second certificate
-    of company A from another CA, registered nowhere) is refused by a second process."""
+    of company A from another CA, bound by the centre after registration, so not among the
+    registered certificates a reload reads) is refused by a second process."""
     hall, folder = live
     pair = ca.issue_company_pair(
         hall.pki.sub_b, credit_code=CODE_A, company_name="甲建设工程有限公司", key_type="ec-p256"
     )
     second = company(pair, "甲建设工程有限公司", CODE_A, [hall.pki.sub_b.certificate])
+    binding = {"credit_code": CODE_A, "usage": "signing", "cert_pem": cert_pem(second.cert)}
+    await hall.request("POST", "/api/bindings", P(hall, "centre"), binding)
     await hall.login(second)
     assert second.token is not None
     other = await build_hub(
