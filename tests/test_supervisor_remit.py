@@ -123,6 +123,11 @@ async def test_a_supervisor_sees_and_acts_only_on_the_sessions_of_its_remit(
             ("GET", f"/api/supervision/sessions/{sid}/archive", None),
             ("POST", f"/api/sessions/{sid}/suspend", reason),
             ("POST", f"/api/sessions/{sid}/resume", reason),
+            (
+                "POST",
+                f"/api/sessions/{sid}/backup-requests/r1/approve",
+                {"signature": "AAAA", "share": "{}"},
+            ),
         ):
             err = await hall.refused(403, "OUTSIDE_REMIT", method, path, who, body)
             assert "监管" in err.body["zh"] and "remit" in err.body["en"]

@@ -10,7 +10,7 @@ from crypto.quorum import DecryptedShare, QuorumBundle
 from schemas import api as S
 from schemas.canonical import canonical_json
 from server.api.routing import Ctx, Route, load_session, post, seq_of
-from server.api.shared import STAFF, check_own_signature
+from server.api.shared import STAFF, check_own_signature, in_remit, load_opening
 from server.domain import errors as E
 from server.domain import opening as op
 from server.work.decryption import backup_decrypt
@@ -73,6 +73,6 @@ async def approve_backup(ctx: Ctx, body: S.BackupApproveIn) -> S.OkOut:
 # fmt: off
 ROUTES: list[Route] = [
     post("/api/sessions/{session_id}/backup-requests", request_backup, ("host",), body=S.BackupRequestIn, response=S.BackupRequestOut, tag="host"),
-    post("/api/sessions/{session_id}/backup-requests/{request_id}/approve", approve_backup, STAFF, body=S.BackupApproveIn, response=S.OkOut, tag="host"),
+    in_remit(post("/api/sessions/{session_id}/backup-requests/{request_id}/approve", approve_backup, STAFF, body=S.BackupApproveIn, response=S.OkOut, tag="host"), load_opening),
 ]
 # fmt: on
