@@ -229,6 +229,9 @@ async def test_token_of_a_certificate_unbound_since_login_cannot_upload(
         headers=OCTET,
     )  # fmt: skip
     await hall.upload(sid, P(hall, "a"), bid)  # the registered certificate's token still can
+    # nor renew its token to go on reading the hall
+    await hall.refused(403, "CERT_NOT_BOUND", "POST", "/api/auth/refresh", second)
+    assert (await hall.request("POST", "/api/auth/refresh", P(hall, "a")))["token"]
 
 
 # --- rule 3 at decryption: the inner signer -----------------------------------------------------

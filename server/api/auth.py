@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import api as S
 from schemas.canonical import canonical_json
+from server.api.bindings import bound_caller
 from server.api.routing import Ctx, OtherSession, Route, post
 from server.api.shared import check_remit
 from server.auth import (
@@ -228,6 +229,8 @@ async def refresh(ctx: Ctx) -> S.RefreshOut:
     # ``dispatch`` has checked the token (signature, expiry) and read its principal: an expired
     # token never gets here. The new one names the same party and certificate.
     """A fresh bearer token for the same party, in exchange for one that has not expired yet"""
+    if ctx.who.role == "bidder":  # an unbound certificate's token is not renewed
+        await bound_caller(ctx)
     now = ctx.hub.clock.now()
     token, exp = ctx.hub.tokens.issue(ctx.who, now)
     return S.RefreshOut(

@@ -11,6 +11,7 @@ from crypto.attest import b64decode, read_document
 from crypto.ca import credit_code_of
 from schemas import api as S
 from schemas.canonical import canonical_json
+from server.api.bindings import bound_caller
 from server.api.routing import Ctx, Route, command, execute, get, load_session, post
 from server.api.shared import STAFF, check_own_signature, in_remit, load_opening
 from server.core import Hub
@@ -53,6 +54,7 @@ async def reply(ctx: Ctx, body: S.ReplyIn) -> S.OkOut:
 async def confirm(ctx: Ctx, body: S.SignatureIn) -> S.OkOut:
     """Confirm the opening table with a CA signature (rule 11)"""
     hub = ctx.hub
+    await bound_caller(ctx)
     loaded = await load_session(ctx)
     table = loaded.state.table
     if table is None:
