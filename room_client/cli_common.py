@@ -50,7 +50,8 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument(
         "--ca-file",
         metavar="PEM",
-        help="验证服务器 TLS 证书的根证书 CA certificates for the server's TLS certificate",
+        help="另外信任的服务器 TLS 证书 CA（PEM；系统信任的 CA 始终有效）/ a CA to trust for the "
+        "server's TLS certificate besides the system's (PEM); verification is always on",
     )
     k = p.add_argument_group(
         "签名证书 signing key",
@@ -116,10 +117,11 @@ def _sid(args: argparse.Namespace) -> str:
     return str(args.session)
 
 
-def _ssl(args: argparse.Namespace) -> ssl.SSLContext | None:
-    if not args.ca_file:
-        return None
-    return ssl.create_default_context(cafile=args.ca_file)
+def _ssl(args: argparse.Namespace) -> ssl.SSLContext:
+    """The server is always verified: the system's CAs, plus ``--ca-file`` if given."""
+    from room_client.client import client_tls
+
+    return client_tls(args.ca_file or None)
 
 
 Action = Callable[["HallClient", argparse.Namespace], Awaitable[int]]

@@ -69,7 +69,35 @@ class AgentError(BidBridgeError):
         super().__init__(detail or None)
 
 
+def _tls_failure(exc: BaseException | None) -> BaseException | None:
+    """The TLS failure behind ``exc`` (followed through its causes), if there is one."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 def _unreachable(url: str, exc: BaseException) -> AgentError:
+    tls = _tls_failure(exc)
+    if isinstance(tls, aiohttp.ClientConnectorCertificateError | ssl.SSLCertVerificationError):
+        return AgentError(
+            "TLS_UNTRUSTED",
+            "无法验证服务器的 TLS 证书（签发机构不受信任、已过期或与地址不符）；"
+            "如服务器使用本单位 CA 签发的证书，请用 --ca-file 指定该 CA 证书",
+            "the server's TLS certificate cannot be verified (untrusted issuer, expired, or for "
+            "another name); if the server uses a certificate from your own CA, give that CA "
+            "with --ca-file",
+            f"{url}: {tls}",
+        )
+    if tls is not None:
+        return AgentError(
+            "TLS_HANDSHAKE_FAILED",
+            "与服务器的 TLS 握手失败：请检查地址（https:// 与端口）",
+            "the TLS handshake with the server failed: check the address (https:// and port)",
+            f"{url}: {tls}",
+        )
     return AgentError(
         "SERVER_UNREACHABLE",
         "无法连接开标服务器，请检查网络",
@@ -92,6 +120,24 @@ async def _error_of(resp: aiohttp.ClientResponse) -> AgentError:
             resp.status,
         )
     return AgentError(body.code, body.zh, body.en, body.detail, resp.status)
+
+
+def client_tls(ca_file: str | Path | None = None) -> ssl.SSLContext:
+    """How the agents check the server: the system's trusted CAs, plus ``ca_file`` (PEM) if
+    given (a centre's own CA). Verification of the certificate and its name is always on."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise AgentError(
+                "TLS_CA_FILE_INVALID",
+                "--ca-file 无法读取或不是 PEM 格式的 CA 证书",
+                "--ca-file cannot be read or holds no PEM CA certificate",
+                f"{ca_file}: {exc}",
+            ) from None
+    return ctx
 
 
 # --- documents a client signs (pure, testable offline) -----------------------------------------
@@ -235,7 +281,8 @@ class HallClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self.ssl_context or True)
+            # Always verified: the given context (``client_tls``) or the system's trusted CAs.
+            connector = aiohttp.TCPConnector(ssl=self.ssl_context or client_tls())
             # No total timeout: uploads and downloads of large bids take long; stalls do not.
             self._session = aiohttp.ClientSession(
                 connector=connector,

@@ -19,7 +19,7 @@ from typing import Any
 
 import socketio
 
-from room_client.client import AgentError, HallClient, _unreachable
+from room_client.client import AgentError, HallClient, _unreachable, client_tls
 from room_client.credentials import utc_now
 from schemas.time import parse_iso
 
@@ -95,7 +95,8 @@ class HallFollower:
         self._waiters: list[_Waiter] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
-        extra = {"ssl": client.ssl_context} if client.ssl_context is not None else None
+        # The same verification as the REST calls (never switched off; see ``client_tls``).
+        extra = {"ssl": client.ssl_context or client_tls()}
         self.sio = socketio.AsyncClient(
             reconnection=reconnection,
             reconnection_attempts=0,

@@ -19,6 +19,7 @@ from server.auth import Principal, Tokens
 from server.clock import Clock, SystemClock
 from server.core import DEFAULT_UPLOAD_LIMIT, HUB_KEY, Hub, Settings, token_secret
 from server.domain.remit import supervises
+from server.edge import HANDLER_ARGS, GuardedServer
 from server.identity import ServerIdentity
 from server.media.janus import JanusMedia
 from server.media.link import LazyMedia
@@ -55,7 +56,8 @@ async def build_hub(
     store = await open_store(settings.database_url, settings.data_dir)
     blobs = BlobStore(settings.data_dir / "blobs")
     tokens = Tokens(token_secret(settings.data_dir))
-    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins=[], logger=False)
+    # malformed engine.io/socket.io packets are refused before the libraries see them
+    sio = GuardedServer(async_mode="aiohttp", cors_allowed_origins=[], logger=False)
     hall = Hall(store, tokens, clock)
     sio.register_namespace(hall)
     fanout = Fanout(
@@ -130,7 +132,9 @@ def _serving(sio: socketio.AsyncServer, session_id: str) -> bool:
 
 def build_app(hub: Hub, routes: list[Route] = ROUTES) -> web.Application:
     """The aiohttp application: the route list, the pages, socket.io, start-up and clean-up."""
-    app = web.Application(middlewares=[errors_middleware], client_max_size=1024**2)
+    app = web.Application(
+        middlewares=[errors_middleware], client_max_size=1024**2, handler_args=HANDLER_ARGS
+    )
     app[HUB_KEY] = hub
     app[ROUTES_KEY] = routes
     hub.sio.attach(app)

@@ -16,6 +16,7 @@ from server.app import DEFAULT_UPLOAD_LIMIT, Settings, build_app, build_hub
 from server.clock import AcceleratedClock, Clock, SystemClock
 from server.identity import ServerIdentity, load_trust
 from server.store import open_store
+from server.tls import add_hsts, server_context
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -47,6 +48,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # TLS files are checked first: a wrong file is named before the database or port is opened.
+    tls = server_context(args.tls_cert, args.tls_key)
     settings = settings_from(args)
     data = settings.data_dir
     identity = ServerIdentity.from_directory(
@@ -62,10 +65,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def make() -> web.Application:
         hub = await build_hub(settings, trust=trust, identity=identity, clock=clock)
-        return build_app(hub)
+        app = build_app(hub)
+        if tls is not None:
+            add_hsts(app)
+        return app
 
-    print(f"BidBridge 开标大厅 / opening hall: http://{args.host}:{args.port}/api/openapi.json")
-    web.run_app(make(), host=args.host, port=args.port, print=None)
+    scheme = "https" if tls is not None else "http"
+    print(f"BidBridge 开标大厅 / opening hall: {scheme}://{args.host}:{args.port}/api/openapi.json")
+    web.run_app(make(), host=args.host, port=args.port, ssl_context=tls, print=None)
     return 0
 
 
@@ -127,6 +134,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--fetch-crls",
         action="store_true",
         help="fetch CRLs from the certificates' HTTP distribution points (cached in DATA)",
+    )
+    p.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        help="serve HTTPS with this server certificate (intermediates may follow it in the file; "
+        "e.g. server.crt.pem of `bidbridge ca issue-server`) / 服务器 TLS 证书",
+    )
+    p.add_argument(
+        "--tls-key",
+        metavar="PEM",
+        help="the certificate's private key (unencrypted PEM) / TLS 证书私钥",
     )
     p.add_argument("--accelerate", type=float, help="run the clock this many times faster (demo)")
     p.add_argument(

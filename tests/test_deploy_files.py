@@ -1,6 +1,7 @@
 """The deployment files: docker-compose.yml has the topology DESIGN.md section 9 describes and its
 ports agree with the Janus, coturn and nginx configurations; deploy/nginx.conf passes ``nginx -t``
-and really proxies the API and socket.io's WebSocket to a running server; the compose file
+and really proxies the API and socket.io's WebSocket over TLS to a running server (plain HTTP only
+redirects; tests/test_tls.py checks its protocols, ciphers and HSTS); the compose file
 validates with Docker Compose where a Compose CLI is installed (no Docker engine is needed)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -19,8 +21,14 @@ import pytest
 
 from schemas.time import parse_iso
 from tests.support.hall import start_hall, stop_hall
-from tests.support.janus import free_port, terminate
-from tests.support.pki import Pki
+from tests.support.janus import terminate
+from tests.support.pki import Pki, write_cert
+from tests.support.servers import (
+    deployed_nginx_conf,
+    free_port,
+    issue_tls_files,
+    start_deployed_nginx,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -127,6 +135,19 @@ def test_compose_ports_agree_with_janus_coturn_and_nginx_configs() -> None:
     command = services["server1"]["command"]
     port = command[command.index("--port") + 1]
     assert sorted(_upstreams(NGINX_CONF.read_text())) == [f"server1:{port}", f"server2:{port}"]
+    # nginx publishes HTTPS, and mounts the certificate folder where its config reads it
+    nginx = services["nginx"]
+    assert any(str(p).endswith(":443") for p in nginx["ports"])
+    tls_mounts = [v.rsplit(":", 2)[1] for v in nginx["volumes"] if "/etc/nginx/tls" in v]
+    assert tls_mounts == ["/etc/nginx/tls"]
+    conf = NGINX_CONF.read_text()
+    assert "ssl_certificate /etc/nginx/tls/server.crt.pem;" in conf
+    assert "ssl_certificate_key /etc/nginx/tls/server.key.pem;" in conf
+    assert "https://" in " ".join(nginx["healthcheck"]["test"])
+
+
+def tls_ca_file(tmp_path: Path, pki: Pki) -> Path:
+    return write_cert(tmp_path / "tls-ca.pem", pki.root_a.certificate)
 
 
 def _nginx_or_skip() -> str:
@@ -140,28 +161,19 @@ def _nginx_or_skip() -> str:
     return path
 
 
-def local_nginx_conf(work: Path, upstream: dict[str, str], listen: int) -> Path:
-    """deploy/nginx.conf with its paths in ``work``, its upstreams at ``upstream`` and its
-    listening port ``listen``; everything else as deployed."""
-    text = NGINX_CONF.read_text()
-    text = text.replace("pid /run/nginx.pid;", f"pid {work}/nginx.pid;")
-    text = text.replace("/var/cache/nginx/", f"{work}/")
-    text = text.replace("error_log /dev/stderr", f"error_log {work}/error.log")
-    text = text.replace("access_log /dev/stdout", f"access_log {work}/access.log")
-    text = text.replace("listen [::]:80;", "")
-    text = text.replace("listen 80;", f"listen 127.0.0.1:{listen};")
-    for name, addr in upstream.items():
-        text = re.sub(rf"server {name}:\d+", f"server {addr}", text)
-    if os.geteuid() == 0:
-        text = "user root;\n" + text
-    conf = work / "nginx.conf"
-    conf.write_text(text)
-    return conf
+def local_nginx_conf(work: Path, upstream: dict[str, str], listen: int, pki: Pki) -> Path:
+    """deploy/nginx.conf with its paths in ``work``, its upstreams at ``upstream``, its HTTP
+    listener on ``listen``, its HTTPS listener on a free port (written to ``work/https_port``)
+    and a certificate for 127.0.0.1 from ``pki.root_a``; everything else as deployed."""
+    https = free_port()
+    (work / "https_port").write_text(str(https))
+    issue_tls_files(work / "tls", pki.root_a)
+    return deployed_nginx_conf(work, upstream, listen, https, work / "tls")
 
 
-def test_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
+def test_nginx_config_passes_nginx_t(tmp_path: Path, pki: Pki) -> None:
     nginx = _nginx_or_skip()
-    conf = local_nginx_conf(tmp_path, {"server1": "127.0.0.1:1", "server2": "127.0.0.1:2"}, 8)
+    conf = local_nginx_conf(tmp_path, {"server1": "127.0.0.1:1", "server2": "127.0.0.1:2"}, 8, pki)
     run = subprocess.run(
         [nginx, "-t", "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "error.log")],
         capture_output=True,
@@ -180,35 +192,26 @@ def test_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
 async def test_nginx_proxies_the_api_and_socketio_websocket_to_a_server(
     pki: Pki, tmp_path: Path
 ) -> None:
-    nginx = _nginx_or_skip()
+    _nginx_or_skip()
     hall = await start_hall(pki, tmp_path)
     port = free_port()
     addr = f"127.0.0.1:{hall.server.port}"
     work = tmp_path / "nginx"
     work.mkdir()
-    conf = local_nginx_conf(work, {"server1": addr, "server2": addr}, port)
-    proc = subprocess.Popen(
-        [
-            nginx,
-            "-c",
-            str(conf),
-            "-p",
-            str(work),
-            "-e",
-            str(work / "error.log"),
-            "-g",
-            "daemon off;",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    conf = local_nginx_conf(work, {"server1": addr, "server2": addr}, port, pki)
+    https = int((work / "https_port").read_text())
+    proc = start_deployed_nginx(work, conf, https)
+    tls = ssl.create_default_context(cafile=str(tls_ca_file(tmp_path, pki)))
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as http:
+            # plain HTTP only points to HTTPS
+            async with http.get(f"http://127.0.0.1:{port}/api/time", allow_redirects=False) as r:
+                assert r.status == 301
+                assert r.headers["Location"] == "https://127.0.0.1/api/time"
             deadline = time.monotonic() + 10
             while True:
                 try:
-                    async with http.get(f"http://127.0.0.1:{port}/api/time") as r:
+                    async with http.get(f"https://127.0.0.1:{https}/api/time") as r:
                         assert r.status == 200
                         body = await r.json()
                         break
@@ -217,7 +220,7 @@ async def test_nginx_proxies_the_api_and_socketio_websocket_to_a_server(
                         raise
                     await asyncio.sleep(0.1)
             assert parse_iso(body["now"]) == hall.clock.now()  # the server's (manual) clock
-            url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+            url = f"wss://127.0.0.1:{https}/socket.io/?EIO=4&transport=websocket"
             async with http.ws_connect(url) as ws:
                 hello = await ws.receive_str(timeout=5)
             assert hello.startswith("0{") and '"sid"' in hello  # engine.io's open packet
@@ -244,7 +247,7 @@ def test_compose_file_validates_with_docker_compose(tmp_path: Path) -> None:
             "`config` runs offline, without an engine, once one is installed"
         )
     env = {**os.environ, **ENV, "DOCKER_CONFIG": str(tmp_path)}
-    for key in ("PUBLIC_IP", "PUBLIC_HOST", "HTTP_PORT"):
+    for key in ("PUBLIC_IP", "PUBLIC_HOST", "HTTP_PORT", "HTTPS_PORT", "TLS_DIR"):
         env.pop(key, None)
     ok = subprocess.run(
         [*cli, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, env=env

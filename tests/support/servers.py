@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -575,3 +576,87 @@ class Nginx:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+# --- TLS on loopback ---------------------------------------------------------------------------
+
+
+def worktree_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a child ``bidbridge`` that runs this checkout's code: the console script's
+    editable install may point at another checkout, so this one goes first on PYTHONPATH."""
+    paths = [str(REPO), *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    return {**env, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+
+
+def issue_tls_files(
+    folder: Path,
+    issuer: ca.Issued,
+    *,
+    dns: tuple[str, ...] = ("localhost",),
+    ips: tuple[str, ...] = ("127.0.0.1",),
+    key_type: ca.KeyType = "rsa2048",
+) -> tuple[Path, Path]:
+    """``server.crt.pem`` and ``server.key.pem`` in ``folder``, as ``bidbridge ca issue-server``
+    writes them (PEM certificate, unencrypted PKCS#8 key), issued by ``issuer``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    issued = ca.issue_server(issuer, dns_names=list(dns), ip_addresses=list(ips), key_type=key_type)
+    assert issued.key is not None
+    key = folder / "server.key.pem"
+    key.write_bytes(
+        issued.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key.chmod(0o600)
+    cert = folder / "server.crt.pem"
+    cert.write_bytes(issued.certificate.public_bytes(serialization.Encoding.PEM))
+    return cert, key
+
+
+DEPLOYED_NGINX_CONF = REPO / "deploy" / "nginx.conf"
+
+
+def deployed_nginx_conf(
+    work: Path, upstream: dict[str, str], http_port: int, https_port: int, tls_dir: Path
+) -> Path:
+    """deploy/nginx.conf with its paths in ``work``, its upstreams at ``upstream``, its two
+    listeners on loopback ports and its certificate folder ``tls_dir``; everything else (TLS
+    protocols and ciphers, HSTS, the redirect, the proxying) as deployed."""
+    text = DEPLOYED_NGINX_CONF.read_text()
+    text = text.replace("pid /run/nginx.pid;", f"pid {work}/nginx.pid;")
+    text = text.replace("/var/cache/nginx/", f"{work}/")
+    text = text.replace("error_log /dev/stderr", f"error_log {work}/error.log")
+    text = text.replace("access_log /dev/stdout", f"access_log {work}/access.log")
+    text = text.replace("/etc/nginx/tls/", f"{tls_dir}/")
+    for port in ("80", "443 ssl"):
+        assert f"listen [::]:{port};" in text and f"listen {port};" in text, port
+        text = text.replace(f"listen [::]:{port};", "")
+    text = text.replace("listen 80;", f"listen 127.0.0.1:{http_port};")
+    text = text.replace("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;")
+    for name, addr in upstream.items():
+        text = re.sub(rf"server {name}:\d+", f"server {addr}", text)
+    if os.geteuid() == 0:
+        text = "user root;\n" + text
+    conf = work / "nginx.conf"
+    conf.write_text(text)
+    return conf
+
+
+def start_deployed_nginx(work: Path, conf: Path, port: int) -> subprocess.Popen[bytes]:
+    """nginx in the foreground with ``conf``; returns once it listens on ``port``."""
+    proc = subprocess.Popen(
+        [need("nginx"), "-c", str(conf), "-p", str(work), "-e", str(work / "error.log"),
+         "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        _wait_port(port, 10, "nginx", proc)
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
+    return proc
