@@ -137,8 +137,17 @@ async def test_malformed_websocket_frames_close_the_connection_cleanly(running: 
 async def test_a_websocket_frame_over_the_size_limit_is_closed_as_too_big(
     running: Running,
 ) -> None:
-    for frame in ("4" + "a" * (MAX_PACKET + 1), "4" + "a" * 2_000_000):
-        msg = await send_frame(running.http, running.url, frame)
+    msg = await send_frame(running.http, running.url, "4" + "a" * (MAX_PACKET + 1))
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert msg.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    # A 2 MB frame: the server closes as soon as it has read the frame's length, so the client
+    # may still be writing it when the connection goes (seen on a loaded machine); either way
+    # the connection ends, as too big, and the server goes on serving.
+    try:
+        msg = await send_frame(running.http, running.url, "4" + "a" * 2_000_000)
+    except (ConnectionError, aiohttp.ClientConnectionError):
+        pass
+    else:
         assert msg.type == aiohttp.WSMsgType.CLOSE
         assert msg.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
     await running.assert_still_serving()
