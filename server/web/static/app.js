@@ -1376,9 +1376,19 @@ export function renderHallBanner(state, note = (text) => text) {
   }
 }
 
+/** The stage a session stands in: its status, or while suspended the status it was suspended from. */
+export function effectiveStatus(view) {
+  return view.status === "suspended" ? view.suspended_from : view.status;
+}
+
+/** Before the bid deadline (also while suspended before it). */
+export function beforeDeadline(view) {
+  return BEFORE_DEADLINE.includes(effectiveStatus(view));
+}
+
 /** The stage stepper (ol with aria-current on the current stage). */
 export function renderStages(el, view) {
-  const status = view.status === "suspended" ? view.suspended_from : view.status;
+  const status = effectiveStatus(view);
   const index = status === "published" ? 0 : STAGES.indexOf(status);
   const items = STAGES.map((stage, i) => {
     const state = status === "failed" ? (i === 0 ? "done" : "todo") : i < index ? "done" : i === index ? "current" : "todo";
@@ -1473,6 +1483,28 @@ export function renderTable(el, view, facts, me) {
   );
 }
 
+let hallStatus = null;
+
+/**
+ * What every hall page shows of a state: the body's status and seq, the header's facts (`meKey`
+ * and `meText` name the user), the banner (`note` wraps the suspension's note), the status line
+ * (a change of status is announced), the stages and the opening table.
+ */
+export function renderHall(state, model, { meKey, meText, note }) {
+  const { view, facts } = state;
+  document.body.dataset.status = view.status;
+  document.body.dataset.seq = String(facts.lastSeq);
+  renderHallMeta(state, meKey, meText);
+  renderHallBanner(state, note);
+  const statusEl = byTestId("status");
+  statusEl.textContent = statusText(view);
+  statusEl.dataset.status = view.status;
+  renderStages(byTestId("stages"), view);
+  renderTable(byTestId("table"), view, facts, model.me);
+  if (hallStatus !== null && hallStatus !== view.status) announce(statusText(view));
+  hallStatus = view.status;
+}
+
 /** One line of the hall log. `name(code)` gives a bidder's display name (staff only). */
 export function eventLine(e, name) {
   const p = e.payload || {};
@@ -1540,6 +1572,13 @@ export function connectionView(fatal) {
 export function tickClock(model) {
   const now = model.serverNow();
   byTestId("server-time").textContent = model.follower.synced ? fmtTime(now) : "—";
+  return now;
+}
+
+/** A hall page's ticker: the header's clock and the countdown; returns the server's now. */
+export function tickHall(model) {
+  const now = tickClock(model);
+  tickCountdown(byTestId("countdown"), byTestId("countdown-label"), model.state, now);
   return now;
 }
 

@@ -3,36 +3,31 @@
 // page says so with the exact command instead of pretending.
 
 import {
-  BEFORE_DEADLINE,
   OBJECTIONS_OPEN,
   announce,
   api,
+  beforeDeadline,
   bootHall,
   byTestId,
   commandBlock,
   currentLang,
+  effectiveStatus,
   fmtFen,
   fmtSize,
   fmtTime,
   h,
-  renderHallBanner,
-  renderHallMeta,
+  renderHall,
   renderLog,
-  renderStages,
-  renderTable,
   requiredValue,
   showError,
   showNotice,
   splitBilingual,
-  statusText,
   t,
-  tickClock,
-  tickCountdown,
+  tickHall,
 } from "/web/app.js";
 
 const ui = {
   confirmOpen: false,
-  lastStatus: null,
   lastBidStatus: null,
 };
 
@@ -46,14 +41,6 @@ function bilingualMessage(text) {
   const first = currentLang() === "zh" ? zh : en;
   const second = currentLang() === "zh" ? en : zh;
   return h("span", {}, first, second && second !== first ? h("span", { class: "muted" }, ` / ${second}`) : null);
-}
-
-function beforeDeadline(view) {
-  return BEFORE_DEADLINE.includes(view.status) || (view.status === "suspended" && BEFORE_DEADLINE.includes(view.suspended_from));
-}
-
-function effectiveStatus(view) {
-  return view.status === "suspended" ? view.suspended_from : view.status;
 }
 
 function renderTimes(view, facts) {
@@ -311,36 +298,29 @@ function renderObjections(state, model) {
 
 function render(state, model) {
   const { view, facts } = state;
-  document.body.dataset.status = view.status;
-  document.body.dataset.seq = String(facts.lastSeq);
-  renderHallMeta(state, "bidder.me", `${model.me.name} (${model.me.party_id})`);
-  renderHallBanner(state, (text) => h("span", {}, text));
-  const statusEl = byTestId("status");
-  statusEl.textContent = statusText(view);
-  statusEl.dataset.status = view.status;
-  renderStages(byTestId("stages"), view);
+  byTestId("others-hidden").hidden = Boolean(view.table);
+  renderHall(state, model, {
+    meKey: "bidder.me",
+    meText: `${model.me.name} (${model.me.party_id})`,
+    note: (text) => h("span", {}, text),
+  });
   renderTimes(view, facts);
   renderOwnBid(view);
   renderSignIn(view);
   renderRehearsal(view, facts);
   renderDecryption(view, facts);
-  byTestId("others-hidden").hidden = Boolean(view.table);
-  renderTable(byTestId("table"), view, facts, model.me);
   renderConfirm(view, facts);
   renderObjections(state, model);
   const names = (code) => (code === model.me.party_id ? model.me.name : code);
   renderLog(byTestId("log"), state.events, names);
-  if (ui.lastStatus !== null && ui.lastStatus !== view.status) announce(statusText(view));
   const bidStatus = view.own_bid ? view.own_bid.status : null;
   if (ui.lastBidStatus !== null && bidStatus && ui.lastBidStatus !== bidStatus) announce(t(`bid.${bidStatus}`));
-  ui.lastStatus = view.status;
   ui.lastBidStatus = bidStatus;
   tick(model);
 }
 
 function tick(model) {
-  const now = tickClock(model);
-  tickCountdown(byTestId("countdown"), byTestId("countdown-label"), model.state, now);
+  tickHall(model);
   const offset = model.follower.offset / 1000;
   byTestId("offset").textContent = model.follower.synced && Math.abs(offset) >= 2 ? t("conn.offset", { s: offset.toFixed(1) }) : "";
 }

@@ -14,6 +14,7 @@ import {
   addTexts,
   announce,
   api,
+  beforeDeadline,
   bootHall,
   byTestId,
   commandBlock,
@@ -23,18 +24,14 @@ import {
   h,
   loadAuth,
   pageAuth,
-  renderHallBanner,
-  renderHallMeta,
+  renderHall,
   renderLog,
-  renderStages,
-  renderTable,
   requiredValue,
   showError,
   showNotice,
-  statusText,
   t,
   tickClock,
-  tickCountdown,
+  tickHall,
   useToken,
 } from "/web/app.js";
 import { EvalModel, evalPath, memberName, renderEvalStatus } from "/web/expert.js";
@@ -44,7 +41,6 @@ const ui = {
   drafts: new Map(), // id -> reply being typed
   logKey: "",
   record: { sha: null, loading: false, data: null, error: null },
-  lastStatus: null,
 };
 
 function sid() {
@@ -53,14 +49,6 @@ function sid() {
 
 function path(tail) {
   return `/api/sessions/${encodeURIComponent(sid())}${tail}`;
-}
-
-function effectiveStatus(view) {
-  return view.status === "suspended" ? view.suspended_from : view.status;
-}
-
-function beforeDeadline(view) {
-  return BEFORE_DEADLINE.includes(effectiveStatus(view));
 }
 
 function namer(view) {
@@ -326,38 +314,23 @@ function renderRecord(view, model) {
 
 function render(state, model) {
   const { view, facts } = state;
-  document.body.dataset.status = view.status;
-  document.body.dataset.seq = String(facts.lastSeq);
-  renderHallMeta(state, "host.me", model.me.name);
-  renderHallBanner(state);
-  const statusEl = byTestId("status");
-  statusEl.textContent = statusText(view);
-  statusEl.dataset.status = view.status;
-  renderStages(byTestId("stages"), view);
+  renderHall(state, model, { meKey: "host.me", meText: model.me.name });
   renderTimes(view);
   renderControls(view);
   renderPresence(view);
   renderBids(view);
   renderObjections(view, model);
-  renderTable(byTestId("table"), view, facts, model.me);
   renderRecord(view, model);
   const key = `${state.events.length}:${facts.lastSeq}:${currentLang()}:${(view.bids || []).length}:${view.table ? 1 : 0}`;
   if (key !== ui.logKey) {
     ui.logKey = key;
     renderLog(byTestId("log"), state.events, namer(view));
   }
-  if (ui.lastStatus !== null && ui.lastStatus !== view.status) announce(statusText(view));
-  ui.lastStatus = view.status;
-  tick(model);
-}
-
-function tick(model) {
-  const now = tickClock(model);
-  tickCountdown(byTestId("countdown"), byTestId("countdown-label"), model.state, now);
+  tickHall(model);
 }
 
 const evaluation = await probeEvaluation();
-const model = evaluation ? null : bootHall({ page: "host", roles: ["host", "centre"], render, tick });
+const model = evaluation ? null : bootHall({ page: "host", roles: ["host", "centre"], render, tick: tickHall });
 
 /**
  * POST one action from its button: the button is busy meanwhile, the outcome shows in the
