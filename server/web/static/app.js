@@ -1621,7 +1621,7 @@ export function bootHall({ page, roles, render, tick }) {
   return model;
 }
 
-// --- every page: i18n, the language switch, and the enter page's redemption ------------------------
+// --- every page: the header, the shared cards, i18n, the language switch, the enter page's redemption ---
 
 const PAGES = ["bidder", "host", "expert", "supervisor"];
 
@@ -1661,14 +1661,16 @@ async function enterPage() {
  * The header bar every page shares, built around the page's own <h1> in <header class="top">:
  * the skip link to #main (not with data-skip="off"), the product's name (data-app, a text key;
  * app.name unless set) over the title, and the language switch. A live page sets data-live to the
- * test id of its slot for the session's facts and gets the server clock and the connection state.
+ * test id of its slot for the session's facts and gets the server clock and the connection state;
+ * below the header, the box for what stops the page (test id "fatal") and, unless data-banner="off",
+ * the session's banner (suspended, failed, extended).
  * The settings are removed once read: the header ends up as the pages used to write it out.
  */
 function buildTopBar() {
   const top = document.querySelector("header.top");
   if (!top || top.querySelector(".brand")) return;
-  const { app = "app.name", live, skip } = top.dataset;
-  for (const key of ["app", "live", "skip"]) delete top.dataset[key];
+  const { app = "app.name", live, skip, banner } = top.dataset;
+  for (const key of ["app", "live", "skip", "banner"]) delete top.dataset[key];
   if (skip !== "off") top.before(h("a", { class: "skip", href: "#main", "data-i18n": "app.skip" }));
   const brand = h("div", { class: "brand" }, h("span", { class: "app", "data-i18n": app }), top.querySelector("h1"));
   const switcher = h("button", { type: "button", class: "secondary", "data-lang-switch": true, "data-testid": "lang-switch" });
@@ -1687,10 +1689,49 @@ function buildTopBar() {
     h("div", { class: "session-meta", "data-testid": live }),
     h("div", { class: "top-tools" }, clock, h("span", { class: "conn", "data-testid": "conn", role: "status" }, "—"), switcher),
   );
+  const boxes = [h("div", { class: "alert", role: "alert", "data-testid": "fatal", hidden: true })];
+  if (banner !== "off") boxes.push(h("div", { class: "banner", role: "status", "data-testid": "banner", hidden: true }));
+  top.after(...boxes);
+}
+
+/**
+ * The cards several pages share, built into the page's <section data-part="…"> before what the
+ * section already holds; data-part-prefix (e.g. "ev-") starts the ids and test ids of a second such
+ * card on a page. "status": the heading, the status line and, with data-countdown, the countdown.
+ * "log": the heading and the event list, both named by the text key in data-title.
+ */
+const PARTS = {
+  status: ({ prefix, countdown }) => [
+    h("h2", { id: `h-${prefix}status`, "data-i18n": "session.status" }),
+    h("p", { class: "status-line", "data-testid": `${prefix}status` }, "—"),
+    countdown === undefined
+      ? null
+      : h(
+          "div",
+          { class: "countdown-box", role: "timer", "aria-live": "off" },
+          h("span", { class: "cd-label", "data-testid": `${prefix}countdown-label` }, "—"),
+          h("span", { class: "countdown mono", "data-testid": `${prefix}countdown` }, "—"),
+        ),
+  ],
+  log: ({ prefix, title }) => [
+    h("h2", { id: `h-${prefix}log`, "data-i18n": title }),
+    h("ol", { class: "log", "data-testid": `${prefix}log`, tabindex: "0", "data-i18n-aria": title }),
+  ],
+};
+
+/** Fill the shared cards (PARTS); as with the header, the settings are removed once read. */
+function buildParts() {
+  for (const el of document.querySelectorAll("[data-part]")) {
+    const { part, partPrefix: prefix = "", countdown, title } = el.dataset;
+    for (const key of ["part", "partPrefix", "countdown", "title"]) delete el.dataset[key];
+    el.setAttribute("aria-labelledby", `h-${prefix}${part}`);
+    el.prepend(...PARTS[part]({ prefix, countdown, title }).filter(Boolean));
+  }
 }
 
 function init() {
   buildTopBar();
+  buildParts();
   applyI18n();
   for (const el of document.querySelectorAll("[data-lang-switch]")) {
     el.addEventListener("click", () => setLang(lang === "zh" ? "en" : "zh"));
