@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -733,6 +734,19 @@ class Store:
         )
         async with self._tx() as conn:
             return {row[0]: int(row[1]) for row in await conn.execute(query)}
+
+    async def names_blob(self, sha256: str) -> bool:
+        """Whether any event of any session names blob ``sha256`` (in its payload): the test
+        the blob collector applies to a staged upload before placing or removing it."""
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            return False
+        query = (
+            sa.select(Event.seq)
+            .where(sa.cast(Event.payload, sa.Text).contains(sha256, autoescape=True))
+            .limit(1)
+        )
+        async with self._tx() as conn:
+            return (await conn.execute(query)).first() is not None
 
     # --- login challenges --------------------------------------------------------------------
 
