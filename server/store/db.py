@@ -289,6 +289,10 @@ async def open_store(url: str | None, data_dir: Path) -> Store:
 # --- the store -------------------------------------------------------------------------------
 
 
+IMPORT_CHUNK = 500
+"""Expert rows per statement of a pool import."""
+
+
 class Store:
     """Every read and write of the server's persistent state; each method is one transaction."""
 
@@ -832,12 +836,16 @@ class Store:
     # --- expert pool, sites and rooms --------------------------------------------------------
 
     async def import_experts(self, experts: Sequence[dict[str, Any]], at: datetime) -> int:
-        """Add or update experts by id, all in one transaction (nothing half-imported)."""
+        """Add or update experts by id, all in one transaction (nothing half-imported).
+
+        In chunks of ``IMPORT_CHUNK`` rows: each chunk's parameters are prepared on the event
+        loop, so a smaller chunk is a shorter pause of every hall on this process
+        (``scripts/bench_pool_import.py``)."""
         if not experts:
             return 0
         async with self._tx() as conn:
-            for start in range(0, len(experts), 2000):
-                chunk = experts[start : start + 2000]
+            for start in range(0, len(experts), IMPORT_CHUNK):
+                chunk = experts[start : start + IMPORT_CHUNK]
                 ids = [e["id"] for e in chunk]
                 await conn.execute(sa.delete(ExpertRow).where(ExpertRow.id.in_(ids)))
                 await conn.execute(
