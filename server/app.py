@@ -4,6 +4,7 @@ routes (``server/api/routes.py``), wired together in one place."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -195,7 +196,8 @@ async def _freeze_heap() -> None:
     and stalls fan-out for 100-300 ms; frozen objects are skipped (scripts/bench_hall.py).
     """
     while True:
-        freeze_heap()
+        if gc.isenabled():  # off while a pool import runs: a collection now is the stall
+            freeze_heap()
         await asyncio.sleep(FREEZE_SECONDS)
 
 
