@@ -4,6 +4,7 @@ routes (``server/api/routes.py``), wired together in one place."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -31,6 +32,7 @@ from server.scheduler import Scheduler
 from server.service import SessionService
 from server.signals.facts import after_commit
 from server.store import BlobStore, open_store
+from server.work.blob_collect import blob_collector
 from server.work.outage import heartbeat, recover_from_outage, stopped_cleanly
 from server.work.presence import forget_presence, presence_changed, reap_presence
 from server.work.record import generate_record_if_due_safe
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 FREEZER_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("gc-freezer")
 FREEZE_SECONDS = 30.0
 REAPER_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("presence-reaper")
+COLLECTOR_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("blob-collector")
 REAP_SECONDS = 3.0
 HEARTBEAT_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("heartbeat")
 
@@ -155,12 +158,14 @@ def build_app(hub: Hub, routes: list[Route] = ROUTES) -> web.Application:
         loop = asyncio.get_running_loop()
         app[FREEZER_KEY] = loop.create_task(_freeze_heap(), name="gc-freeze")
         app[HEARTBEAT_KEY] = loop.create_task(heartbeat(hub), name="heartbeat")
+        app[COLLECTOR_KEY] = loop.create_task(blob_collector(hub), name="blob-collector")
         if hub.settings.redis_url:
             app[REAPER_KEY] = loop.create_task(_reaper(hub), name="presence-reaper")
 
     async def on_cleanup(app: web.Application) -> None:
         app[FREEZER_KEY].cancel()
         app[HEARTBEAT_KEY].cancel()
+        app[COLLECTOR_KEY].cancel()
         if REAPER_KEY in app:
             app[REAPER_KEY].cancel()
         await hub.live_trust.stop()
@@ -191,7 +196,8 @@ async def _freeze_heap() -> None:
     and stalls fan-out for 100-300 ms; frozen objects are skipped (scripts/bench_hall.py).
     """
     while True:
-        freeze_heap()
+        if gc.isenabled():  # off while a pool import runs: a collection now is the stall
+            freeze_heap()
         await asyncio.sleep(FREEZE_SECONDS)
 
 

@@ -562,6 +562,20 @@ def test_rule_06_start_needs_deadline_passed_and_supervisor_present() -> None:
     hall.refused(Start(actor=HOST), START, E.NotAllowedInState)
 
 
+def test_rule_06_only_a_supervisor_of_the_projects_remit_lets_the_opening_start() -> None:
+    hall = Hall().to_sign_in()
+    for code in (A, B, C):
+        hall.run(upload(code, UPLOAD), UPLOAD)
+    hall.run(Tick(actor=SERVER), DEADLINE)
+    hall.run(Join(actor=SUP), START)  # a supervisor, but of another remit
+    other_remit = Start(actor=HOST, supervisors_in_remit=["sup-of-the-project"])
+    refused = hall.refused(other_remit, START, E.SupervisorAbsent)
+    assert "remit" in str(refused.detail) and "监管主体" in str(refused.detail)
+    hall.refused(Start(actor=HOST, supervisors_in_remit=[]), START, E.SupervisorAbsent)
+    [started] = hall.run(Start(actor=HOST, supervisors_in_remit=[SUP.id]), START)
+    assert started.type == "opening_started" and hall.status == "opening"
+
+
 # --- rule 7 ---------------------------------------------------------------------------------------
 
 

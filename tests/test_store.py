@@ -436,7 +436,10 @@ def leftovers(root: Path) -> list[Path]:
 async def test_blob_is_stored_under_its_sha256(store: Store) -> None:
     data = b"sealed envelope " * 1000
     sha = hashlib.sha256(data).hexdigest()
-    blob = await store.blobs.receive(chunks_of(data[:7], data[7:]), limit=len(data))
+    staged = await store.blobs.receive(chunks_of(data[:7], data[7:]), limit=len(data))
+    assert (staged.sha256, staged.size) == (sha, len(data))
+    assert not store.blobs.has(sha)  # held apart until the caller has recorded it
+    blob = await store.blobs.keep(staged)
     assert (blob.sha256, blob.size) == (sha, len(data))
     assert blob.path == store.blobs.root / sha[:2] / sha == store.blobs.path(sha)
     assert store.blobs.has(sha)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -28,6 +29,8 @@ from server.domain import binding
 from server.domain import errors as E
 from server.domain import opening as op
 from server.work.decryption import session_info
+
+log = logging.getLogger(__name__)
 
 
 class UploadTruncated(BidBridgeError):
@@ -125,18 +128,28 @@ async def upload(ctx: Ctx) -> S.ReceiptOut:
             "received_at": iso(now),
         }
         signature = hub.identity.sign_json(receipt, now)
-        records = await hub.service.execute(
-            ctx.session_id,
-            op.Upload(
-                actor=ctx.actor,
-                envelope_sha256=blob.sha256,
-                size=blob.size,
-                receipt=receipt,
-                receipt_signature=signature,
-                origin=origin,
-            ),
-            now=now,
-        )
+        try:
+            records = await hub.service.execute(
+                ctx.session_id,
+                op.Upload(
+                    actor=ctx.actor,
+                    envelope_sha256=blob.sha256,
+                    size=blob.size,
+                    receipt=receipt,
+                    receipt_signature=signature,
+                    origin=origin,
+                ),
+                now=now,
+            )
+        except E.Refusal:
+            await hub.blobs.discard(blob)  # refused: never recorded, so nothing is kept
+            raise
+        # Any other failure leaves the file staged: the record may hold the upload (a lost
+        # database answer) and the blob collector settles it against the log.
+        try:
+            await hub.blobs.keep(blob)
+        except OSError:  # recorded, so the collector places it from tmp; the bid is not lost
+            log.exception("upload %s recorded but not yet placed", blob.sha256)
     return S.ReceiptOut(receipt=receipt, signature=signature, seq=records[-1].seq)
 
 

@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from schemas.experts import DrawRequest, Expert, Site
 from schemas.scoring import MethodConfig, PriceAdjustment, ReviewItem
 from server.domain.errors import Refusal
+from server.domain.remit import REMIT_FACT
 
 Status = Literal[
     "draft",
@@ -343,12 +344,6 @@ class BeginDraw(Command):
 
 class AddEntropy(Command):
     value: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-
-REMIT_FACT = (
-    "the supervisor accounts of the project's remit (监管主体), which the server looks up; "
-    "only they satisfy the presence rule. None: every supervisor counts (no facts gathered)"
-)
 
 
 class Draw(Command):

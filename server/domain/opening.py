@@ -96,6 +96,7 @@ from server.domain.opening_windows import (
     platform_outage,
     shift_future,
 )
+from server.domain.remit import remit_present
 
 # fmt: off
 __all__ = [
@@ -344,10 +345,15 @@ def _rehearse(state: OpeningState, cmd: Rehearse, now: datetime) -> list[NewEven
     ]
 
 
-def _start(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
-    """Rule 6: only after the deadline (the table) and only while a supervisor is signed in."""
-    if state.supervisors_present < 1:
-        raise E.SupervisorAbsent()
+def _start(state: OpeningState, cmd: Start, now: datetime) -> list[NewEvent]:
+    """Rule 6: only after the deadline (the table) and only while a supervisor of the project's
+    remit (监管主体, seed 002 二(一)四) is in the hall."""
+    if not remit_present(state.present, cmd.supervisors_in_remit):
+        raise E.SupervisorAbsent(
+            "none of the project's remit / 无本项目监管主体的监管人员在场"
+            if cmd.supervisors_in_remit is not None
+            else ""
+        )
     return [_ev("opening_started", cmd.actor, ALL, bids=len(state.live_bids()))]
 
 

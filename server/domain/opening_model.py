@@ -13,6 +13,8 @@ from pydantic import (
     model_serializer,
 )
 
+from server.domain.remit import REMIT_FACT
+
 Status = Literal[
     "draft",
     "published",
@@ -269,6 +271,8 @@ class Rehearse(Command):
 
 class Start(Command):
     """The host starts the opening (rule 6)."""
+
+    supervisors_in_remit: list[str] | None = Field(default=None, description=REMIT_FACT)
 
 
 class OpenDecryption(Command):

@@ -21,6 +21,13 @@ Body = tuple[str, str] | None
 """(region, industry), or None: no supervising body named / no remit (centre-wide)."""
 
 
+REMIT_FACT = (
+    "the supervisor accounts of the project's remit (监管主体), which the server looks up; "
+    "only they satisfy the presence rule. None: every supervisor counts (no facts gathered)"
+)
+"""The description of a command's ``supervisors_in_remit`` field (the fact rule 6 needs)."""
+
+
 def supervises(remit: Body, body: Body) -> bool:
     """Whether a supervisor of ``remit`` supervises a project of supervising body ``body``."""
     return remit == body

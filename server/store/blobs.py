@@ -1,4 +1,10 @@
-"""Content-addressed files on local disk: bid envelopes, documents, recordings, by SHA-256."""
+"""Content-addressed files on local disk: bid envelopes, documents, recordings, by SHA-256.
+
+An upload is held apart (staged, ``tmp/<sha>.<id>.staged``) until the caller has recorded it:
+``receive`` stages, ``keep`` places the file at its address once the event is committed, and
+``discard`` removes it when the command was refused. What a crash or a lost database leaves
+staged is settled by ``collect``: placed when an event names it, else removed after a grace.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,9 @@ import contextlib
 import hashlib
 import os
 import re
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -17,6 +24,13 @@ from server.store.errors import NotFound, StoreError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
+_STAGED = re.compile(r"([0-9a-f]{64})\.[0-9a-f]{32}\.staged")
+_PARTIAL = re.compile(r"[0-9a-f]{32}")
+
+STAGED_GRACE_SECONDS = 600.0
+"""Real seconds a staged upload that no event names is kept (its command may still commit)."""
+PARTIAL_GRACE_SECONDS = 24 * 3600.0
+"""Real seconds an upload still being received may last before its temp file counts as lost."""
 
 
 class BlobTooLarge(StoreError):
@@ -66,32 +80,46 @@ class _Intake:
 
         A ``check`` that raises leaves nothing behind: the bytes never reach the store.
         """
+        staged = self.stage(check)
+        return _place(self.root, staged.sha256, staged.path)
+
+    def stage(self, check: Callable[[Path], None] | None = None) -> Blob:
+        """Make the bytes durable and let ``check`` inspect them; the file stays in ``tmp``,
+        named by its hash, until it is placed (``_place``) or discarded."""
         try:
             self.file.flush()
             if check is not None:
                 check(self.temp)
-            return self._commit()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            sha = self.hash.hexdigest()
+            staged = self.temp.with_name(f"{sha}.{self.temp.name}.staged")
+            os.replace(self.temp, staged)
+            return Blob(sha, self.size, staged)
         except BaseException:
             self.abort()
             raise
 
-    def _commit(self) -> Blob:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        sha = self.hash.hexdigest()
-        target = self.root / sha[:2] / sha
-        if target.exists():
-            self.temp.unlink()
-        else:
-            target.parent.mkdir(exist_ok=True)
-            os.replace(self.temp, target)
-            _fsync_dir(target.parent)
-        return Blob(sha, self.size, target)
-
     def abort(self) -> None:
         self.file.close()
         self.temp.unlink(missing_ok=True)
+
+
+def _place(root: Path, sha: str, staged: Path) -> Blob:
+    """Move a staged file to its address (idempotent: the address may be taken already, by the
+    same bytes, and the staged file may have been placed by ``collect`` meanwhile)."""
+    target = root / sha[:2] / sha
+    if target.exists():
+        staged.unlink(missing_ok=True)
+    else:
+        target.parent.mkdir(exist_ok=True)
+        try:
+            os.replace(staged, target)
+        except FileNotFoundError:
+            if not target.exists():
+                raise
+        _fsync_dir(target.parent)
+    return Blob(sha, target.stat().st_size, target)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -134,10 +162,12 @@ class BlobStore:
         limit: int,
         check: Callable[[Path], None] | None = None,
     ) -> Blob:
-        """Stream an upload in; BlobTooLarge as soon as it passes ``limit`` bytes.
+        """Stream an upload in and stage it; BlobTooLarge as soon as it passes ``limit`` bytes.
 
         ``check`` (run in a worker thread on the complete temp file) may refuse the content.
-        Nothing is left behind on any failure, cancellation included.
+        Nothing is left behind on any failure, cancellation included. The answer is staged
+        (its ``path`` is in ``tmp``): the caller records it, then ``keep``s it, or ``discard``s
+        it when the record refused it.
         """
         intake = _Intake(self.root, limit)
         try:
@@ -147,8 +177,49 @@ class BlobStore:
             intake.abort()
             raise
         # Shielded: once every byte is in, a cancelled caller must not tear the file away from
-        # the thread that is syncing it; commit cleans up after itself if it fails.
-        return await asyncio.shield(asyncio.to_thread(intake.commit, check))
+        # the thread that is syncing it; stage cleans up after itself if it fails.
+        return await asyncio.shield(asyncio.to_thread(intake.stage, check))
+
+    async def keep(self, staged: Blob) -> Blob:
+        """Place a staged upload at its address: its event is committed."""
+        return await asyncio.shield(
+            asyncio.to_thread(_place, self.root, staged.sha256, staged.path)
+        )
+
+    async def discard(self, staged: Blob) -> None:
+        """Remove a staged upload whose command was refused (it was never recorded)."""
+        staged.path.unlink(missing_ok=True)
+
+    async def collect(
+        self, referenced: Callable[[str], Awaitable[bool]], *, now: float | None = None
+    ) -> dict[str, int]:
+        """Settle what uploads left in ``tmp``: a staged file that an event names is placed (its
+        process stopped between the record and the placing); one that no event names is
+        removed once older than ``STAGED_GRACE_SECONDS`` (its command may still be committing);
+        a partial upload's temp file once older than ``PARTIAL_GRACE_SECONDS``."""
+        now = time.time() if now is None else now
+        done = {"placed": 0, "removed": 0, "partial": 0}
+        tmp = self.root / "tmp"
+        if not tmp.is_dir():
+            return done
+        for path in sorted(tmp.iterdir()):
+            try:
+                age = now - path.stat().st_mtime
+            except FileNotFoundError:  # placed or discarded meanwhile
+                continue
+            staged = _STAGED.fullmatch(path.name)
+            if staged is not None:
+                sha = staged.group(1)
+                if await referenced(sha):
+                    await asyncio.to_thread(_place, self.root, sha, path)
+                    done["placed"] += 1
+                elif age > STAGED_GRACE_SECONDS:
+                    path.unlink(missing_ok=True)
+                    done["removed"] += 1
+            elif _PARTIAL.fullmatch(path.name) and age > PARTIAL_GRACE_SECONDS:
+                path.unlink(missing_ok=True)
+                done["partial"] += 1
+        return done
 
     async def put_file(self, path: Path) -> Blob:
         """Copy a local file in."""

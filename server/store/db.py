@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -286,6 +287,10 @@ async def open_store(url: str | None, data_dir: Path) -> Store:
 
 
 # --- the store -------------------------------------------------------------------------------
+
+
+IMPORT_CHUNK = 500
+"""Expert rows per statement of a pool import."""
 
 
 class Store:
@@ -734,6 +739,19 @@ class Store:
         async with self._tx() as conn:
             return {row[0]: int(row[1]) for row in await conn.execute(query)}
 
+    async def names_blob(self, sha256: str) -> bool:
+        """Whether any event of any session names blob ``sha256`` (in its payload): the test
+        the blob collector applies to a staged upload before placing or removing it."""
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            return False
+        query = (
+            sa.select(Event.seq)
+            .where(sa.cast(Event.payload, sa.Text).contains(sha256, autoescape=True))
+            .limit(1)
+        )
+        async with self._tx() as conn:
+            return (await conn.execute(query)).first() is not None
+
     # --- login challenges --------------------------------------------------------------------
 
     async def add_challenge(self, nonce: str, expires_at: datetime) -> None:
@@ -818,17 +836,26 @@ class Store:
     # --- expert pool, sites and rooms --------------------------------------------------------
 
     async def import_experts(self, experts: Sequence[dict[str, Any]], at: datetime) -> int:
-        """Add or update experts by id, all in one transaction (nothing half-imported)."""
+        """Add or update experts by id, all in one transaction (nothing half-imported).
+
+        In chunks of ``IMPORT_CHUNK`` rows: each chunk's parameters are prepared on the event
+        loop, so a smaller chunk is a shorter pause of every hall on this process
+        (``scripts/bench_pool_import.py``)."""
         if not experts:
             return 0
+        # An upsert, in the order of the ids: imports that overlap (the same rows at once) wait
+        # for each other row by row and never deadlock or collide on a key.
+        ordered = sorted(experts, key=lambda e: str(e["id"]))
+        insert = self._insert(ExpertRow)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[ExpertRow.id],
+            set_={"data": insert.excluded.data, "imported_at": insert.excluded.imported_at},
+        )
         async with self._tx() as conn:
-            for start in range(0, len(experts), 2000):
-                chunk = experts[start : start + 2000]
-                ids = [e["id"] for e in chunk]
-                await conn.execute(sa.delete(ExpertRow).where(ExpertRow.id.in_(ids)))
+            for start in range(0, len(ordered), IMPORT_CHUNK):
+                chunk = ordered[start : start + IMPORT_CHUNK]
                 await conn.execute(
-                    sa.insert(ExpertRow),
-                    [{"id": e["id"], "data": e, "imported_at": at} for e in chunk],
+                    upsert, [{"id": e["id"], "data": e, "imported_at": at} for e in chunk]
                 )
         return len(experts)
 
