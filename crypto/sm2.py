@@ -102,18 +102,10 @@ class Sm2PublicKey:
     @classmethod
     def from_der(cls, der: bytes) -> Sm2PublicKey:
         """From a DER SubjectPublicKeyInfo (as in an SM2 certificate or OpenSSL's ``-pubout``)."""
-        try:
+        with _parsing("public key"):
             info = keys.PublicKeyInfo.load(der)
-            algorithm = info["algorithm"]
-            curve = algorithm["parameters"].chosen.dotted
-            point = bytes(info["public_key"].native)
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            raise KeyLoadFailed(f"not an SM2 public key: {exc}") from exc
-        if algorithm["algorithm"].dotted != "1.2.840.10045.2.1" or curve != SM2_CURVE:
-            raise KeyLoadFailed(f"not an SM2 public key (curve {curve})")
-        if len(point) != 65 or point[0] != 4:
-            raise KeyLoadFailed("SM2 public key: an uncompressed point expected")
-        return cls(point[1:])
+            _check_algorithm(info["algorithm"], "public key")
+            return cls(_point(info["public_key"].native))
 
     @classmethod
     def from_pem(cls, data: bytes) -> Sm2PublicKey:
@@ -166,23 +158,15 @@ class Sm2PrivateKey:
     @classmethod
     def from_der(cls, der: bytes) -> Sm2PrivateKey:
         """From a DER PKCS#8 PrivateKeyInfo (OpenSSL's ``genpkey -algorithm SM2``)."""
-        try:
+        with _parsing("private key"):
             info = keys.PrivateKeyInfo.load(der)
-            algorithm = info["private_key_algorithm"]
-            curve = algorithm["parameters"].chosen.dotted
+            _check_algorithm(info["private_key_algorithm"], "private key")
             inner = info["private_key"].parsed
             d = int(inner["private_key"].native)
-            point = inner["public_key"].native
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            raise KeyLoadFailed(f"not an SM2 private key: {exc}") from exc
-        if algorithm["algorithm"].dotted != "1.2.840.10045.2.1" or curve != SM2_CURVE:
-            raise KeyLoadFailed(f"not an SM2 private key (curve {curve})")
+            public = Sm2PublicKey(_point(inner["public_key"].native))
         if not 0 < d < _ORDER - 1:
             raise KeyLoadFailed("SM2 private key out of range")
-        scalar = d.to_bytes(32, "big")
-        if point is None:
-            raise KeyLoadFailed("SM2 private key without its public key")
-        key = cls(scalar, Sm2PublicKey(bytes(point)[1:]))
+        key = cls(d.to_bytes(32, "big"), public)
         key._check_pair()
         return key
 
@@ -234,6 +218,31 @@ class Sm2PrivateKey:
                 return bytes(_gm.sm2_decrypt(self.scalar, ciphertext))
             except (_gm.InvalidValueError, _gm.GmsslInnerError, ValueError, TypeError) as exc:
                 raise Sm2DecryptFailed() from exc
+
+
+_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
+
+
+@contextlib.contextmanager
+def _parsing(what: str) -> Iterator[None]:
+    """asn1crypto's failures on a malformed structure, as KEY_LOAD_FAILED."""
+    try:
+        yield
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise KeyLoadFailed(f"not an SM2 {what}: {exc}") from exc
+
+
+def _check_algorithm(algorithm: keys.PublicKeyAlgorithm, what: str) -> None:
+    curve = algorithm["parameters"].chosen.dotted
+    if algorithm["algorithm"].dotted != _EC_PUBLIC_KEY or curve != SM2_CURVE:
+        raise KeyLoadFailed(f"not an SM2 {what} (curve {curve})")
+
+
+def _point(encoded: bytes | None) -> bytes:
+    """The 64 bytes (x, y) of an uncompressed point (04 || x || y)."""
+    if encoded is None or len(encoded) != 65 or encoded[0] != 4:
+        raise KeyLoadFailed("SM2 public key: an uncompressed point expected")
+    return bytes(encoded[1:])
 
 
 def _unarmor(data: bytes, label: str) -> bytes:

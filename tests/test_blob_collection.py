@@ -15,7 +15,7 @@ import pytest
 
 from server.store import blobs as B
 from server.work.blob_collect import collect_blobs
-from tests.support.hall import ApiError, Hall, P
+from tests.support.hall import ApiError, Hall, P, Party
 from tests.support.opening import SIGN_IN
 
 
@@ -29,13 +29,19 @@ def _age(path: Path, seconds: float) -> None:
     os.utime(path, (then, then))
 
 
-async def test_rule_01_an_upload_refused_after_it_was_stored_leaves_no_file(
-    hall: Hall, tmp_path: Path
-) -> None:
+async def _uploads_open(hall: Hall, tmp_path: Path) -> tuple[str, Party, Path]:
+    """A session taking uploads, and bidder a's sealed bid."""
     sid = await hall.create_session(min_bids=1)
     a = P(hall, "a")
     bid = hall.seal(tmp_path, a)
     await hall.at(hall.t0 + SIGN_IN)
+    return sid, a, bid
+
+
+async def test_rule_01_an_upload_refused_after_it_was_stored_leaves_no_file(
+    hall: Hall, tmp_path: Path
+) -> None:
+    sid, a, bid = await _uploads_open(hall, tmp_path)
     blobs_before = hall.blob_listing()
 
     # The real blob store, paused once the file is stored: the host suspends the session then,
@@ -68,10 +74,7 @@ async def test_rule_01_an_upload_refused_after_it_was_stored_leaves_no_file(
 async def test_rule_01_a_recorded_upload_left_staged_is_placed_by_the_collector(
     hall: Hall, tmp_path: Path
 ) -> None:
-    sid = await hall.create_session(min_bids=1)
-    a = P(hall, "a")
-    bid = hall.seal(tmp_path, a)
-    await hall.at(hall.t0 + SIGN_IN)
+    sid, a, bid = await _uploads_open(hall, tmp_path)
 
     # The process "stops" between the record and the placing: keeping the file fails.
     async def lost(staged: Any) -> Any:
