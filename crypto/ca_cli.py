@@ -479,11 +479,12 @@ def cmd_crl(args: argparse.Namespace) -> int:
 # --- argument parsing ------------------------------------------------------------------------
 
 
-def _common(p: argparse.ArgumentParser, *, out_help: str | None = None) -> None:
+def _common(
+    p: argparse.ArgumentParser, *, out_help: str, days_help: str = "有效期天数 / validity in days"
+) -> None:
     p.add_argument("--dir", required=True, help="CA 目录 / the CA directory")
-    if out_help:
-        p.add_argument("--out", required=True, help=out_help)
-    p.add_argument("--days", type=int, help="有效期天数 / validity in days")
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--days", type=int, help=days_help)
 
 
 def _key_type(p: argparse.ArgumentParser) -> None:
@@ -507,17 +508,33 @@ def _command(
     )
 
 
-def _issue_parser(
-    cmds: Subcommands, kind: str, handler: Handler, help: str
-) -> argparse.ArgumentParser:
+def _issuing(
+    cmds: Subcommands,
+    name: str,
+    handler: Handler,
+    help: str,
+    description: str,
+    *subject: tuple[str, dict[str, Any]],
+) -> None:
+    """A command that issues with a new key into the --out directory: the CA options, the
+    ``subject`` options (flag and ``add_argument`` settings), --key-type and --force."""
+    p = _command(cmds, name, handler, help, description)
+    _common(p, out_help="输出目录 / output directory")
+    for flag, settings in subject:
+        p.add_argument(flag, **settings)
+    _key_type(p)
+    _force(p)
+
+
+def _issuing_one(
+    cmds: Subcommands, kind: str, handler: Handler, help: str, *subject: tuple[str, dict[str, Any]]
+) -> None:
     """``issue-KIND``, which writes KIND.crt.pem, KIND.key.pem and chain.pem to --out."""
     description = (
         f"写出 {kind}.crt.pem, {kind}.key.pem, chain.pem。\n"
         f"Writes {kind}.crt.pem, {kind}.key.pem and chain.pem."
     )
-    p = _command(cmds, f"issue-{kind}", handler, help, description)
-    _common(p, out_help="输出目录 / output directory")
-    return p
+    _issuing(cmds, f"issue-{kind}", handler, help, description, *subject)
 
 
 def register(sub: Subcommands) -> None:
@@ -551,7 +568,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--days", type=int, help="有效期天数 / validity in days (root 3650, sub 1825)")
     _key_type(p)
 
-    p = _command(
+    _issuing(
         cmds,
         "issue-company",
         cmd_issue_company,
@@ -559,43 +576,34 @@ def register(sub: Subcommands) -> None:
         "写出 sign.crt.pem, sign.key.pem, enc.crt.pem, enc.key.pem 和 chain.pem。\n"
         "Writes sign.crt.pem, sign.key.pem, enc.crt.pem, enc.key.pem and chain.pem\n"
         "(chain.pem: the issuing CA up to the root). Keys are written with mode 0600.",
+        ("--credit-code", {"required": True, "help": "统一社会信用代码 / credit code (18)"}),
+        ("--name", {"required": True, "help": "单位名称 / company name"}),
     )
-    _common(p, out_help="输出目录 / output directory")
-    p.add_argument("--credit-code", required=True, help="统一社会信用代码 / credit code (18)")
-    p.add_argument("--name", required=True, help="单位名称 / company name")
-    _key_type(p)
-    _force(p)
-
-    p = _issue_parser(
+    _issuing_one(
         cmds,
         "person",
         cmd_issue_person,
         "签发人员证书 / issue a person's certificate (host, supervisor, expert, centre)",
+        ("--name", {"required": True, "help": "姓名 / name (CN)"}),
+        ("--role", {"required": True, "choices": ca.ROLES, "help": "角色 / role (OU)"}),
+        ("--id", {"required": True, "help": "证件号 / person id (serialNumber)"}),
     )
-    p.add_argument("--name", required=True, help="姓名 / name (CN)")
-    p.add_argument("--role", required=True, choices=ca.ROLES, help="角色 / role (OU)")
-    p.add_argument("--id", required=True, help="证件号 / person id (serialNumber)")
-    _key_type(p)
-    _force(p)
-
-    p = _issue_parser(
+    _issuing_one(
         cmds,
         "device",
         cmd_issue_device,
         "签发评标室终端证书 / issue an evaluation-room device certificate",
+        ("--room", {"required": True, "help": "评标室编号 / room id (CN)"}),
+        ("--site", {"required": True, "help": "场地 / site (O)"}),
     )
-    p.add_argument("--room", required=True, help="评标室编号 / room id (CN)")
-    p.add_argument("--site", required=True, help="场地 / site (O)")
-    _key_type(p)
-    _force(p)
-
-    p = _issue_parser(
-        cmds, "server", cmd_issue_server, "签发服务器 TLS 证书 / issue a TLS server certificate"
+    _issuing_one(
+        cmds,
+        "server",
+        cmd_issue_server,
+        "签发服务器 TLS 证书 / issue a TLS server certificate",
+        ("--dns", {"action": "append", "help": "域名，可重复 / DNS name (repeatable)"}),
+        ("--ip", {"action": "append", "help": "IP 地址，可重复 / IP address (repeatable)"}),
     )
-    p.add_argument("--dns", action="append", help="域名，可重复 / DNS name (repeatable)")
-    p.add_argument("--ip", action="append", help="IP 地址，可重复 / IP address (repeatable)")
-    _key_type(p)
-    _force(p)
 
     p = _command(
         cmds,
@@ -642,9 +650,11 @@ def register(sub: Subcommands) -> None:
         "签发包含全部吊销记录的新 CRL（CRL 编号递增）。\n"
         "Issues a new full CRL (the CRL number increases by one).",
     )
-    p.add_argument("--dir", required=True, help="CA 目录 / the CA directory")
-    p.add_argument("--out", required=True, help="CRL 输出文件 / CRL output file")
-    p.add_argument("--days", type=int, help="距下次更新天数 / days until nextUpdate (default 7)")
+    _common(
+        p,
+        out_help="CRL 输出文件 / CRL output file",
+        days_help="距下次更新天数 / days until nextUpdate (default 7)",
+    )
     p.add_argument("--der", action="store_true", help="DER 编码（默认 PEM）/ write DER, not PEM")
 
 

@@ -137,10 +137,14 @@ _TEMPLATES = {
 
 
 class _Fields(dict[str, Any]):
-    """A payload for :meth:`str.format_map`: a missing field reads as ``None``, as ``p.get`` does."""
-
     def __missing__(self, key: str) -> None:
         return None
+
+
+def filled(template: str, fields: dict[str, Any]) -> str:
+    """``template`` with its ``{field}``s from ``fields``; a missing one reads ``None``, as
+    ``fields.get`` would."""
+    return template.format_map(_Fields(fields))
 
 
 def _worded(t: str, p: dict[str, Any], name: str, reason: str) -> str:
@@ -208,7 +212,7 @@ def describe(record: dict[str, Any], me: str | None = None) -> str:
     template = _TEMPLATES.get(t)
     if template is None:
         return prefix + _worded(t, p, name, reason)
-    return prefix + template.format_map(_Fields(p, name=name, reason=reason))
+    return prefix + filled(template, {**p, "name": name, "reason": reason})
 
 
 def next_deadline(view: dict[str, Any]) -> tuple[str, str] | None:
