@@ -30,11 +30,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-from bench_hall import PLAIN_SEQ, raise_fd_limit  # noqa: E402  (scripts/ is on the path)
+import _repo  # noqa: F401  (puts the repository on sys.path)
+from bench_hall import PLAIN_SEQ, raise_fd_limit
 
 CLIENTS = ("socketio", "lean")
 
