@@ -478,6 +478,8 @@ def cmd_crl(args: argparse.Namespace) -> int:
 
 # --- argument parsing ------------------------------------------------------------------------
 
+Option = tuple[str, dict[str, Any]]  # a flag and its add_argument settings
+
 
 def _common(
     p: argparse.ArgumentParser, *, out_help: str, days_help: str = "有效期天数 / validity in days"
@@ -514,7 +516,7 @@ def _issuing(
     handler: Handler,
     help: str,
     description: str,
-    *subject: tuple[str, dict[str, Any]],
+    *subject: Option,
 ) -> None:
     """A command that issues with a new key into the --out directory: the CA options, the
     ``subject`` options (flag and ``add_argument`` settings), --key-type and --force."""
@@ -527,7 +529,7 @@ def _issuing(
 
 
 def _issuing_one(
-    cmds: Subcommands, kind: str, handler: Handler, help: str, *subject: tuple[str, dict[str, Any]]
+    cmds: Subcommands, kind: str, handler: Handler, help: str, *subject: Option
 ) -> None:
     """``issue-KIND``, which writes KIND.crt.pem, KIND.key.pem and chain.pem to --out."""
     description = (
@@ -535,6 +537,39 @@ def _issuing_one(
         f"Writes {kind}.crt.pem, {kind}.key.pem and chain.pem."
     )
     _issuing(cmds, f"issue-{kind}", handler, help, description, *subject)
+
+
+_SINGLE_KINDS: tuple[tuple[str, Handler, str, tuple[Option, ...]], ...] = (
+    (
+        "person",
+        cmd_issue_person,
+        "签发人员证书 / issue a person's certificate (host, supervisor, expert, centre)",
+        (
+            ("--name", {"required": True, "help": "姓名 / name (CN)"}),
+            ("--role", {"required": True, "choices": ca.ROLES, "help": "角色 / role (OU)"}),
+            ("--id", {"required": True, "help": "证件号 / person id (serialNumber)"}),
+        ),
+    ),
+    (
+        "device",
+        cmd_issue_device,
+        "签发评标室终端证书 / issue an evaluation-room device certificate",
+        (
+            ("--room", {"required": True, "help": "评标室编号 / room id (CN)"}),
+            ("--site", {"required": True, "help": "场地 / site (O)"}),
+        ),
+    ),
+    (
+        "server",
+        cmd_issue_server,
+        "签发服务器 TLS 证书 / issue a TLS server certificate",
+        (
+            ("--dns", {"action": "append", "help": "域名，可重复 / DNS name (repeatable)"}),
+            ("--ip", {"action": "append", "help": "IP 地址，可重复 / IP address (repeatable)"}),
+        ),
+    ),
+)
+"""``issue-KIND`` for the kinds with one certificate: handler, help and subject options."""
 
 
 def register(sub: Subcommands) -> None:
@@ -579,31 +614,8 @@ def register(sub: Subcommands) -> None:
         ("--credit-code", {"required": True, "help": "统一社会信用代码 / credit code (18)"}),
         ("--name", {"required": True, "help": "单位名称 / company name"}),
     )
-    _issuing_one(
-        cmds,
-        "person",
-        cmd_issue_person,
-        "签发人员证书 / issue a person's certificate (host, supervisor, expert, centre)",
-        ("--name", {"required": True, "help": "姓名 / name (CN)"}),
-        ("--role", {"required": True, "choices": ca.ROLES, "help": "角色 / role (OU)"}),
-        ("--id", {"required": True, "help": "证件号 / person id (serialNumber)"}),
-    )
-    _issuing_one(
-        cmds,
-        "device",
-        cmd_issue_device,
-        "签发评标室终端证书 / issue an evaluation-room device certificate",
-        ("--room", {"required": True, "help": "评标室编号 / room id (CN)"}),
-        ("--site", {"required": True, "help": "场地 / site (O)"}),
-    )
-    _issuing_one(
-        cmds,
-        "server",
-        cmd_issue_server,
-        "签发服务器 TLS 证书 / issue a TLS server certificate",
-        ("--dns", {"action": "append", "help": "域名，可重复 / DNS name (repeatable)"}),
-        ("--ip", {"action": "append", "help": "IP 地址，可重复 / IP address (repeatable)"}),
-    )
+    for kind, handler, help, subject in _SINGLE_KINDS:
+        _issuing_one(cmds, kind, handler, help, *subject)
 
     p = _command(
         cmds,
