@@ -84,9 +84,9 @@ from crypto.errors import (
 from crypto.keys import load_certificates
 
 Purpose = Literal["login", "bid_signature", "encryption"]
+PURPOSES: tuple[str, ...] = get_args(Purpose)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-PURPOSES: tuple[str, ...] = get_args(Purpose)
 
 CERT_SUFFIXES = frozenset({".pem", ".crt", ".cer", ".der"})
 CRL_SUFFIXES = frozenset({".crl"})
