@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, get_args
+from typing import Literal, TypedDict, Unpack, get_args
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -47,6 +47,20 @@ ROOM_DEVICE_OU = "room"
 
 ORGANIZATION_IDENTIFIER = NameOID.ORGANIZATION_IDENTIFIER  # 2.5.4.97
 _NTR_PREFIX = "NTRCN-"
+
+
+class Validity(TypedDict, total=False):
+    """A new certificate's key type and validity, as every ``issue_*`` function takes them."""
+
+    key_type: KeyType  # the type of the new key pair (default rsa2048)
+    not_before: datetime | None  # default: a minute ago
+    days: int  # how long it is valid (default: 730, a server's 397)
+
+
+class KeyOptions(Validity, total=False):
+    """:class:`Validity`, and the public key to certify instead of generating a key pair."""
+
+    public_key: PublicKey | None
 
 
 @dataclass
@@ -110,6 +124,26 @@ def _key_and_public(
 
 def _name(*attributes: tuple[x509.ObjectIdentifier, str]) -> x509.Name:
     return x509.Name([x509.NameAttribute(oid, value) for oid, value in attributes if value])
+
+
+def _subject(
+    common_name: str,
+    *,
+    organization: str = "",
+    organization_id: str = "",
+    unit: str = "",
+    serial_number: str = "",
+) -> x509.Name:
+    """``C`` = CN, then those of ``O``, organizationIdentifier, ``OU``, serialNumber that are
+    given, then ``CN``: the order of every subject issued here but a server's."""
+    return _name(
+        (NameOID.COUNTRY_NAME, "CN"),
+        (NameOID.ORGANIZATION_NAME, organization),
+        (ORGANIZATION_IDENTIFIER, organization_id),
+        (NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
+        (NameOID.SERIAL_NUMBER, serial_number),
+        (NameOID.COMMON_NAME, common_name),
+    )
 
 
 def _key_usage(
@@ -202,7 +236,6 @@ def _new_ca(
     issuer: Issued | None,
     common_name: str,
     organization: str | None,
-    *,
     key_type: KeyType,
     not_before: datetime | None,
     days: int,
@@ -212,11 +245,7 @@ def _new_ca(
     key = generate_key(key_type)
     if issuer is not None:
         organization = organization or _organization_of(issuer.certificate)
-    subject = _name(
-        (NameOID.COUNTRY_NAME, "CN"),
-        (NameOID.ORGANIZATION_NAME, organization or ""),
-        (NameOID.COMMON_NAME, common_name),
-    )
+    subject = _subject(common_name, organization=organization or "")
     cert = _build(
         subject=subject,
         public_key=key.public_key(),
@@ -242,15 +271,7 @@ def create_root_ca(
     path_length: int | None = None,
 ) -> Issued:
     """A self-signed root CA (no path-length limit unless ``path_length`` is given)."""
-    return _new_ca(
-        None,
-        common_name,
-        organization,
-        key_type=key_type,
-        not_before=not_before,
-        days=days,
-        path_length=path_length,
-    )
+    return _new_ca(None, common_name, organization, key_type, not_before, days, path_length)
 
 
 def create_intermediate_ca(
@@ -264,15 +285,7 @@ def create_intermediate_ca(
     organization: str | None = None,
 ) -> Issued:
     """A subordinate CA signed by ``issuer``; ``O`` defaults to the issuer's organization."""
-    return _new_ca(
-        issuer,
-        common_name,
-        organization,
-        key_type=key_type,
-        not_before=not_before,
-        days=days,
-        path_length=path_length,
-    )
+    return _new_ca(issuer, common_name, organization, key_type, not_before, days, path_length)
 
 
 # --- end entities ----------------------------------------------------------------------------
@@ -290,25 +303,20 @@ def _company_subject(credit_code: str, company_name: str) -> x509.Name:
     _check_credit_code(credit_code)
     if not company_name:
         raise ValueError("单位名称不能为空 / the company name must not be empty")
-    return _name(
-        (NameOID.COUNTRY_NAME, "CN"),
-        (NameOID.ORGANIZATION_NAME, company_name),
-        (ORGANIZATION_IDENTIFIER, credit_code),
-        (NameOID.COMMON_NAME, company_name),
-    )
+    return _subject(company_name, organization=company_name, organization_id=credit_code)
 
 
 def _end_entity(
     issuer: Issued,
-    *,
     subject: x509.Name,
-    key_type: KeyType,
-    public_key: PublicKey | None,
-    not_before: datetime | None,
-    days: int,
     key_usage: x509.KeyUsage | Callable[[PublicKey], x509.KeyUsage],
     eku: Sequence[x509.ObjectIdentifier],
     more: Sequence[tuple[x509.ExtensionType, bool]] = (),
+    *,
+    key_type: KeyType = "rsa2048",
+    public_key: PublicKey | None = None,
+    not_before: datetime | None = None,
+    days: int = 730,
 ) -> Issued:
     key, public = _key_and_public(key_type, public_key)
     usage = key_usage if isinstance(key_usage, x509.KeyUsage) else key_usage(public)
@@ -344,84 +352,54 @@ def _server_usage(public: PublicKey) -> x509.KeyUsage:
 
 
 def issue_company_signing(
-    issuer: Issued,
-    *,
-    credit_code: str,
-    company_name: str,
-    key_type: KeyType = "rsa2048",
-    public_key: PublicKey | None = None,
-    not_before: datetime | None = None,
-    days: int = 730,
+    issuer: Issued, *, credit_code: str, company_name: str, **options: Unpack[KeyOptions]
 ) -> Issued:
     """A company's signing certificate: digitalSignature + nonRepudiation, clientAuth + email."""
-    return _end_entity(
-        issuer,
-        subject=_company_subject(credit_code, company_name),
-        key_type=key_type,
-        public_key=public_key,
-        not_before=not_before,
-        days=days,
-        key_usage=_SIGNING_USAGE,
-        eku=[ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.EMAIL_PROTECTION],
-    )
+    subject = _company_subject(credit_code, company_name)
+    eku = [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.EMAIL_PROTECTION]
+    return _end_entity(issuer, subject, _SIGNING_USAGE, eku, **options)
 
 
 def issue_company_encryption(
-    issuer: Issued,
-    *,
-    credit_code: str,
-    company_name: str,
-    key_type: KeyType = "rsa2048",
-    public_key: PublicKey | None = None,
-    not_before: datetime | None = None,
-    days: int = 730,
+    issuer: Issued, *, credit_code: str, company_name: str, **options: Unpack[KeyOptions]
 ) -> Issued:
     """A company's encryption certificate.
 
     RSA: keyEncipherment + dataEncipherment; EC: keyAgreement. EKU emailProtection.
     """
-    return _end_entity(
-        issuer,
-        subject=_company_subject(credit_code, company_name),
-        key_type=key_type,
-        public_key=public_key,
-        not_before=not_before,
-        days=days,
-        key_usage=_encryption_usage,
-        eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION],
-    )
+    subject = _company_subject(credit_code, company_name)
+    eku = [ExtendedKeyUsageOID.EMAIL_PROTECTION]
+    return _end_entity(issuer, subject, _encryption_usage, eku, **options)
 
 
 def issue_company_pair(
     issuer: Issued,
     *,
-    credit_code: str,
-    company_name: str,
-    key_type: KeyType = "rsa2048",
-    not_before: datetime | None = None,
-    days: int = 730,
     signing_public_key: PublicKey | None = None,
     encryption_public_key: PublicKey | None = None,
+    credit_code: str,
+    company_name: str,
+    **validity: Unpack[Validity],
 ) -> CompanyPair:
-    """A company's two certificates (signing and encryption), each with its own key."""
+    """A company's two certificates (signing and encryption), each with its own key.
+
+    With ``signing_public_key`` / ``encryption_public_key`` that certificate is issued for the
+    given key (one on a token) instead of a new key pair.
+    """
     _check_credit_code(credit_code)
     signing = issue_company_signing(
         issuer,
         credit_code=credit_code,
         company_name=company_name,
-        key_type=key_type,
         public_key=signing_public_key,
-        not_before=not_before,
-        days=days,
+        **validity,
     )
     encryption = issue_company_encryption(
         issuer,
         credit_code=credit_code,
         company_name=company_name,
-        key_type=key_type,
         public_key=encryption_public_key,
-        not_before=not_before,
-        days=days,
+        **validity,
     )
     return CompanyPair(signing=signing, encryption=encryption)
 
@@ -432,11 +410,8 @@ def issue_person(
     name: str,
     role: Role,
     person_id: str,
-    key_type: KeyType = "rsa2048",
-    public_key: PublicKey | None = None,
-    not_before: datetime | None = None,
-    days: int = 730,
     usage: Literal["signing", "encryption"] = "signing",
+    **options: Unpack[KeyOptions],
 ) -> Issued:
     """A person's certificate: CN = name, serialNumber = id, OU = role.
 
@@ -447,55 +422,22 @@ def issue_person(
         raise ValueError(f"未知角色 / unknown role {role!r} (use one of {', '.join(ROLES)})")
     if not name or not person_id:
         raise ValueError("姓名和证件号不能为空 / name and person id must not be empty")
-    subject = _name(
-        (NameOID.COUNTRY_NAME, "CN"),
-        (NameOID.ORGANIZATIONAL_UNIT_NAME, role),
-        (NameOID.SERIAL_NUMBER, person_id),
-        (NameOID.COMMON_NAME, name),
-    )
-    return _end_entity(
-        issuer,
-        subject=subject,
-        key_type=key_type,
-        public_key=public_key,
-        not_before=not_before,
-        days=days,
-        key_usage=_SIGNING_USAGE if usage == "signing" else _encryption_usage,
-        eku=[ExtendedKeyUsageOID.CLIENT_AUTH]
-        if usage == "signing"
-        else [ExtendedKeyUsageOID.EMAIL_PROTECTION],
-    )
+    subject = _subject(name, unit=role, serial_number=person_id)
+    signing = usage == "signing"
+    key_usage = _SIGNING_USAGE if signing else _encryption_usage
+    eku = ExtendedKeyUsageOID.CLIENT_AUTH if signing else ExtendedKeyUsageOID.EMAIL_PROTECTION
+    return _end_entity(issuer, subject, key_usage, [eku], **options)
 
 
 def issue_room_device(
-    issuer: Issued,
-    *,
-    room_id: str,
-    site: str,
-    key_type: KeyType = "rsa2048",
-    public_key: PublicKey | None = None,
-    not_before: datetime | None = None,
-    days: int = 730,
+    issuer: Issued, *, room_id: str, site: str, **options: Unpack[KeyOptions]
 ) -> Issued:
     """An evaluation-room device certificate: CN = room id, OU = room, O = site."""
     if not room_id or not site:
         raise ValueError("评标室编号和场地不能为空 / room id and site must not be empty")
-    subject = _name(
-        (NameOID.COUNTRY_NAME, "CN"),
-        (NameOID.ORGANIZATION_NAME, site),
-        (NameOID.ORGANIZATIONAL_UNIT_NAME, ROOM_DEVICE_OU),
-        (NameOID.COMMON_NAME, room_id),
-    )
-    return _end_entity(
-        issuer,
-        subject=subject,
-        key_type=key_type,
-        public_key=public_key,
-        not_before=not_before,
-        days=days,
-        key_usage=_key_usage(digital_signature=True),
-        eku=[ExtendedKeyUsageOID.CLIENT_AUTH],
-    )
+    subject = _subject(room_id, organization=site, unit=ROOM_DEVICE_OU)
+    usage = _key_usage(digital_signature=True)
+    return _end_entity(issuer, subject, usage, [ExtendedKeyUsageOID.CLIENT_AUTH], **options)
 
 
 def issue_server(
@@ -503,12 +445,12 @@ def issue_server(
     *,
     dns_names: Sequence[str],
     ip_addresses: Sequence[str] = (),
-    key_type: KeyType = "rsa2048",
-    public_key: PublicKey | None = None,
-    not_before: datetime | None = None,
-    days: int = 397,
+    **options: Unpack[KeyOptions],
 ) -> Issued:
-    """A TLS server certificate with the names in subjectAltName (CN = the first name)."""
+    """A TLS server certificate with the names in subjectAltName (CN = the first name).
+
+    Valid for 397 days unless ``days`` is given.
+    """
     if isinstance(dns_names, str):
         dns_names = [dns_names]
     if not dns_names and not ip_addresses:
@@ -520,17 +462,10 @@ def issue_server(
     san: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
     san += [x509.IPAddress(ip) for ip in ips]
     subject = _name((NameOID.COMMON_NAME, dns_names[0] if dns_names else str(ips[0])))
-    return _end_entity(
-        issuer,
-        subject=subject,
-        key_type=key_type,
-        public_key=public_key,
-        not_before=not_before,
-        days=days,
-        key_usage=_server_usage,
-        eku=[ExtendedKeyUsageOID.SERVER_AUTH],
-        more=[(x509.SubjectAlternativeName(san), False)],
-    )
+    options.setdefault("days", 397)
+    more = [(x509.SubjectAlternativeName(san), False)]
+    eku = [ExtendedKeyUsageOID.SERVER_AUTH]
+    return _end_entity(issuer, subject, _server_usage, eku, more, **options)
 
 
 # --- CRLs ------------------------------------------------------------------------------------

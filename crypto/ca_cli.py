@@ -16,7 +16,7 @@ import argparse
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from crypto import ca
+from crypto.cli_support import Handler, Subcommands, add_command, add_group
 from crypto.errors import BidBridgeError, KeyLoadFailed
 from crypto.keys import load_certificate, load_certificates, load_private_key
 
@@ -39,8 +40,6 @@ STATE_FORMAT = "bidbridge-ca/1"
 
 REASONS = tuple(r.value for r in x509.ReasonFlags if r is not x509.ReasonFlags.remove_from_crl)
 KINDS = ("company-sign", "company-enc", "person", "device", "server")
-
-Handler = Callable[[argparse.Namespace], int]
 
 
 class CAError(BidBridgeError):
@@ -479,12 +478,15 @@ def cmd_crl(args: argparse.Namespace) -> int:
 
 # --- argument parsing ------------------------------------------------------------------------
 
+Option = tuple[str, dict[str, Any]]  # a flag and its add_argument settings
 
-def _common(p: argparse.ArgumentParser, *, out_help: str | None = None) -> None:
+
+def _common(
+    p: argparse.ArgumentParser, *, out_help: str, days_help: str = "有效期天数 / validity in days"
+) -> None:
     p.add_argument("--dir", required=True, help="CA 目录 / the CA directory")
-    if out_help:
-        p.add_argument("--out", required=True, help=out_help)
-    p.add_argument("--days", type=int, help="有效期天数 / validity in days")
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--days", type=int, help=days_help)
 
 
 def _key_type(p: argparse.ArgumentParser) -> None:
@@ -500,38 +502,93 @@ def _force(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="覆盖已有文件 / overwrite existing files")
 
 
-def _issue_parser(
-    cmds: argparse._SubParsersAction[argparse.ArgumentParser], kind: str, help: str
+def _command(
+    cmds: Subcommands, name: str, handler: Handler, help: str, description: str
 ) -> argparse.ArgumentParser:
+    return add_command(
+        cmds, name, handler, help, description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def _issuing(
+    cmds: Subcommands,
+    name: str,
+    handler: Handler,
+    help: str,
+    description: str,
+    *subject: Option,
+) -> None:
+    """A command that issues with a new key into the --out directory: the CA options, the
+    ``subject`` options (flag and ``add_argument`` settings), --key-type and --force."""
+    p = _command(cmds, name, handler, help, description)
+    _common(p, out_help="输出目录 / output directory")
+    for flag, settings in subject:
+        p.add_argument(flag, **settings)
+    _key_type(p)
+    _force(p)
+
+
+def _issuing_one(
+    cmds: Subcommands, kind: str, handler: Handler, help: str, *subject: Option
+) -> None:
     """``issue-KIND``, which writes KIND.crt.pem, KIND.key.pem and chain.pem to --out."""
-    p: argparse.ArgumentParser = cmds.add_parser(
-        f"issue-{kind}",
-        help=help,
-        description=f"写出 {kind}.crt.pem, {kind}.key.pem, chain.pem。\n"
-        f"Writes {kind}.crt.pem, {kind}.key.pem and chain.pem.",
+    description = (
+        f"写出 {kind}.crt.pem, {kind}.key.pem, chain.pem。\n"
+        f"Writes {kind}.crt.pem, {kind}.key.pem and chain.pem."
+    )
+    _issuing(cmds, f"issue-{kind}", handler, help, description, *subject)
+
+
+_SINGLE_KINDS: tuple[tuple[str, Handler, str, tuple[Option, ...]], ...] = (
+    (
+        "person",
+        cmd_issue_person,
+        "签发人员证书 / issue a person's certificate (host, supervisor, expert, centre)",
+        (
+            ("--name", {"required": True, "help": "姓名 / name (CN)"}),
+            ("--role", {"required": True, "choices": ca.ROLES, "help": "角色 / role (OU)"}),
+            ("--id", {"required": True, "help": "证件号 / person id (serialNumber)"}),
+        ),
+    ),
+    (
+        "device",
+        cmd_issue_device,
+        "签发评标室终端证书 / issue an evaluation-room device certificate",
+        (
+            ("--room", {"required": True, "help": "评标室编号 / room id (CN)"}),
+            ("--site", {"required": True, "help": "场地 / site (O)"}),
+        ),
+    ),
+    (
+        "server",
+        cmd_issue_server,
+        "签发服务器 TLS 证书 / issue a TLS server certificate",
+        (
+            ("--dns", {"action": "append", "help": "域名，可重复 / DNS name (repeatable)"}),
+            ("--ip", {"action": "append", "help": "IP 地址，可重复 / IP address (repeatable)"}),
+        ),
+    ),
+)
+"""``issue-KIND`` for the kinds with one certificate: handler, help and subject options."""
+
+
+def register(sub: Subcommands) -> None:
+    """Add ``ca`` and its subcommands to the ``bidbridge`` parser."""
+    cmds = add_group(
+        sub,
+        "ca",
+        "测试/演示/试点用 CA / a file-based CA for tests, the demo and pilots",
+        __doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(p, out_help="输出目录 / output directory")
-    return p
 
-
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``ca`` and its subcommands to the ``bidbridge`` parser."""
-    fmt = argparse.RawDescriptionHelpFormatter
-    ca_parser = sub.add_parser(
-        "ca",
-        help="测试/演示/试点用 CA / a file-based CA for tests, the demo and pilots",
-        description=__doc__,
-        formatter_class=fmt,
-    )
-    cmds = ca_parser.add_subparsers(dest="ca_command", metavar="SUBCOMMAND", required=True)
-
-    p = cmds.add_parser(
+    p = _command(
+        cmds,
         "init",
-        help="创建根 CA 或中间 CA / create a root CA, or an intermediate with --parent",
-        description="在 --dir 中创建根 CA；给出 --parent 时创建由父 CA 签发的中间 CA。\n"
+        _init_handler,
+        "创建根 CA 或中间 CA / create a root CA, or an intermediate with --parent",
+        "在 --dir 中创建根 CA；给出 --parent 时创建由父 CA 签发的中间 CA。\n"
         "Create a root CA in --dir; with --parent, an intermediate CA signed by the parent.",
-        formatter_class=fmt,
     )
     p.add_argument("--dir", required=True, help="新 CA 的目录 / directory of the new CA")
     p.add_argument("--name", required=True, help="CA 名称（CN）/ the CA's common name")
@@ -545,58 +602,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--days", type=int, help="有效期天数 / validity in days (root 3650, sub 1825)")
     _key_type(p)
-    p.set_defaults(handler=_init_handler)
 
-    p = cmds.add_parser(
+    _issuing(
+        cmds,
         "issue-company",
-        help="签发单位双证书（签名+加密）/ issue a company's signing and encryption certificates",
-        description="写出 sign.crt.pem, sign.key.pem, enc.crt.pem, enc.key.pem 和 chain.pem。\n"
+        cmd_issue_company,
+        "签发单位双证书（签名+加密）/ issue a company's signing and encryption certificates",
+        "写出 sign.crt.pem, sign.key.pem, enc.crt.pem, enc.key.pem 和 chain.pem。\n"
         "Writes sign.crt.pem, sign.key.pem, enc.crt.pem, enc.key.pem and chain.pem\n"
         "(chain.pem: the issuing CA up to the root). Keys are written with mode 0600.",
-        formatter_class=fmt,
+        ("--credit-code", {"required": True, "help": "统一社会信用代码 / credit code (18)"}),
+        ("--name", {"required": True, "help": "单位名称 / company name"}),
     )
-    _common(p, out_help="输出目录 / output directory")
-    p.add_argument("--credit-code", required=True, help="统一社会信用代码 / credit code (18)")
-    p.add_argument("--name", required=True, help="单位名称 / company name")
-    _key_type(p)
-    _force(p)
-    p.set_defaults(handler=cmd_issue_company)
+    for kind, handler, help, subject in _SINGLE_KINDS:
+        _issuing_one(cmds, kind, handler, help, *subject)
 
-    p = _issue_parser(
+    p = _command(
         cmds,
-        "person",
-        "签发人员证书 / issue a person's certificate (host, supervisor, expert, centre)",
-    )
-    p.add_argument("--name", required=True, help="姓名 / name (CN)")
-    p.add_argument("--role", required=True, choices=ca.ROLES, help="角色 / role (OU)")
-    p.add_argument("--id", required=True, help="证件号 / person id (serialNumber)")
-    _key_type(p)
-    _force(p)
-    p.set_defaults(handler=cmd_issue_person)
-
-    p = _issue_parser(
-        cmds, "device", "签发评标室终端证书 / issue an evaluation-room device certificate"
-    )
-    p.add_argument("--room", required=True, help="评标室编号 / room id (CN)")
-    p.add_argument("--site", required=True, help="场地 / site (O)")
-    _key_type(p)
-    _force(p)
-    p.set_defaults(handler=cmd_issue_device)
-
-    p = _issue_parser(cmds, "server", "签发服务器 TLS 证书 / issue a TLS server certificate")
-    p.add_argument("--dns", action="append", help="域名，可重复 / DNS name (repeatable)")
-    p.add_argument("--ip", action="append", help="IP 地址，可重复 / IP address (repeatable)")
-    _key_type(p)
-    _force(p)
-    p.set_defaults(handler=cmd_issue_server)
-
-    p = cmds.add_parser(
         "issue-for-key",
-        help="为已有公钥（如 CA 锁中的密钥）签发证书 / issue a certificate for an existing key",
-        description="私钥留在 CA 锁（PKCS#11）中时使用：只写出证书。\n"
+        cmd_issue_for_key,
+        "为已有公钥（如 CA 锁中的密钥）签发证书 / issue a certificate for an existing key",
+        "私钥留在 CA 锁（PKCS#11）中时使用：只写出证书。\n"
         "For keys that stay on a token (PKCS#11): only the certificate is written.\n"
         "--public-key: PEM/DER public key (or a PEM certificate whose key to reuse).",
-        formatter_class=fmt,
     )
     _common(p, out_help="证书输出文件 / certificate output file")
     p.add_argument("--public-key", required=True, help="公钥文件 / public key file")
@@ -610,14 +638,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--dns", action="append", help="域名 / DNS name (server, repeatable)")
     p.add_argument("--ip", action="append", help="IP 地址 / IP address (server, repeatable)")
     _force(p)
-    p.set_defaults(handler=cmd_issue_for_key)
 
-    p = cmds.add_parser(
+    p = _command(
+        cmds,
         "revoke",
-        help="吊销证书 / revoke a certificate (then run `ca crl`)",
-        description="记录吊销；新的 CRL 由 `bidbridge ca crl` 发布。\n"
+        cmd_revoke,
+        "吊销证书 / revoke a certificate (then run `ca crl`)",
+        "记录吊销；新的 CRL 由 `bidbridge ca crl` 发布。\n"
         "Records a revocation; `bidbridge ca crl` publishes it in a new CRL.",
-        formatter_class=fmt,
     )
     p.add_argument("--dir", required=True, help="CA 目录 / the CA directory")
     which = p.add_mutually_exclusive_group(required=True)
@@ -625,20 +653,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     which.add_argument("--serial", help="要吊销的序列号（十六进制）/ serial number (hex)")
     p.add_argument("--reason", choices=REASONS, help="吊销原因 / reason, e.g. keyCompromise")
     p.add_argument("--at", help="吊销时间 ISO 8601 / revocation time (default: now)")
-    p.set_defaults(handler=cmd_revoke)
 
-    p = cmds.add_parser(
+    p = _command(
+        cmds,
         "crl",
-        help="发布 CRL / issue a CRL with every revocation so far",
-        description="签发包含全部吊销记录的新 CRL（CRL 编号递增）。\n"
+        cmd_crl,
+        "发布 CRL / issue a CRL with every revocation so far",
+        "签发包含全部吊销记录的新 CRL（CRL 编号递增）。\n"
         "Issues a new full CRL (the CRL number increases by one).",
-        formatter_class=fmt,
     )
-    p.add_argument("--dir", required=True, help="CA 目录 / the CA directory")
-    p.add_argument("--out", required=True, help="CRL 输出文件 / CRL output file")
-    p.add_argument("--days", type=int, help="距下次更新天数 / days until nextUpdate (default 7)")
+    _common(
+        p,
+        out_help="CRL 输出文件 / CRL output file",
+        days_help="距下次更新天数 / days until nextUpdate (default 7)",
+    )
     p.add_argument("--der", action="store_true", help="DER 编码（默认 PEM）/ write DER, not PEM")
-    p.set_defaults(handler=cmd_crl)
 
 
 def _init_handler(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from cryptography import x509
 
 from crypto.bid import decrypt_with_key, open_bid, seal_bid, unwrap
 from crypto.ca import credit_code_of
+from crypto.cli_support import Handler, Subcommands, add_command
 from crypto.envelope import Recipient, inspect_envelope, recipients_of
 from crypto.errors import KeyLoadFailed
 from crypto.fingerprint import lot_key, this_machine
@@ -205,12 +206,39 @@ def _key_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _reading(
+    sub: Subcommands, name: str, handler: Handler, help: str, description: str
+) -> argparse.ArgumentParser:
+    """Subcommand ``name``, which reads the sealed bid given with ``--in``."""
+    p = add_command(sub, name, handler, help, description)
+    p.add_argument("--in", dest="in_", required=True, metavar="BID.p7m")
+    return p
+
+
+_CHECKS = (
+    ("--trust", "DIR", "validate the signer against this trust folder"),
+    ("--at", "ISO8601", "validation instant (default now)"),
+    ("--expect-credit-code", "CODE", "refuse unless signed by this bidder"),
+)
+
+
+def _checks_and_out(p: argparse.ArgumentParser, *, explained: bool) -> None:
+    """The options of ``open`` and ``decrypt-with-key`` after the key: what to check, where to
+    write the package; with their help only when ``explained``."""
+    for flag, metavar, text in _CHECKS:
+        p.add_argument(flag, metavar=metavar, help=text if explained else None)
+    out_help = "PATH.zip receives the package ZIP; any other PATH a new folder"
+    p.add_argument("--out", required=True, metavar="PATH", help=out_help if explained else None)
+
+
+def register(sub: Subcommands) -> None:
     note = f"Key file passwords are read from the environment variable {PASSWORD_ENV}."
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "seal",
-        help="封装投标文件 seal a bid package (sign, then encrypt)",
-        description="Package, sign (CMS SignedData) and encrypt (CMS AuthEnvelopedData, "
+        cmd_seal,
+        "封装投标文件 seal a bid package (sign, then encrypt)",
+        "Package, sign (CMS SignedData) and encrypt (CMS AuthEnvelopedData, "
         "AES-256-GCM) a bid folder or ZIP holding summary.json. " + note,
     )
     p.add_argument("--package", required=True, help="folder or ZIP with summary.json and documents")
@@ -256,63 +284,49 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "machine id and MAC address, no personal data) in the signed manifest",
     )
     p.add_argument("--out", required=True, metavar="BID.p7m", help="output file (DER)")
-    p.set_defaults(handler=cmd_seal)
 
-    p = sub.add_parser(
+    p = _reading(
+        sub,
         "open",
-        help="解密投标文件 open a sealed bid and verify its signature",
-        description="Decrypt with a key file or token, verify the GCM tag and the inner "
+        cmd_open,
+        "解密投标文件 open a sealed bid and verify its signature",
+        "Decrypt with a key file or token, verify the GCM tag and the inner "
         "signature, check manifest and summary, and write the package. " + note,
     )
-    p.add_argument("--in", dest="in_", required=True, metavar="BID.p7m")
     _key_args(p)
-    p.add_argument("--trust", metavar="DIR", help="validate the signer against this trust folder")
-    p.add_argument("--at", metavar="ISO8601", help="validation instant (default now)")
-    p.add_argument(
-        "--expect-credit-code", metavar="CODE", help="refuse unless signed by this bidder"
-    )
-    p.add_argument(
-        "--out",
-        required=True,
-        metavar="PATH",
-        help="PATH.zip receives the package ZIP; any other PATH a new folder",
-    )
-    p.set_defaults(handler=cmd_open)
+    _checks_and_out(p, explained=True)
 
-    p = sub.add_parser(
+    p = _reading(
+        sub,
         "unwrap",
-        help="解开内容加密密钥 unwrap the content-encryption key (bidder side of online opening)",
-        description="Unwrap the envelope's content-encryption key with one's own key; the "
+        cmd_unwrap,
+        "解开内容加密密钥 unwrap the content-encryption key (bidder side of online opening)",
+        "Unwrap the envelope's content-encryption key with one's own key; the "
         "hex key is written to a 0600 file for the opening server. " + note,
     )
-    p.add_argument("--in", dest="in_", required=True, metavar="BID.p7m")
     _key_args(p)
     p.add_argument("--out", required=True, metavar="CEK_FILE")
-    p.set_defaults(handler=cmd_unwrap)
 
-    p = sub.add_parser(
+    p = _reading(
+        sub,
         "decrypt-with-key",
-        help="用内容加密密钥解密 decrypt with a content-encryption key (server side)",
-        description="Decrypt with a hex content-encryption key, verify tag, signature, "
+        cmd_decrypt_with_key,
+        "用内容加密密钥解密 decrypt with a content-encryption key (server side)",
+        "Decrypt with a hex content-encryption key, verify tag, signature, "
         "manifest and summary, and write the package.",
     )
-    p.add_argument("--in", dest="in_", required=True, metavar="BID.p7m")
     p.add_argument("--cek-file", required=True)
-    p.add_argument("--trust", metavar="DIR")
-    p.add_argument("--at", metavar="ISO8601")
-    p.add_argument("--expect-credit-code", metavar="CODE")
-    p.add_argument("--out", required=True, metavar="PATH")
-    p.set_defaults(handler=cmd_decrypt_with_key)
+    _checks_and_out(p, explained=False)
 
-    p = sub.add_parser(
+    p = _reading(
+        sub,
         "inspect",
-        help="查看信封 show an envelope's recipients without decrypting",
-        description="Print an envelope's type, cipher and recipients; with --cert, exit 0 "
+        cmd_inspect,
+        "查看信封 show an envelope's recipients without decrypting",
+        "Print an envelope's type, cipher and recipients; with --cert, exit 0 "
         "only if the envelope is addressed to that certificate.",
     )
-    p.add_argument("--in", dest="in_", required=True, metavar="BID.p7m")
     p.add_argument("--cert", metavar="PEM")
-    p.set_defaults(handler=cmd_inspect)
 
 
 if __name__ == "__main__":  # pragma: no cover

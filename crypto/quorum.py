@@ -117,6 +117,11 @@ def _load_json(text: str | bytes, where: str) -> object:
         raise QuorumError(f"{where}: not JSON ({exc})") from None
 
 
+def _head(format: str, key_id: str, k: int, n: int) -> dict[str, object]:
+    """The fields a share and a bundle begin with: what it is, and which k-of-n split."""
+    return {"format": format, "version": VERSION, "key_id": key_id, "k": k, "n": n}
+
+
 def _check_format(obj: Mapping[str, object], expected: str, where: str) -> None:
     if obj["format"] != expected:
         raise QuorumError(f"{where}: format {obj['format']!r}, expected {expected!r}")
@@ -158,11 +163,7 @@ class DecryptedShare:
     def to_json(self) -> str:
         return json.dumps(
             {
-                "format": SHARE_FORMAT,
-                "version": VERSION,
-                "key_id": self.key_id,
-                "k": self.k,
-                "n": self.n,
+                **_head(SHARE_FORMAT, self.key_id, self.k, self.n),
                 "index": self.index,
                 "value": _b64(self.value),
                 "custodian_sha256": self.custodian_sha256,
@@ -234,11 +235,7 @@ class QuorumBundle:
     def to_json(self) -> str:
         return json.dumps(
             {
-                "format": BUNDLE_FORMAT,
-                "version": VERSION,
-                "key_id": self.key_id,
-                "k": self.k,
-                "n": self.n,
+                **_head(BUNDLE_FORMAT, self.key_id, self.k, self.n),
                 "label": self.label,
                 "certificate": _b64(self.certificate.public_bytes(serialization.Encoding.DER)),
                 "encrypted_private_key": _b64(self.encrypted_private_key),

@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from crypto import token as tk
+from crypto.cli_support import Subcommands, add_command, add_group
 from crypto.errors import KeyLoadFailed, TokenError
 from crypto.keys import load_certificate
 
@@ -66,22 +67,24 @@ def _pin(args: argparse.Namespace, uri: tk.Pkcs11Uri, *, required: bool) -> str 
     return pin
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subcommands) -> None:
     """Add the ``token`` command and its subcommands to a ``bidbridge`` subparser set."""
-    token = sub.add_parser(
+    commands = add_group(
+        sub,
         "token",
-        help="CA 锁（PKCS#11）：生成密钥、导入证书、列出 / PKCS#11 tokens: keygen, certs, list",
-        description="管理 CA 锁（PKCS#11 设备）上的密钥和证书。私钥在 CA 锁内生成，永不导出。"
+        "CA 锁（PKCS#11）：生成密钥、导入证书、列出 / PKCS#11 tokens: keygen, certs, list",
+        "管理 CA 锁（PKCS#11 设备）上的密钥和证书。私钥在 CA 锁内生成，永不导出。"
         " / Manage keys and certificates on a PKCS#11 token. Private keys are generated on the"
         " token and never leave it.",
         epilog=_EPILOG,
     )
-    commands = token.add_subparsers(dest="token_command", metavar="SUBCOMMAND", required=True)
 
-    keygen = commands.add_parser(
+    keygen = add_command(
+        commands,
         "keygen",
-        help="在 CA 锁上生成密钥对 / generate a key pair on a token",
-        description="在 CA 锁上生成密钥对（私钥不可导出），输出公钥 PEM。RSA 密钥可签名和解密，"
+        _keygen,
+        "在 CA 锁上生成密钥对 / generate a key pair on a token",
+        "在 CA 锁上生成密钥对（私钥不可导出），输出公钥 PEM。RSA 密钥可签名和解密，"
         "EC 密钥可签名和密钥协商。 / Generate a key pair on the token (the private key is "
         "sensitive and not extractable) and print its public key as PEM. RSA keys sign and "
         "decrypt; EC keys sign and derive (ECDH).",
@@ -103,12 +106,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--out", type=Path, help="公钥 PEM 写入此文件（默认标准输出）/ write the PEM here"
     )
     _add_pin_options(keygen)
-    keygen.set_defaults(handler=_keygen)
 
-    imp = commands.add_parser(
+    imp = add_command(
+        commands,
         "import-cert",
-        help="把证书存到 CA 锁上密钥旁 / store a certificate next to its key",
-        description="把证书（PEM 或 DER）以与密钥相同的标签和 ID 存到 CA 锁上；证书须与该密钥匹配。"
+        _import_cert,
+        "把证书存到 CA 锁上密钥旁 / store a certificate next to its key",
+        "把证书（PEM 或 DER）以与密钥相同的标签和 ID 存到 CA 锁上；证书须与该密钥匹配。"
         " / Store a certificate (PEM or DER) on the token with the label and id of its key; it"
         " must match the key.",
         epilog=_EPILOG,
@@ -123,12 +127,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="ID，十六进制，须与密钥相同 / id (hex), as the key",
     )
     _add_pin_options(imp)
-    imp.set_defaults(handler=_import_cert)
 
-    lst = commands.add_parser(
+    lst = add_command(
+        commands,
         "list",
-        help="列出 CA 锁或其中的对象 / list tokens, or the objects on one",
-        description="不带 --uri：列出模块中的 CA 锁；"
+        _list,
+        "列出 CA 锁或其中的对象 / list tokens, or the objects on one",
+        "不带 --uri：列出模块中的 CA 锁；"
         "带 --uri：列出该 CA 锁上的密钥和证书（私钥需 PIN）。"
         " / Without --uri: list the module's tokens. With --uri: list the keys and certificates"
         " on that token (private keys only with a PIN).",
@@ -140,7 +145,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     lst.add_argument("--uri", help=_URI_HELP)
     _add_pin_options(lst)
-    lst.set_defaults(handler=_list)
 
 
 def _keygen(args: argparse.Namespace) -> int:

@@ -32,10 +32,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, NoReturn, get_args
+from typing import Any, Literal, NoReturn, ParamSpec, TypeVar, get_args
 
 from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
@@ -85,6 +85,8 @@ from crypto.keys import load_certificates
 
 Purpose = Literal["login", "bid_signature", "encryption"]
 PURPOSES: tuple[str, ...] = get_args(Purpose)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 CERT_SUFFIXES = frozenset({".pem", ".crt", ".cer", ".der"})
 CRL_SUFFIXES = frozenset({".crl"})
@@ -145,6 +147,21 @@ def _aware(at: datetime) -> datetime:
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError("验证时刻必须带时区 / 'at' must be a timezone-aware datetime")
     return at
+
+
+def _blocking(method: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, _T]:
+    """The coroutine ``method`` as a plain call: run here to its end, or in a worker thread when
+    an event loop is already running in this one."""
+
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(method(*args, **kwargs))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(lambda: asyncio.run(method(*args, **kwargs))).result()
+
+    return run
 
 
 class TrustStore:
@@ -238,22 +255,6 @@ class TrustStore:
 
     # --- validation ---------------------------------------------------------------------------
 
-    def validate(
-        self,
-        cert: x509.Certificate,
-        purpose: Purpose,
-        at: datetime,
-        extra_intermediates: Sequence[x509.Certificate] = (),
-    ) -> list[x509.Certificate]:
-        """Synchronous :meth:`avalidate` (runs in a worker thread if a loop is already running)."""
-        coro_args = (cert, purpose, at, extra_intermediates)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.avalidate(*coro_args))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(lambda: asyncio.run(self.avalidate(*coro_args))).result()
-
     async def avalidate(
         self,
         cert: x509.Certificate,
@@ -292,6 +293,9 @@ class TrustStore:
         if self.on_validated is not None:
             self.on_validated(cert)
         return result
+
+    validate = _blocking(avalidate)
+    """Synchronous :meth:`avalidate` (runs in a worker thread if a loop is already running)."""
 
     def _others(self, extras: Sequence[x509.Certificate]) -> list[x509.Certificate]:
         return [*self._intermediates.values(), *extras]

@@ -21,6 +21,7 @@ from room_client.hall_text import (
     STATUS_TEXT,
     ProgressBar,
     describe,
+    filled,
     next_deadline,
     show_fen,
     show_span,
@@ -130,10 +131,14 @@ async def do_upload(client: HallClient, args: argparse.Namespace) -> int:
     return 0
 
 
-async def do_withdraw(client: HallClient, args: argparse.Namespace) -> int:
-    res = await client.retract(_sid(args))
-    out(f"投标文件已撤回 bid withdrawn (seq {res.get('seq')})")
+def _done(reply: dict[str, Any], template: str) -> int:
+    """Print ``template`` filled from the server's ``reply``: the command succeeded."""
+    out(filled(template, reply))
     return 0
+
+
+async def do_withdraw(client: HallClient, args: argparse.Namespace) -> int:
+    return _done(await client.retract(_sid(args)), "投标文件已撤回 bid withdrawn (seq {seq})")
 
 
 async def do_receipt(client: HallClient, args: argparse.Namespace) -> int:
@@ -160,9 +165,7 @@ async def do_rehearse(client: HallClient, args: argparse.Namespace) -> int:
 
 
 async def do_sign_in(client: HallClient, args: argparse.Namespace) -> int:
-    res = await client.sign_in(_sid(args))
-    out(f"已签到 signed in (seq {res.get('seq')})")
-    return 0
+    return _done(await client.sign_in(_sid(args)), "已签到 signed in (seq {seq})")
 
 
 def _print_decrypt(res: dict[str, Any]) -> None:
@@ -182,15 +185,13 @@ async def do_decrypt(client: HallClient, args: argparse.Namespace) -> int:
 
 
 async def do_object(client: HallClient, args: argparse.Namespace) -> int:
-    res = await client.object(_sid(args), args.text)
-    out(f"异议已提交 objection raised (seq {res.get('seq')})")
-    return 0
+    reply = await client.object(_sid(args), args.text)
+    return _done(reply, "异议已提交 objection raised (seq {seq})")
 
 
 async def do_confirm(client: HallClient, args: argparse.Namespace) -> int:
-    res = await client.confirm(_sid(args))
-    out(f"已签名确认开标记录表 table confirmed (SHA-256 {res.get('table_sha256')})")
-    return 0
+    reply = await client.confirm(_sid(args))
+    return _done(reply, "已签名确认开标记录表 table confirmed (SHA-256 {table_sha256})")
 
 
 # --- following the hall ----------------------------------------------------------------------------
@@ -404,6 +405,5 @@ async def do_status(client: HallClient, args: argparse.Namespace) -> int:
 
 
 async def do_sign_record(client: HallClient, args: argparse.Namespace) -> int:
-    res = await client.sign_record(_sid(args))
-    out(f"已签名开标记录 record signed (SHA-256 {res.get('record_sha256')}, seq {res.get('seq')})")
-    return 0
+    reply = await client.sign_record(_sid(args))
+    return _done(reply, "已签名开标记录 record signed (SHA-256 {record_sha256}, seq {seq})")

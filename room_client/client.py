@@ -33,7 +33,7 @@ from crypto.fingerprint import HEADER as MACHINE_HEADER
 from crypto.fingerprint import this_machine
 from room_client.credentials import Credentials, utc_now
 from schemas import api as S
-from schemas.canonical import canonical_json
+from schemas.canonical import canonical_json, signed_document
 from schemas.time import parse_iso
 
 log = logging.getLogger(__name__)
@@ -155,13 +155,8 @@ def sign_table(table: dict[str, Any], credentials: Credentials, at: datetime | N
 
 def backup_approval_document(session_id: str, request_id: str, bidders: Sequence[str]) -> bytes:
     """What a custodian signs to approve a backup decryption (rule 9)."""
-    return canonical_json(
-        {
-            "purpose": BACKUP_PURPOSE,
-            "session_id": session_id,
-            "request_id": request_id,
-            "bidders": sorted(bidders),
-        }
+    return signed_document(
+        BACKUP_PURPOSE, session_id=session_id, request_id=request_id, bidders=sorted(bidders)
     )
 
 

@@ -105,6 +105,101 @@ def table_lines(table: dict[str, Any]) -> list[str]:
     return lines
 
 
+# Events whose line is a template: ``{name}`` is the bidder (``本单位 us`` for one's own),
+# ``{reason}`` the reason in brackets when one is given, any other field the payload's value.
+_TEMPLATES = {
+    "session_created": "已创建开标会 session created",
+    "sign_in_opened": "签到开始 sign-in opened",
+    "bid_retracted": "投标文件已撤回 bid withdrawn before the deadline",
+    "bidder_signed_in": "{name} 已签到 signed in",
+    "session_sealed": "投标截止，已封标 deadline reached; bids sealed",
+    "session_failed": "流标：有效投标少于 {min_bids} 家 / failed: fewer than the minimum bids",
+    "bids_counted": "投标 {bids} 家，签到 {signed_in} 家 / bids and sign-ins counted",
+    "opening_started": "开标开始（{bids} 份投标）opening started ({bids} bids)",
+    "bid_revoked": "{name} 投标被撤销（投标人原因未解密）revoked: not decrypted, bidder's fault",
+    "bid_withdrawn": "{name} 投标撤回（平台原因未解密）withdrawn: not decrypted, platform fault",
+    "decryption_closed": "解密结束 decryption window closed",
+    "objection_raised": "异议 #{id}（{name}）objection: {text}",
+    "objection_answered": "答复异议 #{id} reply: {text}",
+    "table_confirmed": "{name} 已签名确认开标记录表 confirmed the table",
+    "record_generated": "开标记录已生成 record generated (SHA-256 {record_sha256})",
+    "record_signed": "开标记录已由 {role} 签名 / record signed by the {role}",
+    "record_published": "开标记录已公布，开标结束 record published; the opening is closed",
+    "session_suspended": "开标暂停 suspended{reason}",
+    "session_resumed": "开标恢复 resumed{reason}",
+    "incident_recorded": "记录平台故障 incident recorded{reason}",
+    "party_joined": "{role} {account} 进入 joined",
+    "party_left": "{role} {account} 离开 left",
+    "backup_approved": "{custodian} 批准备用解密 approved backup request {request_id}",
+    "backup_quorum_reached": "备用解密达到法定人数 backup quorum reached ({request_id})",
+    "checkpoint": "日志检查点 log checkpoint",
+}
+
+
+class _Fields(dict[str, Any]):
+    def __missing__(self, key: str) -> None:
+        return None
+
+
+def filled(template: str, fields: dict[str, Any]) -> str:
+    """``template`` with its ``{field}``s from ``fields``; a missing one reads ``None``, as
+    ``fields.get`` would."""
+    return template.format_map(_Fields(fields))
+
+
+def _worded(t: str, p: dict[str, Any], name: str, reason: str) -> str:
+    """The line of an event that is more than a template, or the bare type of an unknown one."""
+    if t == "session_published":
+        deadline = (p.get("timetable") or {}).get("deadline")
+        return f"已发布，投标截止 {show_time(deadline)} / published; bid deadline as shown"
+    if t == "bid_uploaded":
+        r = p.get("receipt") or {}
+        again = "（替换原文件 replaces the earlier file）" if p.get("replaces") else ""
+        return (
+            f"投标文件已上传 bid uploaded{again}: 回执 receipt {r.get('receipt_id')}, "
+            f"{r.get('size')} 字节 bytes, SHA-256 {r.get('envelope_sha256')}"
+        )
+    if t == "rehearsal_reported":
+        ok = "通过 passed" if p.get("passed") else f"未通过 failed — {p.get('message')}"
+        return f"解密演练 rehearsal: {ok}"
+    if t in ("decryption_opened", "confirmation_opened"):
+        what = "解密开始" if t == "decryption_opened" else "确认开始"
+        window = "decryption" if t == "decryption_opened" else "confirmation"
+        return f"{what}，截止 {show_time(p.get('closes_at'))} / {window} window opened"
+    if t == "bid_decrypted":
+        via = "（备用解密 backup）" if p.get("via") == "backup" else ""
+        return f"{name} 解密成功 decrypted{via}"
+    if t == "decryption_failed":
+        a = p.get("attempt") or {}
+        cause = "平台原因 platform" if a.get("cause") == "platform" else "投标人原因 bidder"
+        return f"{name} 解密失败 decryption failed [{a.get('code')}, {cause}]: {a.get('message')}"
+    if t == "table_published":
+        return "\n".join(["开标记录表已公布 opening table published", *table_lines(p["table"])])
+    if t == "confirmation_closed":
+        deemed = p.get("deemed") or []
+        return (
+            f"确认结束，{len(deemed)} 家未签视为确认 / confirmation closed; silence deemed consent"
+        )
+    if t == "window_extended":
+        window = {"deadline": "投标截止 deadline", "decryption": "解密 decryption"}.get(
+            str(p.get("window")), "确认 confirmation"
+        )
+        return f"{window} 延长 extended by {p.get('minutes')} 分钟 minutes{reason}"
+    if t == "platform_outage":
+        window = "解密 decryption" if p.get("window") == "decryption" else "确认 confirmation"
+        return (
+            f"平台中断 platform outage {p.get('down_from')} – {p.get('down_until')}；"
+            f"{window} 顺延 extended by {p.get('extended_seconds')} 秒 seconds"
+        )
+    if t == "security_recorded":
+        sec = p.get("security") or {}
+        return f"{name} 保证金 security: {sec.get('kind')} {sec.get('status')}"
+    if t == "backup_requested":
+        bidders = ", ".join(p.get("bidders") or [])
+        return f"申请备用解密 backup decryption requested: {bidders}{reason}"
+    return t
+
+
 def describe(record: dict[str, Any], me: str | None = None) -> str:
     """One line (zh / en) for an event of the hall."""
     t = record.get("type", "")
@@ -112,114 +207,12 @@ def describe(record: dict[str, Any], me: str | None = None) -> str:
     who = p.get("bidder") or ""
     own = me is not None and who == me
     name = "本单位 us" if own else str(who)
-    at = show_time(record.get("at"))
-    prefix = f"[{record.get('seq')}] {at} "
-
-    def reason() -> str:
-        return f"（原因 reason: {p.get('reason')}）" if p.get("reason") else ""
-
-    text: str
-    if t == "session_created":
-        text = "已创建开标会 session created"
-    elif t == "session_published":
-        deadline = (p.get("timetable") or {}).get("deadline")
-        text = f"已发布，投标截止 {show_time(deadline)} / published; bid deadline as shown"
-    elif t == "sign_in_opened":
-        text = "签到开始 sign-in opened"
-    elif t == "bid_uploaded":
-        r = p.get("receipt") or {}
-        again = "（替换原文件 replaces the earlier file）" if p.get("replaces") else ""
-        text = (
-            f"投标文件已上传 bid uploaded{again}: 回执 receipt {r.get('receipt_id')}, "
-            f"{r.get('size')} 字节 bytes, SHA-256 {r.get('envelope_sha256')}"
-        )
-    elif t == "bid_retracted":
-        text = "投标文件已撤回 bid withdrawn before the deadline"
-    elif t == "rehearsal_reported":
-        ok = "通过 passed" if p.get("passed") else f"未通过 failed — {p.get('message')}"
-        text = f"解密演练 rehearsal: {ok}"
-    elif t == "bidder_signed_in":
-        text = f"{name} 已签到 signed in"
-    elif t == "session_sealed":
-        text = "投标截止，已封标 deadline reached; bids sealed"
-    elif t == "session_failed":
-        text = f"流标：有效投标少于 {p.get('min_bids')} 家 / failed: fewer than the minimum bids"
-    elif t == "bids_counted":
-        text = f"投标 {p.get('bids')} 家，签到 {p.get('signed_in')} 家 / bids and sign-ins counted"
-    elif t == "opening_started":
-        text = f"开标开始（{p.get('bids')} 份投标）opening started ({p.get('bids')} bids)"
-    elif t == "decryption_opened":
-        text = f"解密开始，截止 {show_time(p.get('closes_at'))} / decryption window opened"
-    elif t == "bid_decrypted":
-        via = "（备用解密 backup）" if p.get("via") == "backup" else ""
-        text = f"{name} 解密成功 decrypted{via}"
-    elif t == "decryption_failed":
-        a = p.get("attempt") or {}
-        cause = "平台原因 platform" if a.get("cause") == "platform" else "投标人原因 bidder"
-        text = f"{name} 解密失败 decryption failed [{a.get('code')}, {cause}]: {a.get('message')}"
-    elif t == "bid_revoked":
-        text = f"{name} 投标被撤销（投标人原因未解密）revoked: not decrypted, bidder's fault"
-    elif t == "bid_withdrawn":
-        text = f"{name} 投标撤回（平台原因未解密）withdrawn: not decrypted, platform fault"
-    elif t == "decryption_closed":
-        text = "解密结束 decryption window closed"
-    elif t == "table_published":
-        text = "\n".join(["开标记录表已公布 opening table published", *table_lines(p["table"])])
-    elif t == "objection_raised":
-        text = f"异议 #{p.get('id')}（{name}）objection: {p.get('text')}"
-    elif t == "objection_answered":
-        text = f"答复异议 #{p.get('id')} reply: {p.get('text')}"
-    elif t == "confirmation_opened":
-        text = f"确认开始，截止 {show_time(p.get('closes_at'))} / confirmation window opened"
-    elif t == "table_confirmed":
-        text = f"{name} 已签名确认开标记录表 confirmed the table"
-    elif t == "confirmation_closed":
-        deemed = p.get("deemed") or []
-        text = (
-            f"确认结束，{len(deemed)} 家未签视为确认 / confirmation closed; silence deemed consent"
-        )
-    elif t == "record_generated":
-        text = f"开标记录已生成 record generated (SHA-256 {p.get('record_sha256')})"
-    elif t == "record_signed":
-        text = f"开标记录已由 {p.get('role')} 签名 / record signed by the {p.get('role')}"
-    elif t == "record_published":
-        text = "开标记录已公布，开标结束 record published; the opening is closed"
-    elif t == "session_suspended":
-        text = f"开标暂停 suspended{reason()}"
-    elif t == "session_resumed":
-        text = f"开标恢复 resumed{reason()}"
-    elif t == "window_extended":
-        window = {"deadline": "投标截止 deadline", "decryption": "解密 decryption"}.get(
-            str(p.get("window")), "确认 confirmation"
-        )
-        text = f"{window} 延长 extended by {p.get('minutes')} 分钟 minutes{reason()}"
-    elif t == "platform_outage":
-        window = "解密 decryption" if p.get("window") == "decryption" else "确认 confirmation"
-        text = (
-            f"平台中断 platform outage {p.get('down_from')} – {p.get('down_until')}；"
-            f"{window} 顺延 extended by {p.get('extended_seconds')} 秒 seconds"
-        )
-    elif t == "incident_recorded":
-        text = f"记录平台故障 incident recorded{reason()}"
-    elif t == "security_recorded":
-        sec = p.get("security") or {}
-        text = f"{name} 保证金 security: {sec.get('kind')} {sec.get('status')}"
-    elif t == "party_joined":
-        text = f"{p.get('role')} {p.get('account')} 进入 joined"
-    elif t == "party_left":
-        text = f"{p.get('role')} {p.get('account')} 离开 left"
-    elif t == "backup_requested":
-        text = f"申请备用解密 backup decryption requested: {', '.join(p.get('bidders') or [])}"
-        text += reason()
-    elif t == "backup_approved":
-        text = f"{p.get('custodian')} 批准备用解密 approved backup request {p.get('request_id')}"
-    elif t == "backup_quorum_reached":
-        text = f"备用解密达到法定人数 backup quorum reached ({p.get('request_id')})"
-    elif t == "checkpoint":
-        text = "日志检查点 log checkpoint"
-    else:
-        text = t
-    return prefix + text
+    prefix = f"[{record.get('seq')}] {show_time(record.get('at'))} "
+    reason = f"（原因 reason: {p.get('reason')}）" if p.get("reason") else ""
+    template = _TEMPLATES.get(t)
+    if template is None:
+        return prefix + _worded(t, p, name, reason)
+    return prefix + filled(template, {**p, "name": name, "reason": reason})
 
 
 def next_deadline(view: dict[str, Any]) -> tuple[str, str] | None:

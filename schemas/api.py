@@ -18,6 +18,15 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+ExpiresIn = Annotated[
+    float | None,
+    Field(
+        description="real seconds the token lasts from now (RFC 6749 5.1), whatever the clocks say"
+    ),
+]
+"""A token's ``expires_in``: what the client can count on whatever its clock or the server's."""
+
+
 class ErrorOut(_Out):
     """Every refusal: a stable code, a message in Chinese and in English, and a detail."""
 
@@ -55,20 +64,14 @@ class LoginOut(_Out):
     party_id: str
     name: str
     expires_at: datetime
-    expires_in: float | None = Field(
-        None,
-        description="real seconds the token lasts from now (RFC 6749 5.1), whatever the clocks say",
-    )
+    expires_in: ExpiresIn = None
 
 
 class RefreshOut(_Out):
     token: str
     issued_at: str = Field(description="the server's clock when the token was issued")
     expires_at: str
-    expires_in: float | None = Field(
-        None,
-        description="real seconds the token lasts from now (RFC 6749 5.1), whatever the clocks say",
-    )
+    expires_in: ExpiresIn = None
 
 
 class CompanyIn(_In):

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.canonical import canonical_json
+from schemas.canonical import signed_document
 from schemas.common import CreditCode
 
 Usage = Literal["signing", "encryption"]
@@ -33,15 +33,13 @@ def binding_document(
     server_id: str, nonce: str, credit_code: str, usage: str, cert_sha256: str
 ) -> bytes:
     """What a company signs (with a bound signing certificate) to bind a new certificate."""
-    return canonical_json(
-        {
-            "purpose": BIND_PURPOSE,
-            "server": server_id,
-            "nonce": nonce,
-            "credit_code": credit_code,
-            "usage": usage,
-            "certificate_sha256": cert_sha256,
-        }
+    return signed_document(
+        BIND_PURPOSE,
+        server=server_id,
+        nonce=nonce,
+        credit_code=credit_code,
+        usage=usage,
+        certificate_sha256=cert_sha256,
     )
 
 

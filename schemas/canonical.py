@@ -23,5 +23,11 @@ def canonical_json(value: Any) -> bytes:
     ).encode("utf-8")
 
 
+def signed_document(purpose: str, **fields: Any) -> bytes:
+    """The canonical bytes of a document to sign: its ``fields`` and the ``purpose`` it is signed
+    for, so that a signature for one purpose never passes for another."""
+    return canonical_json({"purpose": purpose, **fields})
+
+
 def _refuse(value: Any) -> Any:
     raise TypeError(f"not canonical JSON: {type(value).__name__}")

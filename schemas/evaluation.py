@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from schemas.canonical import canonical_json
+from schemas.canonical import signed_document
 from schemas.common import Name, Text
 from schemas.scoring import MethodConfig, ReviewItem
 
@@ -24,28 +24,20 @@ def sign_in_document(
     server_id: str, session_id: str, room_id: str, expert_id: str, nonce: str
 ) -> bytes:
     """What an expert signs at the room to sign in: bound to one challenge, room and session."""
-    return canonical_json(
-        {
-            "purpose": SIGN_IN_PURPOSE,
-            "server": server_id,
-            "session_id": session_id,
-            "room_id": room_id,
-            "expert_id": expert_id,
-            "nonce": nonce,
-        }
+    return signed_document(
+        SIGN_IN_PURPOSE,
+        server=server_id,
+        session_id=session_id,
+        room_id=room_id,
+        expert_id=expert_id,
+        nonce=nonce,
     )
 
 
 def sheet_document(session_id: str, expert_id: str, stage: str, content: dict[str, Any]) -> bytes:
     """What an expert signs to submit a review or score sheet."""
-    return canonical_json(
-        {
-            "purpose": SHEET_PURPOSE,
-            "session_id": session_id,
-            "expert_id": expert_id,
-            "stage": stage,
-            "content": content,
-        }
+    return signed_document(
+        SHEET_PURPOSE, session_id=session_id, expert_id=expert_id, stage=stage, content=content
     )
 
 
@@ -53,15 +45,13 @@ def report_document(
     session_id: str, expert_id: str, report_sha256: str, agree: bool, reason: str
 ) -> bytes:
     """What a member signs on the report: agreement, or disagreement with the written reason."""
-    return canonical_json(
-        {
-            "purpose": REPORT_PURPOSE,
-            "session_id": session_id,
-            "expert_id": expert_id,
-            "report_sha256": report_sha256,
-            "agree": agree,
-            "reason": reason,
-        }
+    return signed_document(
+        REPORT_PURPOSE,
+        session_id=session_id,
+        expert_id=expert_id,
+        report_sha256=report_sha256,
+        agree=agree,
+        reason=reason,
     )
 
 

@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_hall import Child, pct, raise_fd_limit, verdict  # noqa: E402
+from bench_hall_clients import add_client_options  # noqa: E402
 
 GOAL_P99_MS = 500.0
 FACTOR = 10.0
@@ -282,17 +283,11 @@ def main() -> None:
     )
     ap.add_argument("--sizes", default="2000,5000", help="bidders per run (default 2000,5000)")
     ap.add_argument("--events", type=int, default=20, help="host commands per run (default 20)")
-    ap.add_argument(
-        "--client",
-        choices=("lean", "socketio"),
-        default="lean",
-        help="simulated bidders: the lean protocol client (default) or python-socketio's",
-    )
-    ap.add_argument(
-        "--batch",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="clients ask for a commit's events in one message, as the browser page does",
+    add_client_options(
+        ap,
+        "lean",
+        "simulated bidders: the lean protocol client (default) or python-socketio's",
+        "clients ask for a commit's events in one message, as the browser page does",
     )
     ap.add_argument(
         "--settle",

@@ -22,22 +22,19 @@ import gc
 import math
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from schemas.experts import CategoryDemand, DrawRequest  # noqa: E402
-from server.demo.experts_gen import (  # noqa: E402
+from schemas.experts import CategoryDemand, DrawRequest
+from server.demo.experts_gen import (
     CITIES,
     credit_code,
     generate_pool,
     generate_sites,
     typical_bidders,
 )
-from server.domain import draw as D  # noqa: E402
+from server.domain import draw as D
 
 GOAL_MS = 100.0
 

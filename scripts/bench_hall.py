@@ -49,8 +49,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import _repo  # noqa: F401  (puts the repository on sys.path)
 
 CLIENTS = Path(__file__).resolve().parent / "bench_hall_clients.py"
 PLAIN_SEQ = 1_000_000_000  # plain broadcasts carry seq numbers from here (no clash with the log)

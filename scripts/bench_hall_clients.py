@@ -30,11 +30,20 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import _repo  # noqa: F401  (puts the repository on sys.path)
+from bench_hall import PLAIN_SEQ, raise_fd_limit
+
+CLIENTS = ("socketio", "lean")
 
 
-from bench_hall import PLAIN_SEQ, raise_fd_limit  # noqa: E402  (scripts/ is on the path)
+def add_client_options(
+    p: argparse.ArgumentParser, default: str, client_help: str, batch_help: str
+) -> None:
+    """``--client`` (``default`` first among the choices) and ``--batch``, as this script and
+    ``bench_cluster.py`` take them."""
+    choices = (default, *(c for c in CLIENTS if c != default))
+    p.add_argument("--client", choices=choices, default=default, help=client_help)
+    p.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True, help=batch_help)
 
 
 def say(line: str) -> None:
@@ -332,17 +341,11 @@ def main() -> None:
     h.add_argument("--tokens", required=True, help="JSON file: a list of bearer tokens")
     h.add_argument("--results", required=True, help="where to write the arrivals (JSON)")
     h.add_argument("--connect-concurrency", type=int, default=50)
-    h.add_argument(
-        "--client",
-        choices=("socketio", "lean"),
-        default="socketio",
-        help="python-socketio AsyncClient, or the lean protocol client (LeanListener)",
-    )
-    h.add_argument(
-        "--batch",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="ask the hall for a commit's events in one message, as the browser page does",
+    add_client_options(
+        h,
+        "socketio",
+        "python-socketio AsyncClient, or the lean protocol client (LeanListener)",
+        "ask the hall for a commit's events in one message, as the browser page does",
     )
     lg = sub.add_parser("login")
     lg.add_argument("--url", required=True)

@@ -57,8 +57,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import _repo  # noqa: F401  (puts the repository on sys.path)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FPS = 15

@@ -83,14 +83,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import combinations
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from crypto.fingerprint import machine_fingerprint  # noqa: E402
-from schemas.common import uscc_check_char  # noqa: E402
-from schemas.signals import (  # noqa: E402
+from crypto.fingerprint import machine_fingerprint
+from schemas.common import uscc_check_char
+from schemas.signals import (
     FAMILY,
     BidFacts,
     CriterionFact,
@@ -101,8 +99,8 @@ from schemas.signals import (  # noqa: E402
     SheetFact,
     Signal,
 )
-from server.domain import signals as S  # noqa: E402
-from server.signals import docmeta  # noqa: E402
+from server.domain import signals as S
+from server.signals import docmeta
 
 COMPANIES = 400
 EXPERTS = 100
