@@ -28,18 +28,16 @@ import csv
 import io
 import json
 import math
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from server.demo.experts_gen import CITIES, generate_pool  # noqa: E402
-from server.domain.pool import parse_pool  # noqa: E402
+from server.demo.experts_gen import CITIES, generate_pool
+from server.domain.pool import parse_pool
 
 GOAL_RATIO = 0.1
 SLEEP_S = 0.005
