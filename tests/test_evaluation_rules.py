@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from schemas.canonical import canonical_json
 from schemas.common import uscc_check_char
-from schemas.events import EventRecord, NewEvent
+from schemas.events import NewEvent
 from schemas.experts import DrawRequest, DrawResult, Expert, Room, Site
 from schemas.scoring import PriceAdjustment
 from schemas.time import iso, parse_iso
@@ -75,6 +75,7 @@ from server.domain.evaluation import (
     viewer_tags,
 )
 from server.domain.opening import sha256_json
+from tests.support.rules import METHOD, REVIEW_ITEMS, as_record, types
 
 # --- the cast -------------------------------------------------------------------------------------
 
@@ -150,22 +151,7 @@ SUP_ENTROPY = "ab" * 32
 HOST_ENTROPY = "cd" * 32
 REPORT_SHA = "5e" * 32
 
-METHOD: dict[str, Any] = {
-    "method": "comprehensive",
-    "criteria": [
-        {"id": "T1", "group": "technical", "text": "施工方案", "max_points_x100": 4000},
-        {"id": "C1", "group": "commercial", "text": "企业业绩", "max_points_x100": 3000},
-    ],
-    "price_points_x100": 3000,
-    "base_price": "lowest",
-    "deduct_above_x100": 100,
-    "deduct_below_x100": 50,
-}
 MAXIMA = {"T1": 4000, "C1": 3000}
-REVIEW_ITEMS = [
-    {"id": "Q1", "stage": "qualification", "text": "营业执照与资质证书有效"},
-    {"id": "P1", "stage": "preliminary", "text": "投标函签字盖章齐全"},
-]
 ITEM_OF = {"qualification": "Q1", "preliminary": "P1"}
 THRESHOLD = 1500
 
@@ -280,24 +266,6 @@ def scores(
 def sheet_cmd(expert_id: str, stage: str, content: dict[str, Any]) -> SubmitSheet:
     return SubmitSheet(
         actor=expert(expert_id), stage=stage, content=content, signature=f"sig-{expert_id}-{stage}"
-    )
-
-
-def types(events: Iterable[NewEvent]) -> list[str]:
-    return [e.type for e in events]
-
-
-def as_record(event: NewEvent, seq: int, at: datetime) -> EventRecord:
-    return EventRecord(
-        session_id="s-1",
-        seq=seq,
-        at=iso(at),
-        type=event.type,
-        actor=event.actor,
-        audience=event.audience,
-        payload=event.payload,
-        prev_hash="0" * 64,
-        hash="0" * 64,
     )
 
 

@@ -18,6 +18,7 @@ from server.identity import cert_pem
 from tests.support.hall import Hall, P, Party, person
 from tests.support.opening import announcing
 from tests.support.pki import CODE_A, CODE_B, CODE_C
+from tests.support.rules import METHOD, REVIEW_ITEMS
 
 LEAD_CITY, SZ_CITY, WX_CITY = "320100", "320500", "320200"
 SITES = {  # site -> (city, rooms)
@@ -31,22 +32,6 @@ THREE_ROOMS = {  # a draw that links the lead room and both secondary rooms
     "categories": [{"category": "A08.01", "count": 5, "spares": 2}],
     "min_outside_lead": 2,
 }
-
-METHOD = {
-    "method": "comprehensive",
-    "criteria": [
-        {"id": "T1", "group": "technical", "text": "施工方案", "max_points_x100": 4000},
-        {"id": "C1", "group": "commercial", "text": "企业业绩", "max_points_x100": 3000},
-    ],
-    "price_points_x100": 3000,
-    "base_price": "lowest",
-    "deduct_above_x100": 100,
-    "deduct_below_x100": 50,
-}
-REVIEW_ITEMS = [
-    {"id": "Q1", "stage": "qualification", "text": "营业执照与资质证书有效"},
-    {"id": "P1", "stage": "preliminary", "text": "投标函签字盖章齐全"},
-]
 
 
 def pool_csv(avoid_code: str) -> bytes:
