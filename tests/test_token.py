@@ -66,6 +66,12 @@ def _open(token: SoftHSMToken, label: str) -> TokenKey:
     return open_token_key(token.uri(label, type="private"))
 
 
+def _sign_on(token: SoftHSMToken, label: str, data: bytes, hash_name: str) -> bytes:
+    """``data`` signed with the token's key ``label`` (opened and closed again)."""
+    with _open(token, label) as key:
+        return key.sign(data, hash_name)  # type: ignore[arg-type]
+
+
 def _self_signed_for(public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> x509.Certificate:
     """A certificate for ``public``, issued by a throw-away software CA."""
     ca = ec.generate_private_key(ec.SECP256R1())
@@ -297,8 +303,7 @@ def test_rsa_signature_made_on_token_verifies_with_cryptography(
     rsa_key: tuple[SoftHSMToken, rsa.RSAPublicKey], hash_name: str
 ) -> None:
     token, public = rsa_key
-    with _open(token, "enc-key") as key:
-        signature = key.sign(b"bid package", hash_name)  # type: ignore[arg-type]
+    signature = _sign_on(token, "enc-key", b"bid package", hash_name)
     public.verify(signature, b"bid package", padding.PKCS1v15(), SHA[hash_name]())
 
 
@@ -307,8 +312,7 @@ def test_ec_signature_made_on_token_is_der_and_verifies(
     ec_key: tuple[SoftHSMToken, ec.EllipticCurvePublicKey], hash_name: str
 ) -> None:
     token, public = ec_key
-    with _open(token, "ec-key") as key:
-        signature = key.sign(b"bid package", hash_name)  # type: ignore[arg-type]
+    signature = _sign_on(token, "ec-key", b"bid package", hash_name)
     assert signature[0] == 0x30  # DER SEQUENCE, not raw r||s
     public.verify(signature, b"bid package", ec.ECDSA(SHA[hash_name]()))
 
