@@ -284,14 +284,13 @@ class Hall(SignsIn):
         path: str,
         who: Party | None = None,
         json_body: Any = None,
-        data: Any = None,
-        headers: dict[str, str] | None = None,
+        **sent: Any,
     ) -> ApiError:
-        """The request is refused with ``status`` and ``code`` (zh and en filled in), and
-        nothing in the store changes."""
+        """The request (``sent``: its ``data`` and ``headers``, as for ``request``) is refused
+        with ``status`` and ``code`` (zh and en filled in), and nothing in the store changes."""
         before = await self.snapshot()
         try:
-            out = await self.request(method, path, who, json_body, data, headers)
+            out = await self.request(method, path, who, json_body, **sent)
         except ApiError as exc:
             err = exc
         else:
@@ -300,6 +299,20 @@ class Hall(SignsIn):
         assert err.body.get("zh") and err.body.get("en"), err.body
         assert await self.snapshot() == before, f"{method} {path} changed the store"
         return err
+
+    async def upload_refused(
+        self, status: int, code: str, sid: str, bidder: Party, path: Path
+    ) -> ApiError:
+        """``upload`` of ``path`` is refused with ``status`` and ``code`` (see ``refused``)."""
+        return await self.refused(
+            status,
+            code,
+            "PUT",
+            f"/api/sessions/{sid}/bid",
+            bidder,
+            data=path.read_bytes(),
+            headers={"Content-Type": "application/octet-stream"},
+        )
 
     async def listen(self, sid: str, who: Party, last_seq: Any = 0) -> Listener:
         """A socket.io client in the hall of ``sid``, logged in as ``who``, replayed."""
