@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from schemas.common import uscc_check_char
 from schemas.events import EventRecord, NewEvent
 from schemas.time import iso
 
@@ -25,6 +26,12 @@ REVIEW_ITEMS = [
     {"id": "Q1", "stage": "qualification", "text": "营业执照与资质证书有效"},
     {"id": "P1", "stage": "preliminary", "text": "投标函签字盖章齐全"},
 ]
+
+
+def code(n: int) -> str:
+    """A valid credit code; code(1) < code(2) < ... so bidders A..E sort in letter order."""
+    first17 = f"91350100MA{n:07d}"
+    return first17 + uscc_check_char(first17)
 
 
 def types(events: Iterable[NewEvent]) -> list[str]:
