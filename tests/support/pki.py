@@ -251,26 +251,23 @@ def openssl_sign(content: Path, files: PemFiles, out: Path, stream: bool = False
     return out
 
 
+AES_GCM = ("-aes-256-gcm",)  # the cipher options ``openssl_encrypt`` uses unless told otherwise
+
+
 def openssl_seal(
-    content: Path,
-    files: PemFiles,
-    out: Path,
-    encrypt_opts: Sequence[str] = ("-aes-256-gcm",),
-    stream: bool = False,
+    content: Path, files: PemFiles, out: Path, opts: Sequence[str] = AES_GCM, stream: bool = False
 ) -> Path:
-    """Sign ``content`` with ``openssl cms -sign``, then encrypt with ``openssl cms -encrypt``."""
+    """Sign ``content`` with ``openssl cms -sign``, then encrypt with ``openssl cms -encrypt``
+    (cipher options ``opts``)."""
     signed = openssl_sign(content, files, out.with_suffix(".signed.der"), stream)
-    return openssl_encrypt(signed, files, out, encrypt_opts, stream)
+    return openssl_encrypt(signed, files, out, opts, stream)
 
 
 def openssl_encrypt(
-    signed: Path,
-    files: PemFiles,
-    out: Path,
-    encrypt_opts: Sequence[str] = ("-aes-256-gcm",),
-    stream: bool = False,
+    signed: Path, files: PemFiles, out: Path, opts: Sequence[str] = AES_GCM, stream: bool = False
 ) -> Path:
-    """``openssl cms -encrypt`` of ``signed`` to the bidder's encryption certificate."""
+    """``openssl cms -encrypt`` of ``signed`` to the bidder's encryption certificate, with the
+    cipher options ``opts``."""
     streaming = ["-stream"] if stream else []
     openssl(
         "cms",
@@ -280,7 +277,7 @@ def openssl_encrypt(
         signed,
         "-recip",
         files.enc_cert,
-        *encrypt_opts,
+        *opts,
         "-outform",
         "DER",
         "-out",

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import pytest
@@ -393,16 +393,24 @@ def need(binary: str) -> str:
 
 
 @dataclass
-class RedisServer:
-    """``redis-server`` of our own on a free loopback port (nothing kept on disk)."""
+class OwnService:
+    """A service of our own in ``folder``, on a free loopback port, at ``URL``."""
 
+    URL: ClassVar[str]
     folder: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
+    port: int = field(default_factory=free_port, kw_only=True)
+    proc: subprocess.Popen[bytes] | None = field(default=None, kw_only=True)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.URL.format(port=self.port)
+
+
+@dataclass
+class RedisServer(OwnService):
+    """``redis-server`` of our own on a free loopback port (nothing kept on disk)."""
+
+    URL: ClassVar[str] = "redis://127.0.0.1:{port}/0"
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -432,16 +440,10 @@ class RedisServer:
 
 
 @dataclass
-class Postgres:
+class Postgres(OwnService):
     """A PostgreSQL cluster of our own (initdb in a temporary folder, run as user postgres)."""
 
-    folder: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+    URL: ClassVar[str] = "postgresql://postgres@127.0.0.1:{port}/postgres"
 
     def _as_postgres(self, argv: list[str]) -> list[str]:
         if os.geteuid() == 0:
@@ -533,17 +535,11 @@ http {{
 
 
 @dataclass
-class Nginx:
+class Nginx(OwnService):
     """Debian's nginx in front of the server processes (websocket upgrade, no stickiness)."""
 
-    folder: Path
-    upstreams: list[int]
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    URL: ClassVar[str] = "http://127.0.0.1:{port}"
+    upstreams: list[int] = field(default_factory=list)
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
