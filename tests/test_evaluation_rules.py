@@ -930,13 +930,20 @@ def test_eval_rule_08_sheet_content_goes_to_author_and_supervisor_only() -> None
         assert marker in " ".join(text_of(e) for e in ev.seen_by(viewer))
 
 
-def test_eval_rule_08_a_rescored_sheet_goes_the_same_way() -> None:
+def rescore_called() -> tuple[Evaluation, list[str]]:
+    """The detailed stage: four members' sheets alike, the fifth's far off on A's T1, and the
+    chair calls that sheet back for a rescore. Returns the evaluation and its members' ids."""
     ev = phase("detailed")
     m = ev.ids
     for mid in m[:4]:
         ev.run(sheet_cmd(mid, "detailed", scores(mid, BIDS)))
     ev.run(sheet_cmd(m[4], "detailed", scores(m[4], BIDS, **{f"{A}_T1": 500})))
     ev.run(CallRescore(actor=ev.chair, expert_id=m[4], reason="偏离过大"))
+    return ev, m
+
+
+def test_eval_rule_08_a_rescored_sheet_goes_the_same_way() -> None:
+    ev, m = rescore_called()
     events = ev.run(sheet_cmd(m[4], "detailed", scores(m[4], BIDS, **{f"{A}_T1": 2999})))
     assert events[1].type == "sheet_content" and events[1].payload["round"] == 2
     assert sorted(events[1].audience) == sorted(["supervisor", f"expert:{m[4]}"])
@@ -1049,12 +1056,7 @@ def test_eval_rule_10_rescore_only_beyond_threshold(off_by: int, beyond: bool) -
 
 
 def test_eval_rule_10_a_reopened_sheet_needs_one_resubmission() -> None:
-    ev = phase("detailed")
-    m = ev.ids
-    for mid in m[:4]:
-        ev.run(sheet_cmd(mid, "detailed", scores(mid, BIDS)))
-    ev.run(sheet_cmd(m[4], "detailed", scores(m[4], BIDS, **{f"{A}_T1": 500})))
-    ev.run(CallRescore(actor=ev.chair, expert_id=m[4], reason="偏离过大"))
+    ev, m = rescore_called()
     with contextlib.suppress(Refusal):  # refusing the second call or merging it would both do
         ev.run(CallRescore(actor=ev.chair, expert_id=m[4], reason="请再复核"))
     ev.run(sheet_cmd(m[4], "detailed", scores(m[4], BIDS, **{f"{A}_T1": 2900})))

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import os
 from pathlib import Path
+from typing import TypeVar
 
 import pkcs11
 import pytest
@@ -46,6 +47,7 @@ SHA = {
     "sha512": hashes.SHA512,
 }
 CEK = bytes(range(32))  # a content-encryption key to transport
+PublicT = TypeVar("PublicT")
 
 
 @pytest.fixture
@@ -66,10 +68,14 @@ def _open(token: SoftHSMToken, label: str) -> TokenKey:
     return open_token_key(token.uri(label, type="private"))
 
 
-def _sign_on(token: SoftHSMToken, label: str, data: bytes, hash_name: str) -> bytes:
-    """``data`` signed with the token's key ``label`` (opened and closed again)."""
-    with _open(token, label) as key:
-        return key.sign(data, hash_name)  # type: ignore[arg-type]
+def _signed_on(
+    key: tuple[SoftHSMToken, PublicT], label: str, data: bytes, hash_name: str
+) -> tuple[bytes, PublicT]:
+    """``data`` signed on the token with its key ``label`` (opened and closed again), and the
+    key's public half."""
+    token, public = key
+    with _open(token, label) as handle:
+        return handle.sign(data, hash_name), public  # type: ignore[arg-type]
 
 
 def _self_signed_for(public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> x509.Certificate:
@@ -302,8 +308,7 @@ def test_token_key_is_a_private_key_handle_with_the_generated_public_key(
 def test_rsa_signature_made_on_token_verifies_with_cryptography(
     rsa_key: tuple[SoftHSMToken, rsa.RSAPublicKey], hash_name: str
 ) -> None:
-    token, public = rsa_key
-    signature = _sign_on(token, "enc-key", b"bid package", hash_name)
+    signature, public = _signed_on(rsa_key, "enc-key", b"bid package", hash_name)
     public.verify(signature, b"bid package", padding.PKCS1v15(), SHA[hash_name]())
 
 
@@ -311,8 +316,7 @@ def test_rsa_signature_made_on_token_verifies_with_cryptography(
 def test_ec_signature_made_on_token_is_der_and_verifies(
     ec_key: tuple[SoftHSMToken, ec.EllipticCurvePublicKey], hash_name: str
 ) -> None:
-    token, public = ec_key
-    signature = _sign_on(token, "ec-key", b"bid package", hash_name)
+    signature, public = _signed_on(ec_key, "ec-key", b"bid package", hash_name)
     assert signature[0] == 0x30  # DER SEQUENCE, not raw r||s
     public.verify(signature, b"bid package", ec.ECDSA(SHA[hash_name]()))
 
