@@ -204,6 +204,13 @@ class PemFiles:
             *extra, "--out", str(out),
         ]  # fmt: skip
 
+    def open_argv(self, bid: Path, out: Path, *extra: str) -> list[str]:
+        """``bidbridge open`` arguments with this bidder's encryption key and certificate."""
+        return [
+            "open", "--in", str(bid), "--key", str(self.enc_key), "--cert", str(self.enc_cert),
+            "--out", str(out), *extra,
+        ]  # fmt: skip
+
 
 def write_pair(
     folder: Path, pki: Pki, pair: ca.CompanyPair, chain: ca.Issued | None = None
