@@ -14,13 +14,19 @@ from server.store import Store, open_store
 from tests.support.dbs import _pg_database
 from tests.support.hall import Hall, start_hall, stop_hall
 from tests.support.pages import Browsing, chromium
-from tests.support.pki import Pki, make_pki
+from tests.support.pki import PemFiles, Pki, make_pki, write_pair
 from tests.support.softhsm import SoftHSMToken, softhsm_available, softhsm_setup
 
 
 @pytest.fixture(scope="session")
 def pki() -> Pki:
     return make_pki()
+
+
+@pytest.fixture
+def rsa_files(pki: Pki, tmp_path: Path) -> PemFiles:
+    """Bidder a's RSA pair, the roots and a trust folder, written out for CLI tests."""
+    return write_pair(tmp_path / "rsa", pki, pki.bidder_rsa)
 
 
 @pytest_asyncio.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])

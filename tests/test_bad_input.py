@@ -36,15 +36,10 @@ from tests.support.pki import (
 
 
 @pytest.fixture
-def files(pki: Pki, tmp_path: Path) -> PemFiles:
-    return write_pair(tmp_path / "pem", pki, pki.bidder_rsa)
-
-
-@pytest.fixture
-def good_bid(files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+def good_bid(rsa_files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     bid = tmp_path / "good.p7m"
     pkg = make_package(tmp_path / "pkg", CODE_A, documents={"商务标.pdf": b"%PDF-1.7 bid\n" * 3000})
-    rc = main(files.seal_argv(pkg, bid))
+    rc = main(rsa_files.seal_argv(pkg, bid))
     assert rc == 0
     capsys.readouterr()
     return bid
@@ -66,21 +61,6 @@ def expect_error(
     return lines[0]
 
 
-def open_argv(bid: Path, files: PemFiles, out: Path, *extra: str) -> list[str]:
-    return [
-        "open",
-        "--in",
-        str(bid),
-        "--key",
-        str(files.enc_key),
-        "--cert",
-        str(files.enc_cert),
-        "--out",
-        str(out),
-        *extra,
-    ]
-
-
 def _package_zip(tmp_path: Path, entries: dict[str, bytes]) -> Path:
     path = tmp_path / "hand-made.zip"
     with zipfile.ZipFile(path, "w") as zf:
@@ -90,51 +70,55 @@ def _package_zip(tmp_path: Path, entries: dict[str, bytes]) -> Path:
 
 
 def test_random_bytes_are_refused_as_malformed(
-    files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    rsa_files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bid = tmp_path / "random.p7m"
     bid.write_bytes(os.urandom(4096))
     expect_error(
-        "ENVELOPE_MALFORMED", open_argv(bid, files, tmp_path / "out"), capsys, tmp_path / "out"
+        "ENVELOPE_MALFORMED", rsa_files.open_argv(bid, tmp_path / "out"), capsys, tmp_path / "out"
     )
 
 
 def test_empty_file_is_refused_as_malformed(
-    files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    rsa_files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bid = tmp_path / "empty.p7m"
     bid.write_bytes(b"")
-    expect_error("ENVELOPE_MALFORMED", open_argv(bid, files, tmp_path / "out"), capsys)
+    expect_error("ENVELOPE_MALFORMED", rsa_files.open_argv(bid, tmp_path / "out"), capsys)
 
 
 @pytest.mark.parametrize("keep", [0.1, 0.5, 0.999])
 def test_truncated_der_is_refused_as_malformed(
-    keep: float, good_bid: Path, files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    keep: float,
+    good_bid: Path,
+    rsa_files: PemFiles,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     data = good_bid.read_bytes()
     bid = tmp_path / "cut.p7m"
     bid.write_bytes(data[: int(len(data) * keep)])
     expect_error(
-        "ENVELOPE_MALFORMED", open_argv(bid, files, tmp_path / "out"), capsys, tmp_path / "out"
+        "ENVELOPE_MALFORMED", rsa_files.open_argv(bid, tmp_path / "out"), capsys, tmp_path / "out"
     )
 
 
 def test_plain_zip_is_refused_as_not_encrypted(
-    files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    rsa_files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bid = tmp_path / "plain.zip"
     with bid.open("wb") as f:
         build_package(make_package(tmp_path / "pkg", CODE_A), f)
-    expect_error("ENVELOPE_NOT_ENCRYPTED", open_argv(bid, files, tmp_path / "out"), capsys)
+    expect_error("ENVELOPE_NOT_ENCRYPTED", rsa_files.open_argv(bid, tmp_path / "out"), capsys)
 
 
 def test_signed_but_unencrypted_file_is_refused_as_not_encrypted(
-    files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    rsa_files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    openssl_seal(_package_zip(tmp_path, {"summary.json": b"{}"}), files, tmp_path / "x.p7m")
+    openssl_seal(_package_zip(tmp_path, {"summary.json": b"{}"}), rsa_files, tmp_path / "x.p7m")
     expect_error(
         "ENVELOPE_NOT_ENCRYPTED",
-        open_argv(tmp_path / "x.signed.der", files, tmp_path / "out"),
+        rsa_files.open_argv(tmp_path / "x.signed.der", tmp_path / "out"),
         capsys,
     )
 
@@ -143,23 +127,23 @@ def test_envelope_for_another_recipient_is_refused(
     pki: Pki, good_bid: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     other = write_pair(tmp_path / "other", pki, pki.other_rsa)
-    expect_error("ENVELOPE_NOT_FOR_RECIPIENT", open_argv(good_bid, other, tmp_path / "out"), capsys)
+    expect_error("ENVELOPE_NOT_FOR_RECIPIENT", other.open_argv(good_bid, tmp_path / "out"), capsys)
 
 
 def test_changed_ciphertext_byte_is_refused_as_tampered(
-    good_bid: Path, files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    good_bid: Path, rsa_files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = bytearray(good_bid.read_bytes())
     data[len(data) // 2] ^= 0x04
     bid = tmp_path / "changed.p7m"
     bid.write_bytes(bytes(data))
     expect_error(
-        "ENVELOPE_TAMPERED", open_argv(bid, files, tmp_path / "out"), capsys, tmp_path / "out"
+        "ENVELOPE_TAMPERED", rsa_files.open_argv(bid, tmp_path / "out"), capsys, tmp_path / "out"
     )
 
 
 def test_changed_tag_is_refused_as_tampered(
-    good_bid: Path, files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    good_bid: Path, rsa_files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = bytearray(good_bid.read_bytes())
     data[-3] ^= 0x10
@@ -167,69 +151,79 @@ def test_changed_tag_is_refused_as_tampered(
     bid.write_bytes(bytes(data))
     expect_error(
         "ENVELOPE_TAMPERED",
-        open_argv(bid, files, tmp_path / "out.zip"),
+        rsa_files.open_argv(bid, tmp_path / "out.zip"),
         capsys,
         tmp_path / "out.zip",
     )
 
 
 def test_changed_signed_content_is_refused_as_signature_invalid(
-    files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    rsa_files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pkg = tmp_path / "pkg.zip"
     with pkg.open("wb") as f:
         build_package(
             make_package(tmp_path / "pkg", CODE_A, documents={"a.pdf": b"PRICE 100\n" * 50}), f
         )
-    signed = openssl_sign(pkg, files, tmp_path / "signed.der")
+    signed = openssl_sign(pkg, rsa_files, tmp_path / "signed.der")
     data = bytearray(signed.read_bytes())
     at = data.index(b"PRICE 100")
     data[at + 6] = ord("9")  # the bidder's signed content changed after signing
     signed.write_bytes(bytes(data))
     bid = tmp_path / "resigned.p7m"
-    openssl_encrypt(signed, files, bid)
+    openssl_encrypt(signed, rsa_files, bid)
     expect_error(
-        "SIGNATURE_INVALID", open_argv(bid, files, tmp_path / "out"), capsys, tmp_path / "out"
+        "SIGNATURE_INVALID", rsa_files.open_argv(bid, tmp_path / "out"), capsys, tmp_path / "out"
     )
 
 
 def test_signer_that_is_not_the_named_bidder_is_refused(
-    good_bid: Path, files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    good_bid: Path, rsa_files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     expect_error(
         "SIGNER_NOT_BIDDER",
-        open_argv(good_bid, files, tmp_path / "out", "--expect-credit-code", CODE_C),
+        rsa_files.open_argv(good_bid, tmp_path / "out", "--expect-credit-code", CODE_C),
         capsys,
         tmp_path / "out",
     )
 
 
 def test_summary_naming_another_company_than_the_signer_is_refused(
-    files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    rsa_files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pkg = tmp_path / "pkg.zip"
     with pkg.open("wb") as f:
         build_package(make_package(tmp_path / "pkg", CODE_C), f)
-    bid = openssl_seal(pkg, files, tmp_path / "bid.p7m")
+    bid = openssl_seal(pkg, rsa_files, tmp_path / "bid.p7m")
     expect_error(
-        "SIGNER_NOT_BIDDER", open_argv(bid, files, tmp_path / "out"), capsys, tmp_path / "out"
+        "SIGNER_NOT_BIDDER", rsa_files.open_argv(bid, tmp_path / "out"), capsys, tmp_path / "out"
     )
 
 
 def test_expired_signer_is_refused(
-    good_bid: Path, files: PemFiles, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    good_bid: Path,
+    rsa_files: PemFiles,
+    pki: Pki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     at = (pki.now + timedelta(days=900)).isoformat()
     expect_error(
         "CERT_EXPIRED",
-        open_argv(good_bid, files, tmp_path / "out", "--trust", str(files.trust_dir), "--at", at),
+        rsa_files.open_argv(
+            good_bid, tmp_path / "out", "--trust", str(rsa_files.trust_dir), "--at", at
+        ),
         capsys,
         tmp_path / "out",
     )
 
 
 def test_revoked_signer_is_refused(
-    good_bid: Path, files: PemFiles, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    good_bid: Path,
+    rsa_files: PemFiles,
+    pki: Pki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     crl = pki.crl(
         pki.root_a,
@@ -240,23 +234,23 @@ def test_revoked_signer_is_refused(
         ],
         number=5,
     )
-    (files.trust_dir / "a.crl").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    (rsa_files.trust_dir / "a.crl").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
     expect_error(
         "CERT_REVOKED",
-        open_argv(good_bid, files, tmp_path / "out", "--trust", str(files.trust_dir)),
+        rsa_files.open_argv(good_bid, tmp_path / "out", "--trust", str(rsa_files.trust_dir)),
         capsys,
         tmp_path / "out",
     )
 
 
 def test_untrusted_signer_is_refused(
-    good_bid: Path, files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    good_bid: Path, rsa_files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (files.trust_dir / "a.crt").unlink()
-    (files.trust_dir / "a.crl").unlink()
+    (rsa_files.trust_dir / "a.crt").unlink()
+    (rsa_files.trust_dir / "a.crl").unlink()
     expect_error(
         "CERT_UNKNOWN_ISSUER",
-        open_argv(good_bid, files, tmp_path / "out", "--trust", str(files.trust_dir)),
+        rsa_files.open_argv(good_bid, tmp_path / "out", "--trust", str(rsa_files.trust_dir)),
         capsys,
         tmp_path / "out",
     )
@@ -315,7 +309,7 @@ def _manifested(entries: dict[str, bytes]) -> dict[str, bytes]:
 def test_signed_package_with_bad_contents_is_refused(
     code: str,
     entries: dict[str, bytes],
-    files: PemFiles,
+    rsa_files: PemFiles,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -325,16 +319,18 @@ def test_signed_package_with_bad_contents_is_refused(
         for name, data in entries.items():
             zf.writestr(name, data)
     path.write_bytes(buf.getvalue())
-    bid = openssl_seal(path, files, tmp_path / "bid.p7m")
-    expect_error(code, open_argv(bid, files, tmp_path / "out"), capsys, tmp_path / "out")
+    bid = openssl_seal(path, rsa_files, tmp_path / "bid.p7m")
+    expect_error(code, rsa_files.open_argv(bid, tmp_path / "out"), capsys, tmp_path / "out")
 
 
-def test_console_script_prints_one_line_and_no_traceback(files: PemFiles, tmp_path: Path) -> None:
+def test_console_script_prints_one_line_and_no_traceback(
+    rsa_files: PemFiles, tmp_path: Path
+) -> None:
     bid = tmp_path / "random.p7m"
     bid.write_bytes(os.urandom(100))
     exe = Path(sys.executable).with_name("bidbridge")
     proc = subprocess.run(
-        [str(exe), *open_argv(bid, files, tmp_path / "out")], capture_output=True, text=True
+        [str(exe), *rsa_files.open_argv(bid, tmp_path / "out")], capture_output=True, text=True
     )
     assert proc.returncode == 2
     assert proc.stdout == ""
@@ -344,19 +340,19 @@ def test_console_script_prints_one_line_and_no_traceback(files: PemFiles, tmp_pa
 
 
 def test_existing_output_is_not_overwritten(
-    good_bid: Path, files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    good_bid: Path, rsa_files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "already-there"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    expect_error("OUTPUT_EXISTS", open_argv(good_bid, files, out), capsys)
+    expect_error("OUTPUT_EXISTS", rsa_files.open_argv(good_bid, out), capsys)
     assert (out / "keep.txt").read_text() == "mine"
 
 
 def test_missing_input_file_is_one_line_not_a_traceback(
-    files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    rsa_files: PemFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     line = expect_error(
-        "FILE_IO_ERROR", open_argv(tmp_path / "nowhere.p7m", files, tmp_path / "out"), capsys
+        "FILE_IO_ERROR", rsa_files.open_argv(tmp_path / "nowhere.p7m", tmp_path / "out"), capsys
     )
     assert "nowhere.p7m" in line

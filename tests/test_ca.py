@@ -171,10 +171,15 @@ def test_invalid_credit_code_is_refused_with_a_clear_error(cas: Cas) -> None:
         ca.issue_company_signing(cas.sub, credit_code="12345", company_name="甲")
 
 
+def company_certificate(
+    issue: Callable[..., ca.Issued], cas: Cas, key_type: ca.KeyType
+) -> x509.Certificate:
+    """A certificate of company 甲 (``CODE``) from the intermediate CA, made by ``issue``."""
+    return issue(cas.sub, credit_code=CODE, company_name="甲", key_type=key_type).certificate
+
+
 def test_company_signing_certificate_is_for_signatures_and_non_repudiation(cas: Cas) -> None:
-    cert = ca.issue_company_signing(
-        cas.sub, credit_code=CODE, company_name="甲", key_type="ec-p256"
-    ).certificate
+    cert = company_certificate(ca.issue_company_signing, cas, "ec-p256")
     usage = key_usage(cert)
     assert usage.digital_signature and usage.content_commitment
     assert not (usage.key_encipherment or usage.key_agreement or usage.key_cert_sign)
@@ -184,9 +189,7 @@ def test_company_signing_certificate_is_for_signatures_and_non_repudiation(cas: 
 
 
 def test_rsa_encryption_certificate_allows_key_and_data_encipherment(cas: Cas) -> None:
-    cert = ca.issue_company_encryption(
-        cas.sub, credit_code=CODE, company_name="甲", key_type="rsa2048"
-    ).certificate
+    cert = company_certificate(ca.issue_company_encryption, cas, "rsa2048")
     usage = key_usage(cert)
     assert usage.key_encipherment and usage.data_encipherment
     assert not (usage.digital_signature or usage.content_commitment or usage.key_agreement)
@@ -194,9 +197,7 @@ def test_rsa_encryption_certificate_allows_key_and_data_encipherment(cas: Cas) -
 
 
 def test_ec_encryption_certificate_allows_key_agreement(cas: Cas) -> None:
-    cert = ca.issue_company_encryption(
-        cas.sub, credit_code=CODE, company_name="甲", key_type="ec-p256"
-    ).certificate
+    cert = company_certificate(ca.issue_company_encryption, cas, "ec-p256")
     usage = key_usage(cert)
     assert usage.key_agreement
     assert not (usage.digital_signature or usage.key_encipherment)

@@ -153,11 +153,22 @@ class Holder:
             assert await asyncio.wait_for(self.proc.wait(), 10) == -signal.SIGKILL
 
 
+StartHolder = Callable[[list[dict[str, Any]]], Awaitable[Holder]]
+
+
 @pytest_asyncio.fixture
-async def holders() -> AsyncIterator[list[Holder]]:
+async def holder(redis_server: RedisServer) -> AsyncIterator[StartHolder]:
+    """Starts a holder process of ``instances`` on the test Redis; each is killed after the test."""
     made: list[Holder] = []
+
+    async def start(instances: list[dict[str, Any]]) -> Holder:
+        h = Holder(redis_server.url, instances)
+        made.append(h)
+        await h.start()
+        return h
+
     try:
-        yield made
+        yield start
     finally:
         for h in made:
             await h.kill()
@@ -294,14 +305,11 @@ async def test_an_expired_holder_does_not_release_the_next_holders_key(
 async def test_a_killed_holder_holds_the_work_for_at_most_busy_ms(
     process: Callable[[], Awaitable[Coordination]],
     rd: Any,
-    redis_server: RedisServer,
-    holders: list[Holder],
+    holder: StartHolder,
 ) -> None:
     s = unique("session")
     key = f"{PREFIX}:busy:{s}:A"
-    dead = Holder(redis_server.url, [{"name": unique("dead"), "busy": [[s, "A"]]}])
-    holders.append(dead)
-    await dead.start()
+    dead = await holder([{"name": unique("dead"), "busy": [[s, "A"]]}])
     await asyncio.sleep(1.5 * RENEW_SECONDS)  # it renews while alive
     await dead.kill()
     left = await rd.pttl(key)
@@ -328,8 +336,7 @@ async def test_a_killed_holder_holds_the_work_for_at_most_busy_ms(
 async def test_the_survivors_reap_a_killed_process_once(
     process: Callable[[], Awaitable[Coordination]],
     rd: Any,
-    redis_server: RedisServer,
-    holders: list[Holder],
+    holder: StartHolder,
 ) -> None:
     """Two instances die with one SIGKILL. Until their heartbeat expires they still count; then
     they no longer count, and the two survivors' concurrent reaps report each party that is now
@@ -340,8 +347,7 @@ async def test_the_survivors_reap_a_killed_process_once(
     one, two = await process(), await process()
     await one.joined(s, "supervisor", "S1")
     await two.joined(s, "supervisor", "S2")
-    killed = Holder(
-        redis_server.url,
+    killed = await holder(
         [
             {
                 "name": dead1,
@@ -355,8 +361,6 @@ async def test_the_survivors_reap_a_killed_process_once(
             {"name": dead2, "joined": [[s, "host", "H1"], [s, "host", "H1"]]},
         ],
     )
-    holders.append(killed)
-    await killed.start()
     assert await one.total(s, "host", "H1") == 3
     assert await two.total(s, "supervisor", "S1") == 2
     await killed.kill()

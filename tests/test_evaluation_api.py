@@ -13,7 +13,7 @@ from crypto.attest import b64decode, verify_document
 from schemas import evaluation as EV
 from schemas.canonical import canonical_json
 from server.domain import draw as D
-from tests.support.evaluation import Eval, drawn, new_evaluation, review, scores
+from tests.support.evaluation import Eval, drawn, drawn_with_member, new_evaluation, review, scores
 from tests.support.hall import Hall, P
 from tests.support.pki import CODE_A, CODE_B, CODE_C
 
@@ -150,9 +150,7 @@ async def test_eval_rule_05_decline_and_absence_draw_the_next_spare(
 async def test_eval_rule_05_sign_in_only_at_own_room_with_own_key(
     hall: Hall, tmp_path: Path
 ) -> None:
-    e, _sup = await drawn(hall, tmp_path)
-    committee = await e.committee()
-    mid = sorted(committee)[0]
+    e, committee, mid = await drawn_with_member(hall, tmp_path)
     other_room = next(r for r in e.rooms if r != committee[mid]["room_id"])
     ch = await hall.request("POST", "/api/auth/challenge")
     doc = EV.sign_in_document(ch["server"], e.sid, other_room, mid, ch["nonce"])
@@ -319,10 +317,8 @@ async def test_eval_rule_09_suspended_over_four_hours_is_void(hall: Hall, tmp_pa
 async def test_eval_rule_12_supervisor_warns_everyone_and_changes_nothing(
     hall: Hall, tmp_path: Path
 ) -> None:
-    e, _sup = await drawn(hall, tmp_path)
+    e, committee, mid = await drawn_with_member(hall, tmp_path)
     supervisor = P(hall, "supervisor")
-    committee = await e.committee()
-    mid = sorted(committee)[0]
     room = e.rooms[committee[mid]["room_id"]]
     listener = await hall.listen(e.sid, room)
     await e.post(supervisor, "warnings", body={"text": "请注意评标纪律"})
@@ -337,9 +333,7 @@ async def test_eval_rule_12_supervisor_warns_everyone_and_changes_nothing(
 async def test_eval_rule_05_signing_in_again_renews_the_token_without_a_new_event(
     hall: Hall, tmp_path: Path
 ) -> None:
-    e, _sup = await drawn(hall, tmp_path)
-    committee = await e.committee()
-    mid = sorted(committee)[0]
+    e, committee, mid = await drawn_with_member(hall, tmp_path)
     await e.sign_in(mid, committee[mid]["room_id"])
     before = len(await e.events(P(hall, "supervisor")))
     await e.sign_in(mid, committee[mid]["room_id"])  # e.g. the token expired

@@ -8,6 +8,7 @@ import asyncio
 import fractions
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,11 +37,9 @@ from server.cli import main
 from server.domain import evaluation as ev
 from server.identity import ServerIdentity, cert_sha256
 from tests.support.archive import rechain, resign, write_zip, zip_members
-from tests.support.evaluation import Eval, drawn, scores
+from tests.support.evaluation import Eval, drawn, past_review, scores
 from tests.support.hall import Hall, P, start_hall, stop_hall
-from tests.support.pki import CODE_A, CODE_B, CODE_C, Pki
-
-BIDDERS = [CODE_A, CODE_B, CODE_C]
+from tests.support.pki import Pki
 
 
 def _sha(data: bytes) -> str:
@@ -83,25 +82,10 @@ async def _record(hall: Hall, sid: str, room: str, index: int, path: Path) -> di
     return {"sha256": blob.sha256, "size": blob.size, "seq": records[0].seq, "room": room}
 
 
-def _review(expert: str, stage: str, item: str) -> dict[str, Any]:
-    return {
-        "expert": expert,
-        "stage": stage,
-        "verdicts": [{"bidder": b, "item": item, "passed": True, "reason": ""} for b in BIDDERS],
-    }
-
-
 async def _evaluate(e: Eval, ids: list[str]) -> str:
     """Chair, three stages of sheets, the report signed (one dissent, one refusal)."""
     hall = e.hall
-    await e.post(P(hall, "host"), "start")
-    for mid in ids[:3]:
-        await e.post(e.as_expert(mid), "vote", body={"candidate": ids[0]})
-    chair = e.as_expert(ids[0])
-    for stage, item in (("qualification", "Q1"), ("preliminary", "P1")):
-        for mid in ids:
-            await e.sheet(mid, stage, _review(mid, stage, item))
-        await e.post(chair, "close-stage")
+    chair = await past_review(e, ids)
     for i, mid in enumerate(ids):
         await e.sheet(mid, "detailed", scores(mid, 3000 + 100 * i))
     await e.post(chair, "close-stage")
@@ -232,6 +216,21 @@ def _edited(world: World, edit: Any, **changes: Any) -> ArchiveContent:
     events = [e.model_dump() for e in world.content.events]
     edit(events)
     return replace(world.content, events=rechain(events), **changes)
+
+
+def _with_payload(seq: int, **changes: Any) -> Callable[[list[dict[str, Any]]], None]:
+    """An edit of the log for ``_edited``: the event ``seq``'s payload with ``changes``."""
+
+    def edit(events: list[dict[str, Any]]) -> None:
+        p = events[seq - 1]["payload"]
+        events[seq - 1]["payload"] = {**p, **changes}
+
+    return edit
+
+
+def _names(text: str, seq: int, event_type: str, *words: str) -> None:
+    """``text`` points at the log's event ``seq`` (of ``event_type``) and says each of ``words``."""
+    assert f"seq {seq} ({event_type})" in text and all(w in text for w in words), text
 
 
 def _rechain_resigned(world: World, events: list[dict[str, Any]]) -> list[EventRecord]:
@@ -389,7 +388,7 @@ def test_a_changed_segment_byte_is_found_and_names_the_segment(
     # a segment removed
     removed = {k: v for k, v in original.items() if k != name}
     message = _refused(write_zip(target, _resign(world, removed)))
-    assert f"seq {seg['seq']} (media_segment)" in message and label in message
+    _names(message, seg["seq"], "media_segment", label)
 
 
 def test_a_changed_segment_size_in_the_log_is_named(world: World) -> None:
@@ -400,7 +399,7 @@ def test_a_changed_segment_size_in_the_log_is_named(world: World) -> None:
         events[seg["seq"] - 1]["payload"] = {**p, "size": p["size"] + 1}
 
     message = _refused(world.write(_edited(world, bigger), "size.zip"))
-    assert f"seq {seg['seq']} (media_segment)" in message and "size" in message
+    _names(message, seg["seq"], "media_segment", "size")
 
 
 def test_a_tampered_pool_input_fails_verify_draw_and_verify_archive(
@@ -430,20 +429,16 @@ def test_a_tampered_pool_input_fails_verify_draw_and_verify_archive(
     forged_path = tmp_path / "pool.json"
     forged_path.write_bytes(forged_raw)
     new_sha = _sha(forged_raw)
-
-    def point_to_forgery(events: list[dict[str, Any]]) -> None:
-        p = events[completed.seq - 1]["payload"]
-        events[completed.seq - 1]["payload"] = {**p, "pool_blob": new_sha}
-
     files = {k: v for k, v in world.content.files.items() if k != pool_blob}
-    content = _edited(world, point_to_forgery, files={**files, new_sha: forged_path})
+    forgery = _with_payload(completed.seq, pool_blob=new_sha)
+    content = _edited(world, forgery, files={**files, new_sha: forged_path})
     forged = world.write(content, "forged-pool.zip")
     message = _refused(forged)
     assert f"events.jsonl seq {completed.seq} (draw_completed)" in message, message
     assert "does not recompute" in message
     code, out = _verify_draw(forged, capsys)
     assert code == 1 and "hash chain" not in out
-    assert f"seq {completed.seq} (draw_completed)" in out and "pool_sha256" in out
+    _names(out, completed.seq, "draw_completed", "pool_sha256")
 
 
 def test_a_tampered_server_random_fails_verify_draw_and_verify_archive(
@@ -462,11 +457,7 @@ def test_a_tampered_server_random_fails_verify_draw_and_verify_archive(
     assert code == 1, out
     assert "commitment" in out and "hash chain is broken" in out
     assert "events.jsonl" in _refused(edited)
-
-    def reveal_other(events: list[dict[str, Any]]) -> None:
-        p = events[completed.seq - 1]["payload"]
-        events[completed.seq - 1]["payload"] = {**p, "server_random": other}
-
+    reveal_other = _with_payload(completed.seq, server_random=other)
     forged = world.write(_edited(world, reveal_other), "forged-random.zip")
     message = _refused(forged)
     assert f"events.jsonl seq {completed.seq} (draw_completed)" in message
@@ -596,7 +587,7 @@ def test_a_sign_in_without_its_signature_or_for_another_server_is_named(world: W
     assert "covers a different document" in message
     # and one that does not name its server cannot have its sign-ins checked
     message = _refused(world.write(replace(world.content, server_id=None), "unnamed.zip"))
-    assert f"seq {first} (member_signed_in)" in message and "server_id" in message
+    _names(message, first, "member_signed_in", "server_id")
 
 
 def test_a_changed_report_is_named(world: World, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from schemas.canonical import canonical_json
 from schemas.common import uscc_check_char
-from schemas.events import EventRecord, NewEvent
+from schemas.events import NewEvent
 from schemas.experts import DrawRequest, DrawResult, Expert, Room, Site
 from schemas.scoring import PriceAdjustment
 from schemas.time import iso, parse_iso
@@ -75,6 +75,7 @@ from server.domain.evaluation import (
     viewer_tags,
 )
 from server.domain.opening import sha256_json
+from tests.support.rules import METHOD, REVIEW_ITEMS, as_record, types
 
 # --- the cast -------------------------------------------------------------------------------------
 
@@ -150,22 +151,7 @@ SUP_ENTROPY = "ab" * 32
 HOST_ENTROPY = "cd" * 32
 REPORT_SHA = "5e" * 32
 
-METHOD: dict[str, Any] = {
-    "method": "comprehensive",
-    "criteria": [
-        {"id": "T1", "group": "technical", "text": "施工方案", "max_points_x100": 4000},
-        {"id": "C1", "group": "commercial", "text": "企业业绩", "max_points_x100": 3000},
-    ],
-    "price_points_x100": 3000,
-    "base_price": "lowest",
-    "deduct_above_x100": 100,
-    "deduct_below_x100": 50,
-}
 MAXIMA = {"T1": 4000, "C1": 3000}
-REVIEW_ITEMS = [
-    {"id": "Q1", "stage": "qualification", "text": "营业执照与资质证书有效"},
-    {"id": "P1", "stage": "preliminary", "text": "投标函签字盖章齐全"},
-]
 ITEM_OF = {"qualification": "Q1", "preliminary": "P1"}
 THRESHOLD = 1500
 
@@ -280,24 +266,6 @@ def scores(
 def sheet_cmd(expert_id: str, stage: str, content: dict[str, Any]) -> SubmitSheet:
     return SubmitSheet(
         actor=expert(expert_id), stage=stage, content=content, signature=f"sig-{expert_id}-{stage}"
-    )
-
-
-def types(events: Iterable[NewEvent]) -> list[str]:
-    return [e.type for e in events]
-
-
-def as_record(event: NewEvent, seq: int, at: datetime) -> EventRecord:
-    return EventRecord(
-        session_id="s-1",
-        seq=seq,
-        at=iso(at),
-        type=event.type,
-        actor=event.actor,
-        audience=event.audience,
-        payload=event.payload,
-        prev_hash="0" * 64,
-        hash="0" * 64,
     )
 
 
@@ -962,13 +930,20 @@ def test_eval_rule_08_sheet_content_goes_to_author_and_supervisor_only() -> None
         assert marker in " ".join(text_of(e) for e in ev.seen_by(viewer))
 
 
-def test_eval_rule_08_a_rescored_sheet_goes_the_same_way() -> None:
+def rescore_called() -> tuple[Evaluation, list[str]]:
+    """The detailed stage: four members' sheets alike, the fifth's far off on A's T1, and the
+    chair calls that sheet back for a rescore. Returns the evaluation and its members' ids."""
     ev = phase("detailed")
     m = ev.ids
     for mid in m[:4]:
         ev.run(sheet_cmd(mid, "detailed", scores(mid, BIDS)))
     ev.run(sheet_cmd(m[4], "detailed", scores(m[4], BIDS, **{f"{A}_T1": 500})))
     ev.run(CallRescore(actor=ev.chair, expert_id=m[4], reason="偏离过大"))
+    return ev, m
+
+
+def test_eval_rule_08_a_rescored_sheet_goes_the_same_way() -> None:
+    ev, m = rescore_called()
     events = ev.run(sheet_cmd(m[4], "detailed", scores(m[4], BIDS, **{f"{A}_T1": 2999})))
     assert events[1].type == "sheet_content" and events[1].payload["round"] == 2
     assert sorted(events[1].audience) == sorted(["supervisor", f"expert:{m[4]}"])
@@ -1081,12 +1056,7 @@ def test_eval_rule_10_rescore_only_beyond_threshold(off_by: int, beyond: bool) -
 
 
 def test_eval_rule_10_a_reopened_sheet_needs_one_resubmission() -> None:
-    ev = phase("detailed")
-    m = ev.ids
-    for mid in m[:4]:
-        ev.run(sheet_cmd(mid, "detailed", scores(mid, BIDS)))
-    ev.run(sheet_cmd(m[4], "detailed", scores(m[4], BIDS, **{f"{A}_T1": 500})))
-    ev.run(CallRescore(actor=ev.chair, expert_id=m[4], reason="偏离过大"))
+    ev, m = rescore_called()
     with contextlib.suppress(Refusal):  # refusing the second call or merging it would both do
         ev.run(CallRescore(actor=ev.chair, expert_id=m[4], reason="请再复核"))
     ev.run(sheet_cmd(m[4], "detailed", scores(m[4], BIDS, **{f"{A}_T1": 2900})))

@@ -52,8 +52,7 @@ async def test_members_see_the_bids_documents_only_once_the_evaluation_has_start
     hall: Hall, tmp_path: Path
 ) -> None:
     e, committee = await signed_in(hall, tmp_path)
-    mid = sorted(committee)[0]
-    member = e.as_expert(mid)
+    _mid, member = e.nth_expert(committee, 0)
     await hall.refused(409, "DOCUMENTS_CLOSED", "GET", e.path("bids"), member)
     await hall.refused(
         409, "DOCUMENTS_CLOSED", "GET", document_path(e, CODE_A, "summary.json"), member
@@ -215,8 +214,7 @@ async def test_the_report_answer_is_relayed_and_a_disagreement_needs_its_reason(
     hall: Hall, tmp_path: Path
 ) -> None:
     e, committee = await signing(hall, tmp_path)
-    mid = sorted(committee)[1]
-    member = e.as_expert(mid)
+    mid, member = e.nth_expert(committee, 1)
     await hall.refused(422, "REASON_REQUIRED", "POST", e.path("to-sign"), member,
                        {"kind": "report", "agree": False, "reason": "  "})  # fmt: skip
     await hall.refused(422, "INVALID_INPUT", "POST", e.path("to-sign"), member,

@@ -5,6 +5,8 @@ token lasts) is renewed at the room with the expert's own key, with no second si
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,15 @@ from tests.support.evaluation import Eval, drawn
 from tests.support.hall import Hall, P
 
 
-async def expert_at_room(e: Eval, folder: Path) -> tuple[ExpertClient, list[str]]:
-    """The first member signed in at their room through the real room device client; also the
-    list of sign-ins the room device made for them (one per call of the sign-in route)."""
+@contextlib.asynccontextmanager
+async def expert_at_room(
+    hall: Hall, folder: Path, *, keep_token: bool = True
+) -> AsyncIterator[tuple[Eval, ExpertClient, list[str]]]:
+    """A drawn evaluation (``drawn``) whose first member signed in at their room through the real
+    room device client; also the list of sign-ins the room device made for them (one per call
+    of the sign-in route). Without ``keep_token`` the device stops keeping the expert's token
+    alive at once (as if it had been offline). Both clients are closed on leaving."""
+    e, _sup = await drawn(hall, folder)
     mid, member = sorted((await e.committee()).items())[0]
     room_key, room_cert = write_party(folder, "room", e.rooms[member["room_id"]])
     expert_key, expert_cert = write_party(folder, "expert", e.expert(mid))
@@ -37,7 +45,12 @@ async def expert_at_room(e: Eval, folder: Path) -> tuple[ExpertClient, list[str]
     client = await room.sign_in_expert(
         e.sid, mid, Credentials.load(key=expert_key, cert=expert_cert)
     )
-    return client, sign_ins
+    try:
+        if not keep_token:
+            await client.stop_keeping_token()
+        yield e, client, sign_ins
+    finally:
+        await close(client)
 
 
 async def signed_in_events(e: Eval, expert_id: str) -> int:
@@ -58,9 +71,7 @@ async def test_room_device_keeps_a_signed_in_experts_token_alive(
     hall: Hall, tmp_path: Path
 ) -> None:
     hall.hub.tokens.ttl = timedelta(seconds=3)  # 3 s of the (manual) clock = 3 real seconds
-    e, _sup = await drawn(hall, tmp_path)
-    client, sign_ins = await expert_at_room(e, tmp_path)
-    try:
+    async with expert_at_room(hall, tmp_path) as (e, client, sign_ins):
         first = client.token
         assert first is not None and client.token_left() is not None
         hall.clock.advance(2)  # the keeper renews a third into the token's life (1 real second)
@@ -78,17 +89,12 @@ async def test_room_device_keeps_a_signed_in_experts_token_alive(
         assert view["session_id"] == e.sid
         assert sign_ins == [client.party_id]  # kept alive, never signed in again
         assert await signed_in_events(e, client.party_id or "") == 1
-    finally:
-        await close(client)
 
 
 async def test_an_experts_lapsed_token_is_renewed_at_the_room_with_the_experts_key(
     hall: Hall, tmp_path: Path
 ) -> None:
-    e, _sup = await drawn(hall, tmp_path)
-    client, sign_ins = await expert_at_room(e, tmp_path)
-    try:
-        await client.stop_keeping_token()  # as if the room device had been offline
+    async with expert_at_room(hall, tmp_path, keep_token=False) as (e, client, sign_ins):
         lapsed = client.token
         hall.clock.advance(31 * 60)  # longer than a token lasts (30 minutes)
         assert lapsed is not None
@@ -100,17 +106,12 @@ async def test_an_experts_lapsed_token_is_renewed_at_the_room_with_the_experts_k
         # the same key at the same room: a new token, the record unchanged (one sign-in event)
         assert sign_ins == [client.party_id, client.party_id]
         assert await signed_in_events(e, client.party_id or "") == 1
-    finally:
-        await close(client)
 
 
 async def test_an_expert_without_a_key_at_the_room_is_told_to_sign_in_again(
     hall: Hall, tmp_path: Path
 ) -> None:
-    e, _sup = await drawn(hall, tmp_path)
-    client, _ = await expert_at_room(e, tmp_path)
-    try:
-        await client.stop_keeping_token()
+    async with expert_at_room(hall, tmp_path, keep_token=False) as (e, client, _):
         client.credentials = None  # the expert left with their CA key
         hall.clock.advance(31 * 60)
         from room_client.agent import AgentError
@@ -119,5 +120,3 @@ async def test_an_expert_without_a_key_at_the_room_is_told_to_sign_in_again(
             await client.evaluation(e.sid)
         assert info.value.code == "TOKEN_INVALID"
         assert "重新签到" in info.value.zh
-    finally:
-        await close(client)

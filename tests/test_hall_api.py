@@ -372,15 +372,7 @@ async def test_rule_01_upload_one_microsecond_before_and_one_second_after(
     deadline = hall.t0 + HOUR
 
     async def upload_refused(who: Party, env: Path) -> None:
-        await hall.refused(
-            409,
-            "DEADLINE_PASSED",
-            "PUT",
-            f"/api/sessions/{sid}/bid",
-            who,
-            data=env.read_bytes(),
-            headers=OCTET,
-        )
+        await hall.upload_refused(409, "DEADLINE_PASSED", sid, who, env)
 
     hall.clock.set(deadline - timedelta(microseconds=1))
     r = await hall.upload(sid, a, env_a)
@@ -458,15 +450,7 @@ async def test_rule_01_versions_of_a_bid_are_bounded_and_the_refused_one_leaves_
         await hall.upload(sid, a, envs["a"])
     assert (await hall.view(sid, a))["own_bid"]["uploads"] == MAX_VERSIONS
     last = hall.seal(tmp_path, a, name="a-last", price_fen=12_100_000_000)
-    await hall.refused(
-        409,
-        "TOO_MANY_VERSIONS",
-        "PUT",
-        f"/api/sessions/{sid}/bid",
-        a,
-        data=last.read_bytes(),
-        headers={"Content-Type": "application/octet-stream"},
-    )
+    await hall.upload_refused(409, "TOO_MANY_VERSIONS", sid, a, last)
     assert not hall.hub.blobs.has(hashlib.sha256(last.read_bytes()).hexdigest())
     got = await hall.request("GET", f"/api/sessions/{sid}/bid", a)
     assert got == envs["a"].read_bytes(), "the latest accepted version no longer stands"
@@ -650,15 +634,22 @@ async def test_rule_04_seq_does_not_count_hidden_bids(hall: Hall, tmp_path: Path
     assert seen[0] == seen[1]
 
 
-async def test_rule_04_bidders_see_only_their_own_until_the_table(
-    hall: Hall, tmp_path: Path
-) -> None:
-    sid, envs, sup = await decrypting(hall, tmp_path)
+async def a_decrypted_b_refused_and_objecting(hall: Hall, tmp: Path) -> tuple[str, Any]:
+    """Decrypting (see ``decrypting``): a and b signed in, a's key opened a's bid, b's try with
+    a's key failed, and b objected."""
+    sid, envs, sup = await decrypting(hall, tmp)
     for k in "ab":
         await hall.request("POST", f"/api/sessions/{sid}/sign-in", P(hall, k))
     assert (await send_key(hall, sid, "a", cek(hall, "a", envs["a"])))["ok"]
     assert not (await send_key(hall, sid, "b", cek(hall, "a", envs["a"])))["ok"]
     await hall.request("POST", f"/api/sessions/{sid}/objections", P(hall, "b"), {"text": "请核实"})
+    return sid, sup
+
+
+async def test_rule_04_bidders_see_only_their_own_until_the_table(
+    hall: Hall, tmp_path: Path
+) -> None:
+    sid, sup = await a_decrypted_b_refused_and_objecting(hall, tmp_path)
     for k in "abc":
         me = P(hall, k)
         others = [P(hall, o).code for o in "abc" if o != k]
@@ -1014,12 +1005,7 @@ async def test_event_audience_matrix_over_a_whole_opening(hall: Hall, tmp_path: 
     """Every event of a whole opening, for every viewer: bidders never see another bidder's
     events before the table, staff see no bid activity before the deadline, and REST and
     socket replay agree."""
-    sid, envs, sup = await decrypting(hall, tmp_path)
-    for k in "ab":
-        await hall.request("POST", f"/api/sessions/{sid}/sign-in", P(hall, k))
-    assert (await send_key(hall, sid, "a", cek(hall, "a", envs["a"])))["ok"]
-    assert not (await send_key(hall, sid, "b", cek(hall, "a", envs["a"])))["ok"]
-    await hall.request("POST", f"/api/sessions/{sid}/objections", P(hall, "b"), {"text": "请核实"})
+    sid, sup = await a_decrypted_b_refused_and_objecting(hall, tmp_path)
     await hall.request(
         "POST", f"/api/sessions/{sid}/objections/1/reply", P(hall, "host"), {"text": "已核实"}
     )

@@ -30,9 +30,12 @@ async def extend(hall: Hall, sid: str, reason: str = "顺延") -> int:
     return int(out["seq"])
 
 
-async def in_sign_in(hall: Hall) -> str:
+async def in_sign_in(hall: Hall, extensions: int = 0) -> str:
+    """A session in sign-in, extended ``extensions`` times by the host (reasons 第0次, 第1次...)."""
     sid = await hall.create_session()
     await hall.at(hall.t0 + timedelta(minutes=10))
+    for i in range(extensions):
+        await extend(hall, sid, f"第{i}次")
     return sid
 
 
@@ -42,9 +45,7 @@ def unique(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def test_replay_from_last_seq_then_live(hall: Hall) -> None:
-    sid = await in_sign_in(hall)
-    for i in range(4):
-        await extend(hall, sid, f"第{i}次")
+    sid = await in_sign_in(hall, extensions=4)
     host = P(hall, "host")
     visible = await hall.events(sid, host)
     assert len(visible) >= 6
@@ -160,9 +161,7 @@ async def test_refused_connections_change_nothing(hall: Hall) -> None:
 
 async def test_replay_on_request(hall: Hall) -> None:
     """A client that noticed a gap asks again for everything after a seq."""
-    sid = await in_sign_in(hall)
-    for i in range(3):
-        await extend(hall, sid, f"第{i}次")
+    sid = await in_sign_in(hall, extensions=3)
     a = P(hall, "a")
     listener = await hall.listen(sid, a)
     mine = await hall.events(sid, a)

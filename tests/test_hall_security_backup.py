@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import socketio
@@ -17,7 +18,7 @@ from crypto.quorum import open_share, split_backup_key
 from schemas.canonical import canonical_json
 from server.api.backup import backup_approval_document
 from server.identity import cert_sha256
-from tests.support.hall import TENDERER_CODE, ApiError, Hall
+from tests.support.hall import TENDERER_CODE, ApiError, Hall, Party
 from tests.support.pki import credit_code
 
 
@@ -64,6 +65,13 @@ def _guarantee(hall: Hall, guarantor: ca.CompanyPair, bidder: str, **changes: ob
     return b64encode(sig)
 
 
+async def _post_refused(hall: Hall, path: str, who: Party, body: Any) -> ApiError:
+    """The POST of ``body`` to ``path`` by ``who`` is refused: its error."""
+    with pytest.raises(ApiError) as refused:
+        await hall.request("POST", path, who, body)
+    return refused.value
+
+
 GUARANTOR = credit_code("91110108MA0GUAR00")
 
 
@@ -80,31 +88,28 @@ async def test_bid_security_deposit_and_guarantee_show_in_the_table(
         await hall.upload(sid, P[k], hall.seal(tmp_path, P[k], name=k))
     assert P["a"].code and P["b"].code
     # A guarantee for too little, or for another bidder, is refused with its reasons.
-    with pytest.raises(ApiError) as low:
-        await hall.request(
-            "POST",
-            f"/api/sessions/{sid}/guarantee",
-            P["a"],
-            {"signature": _guarantee(hall, guarantor, P["a"].code, amount_fen=1)},
-        )
-    assert low.value.code == "GUARANTEE_INVALID" and "amount" in low.value.body["detail"]
-    with pytest.raises(ApiError) as other:
-        await hall.request(
-            "POST",
-            f"/api/sessions/{sid}/guarantee",
-            P["a"],
-            {"signature": _guarantee(hall, guarantor, P["b"].code)},
-        )
-    assert other.value.code == "GUARANTEE_INVALID" and "applicant" in other.value.body["detail"]
+    low = await _post_refused(
+        hall,
+        f"/api/sessions/{sid}/guarantee",
+        P["a"],
+        {"signature": _guarantee(hall, guarantor, P["a"].code, amount_fen=1)},
+    )
+    assert low.code == "GUARANTEE_INVALID" and "amount" in low.body["detail"]
+    other = await _post_refused(
+        hall,
+        f"/api/sessions/{sid}/guarantee",
+        P["a"],
+        {"signature": _guarantee(hall, guarantor, P["b"].code)},
+    )
+    assert other.code == "GUARANTEE_INVALID" and "applicant" in other.body["detail"]
     short = (hall.t0 + timedelta(days=30)).date().isoformat()
-    with pytest.raises(ApiError) as brief:
-        await hall.request(
-            "POST",
-            f"/api/sessions/{sid}/guarantee",
-            P["a"],
-            {"signature": _guarantee(hall, guarantor, P["a"].code, valid_until=short)},
-        )
-    assert brief.value.code == "GUARANTEE_INVALID" and "validity" in brief.value.body["detail"]
+    brief = await _post_refused(
+        hall,
+        f"/api/sessions/{sid}/guarantee",
+        P["a"],
+        {"signature": _guarantee(hall, guarantor, P["a"].code, valid_until=short)},
+    )
+    assert brief.code == "GUARANTEE_INVALID" and "validity" in brief.body["detail"]
     await hall.request(
         "POST",
         f"/api/sessions/{sid}/guarantee",
@@ -133,14 +138,10 @@ async def test_bid_security_deposit_and_guarantee_show_in_the_table(
         P["centre"],
         {"bidder": P["c"].code, "amount_fen": 10_00},
     )
-    with pytest.raises(ApiError) as host_deposit:
-        await hall.request(
-            "POST",
-            f"/api/sessions/{sid}/deposits",
-            P["host"],
-            {"bidder": P["b"].code, "amount_fen": 1},
-        )
-    assert host_deposit.value.status == 403
+    host_deposit = await _post_refused(
+        hall, f"/api/sessions/{sid}/deposits", P["host"], {"bidder": P["b"].code, "amount_fen": 1}
+    )
+    assert host_deposit.status == 403
     sup = await _supervisor_present(hall, sid)
     try:
         await hall.request("POST", f"/api/sessions/{sid}/start", P["host"])
@@ -200,14 +201,13 @@ async def test_rule_09_backup_quorum_decrypts_only_named_bids_with_k_approvals(
         await hall.upload(sid, P[k], env)
     assert P["b"].code and P["c"].code
     # Before the deadline nobody may even ask (rule 4 and 9).
-    with pytest.raises(ApiError) as early:
-        await hall.request(
-            "POST",
-            f"/api/sessions/{sid}/backup-requests",
-            P["host"],
-            {"bidders": [P["b"].code], "reason": "演练"},
-        )
-    assert early.value.code == "BEFORE_DEADLINE"
+    early = await _post_refused(
+        hall,
+        f"/api/sessions/{sid}/backup-requests",
+        P["host"],
+        {"bidders": [P["b"].code], "reason": "演练"},
+    )
+    assert early.code == "BEFORE_DEADLINE"
     await hall.at(hall.t0 + timedelta(hours=1))
     sup = await _supervisor_present(hall, sid)
     try:

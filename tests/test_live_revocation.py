@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from crypto import ca
-from crypto.keys import SoftwareKey
-from server.app import build_app, build_hub
+from server.app import build_hub
 from server.auth import TokenRevoked
 from server.clock import ManualClock
 from server.core import Settings
-from server.identity import ServerIdentity, cert_pem, cert_sha256, load_trust
+from server.identity import cert_pem, cert_sha256, load_trust
 from server.work.crl_fetch import CrlFetcher
 from server.work.revocation_record import verify_journal
 from tests.support.hall import (
@@ -41,11 +40,12 @@ from tests.support.hall import (
     P,
     Party,
     company,
-    person,
-    register_parties,
+    first_instant,
+    platform_identity,
+    serve_hall,
     stop_hall,
 )
-from tests.support.pki import CODE_A, CODE_B, CODE_C, Pki, credit_code
+from tests.support.pki import CODE_A, Pki, credit_code
 from tests.support.servers import (
     REPO,
     Client,
@@ -121,14 +121,9 @@ async def start_live_hall(
     pki: Pki, tmp: Path, database_url: str, **settings: Any
 ) -> tuple[Hall, Folder]:
     """As ``tests.support.hall.start_hall``, with the trust read from a folder it reloads."""
-    t0 = max(pki.now, datetime.now(UTC)).replace(microsecond=0) + timedelta(minutes=1)
+    t0 = first_instant(pki)
     clock = ManualClock(t0)
     folder = Folder(tmp / "trust", pki, t0)
-    server_person = ca.issue_person(
-        pki.root_a, name="平台签章", role="centre", person_id="PLATFORM1", key_type="ec-p256"
-    )
-    assert server_person.key is not None
-    identity = ServerIdentity(SoftwareKey(server_person.key), server_person.certificate, [])
     config = Settings(
         data_dir=tmp / "data",
         database_url=database_url,
@@ -136,21 +131,9 @@ async def start_live_hall(
         trust_dir=folder.path,
         **settings,
     )
-    hub = await build_hub(config, trust=load_trust(folder.path), identity=identity, clock=clock)
-    server = TestServer(build_app(hub), host="127.0.0.1")
-    await server.start_server()
-    parties = {
-        "centre": person(pki.root_a, "中心管理员", "centre", "C001", []),
-        "host": person(pki.root_a, "主持人王", "host", "H001", []),
-        "supervisor": person(pki.root_b, "监管李", "supervisor", "S001", []),
-        "a": company(pki.bidder_rsa, "甲建设工程有限公司", CODE_A, []),
-        "b": company(pki.bidder_ec, "乙路桥集团有限公司", CODE_B, [pki.sub_b.certificate]),
-        "c": company(pki.other_rsa, "丙市政工程有限公司", CODE_C, []),
-    }
-    await hub.store.add_account("centre", "中心管理员", cert_pem(parties["centre"].cert), t0)
-    hall = Hall(hub, server, clock, aiohttp.ClientSession(), pki, t0, parties)
-    await register_parties(hall.request, parties)
-    return hall, folder
+    trust = load_trust(folder.path)
+    hub = await build_hub(config, trust=trust, identity=platform_identity(pki), clock=clock)
+    return await serve_hall(hub, clock, pki, t0), folder
 
 
 @pytest_asyncio.fixture
@@ -174,6 +157,24 @@ async def until(done: Callable[[], Any], timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
         while not await done():
             await asyncio.sleep(0.02)
+
+
+async def until_revoked(
+    who: Party, token: str | None, request: Callable[[], Awaitable[Any]]
+) -> None:
+    """Until ``request``, made by ``who`` with ``token`` again each time, is refused as
+    CERT_REVOKED."""
+
+    async def refused() -> bool:
+        who.token = token
+        try:
+            await request()
+        except ApiError as exc:
+            assert exc.code == "CERT_REVOKED", exc.body
+            return True
+        return False
+
+    await until(refused)
 
 
 # --- tokens end when the CRL names the certificate ---------------------------------------------
@@ -266,17 +267,7 @@ async def test_the_server_notices_a_changed_trust_folder_by_itself(
         await hall.login(a)
         token = a.token
         folder.publish([a.cert])
-
-        async def refused() -> bool:
-            a.token = token
-            try:
-                await hall.request("GET", f"/api/sessions/{sid}", a)
-            except ApiError as exc:
-                assert exc.code == "CERT_REVOKED"
-                return True
-            return False
-
-        await until(refused)
+        await until_revoked(a, token, lambda: hall.request("GET", f"/api/sessions/{sid}", a))
     finally:
         await stop_hall(hall)
 
@@ -586,17 +577,7 @@ async def test_a_rewrite_the_file_times_do_not_show_is_found_by_the_periodic_ful
         target.write_bytes(second)  # in place: same size
         os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         assert target.stat().st_mtime_ns == stat.st_mtime_ns
-
-        async def refused() -> bool:
-            a.token = token
-            try:
-                await hall.request("GET", f"/api/sessions/{sid}", a)
-            except ApiError as exc:
-                assert exc.code == "CERT_REVOKED"
-                return True
-            return False
-
-        await until(refused)
+        await until_revoked(a, token, lambda: hall.request("GET", f"/api/sessions/{sid}", a))
     finally:
         await stop_hall(hall)
 
@@ -624,17 +605,7 @@ async def test_bidbridge_serve_reloads_its_trust_folder_by_itself(pki: Pki, tmp_
         entry = ca.RevokedEntry(a.cert.serial_number, pki.now, x509.ReasonFlags.key_compromise)
         crl = pki.crl(pki.root_a, [entry], number=2)
         write_atomically(site.trust / "root_a.crl", crl.public_bytes(serialization.Encoding.PEM))
-
-        async def refused() -> bool:
-            a.token = token
-            try:
-                await client.request("POST", "/api/auth/refresh", a)
-            except ApiError as exc:
-                assert exc.code == "CERT_REVOKED", exc.body
-                return True
-            return False
-
-        await until(refused)
+        await until_revoked(a, token, lambda: client.request("POST", "/api/auth/refresh", a))
         assert "trust store reloaded" in server.tail()
     finally:
         server.kill()

@@ -374,14 +374,19 @@ async def _wait_for(predicate: Any, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def _reporting(folder: Path, reported: list[Segment], **options: Any) -> BuiltinMedia:
+    """Built-in media in ``folder`` that appends each segment it reports to ``reported``."""
+
+    async def on_segment(segment: Segment) -> None:
+        reported.append(segment)
+
+    return BuiltinMedia(folder, on_segment, **options)
+
+
 def test_a_room_that_reconnects_goes_on_with_the_next_segment_index(tmp_path: Path) -> None:
     async def scenario() -> list[Segment]:
         reported: list[Segment] = []
-
-        async def on_segment(segment: Segment) -> None:
-            reported.append(segment)
-
-        async with BuiltinMedia(tmp_path, on_segment, segment_seconds=1.0, workers=1) as media:
+        async with _reporting(tmp_path, reported, segment_seconds=1.0, workers=1) as media:
             room = await _link_room(media, "s-reconnect", "r1")
             await _wait_for(lambda: len(reported) >= 1)
             await room.close()  # the room's link drops; it comes back with a new one
@@ -401,11 +406,7 @@ def test_a_worker_that_dies_is_reported_and_replaced(tmp_path: Path) -> None:
 
     async def scenario() -> tuple[list[Segment], str]:
         reported: list[Segment] = []
-
-        async def on_segment(segment: Segment) -> None:
-            reported.append(segment)
-
-        async with BuiltinMedia(tmp_path, on_segment, segment_seconds=1.0, workers=1) as media:
+        async with _reporting(tmp_path, reported, segment_seconds=1.0, workers=1) as media:
             room = await _link_room(media, "s-crash", "r1")
             await _wait_for(lambda: len(reported) >= 1)
             [pid] = media.worker_pids

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.canonical import canonical_json
-from schemas.events import EventRecord, NewEvent
+from schemas.events import NewEvent
 from schemas.time import iso
 from server.domain import errors as E
 from server.domain.errors import Refusal
@@ -77,6 +77,7 @@ from server.domain.opening import (
     viewer_tags,
 )
 from server.domain.sessions import MACHINES
+from tests.support.rules import as_record, types
 
 T0 = datetime(2026, 11, 21, 1, 0, tzinfo=UTC)  # 09:00 Asia/Shanghai
 SIGN_IN = T0 + timedelta(minutes=10)
@@ -177,24 +178,6 @@ def failed(
         code="KEY_UNWRAP_FAILED",
         cause=cause,
         message="wrong key",
-    )
-
-
-def types(events: Iterable[NewEvent]) -> list[str]:
-    return [e.type for e in events]
-
-
-def as_record(event: NewEvent, seq: int, at: datetime) -> EventRecord:
-    return EventRecord(
-        session_id="s-1",
-        seq=seq,
-        at=iso(at),
-        type=event.type,
-        actor=event.actor,
-        audience=event.audience,
-        payload=event.payload,
-        prev_hash="0" * 64,
-        hash="0" * 64,
     )
 
 
@@ -1404,49 +1387,21 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
 )
 
 
-def _draft(hall: Hall, codes: list[str]) -> datetime:
-    return T0
-
-
-def _sign_in(hall: Hall, codes: list[str]) -> datetime:
-    hall.to_sign_in()
-    return SIGN_IN
-
-
-def _sealed(hall: Hall, codes: list[str]) -> datetime:
-    hall.to_sealed(codes)
-    return DEADLINE
-
-
-def _decrypting(hall: Hall, codes: list[str]) -> datetime:
-    hall.to_decrypting(codes)
-    return DEC_OPEN
-
-
-def _announcing(hall: Hall, codes: list[str]) -> datetime:
-    hall.to_announcing(codes)
-    return DEC_CLOSE
-
-
-def _confirming(hall: Hall, codes: list[str]) -> datetime:
-    hall.to_confirming(codes)
-    return CONF_OPEN
-
-
-def _record_due(hall: Hall, codes: list[str]) -> datetime:
+def _record_due(hall: Hall, codes: list[str]) -> Hall:
     hall.to_confirming(codes)
     hall.run(Tick(actor=SERVER), CONF_CLOSE)
-    return CONF_CLOSE
+    return hall
 
 
-PHASES: dict[str, Callable[[Hall, list[str]], datetime]] = {
-    "draft": _draft,
-    "sign_in": _sign_in,
-    "sealed": _sealed,
-    "decrypting": _decrypting,
-    "announcing": _announcing,
-    "confirming": _confirming,
-    "record_due": _record_due,
+# phase -> how a fresh hall gets there with the bids of ``codes``, and the instant it is then
+PHASES: dict[str, tuple[Callable[[Hall, list[str]], Hall], datetime]] = {
+    "draft": (lambda hall, codes: hall, T0),
+    "sign_in": (lambda hall, codes: hall.to_sign_in(), SIGN_IN),
+    "sealed": (Hall.to_sealed, DEADLINE),
+    "decrypting": (Hall.to_decrypting, DEC_OPEN),
+    "announcing": (Hall.to_announcing, DEC_CLOSE),
+    "confirming": (Hall.to_confirming, CONF_OPEN),
+    "record_due": (_record_due, CONF_CLOSE),
 }
 
 
@@ -1465,7 +1420,8 @@ def test_random_halls_refuse_cleanly_and_never_leak_bids_before_deadline(
     # Start from a random phase so that short random runs also reach the later rules.
     phase = data.draw(st.sampled_from(list(PHASES)))
     codes = data.draw(st.lists(st.sampled_from((A, B, C, D)), min_size=2, max_size=4, unique=True))
-    now = PHASES[phase](hall, codes)
+    reach, now = PHASES[phase]
+    reach(hall, codes)
     for _ in range(data.draw(st.integers(1, 60))):
         now += data.draw(st.sampled_from(STEPS))
         cmd = random_command(data, hall.state, now)

@@ -27,11 +27,6 @@ from tests.support.pki import (
 
 
 @pytest.fixture
-def rsa_files(pki: Pki, tmp_path: Path) -> PemFiles:
-    return write_pair(tmp_path / "rsa", pki, pki.bidder_rsa)
-
-
-@pytest.fixture
 def ec_files(pki: Pki, tmp_path: Path) -> PemFiles:
     return write_pair(tmp_path / "ec", pki, pki.bidder_ec, chain=pki.sub_b)
 
@@ -48,21 +43,7 @@ def _openssl_sealed(
 def _bidbridge_open(
     bid: Path, files: PemFiles, out: Path, capsys: pytest.CaptureFixture[str]
 ) -> str:
-    rc = main(
-        [
-            "open",
-            "--in",
-            str(bid),
-            "--key",
-            str(files.enc_key),
-            "--cert",
-            str(files.enc_cert),
-            "--trust",
-            str(files.trust_dir),
-            "--out",
-            str(out),
-        ]
-    )
+    rc = main(files.open_argv(bid, out, "--trust", str(files.trust_dir)))
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     return captured.out

@@ -48,6 +48,14 @@ async def unlabelled(page: Page) -> list[str]:
 
 
 @contextlib.asynccontextmanager
+async def open_desk(
+    browsing: Browsing, e: Eval, committee: dict[str, Any], n: int
+) -> tuple[str, Page]:
+    """The expert desk page of ``committee``'s ``n``-th member (by id), and that member's id."""
+    mid, member = e.nth_expert(committee, n)
+    return mid, await browsing.open(e.hall, e.sid, member, "expert")
+
+
 async def desk_running(e: Eval, expert_id: str, room_id: str, folder: Path) -> Any:
     """The room device's agent following the session and signing the desk's drafts."""
     desk = await room_desk(e, expert_id, room_id, folder)
@@ -130,8 +138,7 @@ async def test_expert_desk_waits_for_the_room_device_and_survives_a_reload(
     hall: Hall, browsing: Browsing, tmp_path: Path
 ) -> None:
     e, committee = await qualification(hall, tmp_path)
-    mid = sorted(committee)[3]
-    page = await browsing.open(hall, e.sid, e.as_expert(mid), "expert")
+    mid, page = await open_desk(browsing, e, committee, 3)
     for code in BIDS:
         await tid(page, f"verdict-{code}-Q1").select_option("pass")
     await tid(page, "sheet-submit").click()
@@ -216,8 +223,7 @@ async def test_score_form_shows_each_maximum_and_checks_points_like_the_server(
     hall: Hall, browsing: Browsing, tmp_path: Path
 ) -> None:
     e, committee = await detailed(hall, tmp_path)
-    mid = sorted(committee)[1]
-    page = await browsing.open(hall, e.sid, e.as_expert(mid), "expert")
+    mid, page = await open_desk(browsing, e, committee, 1)
     await expect(tid(page, "status")).to_have_attribute("data-stage", "detailed")
     await expect(tid(page, "max-T1")).to_have_text("满分 40.00")
     await expect(tid(page, "max-C1")).to_have_text("满分 30.00")

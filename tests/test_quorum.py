@@ -239,7 +239,8 @@ def test_two_different_values_for_one_index_are_refused(
         rebuild_backup_key(bundle_2_of_3, [opened_2_of_3[0], forged, opened_2_of_3[1]])
 
 
-def _share_of_another_bundle(backup: Holder, custodians: list[Holder]) -> DecryptedShare:
+@pytest.fixture
+def foreign_share(backup: Holder, custodians: list[Holder]) -> DecryptedShare:
     """Custodian 1's opened share of a second 2-of-3 split of the same backup key."""
     other = split_backup_key(
         backup.key,
@@ -253,22 +254,18 @@ def _share_of_another_bundle(backup: Holder, custodians: list[Holder]) -> Decryp
 def test_a_share_of_another_bundle_is_refused_by_key_id(
     bundle_2_of_3: QuorumBundle,
     opened_2_of_3: list[DecryptedShare],
-    backup: Holder,
-    custodians: list[Holder],
+    foreign_share: DecryptedShare,
 ) -> None:
-    foreign = _share_of_another_bundle(backup, custodians)
     with pytest.raises(QuorumRebuildFailed, match="belongs to backup key"):
-        rebuild_backup_key(bundle_2_of_3, [opened_2_of_3[0], foreign])
+        rebuild_backup_key(bundle_2_of_3, [opened_2_of_3[0], foreign_share])
 
 
 def test_a_foreign_share_relabelled_with_this_key_id_fails_the_authenticated_check(
     bundle_2_of_3: QuorumBundle,
     opened_2_of_3: list[DecryptedShare],
-    backup: Holder,
-    custodians: list[Holder],
+    foreign_share: DecryptedShare,
 ) -> None:
-    foreign = _share_of_another_bundle(backup, custodians)
-    relabelled = replace(foreign, key_id=bundle_2_of_3.key_id)
+    relabelled = replace(foreign_share, key_id=bundle_2_of_3.key_id)
     with pytest.raises(QuorumRebuildFailed, match="integrity check"):
         rebuild_backup_key(bundle_2_of_3, [opened_2_of_3[0], relabelled])
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from server.api.routes import ROUTES
 from server.auth import Principal
-from tests.support.evaluation import Eval, drawn
+from tests.support.evaluation import Eval, drawn, drawn_with_member
 from tests.support.hall import ApiError, Hall, P, Party
 
 
@@ -31,9 +31,8 @@ def concrete(path: str, e: Eval, expert_id: str) -> str:
 async def test_an_expert_token_of_another_evaluation_is_refused_on_every_evaluation_route(
     hall: Hall, tmp_path: Path
 ) -> None:
-    e, _sup = await drawn(hall, tmp_path)
-    mid, member = sorted((await e.committee()).items())[0]
-    own = (await e.sign_in(mid, member["room_id"]))["token"]
+    e, committee, mid = await drawn_with_member(hall, tmp_path)
+    own = (await e.sign_in(mid, committee[mid]["room_id"]))["token"]
     p = hall.hub.tokens.check(own, hall.clock.now())
     # the same expert, signed in at another evaluation (where they were drawn too)
     elsewhere, _ = hall.hub.tokens.issue(
@@ -71,9 +70,8 @@ async def test_an_expert_token_of_another_evaluation_is_refused_on_every_evaluat
 async def test_an_expert_token_does_not_reach_the_evaluations_opening(
     hall: Hall, tmp_path: Path
 ) -> None:
-    e, _sup = await drawn(hall, tmp_path)
-    mid, member = sorted((await e.committee()).items())[0]
-    own = (await e.sign_in(mid, member["room_id"]))["token"]
+    e, committee, mid = await drawn_with_member(hall, tmp_path)
+    own = (await e.sign_in(mid, committee[mid]["room_id"]))["token"]
     for path in (
         f"/api/sessions/{e.opening}",
         f"/api/sessions/{e.opening}/events",
@@ -195,9 +193,7 @@ async def test_decline_refusals_do_not_depend_on_membership(hall: Hall, tmp_path
 async def test_no_key_answers_the_same_for_another_rooms_member_and_a_stranger(
     hall: Hall, tmp_path: Path
 ) -> None:
-    e, _sup = await drawn(hall, tmp_path)
-    committee = await e.committee()
-    mid = sorted(committee)[0]
+    e, committee, mid = await drawn_with_member(hall, tmp_path)
     other_room = next(r for r in e.rooms if r != committee[mid]["room_id"])
     bodies = []
     for expert_id in (mid, "E999"):

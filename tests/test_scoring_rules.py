@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from schemas.canonical import canonical_json
-from schemas.common import uscc_check_char
 from schemas.scoring import (
     METHOD_CONFIG,
     AdjustmentKind,
@@ -35,13 +34,7 @@ from schemas.scoring import (
 )
 from server.domain import scoring as SC
 from server.domain.errors import Refusal
-
-
-def code(n: int) -> str:
-    """A valid credit code; code(1) < code(2) < ... so bidders A..E sort in letter order."""
-    first17 = f"91350100MA{n:07d}"
-    return first17 + uscc_check_char(first17)
-
+from tests.support.rules import code
 
 A, B, C, D, E = (code(i) for i in range(1, 6))
 NAMES = {A: "A", B: "B", C: "C", D: "D", E: "E"}

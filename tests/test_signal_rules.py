@@ -20,7 +20,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crypto.fingerprint import machine_fingerprint
-from schemas.common import uscc_check_char
 from schemas.signals import (
     BidFacts,
     CriterionFact,
@@ -33,12 +32,7 @@ from schemas.signals import (
 )
 from server.domain import signals as S
 from server.signals import docmeta
-
-
-def code(n: int) -> str:
-    first17 = f"91350100MA{n:07d}"
-    return first17 + uscc_check_char(first17)
-
+from tests.support.rules import code
 
 T0 = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
 SHA_FORM = "f" * 64  # the tender's own form (投标函格式), in every bid

@@ -20,7 +20,7 @@ from schemas.signals import Signal
 from schemas.time import parse_iso
 from server.audit.export import export_session
 from server.domain import opening as op
-from tests.support.evaluation import drawn, review
+from tests.support.evaluation import drawn, past_review
 from tests.support.hall import Hall, P, seal_party
 from tests.support.opening import HOUR, SIGN_IN, cek
 from tests.support.pki import CODE_A, CODE_B, CODE_C
@@ -278,14 +278,7 @@ async def test_identical_score_sheets_warn_the_supervisor_after_the_ranking(
     ids = sorted(committee)
     for mid in ids:
         await e.sign_in(mid, committee[mid]["room_id"])
-    await e.post(host, "start")
-    for mid in ids[:3]:
-        await e.post(e.as_expert(mid), "vote", body={"candidate": ids[0]})
-    chair = e.as_expert(ids[0])
-    for stage, item in (("qualification", "Q1"), ("preliminary", "P1")):
-        for mid in ids:
-            await e.sheet(mid, stage, review(mid, stage, item))
-        await e.post(chair, "close-stage")
+    chair = await past_review(e, ids)
     # ids[0] and ids[1] hand in the same sheet to the point; the others judge for themselves.
     same = ((3500, 2600), (3000, 2400), (2800, 2200))
     for i, mid in enumerate(ids):

@@ -16,7 +16,7 @@ import pytest
 
 from server.domain.remit import remit_present, supervises
 from server.identity import cert_pem
-from tests.support.evaluation import drawn, new_evaluation
+from tests.support.evaluation import Eval, drawn, new_evaluation
 from tests.support.hall import TENDERER_CODE, ConnectionRefused, Hall, Listener, P, Party, person
 from tests.support.opening import HOUR, with_bids
 
@@ -84,6 +84,12 @@ def on_our_lot(hall: Hall, sup: Party) -> Iterator[None]:
         hall.create_session = create  # type: ignore[method-assign]
         hall.seal = seal  # type: ignore[method-assign]
         hall.parties["supervisor"] = usual
+
+
+async def evaluation_on_our_lot(hall: Hall, tmp: Path, sup: Party) -> Eval:
+    """A new evaluation (``tests.support.evaluation.new_evaluation``) of the remit's lot."""
+    with on_our_lot(hall, sup):
+        return await new_evaluation(hall, tmp)
 
 
 async def listed(hall: Hall, who: Party) -> tuple[set[str], set[str]]:
@@ -236,8 +242,7 @@ async def test_eval_rule_01_the_draw_needs_a_supervisor_of_the_projects_remit(
 ) -> None:
     sups = await remit_world(hall)
     host = P(hall, "host")
-    with on_our_lot(hall, sups["ours"]):
-        e = await new_evaluation(hall, tmp_path)
+    e = await evaluation_on_our_lot(hall, tmp_path, sups["ours"])
     ours = await hall.listen(e.sid, sups["ours"])
     await e.post(host, "draw", "begin")
     await e.post(sups["ours"], "draw", "entropy", body={"value": "ab" * 32})

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import os
 from pathlib import Path
+from typing import TypeVar
 
 import pkcs11
 import pytest
@@ -46,6 +47,7 @@ SHA = {
     "sha512": hashes.SHA512,
 }
 CEK = bytes(range(32))  # a content-encryption key to transport
+PublicT = TypeVar("PublicT")
 
 
 @pytest.fixture
@@ -64,6 +66,16 @@ def ec_key(softhsm_token: SoftHSMToken) -> tuple[SoftHSMToken, ec.EllipticCurveP
 
 def _open(token: SoftHSMToken, label: str) -> TokenKey:
     return open_token_key(token.uri(label, type="private"))
+
+
+def _signed_on(
+    key: tuple[SoftHSMToken, PublicT], label: str, data: bytes, hash_name: str
+) -> tuple[bytes, PublicT]:
+    """``data`` signed on the token with its key ``label`` (opened and closed again), and the
+    key's public half."""
+    token, public = key
+    with _open(token, label) as handle:
+        return handle.sign(data, hash_name), public  # type: ignore[arg-type]
 
 
 def _self_signed_for(public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> x509.Certificate:
@@ -296,9 +308,7 @@ def test_token_key_is_a_private_key_handle_with_the_generated_public_key(
 def test_rsa_signature_made_on_token_verifies_with_cryptography(
     rsa_key: tuple[SoftHSMToken, rsa.RSAPublicKey], hash_name: str
 ) -> None:
-    token, public = rsa_key
-    with _open(token, "enc-key") as key:
-        signature = key.sign(b"bid package", hash_name)  # type: ignore[arg-type]
+    signature, public = _signed_on(rsa_key, "enc-key", b"bid package", hash_name)
     public.verify(signature, b"bid package", padding.PKCS1v15(), SHA[hash_name]())
 
 
@@ -306,9 +316,7 @@ def test_rsa_signature_made_on_token_verifies_with_cryptography(
 def test_ec_signature_made_on_token_is_der_and_verifies(
     ec_key: tuple[SoftHSMToken, ec.EllipticCurvePublicKey], hash_name: str
 ) -> None:
-    token, public = ec_key
-    with _open(token, "ec-key") as key:
-        signature = key.sign(b"bid package", hash_name)  # type: ignore[arg-type]
+    signature, public = _signed_on(ec_key, "ec-key", b"bid package", hash_name)
     assert signature[0] == 0x30  # DER SEQUENCE, not raw r||s
     public.verify(signature, b"bid package", ec.ECDSA(SHA[hash_name]()))
 

@@ -5,21 +5,30 @@ The server holds the session's next transition from the last byte to the commit.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.support.hall import Hall, P
+from tests.support.hall import Hall, P, Party
+
+
+async def just_before_the_deadline(
+    hall: Hall, tmp: Path, **summary: Any
+) -> tuple[str, datetime, Party, Path]:
+    """A session that needs one bid, bidder a's sealed bid (not uploaded yet), and the clock a
+    second before the deadline; returns the session, the deadline, a and the bid."""
+    sid = await hall.create_session(min_bids=1)
+    deadline = hall.t0 + timedelta(hours=1)
+    a = P(hall, "a")
+    bid = hall.seal(tmp, a, **summary)
+    await hall.at(deadline - timedelta(seconds=1))
+    return sid, deadline, a, bid
 
 
 async def test_rule_01_an_upload_in_time_is_never_refused_because_the_deadline_fired_meanwhile(
     hall: Hall, tmp_path: Path
 ) -> None:
-    sid = await hall.create_session(min_bids=1)
-    deadline = hall.t0 + timedelta(hours=1)
-    a = P(hall, "a")
-    bid = hall.seal(tmp_path, a, price_fen=123_456_00)
-    await hall.at(deadline - timedelta(seconds=1))
+    sid, deadline, a, bid = await just_before_the_deadline(hall, tmp_path, price_fen=123_456_00)
 
     # The real blob store, paused between storing the file and returning: the moment the
     # deadline may fire while the upload commits.
@@ -54,22 +63,10 @@ async def test_rule_01_an_upload_in_time_is_never_refused_because_the_deadline_f
 async def test_rule_01_an_upload_whose_last_byte_is_late_is_refused_and_leaves_no_file(
     hall: Hall, tmp_path: Path
 ) -> None:
-    sid = await hall.create_session(min_bids=1)
-    deadline = hall.t0 + timedelta(hours=1)
-    a = P(hall, "a")
-    bid = hall.seal(tmp_path, a)
-    await hall.at(deadline - timedelta(seconds=1))
+    sid, deadline, a, bid = await just_before_the_deadline(hall, tmp_path)
     # the last byte arrives after the deadline (which has not fired yet)
     hall.clock.set(deadline + timedelta(milliseconds=1))
     blobs_before = hall.blob_listing()
-    await hall.refused(
-        409,
-        "DEADLINE_PASSED",
-        "PUT",
-        f"/api/sessions/{sid}/bid",
-        a,
-        data=bid.read_bytes(),
-        headers={"Content-Type": "application/octet-stream"},
-    )
+    await hall.upload_refused(409, "DEADLINE_PASSED", sid, a, bid)
     assert hall.blob_listing() == blobs_before
     assert not hall.hub.coord.held_here(sid)  # the hold ended with the refusal

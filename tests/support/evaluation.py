@@ -18,6 +18,7 @@ from server.identity import cert_pem
 from tests.support.hall import Hall, P, Party, person
 from tests.support.opening import announcing
 from tests.support.pki import CODE_A, CODE_B, CODE_C
+from tests.support.rules import METHOD, REVIEW_ITEMS
 
 LEAD_CITY, SZ_CITY, WX_CITY = "320100", "320500", "320200"
 SITES = {  # site -> (city, rooms)
@@ -31,22 +32,6 @@ THREE_ROOMS = {  # a draw that links the lead room and both secondary rooms
     "categories": [{"category": "A08.01", "count": 5, "spares": 2}],
     "min_outside_lead": 2,
 }
-
-METHOD = {
-    "method": "comprehensive",
-    "criteria": [
-        {"id": "T1", "group": "technical", "text": "施工方案", "max_points_x100": 4000},
-        {"id": "C1", "group": "commercial", "text": "企业业绩", "max_points_x100": 3000},
-    ],
-    "price_points_x100": 3000,
-    "base_price": "lowest",
-    "deduct_above_x100": 100,
-    "deduct_below_x100": 50,
-}
-REVIEW_ITEMS = [
-    {"id": "Q1", "stage": "qualification", "text": "营业执照与资质证书有效"},
-    {"id": "P1", "stage": "preliminary", "text": "投标函签字盖章齐全"},
-]
 
 
 def pool_csv(avoid_code: str) -> bytes:
@@ -100,6 +85,12 @@ class Eval:
         p = self.expert(expert_id)
         p.token = self.tokens[expert_id]
         return p
+
+    def nth_expert(self, committee: dict[str, Any], n: int) -> tuple[str, Party]:
+        """The id of ``committee``'s ``n``-th member (by id), and that expert with the token the
+        room got at sign-in."""
+        mid = sorted(committee)[n]
+        return mid, self.as_expert(mid)
 
     async def sign_in(self, expert_id: str, room_id: str) -> dict[str, Any]:
         hall = self.hall
@@ -219,6 +210,15 @@ async def drawn(hall: Hall, tmp: Path, **overrides: Any) -> tuple[Eval, Any]:
     return e, sup
 
 
+async def drawn_with_member(
+    hall: Hall, tmp: Path, n: int = 0
+) -> tuple[Eval, dict[str, dict[str, Any]], str]:
+    """A drawn evaluation (see ``drawn``), its committee, and the id of its ``n``-th member."""
+    e, _sup = await drawn(hall, tmp)
+    committee = await e.committee()
+    return e, committee, sorted(committee)[n]
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
@@ -250,3 +250,18 @@ def review(
             for b in (CODE_A, CODE_B, CODE_C)
         ],
     }
+
+
+async def past_review(e: Eval, ids: list[str]) -> Party:
+    """Started; ``ids[0]`` elected chair by the first three; every member of ``ids`` passes
+    every bidder in the qualification and preliminary stages, each closed by the chair.
+    Returns the chair."""
+    await e.post(P(e.hall, "host"), "start")
+    for mid in ids[:3]:
+        await e.post(e.as_expert(mid), "vote", body={"candidate": ids[0]})
+    chair = e.as_expert(ids[0])
+    for stage, item in (("qualification", "Q1"), ("preliminary", "P1")):
+        for mid in ids:
+            await e.sheet(mid, stage, review(mid, stage, item))
+        await e.post(chair, "close-stage")
+    return chair

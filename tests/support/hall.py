@@ -284,14 +284,13 @@ class Hall(SignsIn):
         path: str,
         who: Party | None = None,
         json_body: Any = None,
-        data: Any = None,
-        headers: dict[str, str] | None = None,
+        **sent: Any,
     ) -> ApiError:
-        """The request is refused with ``status`` and ``code`` (zh and en filled in), and
-        nothing in the store changes."""
+        """The request (``sent``: its ``data`` and ``headers``, as for ``request``) is refused
+        with ``status`` and ``code`` (zh and en filled in), and nothing in the store changes."""
         before = await self.snapshot()
         try:
-            out = await self.request(method, path, who, json_body, data, headers)
+            out = await self.request(method, path, who, json_body, **sent)
         except ApiError as exc:
             err = exc
         else:
@@ -300,6 +299,20 @@ class Hall(SignsIn):
         assert err.body.get("zh") and err.body.get("en"), err.body
         assert await self.snapshot() == before, f"{method} {path} changed the store"
         return err
+
+    async def upload_refused(
+        self, status: int, code: str, sid: str, bidder: Party, path: Path
+    ) -> ApiError:
+        """``upload`` of ``path`` is refused with ``status`` and ``code`` (see ``refused``)."""
+        return await self.refused(
+            status,
+            code,
+            "PUT",
+            f"/api/sessions/{sid}/bid",
+            bidder,
+            data=path.read_bytes(),
+            headers={"Content-Type": "application/octet-stream"},
+        )
 
     async def listen(self, sid: str, who: Party, last_seq: Any = 0) -> Listener:
         """A socket.io client in the hall of ``sid``, logged in as ``who``, replayed."""
@@ -434,35 +447,58 @@ def company(pair: ca.CompanyPair, name: str, code: str, chain: list[x509.Certifi
     )
 
 
-async def start_hall(pki: Pki, tmp: Path, database_url: str | None = None) -> Hall:
-    # after the certificates issued below (valid from a minute before now), whenever this runs
-    t0 = max(pki.now, datetime.now(UTC)).replace(microsecond=0) + timedelta(minutes=1)
-    clock = ManualClock(t0)
-    server_person = ca.issue_person(
+def first_instant(pki: Pki) -> datetime:
+    """A hall's start time: after the certificates issued for it (valid from a minute before
+    now), whenever this runs."""
+    return max(pki.now, datetime.now(UTC)).replace(microsecond=0) + timedelta(minutes=1)
+
+
+def platform_person(pki: Pki) -> ca.Issued:
+    """The server's own signing certificate (the platform's seal)."""
+    issued = ca.issue_person(
         pki.root_a, name="平台签章", role="centre", person_id="PLATFORM1", key_type="ec-p256"
     )
-    assert server_person.key is not None
-    identity = ServerIdentity(SoftwareKey(server_person.key), server_person.certificate, [])
-    trust: TrustStore = pki.trust()
-    settings = Settings(data_dir=tmp / "data", database_url=database_url, scheduler=False)
-    hub = await build_hub(settings, trust=trust, identity=identity, clock=clock)
-    app = build_app(hub)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    http = aiohttp.ClientSession()
-    sub_chain = [pki.sub_b.certificate]
-    parties = {
+    assert issued.key is not None
+    return issued
+
+
+def platform_identity(pki: Pki) -> ServerIdentity:
+    issued = platform_person(pki)
+    assert issued.key is not None
+    return ServerIdentity(SoftwareKey(issued.key), issued.certificate, [])
+
+
+def standard_parties(pki: Pki) -> dict[str, Party]:
+    """The centre, host and supervisor accounts and the bidders a, b and c."""
+    return {
         "centre": person(pki.root_a, "中心管理员", "centre", "C001", []),
         "host": person(pki.root_a, "主持人王", "host", "H001", []),
         "supervisor": person(pki.root_b, "监管李", "supervisor", "S001", []),
         "a": company(pki.bidder_rsa, "甲建设工程有限公司", CODE_A, []),
-        "b": company(pki.bidder_ec, "乙路桥集团有限公司", CODE_B, sub_chain),
+        "b": company(pki.bidder_ec, "乙路桥集团有限公司", CODE_B, [pki.sub_b.certificate]),
         "c": company(pki.other_rsa, "丙市政工程有限公司", CODE_C, []),
     }
+
+
+async def serve_hall(hub: Hub, clock: ManualClock, pki: Pki, t0: datetime) -> Hall:
+    """``hub`` on a loopback port, with the first centre account and the standard parties
+    registered through the API."""
+    server = TestServer(build_app(hub), host="127.0.0.1")
+    await server.start_server()
+    parties = standard_parties(pki)
     await hub.store.add_account("centre", "中心管理员", cert_pem(parties["centre"].cert), t0)
-    hall = Hall(hub, server, clock, http, pki, t0, parties)
+    hall = Hall(hub, server, clock, aiohttp.ClientSession(), pki, t0, parties)
     await register_parties(hall.request, parties)
     return hall
+
+
+async def start_hall(pki: Pki, tmp: Path, database_url: str | None = None) -> Hall:
+    t0 = first_instant(pki)
+    clock = ManualClock(t0)
+    trust: TrustStore = pki.trust()
+    settings = Settings(data_dir=tmp / "data", database_url=database_url, scheduler=False)
+    hub = await build_hub(settings, trust=trust, identity=platform_identity(pki), clock=clock)
+    return await serve_hall(hub, clock, pki, t0)
 
 
 async def register_parties(request: Any, parties: dict[str, Party]) -> None:

@@ -204,6 +204,13 @@ class PemFiles:
             *extra, "--out", str(out),
         ]  # fmt: skip
 
+    def open_argv(self, bid: Path, out: Path, *extra: str) -> list[str]:
+        """``bidbridge open`` arguments with this bidder's encryption key and certificate."""
+        return [
+            "open", "--in", str(bid), "--key", str(self.enc_key), "--cert", str(self.enc_cert),
+            "--out", str(out), *extra,
+        ]  # fmt: skip
+
 
 def write_pair(
     folder: Path, pki: Pki, pair: ca.CompanyPair, chain: ca.Issued | None = None
@@ -251,26 +258,23 @@ def openssl_sign(content: Path, files: PemFiles, out: Path, stream: bool = False
     return out
 
 
+AES_GCM = ("-aes-256-gcm",)  # the cipher options ``openssl_encrypt`` uses unless told otherwise
+
+
 def openssl_seal(
-    content: Path,
-    files: PemFiles,
-    out: Path,
-    encrypt_opts: Sequence[str] = ("-aes-256-gcm",),
-    stream: bool = False,
+    content: Path, files: PemFiles, out: Path, opts: Sequence[str] = AES_GCM, stream: bool = False
 ) -> Path:
-    """Sign ``content`` with ``openssl cms -sign``, then encrypt with ``openssl cms -encrypt``."""
+    """Sign ``content`` with ``openssl cms -sign``, then encrypt with ``openssl cms -encrypt``
+    (cipher options ``opts``)."""
     signed = openssl_sign(content, files, out.with_suffix(".signed.der"), stream)
-    return openssl_encrypt(signed, files, out, encrypt_opts, stream)
+    return openssl_encrypt(signed, files, out, opts, stream)
 
 
 def openssl_encrypt(
-    signed: Path,
-    files: PemFiles,
-    out: Path,
-    encrypt_opts: Sequence[str] = ("-aes-256-gcm",),
-    stream: bool = False,
+    signed: Path, files: PemFiles, out: Path, opts: Sequence[str] = AES_GCM, stream: bool = False
 ) -> Path:
-    """``openssl cms -encrypt`` of ``signed`` to the bidder's encryption certificate."""
+    """``openssl cms -encrypt`` of ``signed`` to the bidder's encryption certificate, with the
+    cipher options ``opts``."""
     streaming = ["-stream"] if stream else []
     openssl(
         "cms",
@@ -280,7 +284,7 @@ def openssl_encrypt(
         signed,
         "-recip",
         files.enc_cert,
-        *encrypt_opts,
+        *opts,
         "-outform",
         "DER",
         "-out",

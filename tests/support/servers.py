@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import pytest
@@ -39,15 +39,12 @@ from tests.support.hall import (
     ApiError,
     Party,
     SignsIn,
-    company,
-    person,
+    platform_person,
     register_parties,
     seal_party,
+    standard_parties,
 )
 from tests.support.pki import (
-    CODE_A,
-    CODE_B,
-    CODE_C,
     Pki,
     write_cert,
     write_key,
@@ -262,9 +259,7 @@ def prepare_site(pki: Pki, tmp_path: Path, database_url: str | None) -> SiteData
     trust = tmp_path / "trust"
     for d in (data, identity, trust):
         d.mkdir()
-    platform = ca.issue_person(
-        pki.root_a, name="平台签章", role="centre", person_id="PLATFORM1", key_type="ec-p256"
-    )
+    platform = platform_person(pki)
     write_key(identity / "server.key", platform)
     write_cert(identity / "server.pem", platform.certificate)
     for name, issuer in (("root_a", pki.root_a), ("root_b", pki.root_b), ("sub_b", pki.sub_b)):
@@ -274,14 +269,7 @@ def prepare_site(pki: Pki, tmp_path: Path, database_url: str | None) -> SiteData
     db_args = ["--database-url", database_url] if database_url else []
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BIDBRIDGE_REDIS_URL")}
     env["PYTHONUNBUFFERED"] = "1"
-    parties = {
-        "centre": person(pki.root_a, "中心管理员", "centre", "C001", []),
-        "host": person(pki.root_a, "主持人王", "host", "H001", []),
-        "supervisor": person(pki.root_b, "监管李", "supervisor", "S001", []),
-        "a": company(pki.bidder_rsa, "甲建设工程有限公司", CODE_A, []),
-        "b": company(pki.bidder_ec, "乙路桥集团有限公司", CODE_B, [pki.sub_b.certificate]),
-        "c": company(pki.other_rsa, "丙市政工程有限公司", CODE_C, []),
-    }
+    parties = standard_parties(pki)
     centre_pem = write_cert(tmp_path / "centre.pem", parties["centre"].cert)
     added = subprocess.run(
         [bidbridge_command(), "admin", "add-account", "--data", str(data), *db_args,
@@ -405,16 +393,24 @@ def need(binary: str) -> str:
 
 
 @dataclass
-class RedisServer:
-    """``redis-server`` of our own on a free loopback port (nothing kept on disk)."""
+class OwnService:
+    """A service of our own in ``folder``, on a free loopback port, at ``URL``."""
 
+    URL: ClassVar[str]
     folder: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
+    port: int = field(default_factory=free_port, kw_only=True)
+    proc: subprocess.Popen[bytes] | None = field(default=None, kw_only=True)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.URL.format(port=self.port)
+
+
+@dataclass
+class RedisServer(OwnService):
+    """``redis-server`` of our own on a free loopback port (nothing kept on disk)."""
+
+    URL: ClassVar[str] = "redis://127.0.0.1:{port}/0"
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -444,16 +440,10 @@ class RedisServer:
 
 
 @dataclass
-class Postgres:
+class Postgres(OwnService):
     """A PostgreSQL cluster of our own (initdb in a temporary folder, run as user postgres)."""
 
-    folder: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+    URL: ClassVar[str] = "postgresql://postgres@127.0.0.1:{port}/postgres"
 
     def _as_postgres(self, argv: list[str]) -> list[str]:
         if os.geteuid() == 0:
@@ -545,17 +535,11 @@ http {{
 
 
 @dataclass
-class Nginx:
+class Nginx(OwnService):
     """Debian's nginx in front of the server processes (websocket upgrade, no stickiness)."""
 
-    folder: Path
-    upstreams: list[int]
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    URL: ClassVar[str] = "http://127.0.0.1:{port}"
+    upstreams: list[int] = field(default_factory=list)
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
