@@ -52,8 +52,9 @@ LATE = timedelta(seconds=10)
 """How late (clock time, i.e. 1 s real) the window may close after its instant."""
 CLOCK_SLACK = timedelta(seconds=2)
 """How far (clock time) the restarted server's clock may be off the time line (0.2 s real)."""
-DEADLINE_AHEAD = timedelta(seconds=40)
-DECRYPT_MINUTES = 2
+DEADLINE_AHEAD = timedelta(seconds=100)
+"""Clock time (10 s real) for three uploads, one of 12 MB, on a loaded machine."""
+DECRYPT_MINUTES = 3
 
 
 # --- fixture: data, identity, trust, the first centre account, the server ------------------
@@ -97,7 +98,7 @@ async def test_sigkill_while_decrypting_loses_nothing(site: Site) -> None:
     p = client.parties
     host = p["host"]
 
-    # Sealed before the session exists: the deadline is only 4 real seconds away.
+    # Sealed before the session exists: the deadline is only 10 real seconds away.
     envelopes = {
         "a": seal(tmp, p["a"], "a", 4_000, 12_800_000_000),
         # b's bid is larger so that its decryption takes a while and the kill lands in it.
@@ -131,7 +132,7 @@ async def test_sigkill_while_decrypting_loses_nothing(site: Site) -> None:
     async def status_is(status: str) -> bool:
         return (await client.view(sid, "host"))["view"]["status"] == status
 
-    await until(lambda: status_is("sealed"), "the deadline to seal the lot", seconds=8)
+    await until(lambda: status_is("sealed"), "the deadline to seal the lot", seconds=30)
 
     supervisor_got: dict[int, dict[str, Any]] = {}
     await client.hall_socket(sid, "supervisor", 0, supervisor_got)
