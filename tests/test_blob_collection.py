@@ -46,18 +46,7 @@ async def test_rule_01_an_upload_refused_after_it_was_stored_leaves_no_file(
 
     # The real blob store, paused once the file is stored: the host suspends the session then,
     # so the command that records the upload is refused.
-    stored, go_on = asyncio.Event(), asyncio.Event()
-    receive = hall.hub.blobs.receive
-
-    async def paused(*args: Any, **kwargs: Any) -> Any:
-        blob = await receive(*args, **kwargs)
-        stored.set()
-        await go_on.wait()
-        return blob
-
-    hall.hub.blobs.receive = paused  # type: ignore[method-assign]
-    uploading = asyncio.create_task(hall.upload(sid, a, bid))
-    await asyncio.wait_for(stored.wait(), timeout=60)
+    uploading, go_on = await hall.upload_paused_once_stored(sid, a, bid)
     assert any(name.endswith(".staged") for name in _tmp_files(hall))  # held apart, not placed
     await hall.request(
         "POST", f"/api/sessions/{sid}/suspend", P(hall, "host"), {"reason": "系统故障"}

@@ -32,18 +32,7 @@ async def test_rule_01_an_upload_in_time_is_never_refused_because_the_deadline_f
 
     # The real blob store, paused between storing the file and returning: the moment the
     # deadline may fire while the upload commits.
-    stored, go_on = asyncio.Event(), asyncio.Event()
-    receive = hall.hub.blobs.receive
-
-    async def paused(*args: Any, **kwargs: Any) -> Any:
-        blob = await receive(*args, **kwargs)
-        stored.set()
-        await go_on.wait()
-        return blob
-
-    hall.hub.blobs.receive = paused  # type: ignore[method-assign]
-    uploading = asyncio.create_task(hall.upload(sid, a, bid))
-    await asyncio.wait_for(stored.wait(), timeout=60)
+    uploading, go_on = await hall.upload_paused_once_stored(sid, a, bid)
 
     hall.clock.set(deadline + timedelta(seconds=5))  # the deadline is due now...
     assert await hall.hub.scheduler.fire_due() == 0  # ...but waits for the upload in flight

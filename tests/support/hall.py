@@ -241,6 +241,26 @@ class Hall(SignsIn):
         out = await self.request("GET", f"/api/sessions/{sid}/events?after={after}", who)
         return list(out["events"])
 
+    async def upload_paused_once_stored(
+        self, sid: str, bidder: Party, path: Path
+    ) -> tuple[asyncio.Task[dict[str, Any]], asyncio.Event]:
+        """Start an upload through the real blob store, paused once the file is stored and
+        before the command that records it: returns the upload's task and the event that lets
+        it go on (set it, then await the task)."""
+        stored, go_on = asyncio.Event(), asyncio.Event()
+        receive = self.hub.blobs.receive
+
+        async def paused(*args: Any, **kwargs: Any) -> Any:
+            blob = await receive(*args, **kwargs)
+            stored.set()
+            await go_on.wait()
+            return blob
+
+        self.hub.blobs.receive = paused  # type: ignore[method-assign]
+        uploading = asyncio.create_task(self.upload(sid, bidder, path))
+        await asyncio.wait_for(stored.wait(), timeout=60)
+        return uploading, go_on
+
     def blob_listing(self) -> list[str]:
         """Every stored blob (relative path), temp files of uploads in progress excluded."""
         root = self.hub.settings.data_dir / "blobs"
