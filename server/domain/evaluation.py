@@ -880,17 +880,8 @@ def _shift_due(s: EvaluationState, shift: timedelta) -> None:
 # --- the machine ----------------------------------------------------------------------------------
 
 
-def _make(command: type[Any], role: str, party_id: str) -> Any:
-    return command(actor=Actor(role=role, id=party_id))  # type: ignore[arg-type]
-
-
-def _link(role: str, party_id: str, up: bool) -> RoomLink:
-    return RoomLink(actor=Actor(role=role, id=party_id), up=up)  # type: ignore[arg-type]
-
-
-def _present(state: EvaluationState) -> list[tuple[str, str]]:
-    staff = [(role, account) for account, role in state.present.items()]
-    return staff + [("room", room) for room, r in state.rooms.items() if r.get("up")]
+def _rooms_linked(state: EvaluationState) -> list[tuple[str, str]]:
+    return [("room", room) for room, r in state.rooms.items() if r.get("up")]
 
 
 def _viewer_tags(state: EvaluationState, role: str, party_id: str) -> frozenset[str] | None:
@@ -907,17 +898,17 @@ MACHINE = Machine(
     fold=_fold,
     due=DUE,
     paused_detail="the evaluation is suspended / 评标已暂停",
-    make_command=_make,
+    actor=Actor,
     tick_command=Tick,
     join_command=Join,
     leave_command=Leave,
-    link_command=_link,
-    present_parties=_present,
+    link_command=RoomLink,
     viewer_tags_of=_viewer_tags,
     supervision_of=lambda s: {"opening_session_id": s.opening_session_id, "rooms": sorted(s.rooms)},
     before_deadline_of=lambda s: False,
     record_pending_of=lambda s: False,
-    signals_command=lambda signals: RaiseSignals(actor=SERVER, signals=signals),
+    signals_command=RaiseSignals,
+    present_parties=_rooms_linked,
 )
 
 decide = MACHINE.decide

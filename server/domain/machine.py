@@ -96,22 +96,26 @@ class Machine:
     fold: Callable[[Any, NewEvent, datetime | None, Any], None]
     due: Sequence[Due]
     paused_detail: str
-    make_command: Callable[[type[Any], str, str], Any]
+    actor: type[Any]
+    """The kind's actor model (``role``, ``id``); its commands take it as ``actor``."""
     tick_command: type[Any]
     join_command: type[Any]
     leave_command: type[Any]
-    link_command: Callable[[str, str, bool], Any] | None
-    present_parties: Callable[[Any], list[tuple[str, str]]]
+    link_command: type[Any] | None
+    """A room device's media link (``up``); None: the kind has no room links."""
     viewer_tags_of: Callable[[Any, str, str], frozenset[str] | None]
     supervision_of: Callable[[Any], dict[str, Any]]
     before_deadline_of: Callable[[Any], bool]
     record_pending_of: Callable[[Any], bool]
-    signals_command: Callable[[list[dict[str, Any]]], Any]
+    signals_command: type[Any]
+    """The server's command recording warning signals (``signals``)."""
+    present_parties: Callable[[Any], list[tuple[str, str]]] | None = None
+    """Who is present besides the staff in ``state.present`` (None: no one)."""
     kind_in_first_event: bool = True
     """Whether ``session_created`` names the kind (the opening's predates kinds: kept as it was)."""
-    outage_command: Callable[[datetime, datetime], Any] | None = None
-    """The server's command telling a session that the platform was down (None: the kind's
-    windows do not move for outages)."""
+    outage_command: type[Any] | None = None
+    """The server's command telling a session that the platform was down (``down_from``,
+    ``down_until``; None: the kind's windows do not move for outages)."""
 
     # --- deciding ---------------------------------------------------------------------------------
 
@@ -181,23 +185,31 @@ class Machine:
 
     # --- what the server asks ---------------------------------------------------------------------
 
+    def _command(
+        self, command: type[Any], role: str = "server", party_id: str = "server", **fields: Any
+    ) -> Any:
+        return command(actor=self.actor(role=role, id=party_id), **fields)
+
     def tick(self) -> Any:
         """The scheduler's command: let time act."""
-        return self.make_command(self.tick_command, "server", "server")
+        return self._command(self.tick_command)
 
     def join(self, role: str, party_id: str) -> Any:
-        return self.make_command(self.join_command, role, party_id)
+        return self._command(self.join_command, role, party_id)
 
     def leave(self, role: str, party_id: str) -> Any:
-        return self.make_command(self.leave_command, role, party_id)
+        return self._command(self.leave_command, role, party_id)
 
     def link(self, role: str, party_id: str, up: bool) -> Any | None:
         """A room device's media link going up or down (None: this kind has no room links)."""
-        return None if self.link_command is None else self.link_command(role, party_id, up)
+        if self.link_command is None:
+            return None
+        return self._command(self.link_command, role, party_id, up=up)
 
     def present(self, state: Any) -> list[tuple[str, str]]:
-        """(role, party id) of every party recorded as present or linked."""
-        return self.present_parties(state)
+        """(role, party id) of every party recorded as present or linked: the staff first."""
+        staff = [(role, account) for account, role in state.present.items()]
+        return staff + (self.present_parties(state) if self.present_parties else [])
 
     def viewer_tags(self, state: Any, role: str, party_id: str) -> frozenset[str] | None:
         """The audience tags a viewer gets on the live stream (None: may not join at all)."""
@@ -219,11 +231,11 @@ class Machine:
         """The server's command reporting a platform outage to a session of this kind."""
         if self.outage_command is None:
             return None
-        return self.outage_command(down_from, down_until)
+        return self._command(self.outage_command, down_from=down_from, down_until=down_until)
 
     def raise_signals(self, signals: list[dict[str, Any]]) -> Any:
         """The server's command recording new warning signals on a session of this kind."""
-        return self.signals_command(signals)
+        return self._command(self.signals_command, signals=signals)
 
 
 def _check_role(rule: CommandRule, command: type[Any], actor: _Actor, cmd: Any) -> None:

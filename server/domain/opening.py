@@ -922,10 +922,6 @@ def record_due(state: OpeningState) -> bool:
 # --- the machine ----------------------------------------------------------------------------------
 
 
-def _make(command: type[Any], role: str, party_id: str) -> Any:
-    return command(actor=Actor(role=role, id=party_id))  # type: ignore[arg-type]
-
-
 def _supervision(state: OpeningState) -> dict[str, Any]:
     return {"deadline": state.timetable.model_dump(mode="json")["deadline"]}
 
@@ -960,21 +956,18 @@ MACHINE = Machine(
     fold=_fold,
     due=DUE,
     paused_detail="the session is suspended / 会话已暂停",
-    make_command=_make,
+    actor=Actor,
     tick_command=Tick,
     join_command=Join,
     leave_command=Leave,
     link_command=None,
-    present_parties=lambda s: [(role, account) for account, role in s.present.items()],
     viewer_tags_of=_viewer_tags,
     supervision_of=_supervision,
     before_deadline_of=before_deadline,
     record_pending_of=lambda s: s.record_pending,
-    signals_command=lambda signals: RaiseSignals(actor=SERVER, signals=signals),
+    signals_command=RaiseSignals,
     kind_in_first_event=False,
-    outage_command=lambda down_from, down_until: PlatformOutage(
-        actor=SERVER, down_from=down_from, down_until=down_until
-    ),
+    outage_command=PlatformOutage,
 )
 
 decide = MACHINE.decide
