@@ -109,7 +109,16 @@ from server.domain.evaluation_model import (
     viewer_tags,
 )
 from server.domain.evaluation_report import build_report, report_text
-from server.domain.machine import CommandRule, Due, Machine, join, leave, raise_signals, sha256_json
+from server.domain.machine import (
+    CommandRule,
+    Due,
+    Machine,
+    ServerMade,
+    join,
+    leave,
+    raise_signals,
+    sha256_json,
+)
 from server.domain.machine import event as _ev
 from server.domain.machine import reason_text as _reason
 from server.domain.machine import require_state as _require_state
@@ -744,11 +753,7 @@ def _fold(
     """The payload's bookkeeping (the status is already the table's)."""
     p = event.payload
     t = event.type
-    if t == "party_joined":
-        s.present[p["account"]] = p["role"]
-    elif t == "party_left":
-        s.present.pop(p["account"], None)
-    elif t == "room_link":
+    if t == "room_link":
         s.rooms.setdefault(p["room_id"], {})["up"] = p["up"]
     elif t == "draw_committed":
         s.draw = DrawState(commitment=p["commitment"])
@@ -898,16 +903,11 @@ MACHINE = Machine(
     fold=_fold,
     due=DUE,
     paused_detail="the evaluation is suspended / 评标已暂停",
-    actor=Actor,
-    tick_command=Tick,
-    join_command=Join,
-    leave_command=Leave,
-    link_command=RoomLink,
+    made=ServerMade(Actor, Tick, Join, Leave, RaiseSignals, link=RoomLink),
     viewer_tags_of=_viewer_tags,
     supervision_of=lambda s: {"opening_session_id": s.opening_session_id, "rooms": sorted(s.rooms)},
     before_deadline_of=lambda s: False,
     record_pending_of=lambda s: False,
-    signals_command=RaiseSignals,
     present_parties=_rooms_linked,
 )
 
