@@ -7,11 +7,11 @@ session's version, so firing twice (or from two processes) is harmless.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from server.clock import Clock
+from server.realtime.tasks import stop_task
 from server.service import SessionService
 from server.store import Store
 
@@ -46,11 +46,8 @@ class Scheduler:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="scheduler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def fire_due(self) -> int:
         """Fire every transition due now; returns how many sessions changed."""

@@ -33,6 +33,12 @@ async def _member_cert(ctx: Ctx, signature: str, expected: bytes) -> None:
     )
 
 
+async def _execute_signed(ctx: Ctx, expected: bytes, cmd: Any) -> S.OkOut:
+    """A member's signed command: its signature checked over ``expected``, then executed."""
+    await _member_cert(ctx, cmd.signature, expected)
+    return await execute(ctx, cmd)
+
+
 async def generate_report(hub: Hub, session_id: str) -> list[Any]:
     loaded = await hub.service.load(session_id, kind="evaluation")
     if loaded is None or loaded.state.status != "signing" or loaded.state.report_sha256:
@@ -60,11 +66,10 @@ async def report_of(hub: Hub, state: ev.EvaluationState) -> tuple[dict[str, Any]
 async def submit_sheet(ctx: Ctx, body: EV.SheetIn) -> S.OkOut:
     """Submit one's review or score sheet for the current stage, signed with one's CA key"""
     expected = EV.sheet_document(ctx.session_id, ctx.who.party_id, body.stage, body.content)
-    await _member_cert(ctx, body.signature, expected)
     cmd = ev.SubmitSheet(
         actor=eval_actor(ctx), stage=body.stage, content=body.content, signature=body.signature
     )
-    return await execute(ctx, cmd)
+    return await _execute_signed(ctx, expected, cmd)
 
 
 async def get_sheets(ctx: Ctx) -> EV.SheetsOut:
@@ -117,11 +122,10 @@ async def sign_report(ctx: Ctx, body: EV.ReportSignIn) -> S.OkOut:
     loaded = await load_evaluation(ctx)
     sha = loaded.state.report_sha256 or ""
     expected = EV.report_document(ctx.session_id, ctx.who.party_id, sha, body.agree, body.reason)
-    await _member_cert(ctx, body.signature, expected)
     cmd = ev.SignReport(
         actor=eval_actor(ctx), agree=body.agree, reason=body.reason, signature=body.signature
     )
-    return await execute(ctx, cmd)
+    return await _execute_signed(ctx, expected, cmd)
 
 
 async def forms(ctx: Ctx) -> EV.FormsOut:

@@ -7,27 +7,14 @@ import argparse
 from crypto.errors import KeyLoadFailed
 from crypto.trust import TrustStore
 from server.audit.archive import ArchiveReport, verify_archive
+from server.subcommand import Subparsers, add_command
+
+HELP = "离线校验开标或评标存档 / verify an exported session archive offline"
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Subparsers) -> None:
     """Add ``verify-archive`` to the ``bidbridge`` command's subcommands."""
-    p = sub.add_parser(
-        "verify-archive",
-        help="离线校验开标或评标存档 / verify an exported session archive offline",
-        description=(
-            "离线校验开标或评标存档：清单签名、每个文件的哈希、事件哈希链、回执/检查点/确认/记录签名、"
-            "投标信封及各签名证书在使用时刻的有效性；评标存档还复算专家抽取，核对每个录像片段的"
-            "哈希和大小、评审表和评标报告的签名（须为成员签到时使用的证书）以及平台对评标报告的"
-            "签名。任何一个字节被改动都会被发现并指明。 / "
-            "Verify an exported session archive offline: the manifest signature, every member's "
-            "hash, the event hash chain, the receipt, checkpoint, confirmation and record "
-            "signatures, the sealed bids and every signer's certificate at the time it was used; "
-            "for an evaluation also the expert draw (recomputed), every recording segment's hash "
-            "and size, the members' signatures on score sheets and the report (with the "
-            "certificate each signed in with) and the platform's signature on the report. "
-            "Any changed byte is found and named."
-        ),
-    )
+    p = add_command(sub, "verify-archive", cmd_verify_archive, HELP)
     p.add_argument("archive", metavar="ARCHIVE", help="存档 ZIP 文件 / the archive ZIP file")
     p.add_argument(
         "--trust",
@@ -48,10 +35,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "each recording segment (slower)"
         ),
     )
-    p.set_defaults(handler=cmd_verify_archive)
 
 
 def cmd_verify_archive(args: argparse.Namespace) -> int:
+    """离线校验开标或评标存档：清单签名、每个文件的哈希、事件哈希链、回执/检查点/确认/记录签名、投标信封及各签名证书在使用时刻的有效性；评标存档还复算专家抽取，核对每个录像片段的哈希和大小、评审表和评标报告的签名（须为成员签到时使用的证书）以及平台对评标报告的签名。任何一个字节被改动都会被发现并指明。 /
+    Verify an exported session archive offline: the manifest signature, every member's
+    hash, the event hash chain, the receipt, checkpoint, confirmation and record
+    signatures, the sealed bids and every signer's certificate at the time it was used;
+    for an evaluation also the expert draw (recomputed), every recording segment's hash
+    and size, the members' signatures on score sheets and the report (with the
+    certificate each signed in with) and the platform's signature on the report.
+    Any changed byte is found and named."""
     roots = None
     intermediates = []
     crls = []

@@ -31,6 +31,7 @@ from server.signals.facts import (
     recorded,
     session_kind,
 )
+from server.subcommand import Subparsers, add_command
 
 MAX_EVENTS_BYTES = 1 << 30
 
@@ -113,6 +114,12 @@ def _print_signal(s: Signal) -> None:
 
 
 def cmd_signals(args: argparse.Namespace) -> int:
+    """从导出的会话存档离线复算预警信号（同源、同一人编制、同一账户保证金、报价规律、CA 证书轨迹、评标不公），打印分值、中英文说明和证据，并与存档中记录的 signal
+    事件逐个比对；一致时退出码为 0。 / Recompute the warning signals (same origin, same
+    hands, same money, price patterns, certificate trail, unfair evaluation) from an
+    exported session archive offline, print their scores, explanations and evidence,
+    and compare them with the signal events the archive records; exit code 0 when they
+    match, 1 when they do not."""
     found, kept = recompute(Path(args.archive), [Path(p) for p in args.history])
     found_ids = [s.id for s in found]
     kept_ids = [str(p.get("id")) for p in kept]
@@ -150,21 +157,12 @@ def cmd_signals(args: argparse.Namespace) -> int:
     return 1
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+HELP = "从存档离线复算围标串标/评标不公预警 / recompute the warning signals from an archive"
+
+
+def register(sub: Subparsers) -> None:
     """Add ``signals`` to the ``bidbridge`` command's subcommands."""
-    p = sub.add_parser(
-        "signals",
-        help="从存档离线复算围标串标/评标不公预警 / recompute the warning signals from an archive",
-        description=(
-            "从导出的会话存档离线复算预警信号（同源、同一人编制、同一账户保证金、报价规律、"
-            "CA 证书轨迹、评标不公），打印分值、中英文说明和证据，并与存档中记录的 signal "
-            "事件逐个比对；一致时退出码为 0。 / Recompute the warning signals (same origin, same "
-            "hands, same money, price patterns, certificate trail, unfair evaluation) from an "
-            "exported session archive offline, print their scores, explanations and evidence, "
-            "and compare them with the signal events the archive records; exit code 0 when they "
-            "match, 1 when they do not."
-        ),
-    )
+    p = add_command(sub, "signals", cmd_signals, HELP)
     p.add_argument("--archive", required=True, metavar="FILE", help="存档 ZIP / the archive ZIP")
     p.add_argument(
         "--history",
@@ -174,4 +172,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="earlier evaluations' archives sharing an expert (for the favour signal; repeat)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(handler=cmd_signals)

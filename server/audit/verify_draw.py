@@ -29,6 +29,7 @@ from server.audit.archive import (
     read_draw_input,
 )
 from server.audit.chain import GENESIS, event_hash
+from server.subcommand import Subparsers, add_command
 
 MAX_SHOWN = 50
 """Differences printed as text (``--json`` has them all)."""
@@ -293,6 +294,12 @@ def print_check(check: DrawCheck) -> None:
 
 
 def cmd_verify_draw(args: argparse.Namespace) -> int:
+    """只凭存档（无需服务器和数据库）复算专家抽取：核对服务器随机数与抽取前公布的承诺、监督人员和主持人的随机数、抽取请求和专家库快照，重新计算评标委员会（含各次替换），列出与记录不符之处。一致时退出码为 0，不一致为 1。 / Recompute the expert draw from
+    the archive alone (no server, no database): the server random against the
+    commitment published before the draw, the supervisor's and the host's entropy, the
+    request and the pool snapshot give the committee again (each replacement too);
+    every difference from the record is listed. Exit status 0 when it matches, 1 when
+    it does not."""
     check = check_draw(args.archive)
     if args.json:
         print(json.dumps(asdict(check), ensure_ascii=False, indent=2, sort_keys=True))
@@ -301,26 +308,15 @@ def cmd_verify_draw(args: argparse.Namespace) -> int:
     return 0 if check.matches else 1
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+HELP = "由评标存档离线复算专家抽取 / recompute an evaluation's expert draw from its archive"
+
+
+def register(sub: Subparsers) -> None:
     """Add ``verify-draw`` to the ``bidbridge`` command's subcommands."""
-    p = sub.add_parser(
-        "verify-draw",
-        help="由评标存档离线复算专家抽取 / recompute an evaluation's expert draw from its archive",
-        description=(
-            "只凭存档（无需服务器和数据库）复算专家抽取：核对服务器随机数与抽取前公布的承诺、"
-            "监督人员和主持人的随机数、抽取请求和专家库快照，重新计算评标委员会（含各次替换），"
-            "列出与记录不符之处。一致时退出码为 0，不一致为 1。 / Recompute the expert draw from "
-            "the archive alone (no server, no database): the server random against the "
-            "commitment published before the draw, the supervisor's and the host's entropy, the "
-            "request and the pool snapshot give the committee again (each replacement too); "
-            "every difference from the record is listed. Exit status 0 when it matches, 1 when "
-            "it does not."
-        ),
-    )
+    p = add_command(sub, "verify-draw", cmd_verify_draw, HELP)
     p.add_argument("archive", metavar="ARCHIVE", help="评标存档 ZIP 文件 / the archive ZIP file")
     p.add_argument(
         "--json",
         action="store_true",
         help="以 JSON 输出结果 / print the result as JSON",
     )
-    p.set_defaults(handler=cmd_verify_draw)

@@ -109,7 +109,16 @@ from server.domain.evaluation_model import (
     viewer_tags,
 )
 from server.domain.evaluation_report import build_report, report_text
-from server.domain.machine import CommandRule, Due, Machine, join, leave, raise_signals, sha256_json
+from server.domain.machine import (
+    CommandRule,
+    Due,
+    Machine,
+    ServerMade,
+    join,
+    leave,
+    raise_signals,
+    sha256_json,
+)
 from server.domain.machine import event as _ev
 from server.domain.machine import reason_text as _reason
 from server.domain.machine import require_state as _require_state
@@ -744,11 +753,7 @@ def _fold(
     """The payload's bookkeeping (the status is already the table's)."""
     p = event.payload
     t = event.type
-    if t == "party_joined":
-        s.present[p["account"]] = p["role"]
-    elif t == "party_left":
-        s.present.pop(p["account"], None)
-    elif t == "room_link":
+    if t == "room_link":
         s.rooms.setdefault(p["room_id"], {})["up"] = p["up"]
     elif t == "draw_committed":
         s.draw = DrawState(commitment=p["commitment"])
@@ -880,17 +885,8 @@ def _shift_due(s: EvaluationState, shift: timedelta) -> None:
 # --- the machine ----------------------------------------------------------------------------------
 
 
-def _make(command: type[Any], role: str, party_id: str) -> Any:
-    return command(actor=Actor(role=role, id=party_id))  # type: ignore[arg-type]
-
-
-def _link(role: str, party_id: str, up: bool) -> RoomLink:
-    return RoomLink(actor=Actor(role=role, id=party_id), up=up)  # type: ignore[arg-type]
-
-
-def _present(state: EvaluationState) -> list[tuple[str, str]]:
-    staff = [(role, account) for account, role in state.present.items()]
-    return staff + [("room", room) for room, r in state.rooms.items() if r.get("up")]
+def _rooms_linked(state: EvaluationState) -> list[tuple[str, str]]:
+    return [("room", room) for room, r in state.rooms.items() if r.get("up")]
 
 
 def _viewer_tags(state: EvaluationState, role: str, party_id: str) -> frozenset[str] | None:
@@ -907,17 +903,12 @@ MACHINE = Machine(
     fold=_fold,
     due=DUE,
     paused_detail="the evaluation is suspended / 评标已暂停",
-    make_command=_make,
-    tick_command=Tick,
-    join_command=Join,
-    leave_command=Leave,
-    link_command=_link,
-    present_parties=_present,
+    made=ServerMade(Actor, Tick, Join, Leave, RaiseSignals, link=RoomLink),
     viewer_tags_of=_viewer_tags,
     supervision_of=lambda s: {"opening_session_id": s.opening_session_id, "rooms": sorted(s.rooms)},
     before_deadline_of=lambda s: False,
     record_pending_of=lambda s: False,
-    signals_command=lambda signals: RaiseSignals(actor=SERVER, signals=signals),
+    present_parties=_rooms_linked,
 )
 
 decide = MACHINE.decide

@@ -82,6 +82,24 @@ class Due:
 
 
 @dataclass(frozen=True)
+class ServerMade:
+    """The kind's command classes the server builds itself, and its actor model (``role``,
+    ``id``) they take as ``actor``."""
+
+    actor: type[Any]
+    tick: type[Any]
+    join: type[Any]
+    leave: type[Any]
+    signals: type[Any]
+    """Recording warning signals (``signals``)."""
+    link: type[Any] | None = None
+    """A room device's media link (``up``); None: the kind has no room links."""
+    outage: type[Any] | None = None
+    """Telling a session that the platform was down (``down_from``, ``down_until``); None: the
+    kind's windows do not move for outages."""
+
+
+@dataclass(frozen=True)
 class Machine:
     """A kind of session: its state model, its three tables, and what the server asks of it.
 
@@ -96,22 +114,15 @@ class Machine:
     fold: Callable[[Any, NewEvent, datetime | None, Any], None]
     due: Sequence[Due]
     paused_detail: str
-    make_command: Callable[[type[Any], str, str], Any]
-    tick_command: type[Any]
-    join_command: type[Any]
-    leave_command: type[Any]
-    link_command: Callable[[str, str, bool], Any] | None
-    present_parties: Callable[[Any], list[tuple[str, str]]]
+    made: ServerMade
     viewer_tags_of: Callable[[Any, str, str], frozenset[str] | None]
     supervision_of: Callable[[Any], dict[str, Any]]
     before_deadline_of: Callable[[Any], bool]
     record_pending_of: Callable[[Any], bool]
-    signals_command: Callable[[list[dict[str, Any]]], Any]
+    present_parties: Callable[[Any], list[tuple[str, str]]] | None = None
+    """Who is present besides the staff in ``state.present`` (None: no one)."""
     kind_in_first_event: bool = True
     """Whether ``session_created`` names the kind (the opening's predates kinds: kept as it was)."""
-    outage_command: Callable[[datetime, datetime], Any] | None = None
-    """The server's command telling a session that the platform was down (None: the kind's
-    windows do not move for outages)."""
 
     # --- deciding ---------------------------------------------------------------------------------
 
@@ -171,33 +182,43 @@ class Machine:
 
     def evolve(self, state: Any, event: NewEvent, at: datetime | None) -> Any:
         """Fold one event into the state (a copy; the input is not changed): the status table
-        first, then the kind's own bookkeeping of the payload (which sees the state before)."""
+        first, then who is present (the kernel's own events), then the kind's own bookkeeping of
+        the payload (which sees the state before)."""
         s = state.model_copy(deep=True)
         to = self.statuses.get(event.type)
         if to is not None:
             s.status = to if isinstance(to, str) else to(state, event, at)
+        _fold_presence(s, event)
         self.fold(s, event, at, state)
         return s
 
     # --- what the server asks ---------------------------------------------------------------------
 
+    def _command(
+        self, command: type[Any], role: str = "server", party_id: str = "server", **fields: Any
+    ) -> Any:
+        return command(actor=self.made.actor(role=role, id=party_id), **fields)
+
     def tick(self) -> Any:
         """The scheduler's command: let time act."""
-        return self.make_command(self.tick_command, "server", "server")
+        return self._command(self.made.tick)
 
     def join(self, role: str, party_id: str) -> Any:
-        return self.make_command(self.join_command, role, party_id)
+        return self._command(self.made.join, role, party_id)
 
     def leave(self, role: str, party_id: str) -> Any:
-        return self.make_command(self.leave_command, role, party_id)
+        return self._command(self.made.leave, role, party_id)
 
     def link(self, role: str, party_id: str, up: bool) -> Any | None:
         """A room device's media link going up or down (None: this kind has no room links)."""
-        return None if self.link_command is None else self.link_command(role, party_id, up)
+        if self.made.link is None:
+            return None
+        return self._command(self.made.link, role, party_id, up=up)
 
     def present(self, state: Any) -> list[tuple[str, str]]:
-        """(role, party id) of every party recorded as present or linked."""
-        return self.present_parties(state)
+        """(role, party id) of every party recorded as present or linked: the staff first."""
+        staff = [(role, account) for account, role in state.present.items()]
+        return staff + (self.present_parties(state) if self.present_parties else [])
 
     def viewer_tags(self, state: Any, role: str, party_id: str) -> frozenset[str] | None:
         """The audience tags a viewer gets on the live stream (None: may not join at all)."""
@@ -217,13 +238,13 @@ class Machine:
 
     def outage(self, down_from: datetime, down_until: datetime) -> Any | None:
         """The server's command reporting a platform outage to a session of this kind."""
-        if self.outage_command is None:
+        if self.made.outage is None:
             return None
-        return self.outage_command(down_from, down_until)
+        return self._command(self.made.outage, down_from=down_from, down_until=down_until)
 
     def raise_signals(self, signals: list[dict[str, Any]]) -> Any:
         """The server's command recording new warning signals on a session of this kind."""
-        return self.signals_command(signals)
+        return self._command(self.made.signals, signals=signals)
 
 
 def _check_role(rule: CommandRule, command: type[Any], actor: _Actor, cmd: Any) -> None:
@@ -292,6 +313,14 @@ class _Present(Protocol):
 class _Presence(Protocol):
     @property
     def actor(self) -> _Actor: ...
+
+
+def _fold_presence(state: _Present, event: NewEvent) -> None:
+    """The bookkeeping of :func:`join` and :func:`leave`."""
+    if event.type == "party_joined":
+        state.present[event.payload["account"]] = event.payload["role"]
+    elif event.type == "party_left":
+        state.present.pop(event.payload["account"], None)
 
 
 def join(state: _Present, cmd: _Presence, now: datetime) -> list[NewEvent]:

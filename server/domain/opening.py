@@ -29,7 +29,16 @@ from typing import Any, get_args
 from schemas.events import NewEvent
 from schemas.time import iso, parse_iso
 from server.domain import errors as E
-from server.domain.machine import CommandRule, Due, Machine, join, leave, raise_signals, sha256_json
+from server.domain.machine import (
+    CommandRule,
+    Due,
+    Machine,
+    ServerMade,
+    join,
+    leave,
+    raise_signals,
+    sha256_json,
+)
 from server.domain.machine import event as _ev
 from server.domain.machine import reason_text as _reason
 from server.domain.opening_model import (
@@ -294,55 +303,44 @@ def _versions_left(state: OpeningState, bidder: str) -> None:
         raise E.TooManyVersions(f"{old.uploads} / {MAX_VERSIONS}")
 
 
+def _to_bidder(type_: str, cmd: Command, **payload: Any) -> list[NewEvent]:
+    """Rule 4: the event of a bidder's own act, naming it, that it alone sees."""
+    return [_ev(type_, cmd.actor, [bidder_tag(cmd.actor.id)], bidder=cmd.actor.id, **payload)]
+
+
 def _upload(state: OpeningState, cmd: Upload, now: datetime) -> list[NewEvent]:
     _in_time(state, now)
     _versions_left(state, cmd.actor.id)
     old = state.bids.get(cmd.actor.id)
     replaces = old.envelope_sha256 if old is not None and old.status != "retracted" else None
     # Rules 2 and 4: the receipt goes to the bidder alone; nobody else learns a bid exists.
-    return [
-        _ev(
-            "bid_uploaded",
-            cmd.actor,
-            [bidder_tag(cmd.actor.id)],
-            bidder=cmd.actor.id,
-            receipt=cmd.receipt,
-            receipt_signature=cmd.receipt_signature,
-            replaces=replaces,
-            **_origin(cmd.origin),
-        )
-    ]
+    return _to_bidder(
+        "bid_uploaded",
+        cmd,
+        receipt=cmd.receipt,
+        receipt_signature=cmd.receipt_signature,
+        replaces=replaces,
+        **_origin(cmd.origin),
+    )
 
 
 def _retract(state: OpeningState, cmd: Command, now: datetime) -> list[NewEvent]:
     _in_time(state, now)
     bid = _own_bid(state, cmd.actor.id)
-    return [
-        _ev(
-            "bid_retracted",
-            cmd.actor,
-            [bidder_tag(cmd.actor.id)],
-            bidder=cmd.actor.id,
-            envelope_sha256=bid.envelope_sha256,
-        )
-    ]
+    return _to_bidder("bid_retracted", cmd, envelope_sha256=bid.envelope_sha256)
 
 
 def _rehearse(state: OpeningState, cmd: Rehearse, now: datetime) -> list[NewEvent]:
     bid = _own_bid(state, cmd.actor.id)
-    return [
-        _ev(
-            "rehearsal_reported",
-            cmd.actor,
-            [bidder_tag(cmd.actor.id)],
-            bidder=cmd.actor.id,
-            envelope_sha256=bid.envelope_sha256,
-            passed=cmd.passed,
-            code=cmd.code,
-            message=cmd.message,
-            **_origin(cmd.origin),
-        )
-    ]
+    return _to_bidder(
+        "rehearsal_reported",
+        cmd,
+        envelope_sha256=bid.envelope_sha256,
+        passed=cmd.passed,
+        code=cmd.code,
+        message=cmd.message,
+        **_origin(cmd.origin),
+    )
 
 
 def _start(state: OpeningState, cmd: Start, now: datetime) -> list[NewEvent]:
@@ -763,11 +761,7 @@ def _fold(s: OpeningState, event: NewEvent, at: datetime | None, before: Opening
     instant, needed only by events that open a window or pause."""
     p = event.payload
     t = event.type
-    if t == "party_joined":
-        s.present[p["account"]] = p["role"]
-    elif t == "party_left":
-        s.present.pop(p["account"], None)
-    elif t == "bidder_signed_in":
+    if t == "bidder_signed_in":
         s.signed_in.append(p["bidder"])
     elif t == "bid_uploaded":
         r = p["receipt"]
@@ -928,10 +922,6 @@ def record_due(state: OpeningState) -> bool:
 # --- the machine ----------------------------------------------------------------------------------
 
 
-def _make(command: type[Any], role: str, party_id: str) -> Any:
-    return command(actor=Actor(role=role, id=party_id))  # type: ignore[arg-type]
-
-
 def _supervision(state: OpeningState) -> dict[str, Any]:
     return {"deadline": state.timetable.model_dump(mode="json")["deadline"]}
 
@@ -966,21 +956,12 @@ MACHINE = Machine(
     fold=_fold,
     due=DUE,
     paused_detail="the session is suspended / 会话已暂停",
-    make_command=_make,
-    tick_command=Tick,
-    join_command=Join,
-    leave_command=Leave,
-    link_command=None,
-    present_parties=lambda s: [(role, account) for account, role in s.present.items()],
+    made=ServerMade(Actor, Tick, Join, Leave, RaiseSignals, outage=PlatformOutage),
     viewer_tags_of=_viewer_tags,
     supervision_of=_supervision,
     before_deadline_of=before_deadline,
     record_pending_of=lambda s: s.record_pending,
-    signals_command=lambda signals: RaiseSignals(actor=SERVER, signals=signals),
     kind_in_first_event=False,
-    outage_command=lambda down_from, down_until: PlatformOutage(
-        actor=SERVER, down_from=down_from, down_until=down_until
-    ),
 )
 
 decide = MACHINE.decide

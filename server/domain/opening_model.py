@@ -31,16 +31,8 @@ Status = Literal[
 Role = Literal["bidder", "host", "supervisor", "centre", "server"]
 STAFF_ROLES = ("host", "supervisor", "centre")
 BEFORE_DEADLINE: tuple[Status, ...] = ("published", "sign_in")
-ACTIVE: tuple[Status, ...] = (
-    "published",
-    "sign_in",
-    "sealed",
-    "opening",
-    "decrypting",
-    "announcing",
-    "confirming",
-)
 OBJECTIONS_OPEN: tuple[Status, ...] = ("opening", "decrypting", "announcing", "confirming")
+ACTIVE: tuple[Status, ...] = (*BEFORE_DEADLINE, "sealed", *OBJECTIONS_OPEN)
 
 BidStatus = Literal["uploaded", "retracted", "decrypted", "failed", "revoked", "withdrawn"]
 """uploaded 已上传 · retracted 投标人截止前撤回 · decrypted 已解密 · failed 解密失败 (may retry in

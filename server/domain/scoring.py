@@ -228,6 +228,32 @@ def _single_stage(items: Iterable[ReviewItem], stage: Stage) -> None:
         raise SheetStageMismatch(f"sheet stage {stage}, items of {sorted(stages)}")
 
 
+class _Grid:
+    """A sheet's cells, one per bid and item (or criterion), each to be filled exactly once."""
+
+    def __init__(self, who: str, bidders: set[str], keys: Collection[str], what: str) -> None:
+        self.who = who
+        self.bidders = bidders
+        self.keys = keys
+        self.what = what
+        self.seen: set[tuple[str, str]] = set()
+
+    def enter(self, bidder: str, key: str) -> None:
+        """One cell: a bid under review, a known item, not filled before."""
+        if bidder not in self.bidders:
+            raise SheetEntryUnknown(f"{self.who}: bid {bidder}")
+        if key not in self.keys:
+            raise SheetEntryUnknown(f"{self.who}: {self.what} {key}")
+        if (bidder, key) in self.seen:
+            raise SheetEntryDuplicate(f"{self.who}: {bidder}/{key}")
+        self.seen.add((bidder, key))
+
+    def check_complete(self) -> None:
+        missing = sorted((b, k) for b in self.bidders for k in self.keys if (b, k) not in self.seen)
+        if missing:
+            raise SheetIncomplete(f"{self.who}: missing {_few(missing)}")
+
+
 def check_review_sheet(
     sheet: ReviewSheet, bids: Collection[str], items: Sequence[ReviewItem]
 ) -> None:
@@ -237,22 +263,12 @@ def check_review_sheet(
     """
     _single_stage(items, sheet.stage)
     item_ids = {i.id for i in items}
-    bidders = set(bids)
-    seen: set[tuple[str, str]] = set()
-    who = f"expert {sheet.expert}"
+    grid = _Grid(f"expert {sheet.expert}", set(bids), item_ids, "item")
     for v in sheet.verdicts:
-        if v.bidder not in bidders:
-            raise SheetEntryUnknown(f"{who}: bid {v.bidder}")
-        if v.item not in item_ids:
-            raise SheetEntryUnknown(f"{who}: item {v.item}")
-        if (v.bidder, v.item) in seen:
-            raise SheetEntryDuplicate(f"{who}: {v.bidder}/{v.item}")
-        seen.add((v.bidder, v.item))
+        grid.enter(v.bidder, v.item)
         if not v.passed and not v.reason.strip():
-            raise ReasonRequiredForFail(f"{who}: {v.bidder}/{v.item}")
-    missing = sorted((b, i) for b in bidders for i in item_ids if (b, i) not in seen)
-    if missing:
-        raise SheetIncomplete(f"{who}: missing {_few(missing)}")
+            raise ReasonRequiredForFail(f"{grid.who}: {v.bidder}/{v.item}")
+    grid.check_complete()
 
 
 def check_score_sheet(
@@ -260,25 +276,15 @@ def check_score_sheet(
 ) -> None:
     """Refuse a score sheet unless it scores every bid on every criterion once, within 0..max."""
     maxima = {c.id: c.max_points_x100 for c in criteria}
-    bidders = set(bids)
-    seen: set[tuple[str, str]] = set()
-    who = f"expert {sheet.expert}"
+    grid = _Grid(f"expert {sheet.expert}", set(bids), maxima, "criterion")
     for s in sheet.scores:
-        if s.bidder not in bidders:
-            raise SheetEntryUnknown(f"{who}: bid {s.bidder}")
-        top = maxima.get(s.criterion)
-        if top is None:
-            raise SheetEntryUnknown(f"{who}: criterion {s.criterion}")
-        if (s.bidder, s.criterion) in seen:
-            raise SheetEntryDuplicate(f"{who}: {s.bidder}/{s.criterion}")
-        seen.add((s.bidder, s.criterion))
+        grid.enter(s.bidder, s.criterion)
+        top = maxima[s.criterion]
         if not 0 <= s.points_x100 <= top:
             raise ScoreOutOfRange(
-                f"{who}: {s.bidder}/{s.criterion} = {s.points_x100} (0..{top} hundredths)"
+                f"{grid.who}: {s.bidder}/{s.criterion} = {s.points_x100} (0..{top} hundredths)"
             )
-    missing = sorted((b, c) for b in bidders for c in maxima if (b, c) not in seen)
-    if missing:
-        raise SheetIncomplete(f"{who}: missing {_few(missing)}")
+    grid.check_complete()
 
 
 def _one_per_expert(experts: Iterable[str], stage: str) -> None:

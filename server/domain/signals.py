@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -233,6 +233,32 @@ def _is_common(holders: int, bidders: int) -> bool:
     return holders >= COMMON_MIN_BIDDERS and Decimal(holders) > COMMON_SHARE * bidders
 
 
+def _sharing(
+    facts: LotFacts, value: Callable[[BidFacts], str | None]
+) -> list[tuple[str, list[BidFacts]]]:
+    """The bids that share a value (a machine, an account): each value with its two or more
+    bids, in the order of the values."""
+    by_value: dict[str, list[BidFacts]] = defaultdict(list)
+    for bid in facts.bids:
+        v = value(bid)
+        if v:
+            by_value[v].append(bid)
+    return [(v, by_value[v]) for v in sorted(by_value) if len(by_value[v]) >= 2]
+
+
+def _by_holders(
+    holders: Mapping[str, Collection[str]], bidders: int
+) -> list[tuple[frozenset[str], list[str]]]:
+    """Keys (names, errors) that the same two or more bidders hold, and not so many that they
+    are common: each group of bidders with its keys, in order."""
+    by_group: dict[frozenset[str], list[str]] = defaultdict(list)
+    for key in sorted(holders):
+        held = holders[key]
+        if len(held) >= 2 and not _is_common(len(held), bidders):
+            by_group[frozenset(held)].append(key)
+    return [(group, by_group[group]) for group in sorted(by_group, key=sorted)]
+
+
 # --- same origin ---------------------------------------------------------------------------------
 
 _KIND_ZH = {"upload": "上传", "rehearsal": "解密演练", "decryption": "解密", "login": "登录"}
@@ -339,14 +365,7 @@ def same_origin(facts: LotFacts) -> list[Signal]:
         ]
         out.append(_signal("same_origin_address", score, holders, zh, en, evidence))
 
-    by_machine: dict[str, list[BidFacts]] = defaultdict(list)
-    for bid in facts.bids:
-        if bid.sealing_machine:
-            by_machine[bid.sealing_machine].append(bid)
-    for machine in sorted(by_machine):
-        group = by_machine[machine]
-        if len(group) < 2:
-            continue
+    for machine, group in _sharing(facts, lambda b: b.sealing_machine):
         ids = [b.bidder_id for b in group]
         names_zh, names_en = _names(bids, ids)
         short = machine[:12]
@@ -513,13 +532,7 @@ def same_hands(facts: LotFacts) -> list[Signal]:
                 if key in DEFAULT_AUTHORS or key in tender_names:
                     continue
                 names[key][bid.bidder_id].append((field, bid, i))
-    by_group: dict[frozenset[str], list[str]] = defaultdict(list)
-    for key in sorted(names):
-        named = names[key]
-        if len(named) >= 2 and not _is_common(len(named), n):
-            by_group[frozenset(named)].append(key)
-    for group in sorted(by_group, key=sorted):
-        keys = by_group[group]
+    for group, keys in _by_holders(names, n):
         names_zh, names_en = _names(bids, group)
         quoted: list[str] = []
         evidence = []
@@ -552,13 +565,7 @@ def same_hands(facts: LotFacts) -> list[Signal]:
     for bid in facts.bids:
         for sig in set(bid.boq_errors):
             errors[sig].add(bid.bidder_id)
-    boq_groups: dict[frozenset[str], list[str]] = defaultdict(list)
-    for sig in sorted(errors):
-        holders_set = errors[sig]
-        if len(holders_set) >= 2 and not _is_common(len(holders_set), n):
-            boq_groups[frozenset(holders_set)].append(sig)
-    for group in sorted(boq_groups, key=sorted):
-        sigs = boq_groups[group]
+    for group, sigs in _by_holders(errors, n):
         names_zh, names_en = _names(bids, group)
         shown_sigs = "; ".join(sigs[:4]) + ("; ..." if len(sigs) > 4 else "")
         zh = f"投标人 {names_zh} 的工程量清单有 {len(sigs)} 处相同的异常错误：{shown_sigs}"
@@ -580,15 +587,8 @@ def same_hands(facts: LotFacts) -> list[Signal]:
 def same_money(facts: LotFacts) -> list[Signal]:
     """同一账户缴纳保证金: deposits paid from one account (its salted hash)."""
     bids = _by_id(facts)
-    by_account: dict[str, list[BidFacts]] = defaultdict(list)
-    for bid in facts.bids:
-        if bid.deposit_account:
-            by_account[bid.deposit_account].append(bid)
     out: list[Signal] = []
-    for account in sorted(by_account):
-        group = by_account[account]
-        if len(group) < 2:
-            continue
+    for account, group in _sharing(facts, lambda b: b.deposit_account):
         ids = [b.bidder_id for b in group]
         names_zh, names_en = _names(bids, ids)
         short = account[:12]

@@ -209,6 +209,29 @@ class JanusSession:
         reply = await self.call(message, event=True)
         return dict(reply.get("plugindata", {}).get("data", {})), reply.get("jsep")
 
+    async def negotiate(
+        self,
+        handle: int,
+        body: dict[str, Any],
+        videoroom: str,
+        sdp_type: str,
+        failure: str,
+        offer_sdp: str | None = None,
+    ) -> dict[str, Any]:
+        """A request on a new ``handle`` whose event must be ``videoroom`` and carry an SDP of
+        ``sdp_type`` (returned); otherwise (or if it raises) the handle is detached and the error
+        raised (``failure``: what Janus did not do)."""
+        offer = None if offer_sdp is None else {"type": "offer", "sdp": offer_sdp}
+        try:
+            data, jsep = await self.message(handle, body, offer)
+        except BaseException:
+            await self.detach(handle)
+            raise
+        if data.get("videoroom") != videoroom or not jsep or jsep.get("type") != sdp_type:
+            await self.detach(handle)
+            raise ValueError(f"Janus {failure}: {data}"[:300])
+        return jsep
+
     async def close(self) -> None:
         if self._ws is not None and not self.closed.is_set() and self.session_id is not None:
             with contextlib.suppress(Exception):
@@ -418,14 +441,9 @@ class JanusMedia:
             "record": True,
             "filename": base.name,
         }
-        try:
-            data, jsep = await janus.message(handle, body, {"type": "offer", "sdp": offer["sdp"]})
-        except BaseException:
-            await janus.detach(handle)
-            raise
-        if data.get("videoroom") != "joined" or not jsep or jsep.get("type") != "answer":
-            await janus.detach(handle)
-            raise ValueError(f"Janus did not answer the offer: {data}"[:300])
+        jsep = await janus.negotiate(
+            handle, body, "joined", "answer", "did not answer the offer", offer["sdp"]
+        )
         pub = Publisher(session_id, mid, peer_id, handle, feed, index, base, started)
         self._publishers[key] = pub
         self._by_handle[handle] = pub
@@ -663,14 +681,7 @@ class JanusMedia:
             "room": mid,
             "streams": [{"feed": feeds[-1]}],
         }
-        try:
-            data, jsep = await janus.message(handle, body)
-        except BaseException:
-            await janus.detach(handle)
-            raise
-        if data.get("videoroom") != "attached" or not jsep or jsep.get("type") != "offer":
-            await janus.detach(handle)
-            raise ValueError(f"Janus did not offer the feed: {data}"[:300])
+        jsep = await janus.negotiate(handle, body, "attached", "offer", "did not offer the feed")
         # one link per watcher and room: a watcher that subscribes again replaces its last one
         for old_id, old in list(self._subscriptions.items()):
             if (old.owner, old.media_id, old.watch) == (peer_id, mid, watch):

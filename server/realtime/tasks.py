@@ -1,4 +1,4 @@
-"""Background tasks of the realtime services: one way to stop them."""
+"""Background tasks (the realtime services', the scheduler's, the trust reloader's): how to stop them."""
 
 from __future__ import annotations
 
@@ -14,3 +14,13 @@ async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     tasks.clear()
+
+
+async def stop_task(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` (None: nothing runs) and wait for it to end; an error other than its
+    cancellation propagates."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -129,6 +129,13 @@ class BindingEventRow:
     signature: str | None
 
 
+def _region_industry(region: str | None, industry: str | None) -> tuple[str, str] | None:
+    """A remit or a supervising body: (region, industry) when both are set, else None."""
+    if region is None or industry is None:
+        return None
+    return (region, industry)
+
+
 @dataclass(frozen=True)
 class AccountRow:
     id: str
@@ -142,9 +149,7 @@ class AccountRow:
     @property
     def remit(self) -> tuple[str, str] | None:
         """A supervisor's remit (region, industry); None: centre-wide."""
-        if self.remit_region is None or self.remit_industry is None:
-            return None
-        return (self.remit_region, self.remit_industry)
+        return _region_industry(self.remit_region, self.remit_industry)
 
 
 @dataclass(frozen=True)
@@ -159,9 +164,7 @@ class ProjectRow:
     @property
     def supervising_body(self) -> tuple[str, str] | None:
         """监管主体 (region, industry); None: the project names none."""
-        if self.supervisor_region is None or self.supervisor_industry is None:
-            return None
-        return (self.supervisor_region, self.supervisor_industry)
+        return _region_industry(self.supervisor_region, self.supervisor_industry)
 
 
 @dataclass(frozen=True)
@@ -567,7 +570,7 @@ class Store:
         )
         async with self._tx() as conn:
             rows = list(await conn.execute(query))
-        return {lot: (r, i) if r is not None and i is not None else None for lot, r, i in rows}
+        return {lot: _region_industry(r, i) for lot, r, i in rows}
 
     async def add_lot(self, project_code: str, code: str, name: str) -> LotRow:
         if await self.get_project(project_code) is None:

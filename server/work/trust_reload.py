@@ -24,7 +24,6 @@ tokens ended at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -47,6 +46,7 @@ from crypto.revocation import (
 from crypto.trust import TrustStore
 from server.auth import Principal, TokenRevoked
 from server.identity import cert_sha256
+from server.realtime.tasks import stop_task
 from server.work.crl_fetch import CrlFetcher
 from server.work.revocation_record import append_once
 
@@ -323,11 +323,8 @@ class LiveTrust:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="trust-reload")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         settings = self.hub.settings
