@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from schemas.common import uscc_check_char
 from schemas.experts import Expert
 from server.demo.experts_gen import generate_pool
-from server.domain.pool import PoolInvalid, parent, parse_pool
+from server.domain.pool import PoolInvalid, load_json, parent, parse_pool
 
 FIRST17 = "91150700MA0BD0001"
 GOOD_CODE = FIRST17 + uscc_check_char(FIRST17)
@@ -295,3 +295,23 @@ def test_property_errors_name_exactly_the_bad_rows(plan: list[str | None]) -> No
     with pytest.raises(PoolInvalid) as caught:
         parse_pool(data, "csv")
     assert [(e.row, e.field) for e in caught.value.errors] == bad
+
+
+def _outcome(parse: Any, text: str) -> tuple[Any, ...]:
+    try:
+        return ("value", repr(parse(text)))
+    except json.JSONDecodeError as exc:
+        return ("error", exc.msg, exc.pos, exc.lineno, exc.colno)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet='[]{},: \t\n\r"a1-.eE\\nul', max_size=40))
+def test_the_pool_json_is_read_item_by_item_exactly_as_json_loads_reads_it(text: str) -> None:
+    assert _outcome(load_json, text) == _outcome(json.loads, text)
+
+
+def test_the_item_by_item_reader_agrees_on_every_kind_of_document() -> None:
+    docs = ["[]", ' [ 1 , [2] ,{"a":[]} ] \n', "[1,]", "[1 2]", "[1]x", '{"a": 1}', "3", "", "["]
+    docs.append(json.dumps([{"id": str(i), "name": "专家"} for i in range(1000)], indent=1))
+    for text in docs:
+        assert _outcome(load_json, text) == _outcome(json.loads, text), text[:40]
