@@ -47,7 +47,6 @@ async def unlabelled(page: Page) -> list[str]:
     return found
 
 
-@contextlib.asynccontextmanager
 async def open_desk(
     browsing: Browsing, e: Eval, committee: dict[str, Any], n: int
 ) -> tuple[str, Page]:
@@ -56,6 +55,7 @@ async def open_desk(
     return mid, await browsing.open(e.hall, e.sid, member, "expert")
 
 
+@contextlib.asynccontextmanager
 async def desk_running(e: Eval, expert_id: str, room_id: str, folder: Path) -> Any:
     """The room device's agent following the session and signing the desk's drafts."""
     desk = await room_desk(e, expert_id, room_id, folder)
