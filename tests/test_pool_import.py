@@ -315,3 +315,10 @@ def test_the_item_by_item_reader_agrees_on_every_kind_of_document() -> None:
     docs.append(json.dumps([{"id": str(i), "name": "专家"} for i in range(1000)], indent=1))
     for text in docs:
         assert _outcome(load_json, text) == _outcome(json.loads, text), text[:40]
+
+
+def test_json_nested_past_the_stack_is_refused_with_its_code_not_a_crash() -> None:
+    for doc in (b"[" * 100_000, b'[{"a":' * 50_000):
+        with pytest.raises(PoolInvalid) as caught:
+            parse_pool(doc, "json")
+        assert [e.code for e in caught.value.errors] == ["JSON_DEPTH"]

@@ -303,6 +303,9 @@ def _skip(text: str, i: int) -> int:
 def _json_rows(text: str, errors: list[PoolRowError]) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         value = load_json(text)
+    except RecursionError:  # nesting deeper than the interpreter's stack (an outsider's file)
+        errors.append(_err(0, None, "JSON_DEPTH", "JSON 嵌套过深", "the JSON is nested too deeply"))
+        return
     except json.JSONDecodeError as exc:
         errors.append(
             _err(
