@@ -9,6 +9,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
 from schemas.common import CreditCode, Fen, Name, Text
 
+Positions = dict[str, int]
+"""A viewer's positions in its own event streams (stream -> n; docs/positions.md): never the
+log's ``seq``, which counts events the viewer may not see (rule 4)."""
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -38,7 +42,9 @@ class ErrorOut(_Out):
 
 class OkOut(_Out):
     ok: bool = True
-    seq: int | None = Field(default=None, description="the last seq this request appended")
+    pos: Positions | None = Field(
+        default=None, description="the caller's positions of what this request appended"
+    )
 
 
 class TimeOut(_Out):
@@ -159,7 +165,7 @@ class SessionOut(_Out):
 
     session_id: str
     view: dict[str, Any]
-    seq: int
+    pos: Positions = Field(description="the caller's stream heads when the view was read")
 
 
 class SessionList(_Out):
@@ -171,7 +177,7 @@ class ReceiptOut(_Out):
 
     receipt: dict[str, Any]
     signature: str
-    seq: int
+    pos: Positions | None = None
 
 
 class RehearsalIn(_In):
@@ -190,7 +196,7 @@ class DecryptOut(_Out):
     zh: str
     en: str
     summary: dict[str, Any] | None = None
-    seq: int
+    pos: Positions | None = None
 
 
 class TextIn(_In):
@@ -239,7 +245,7 @@ class BackupRequestIn(_In):
 
 class BackupRequestOut(_Out):
     request_id: str
-    seq: int
+    pos: Positions | None = None
 
 
 class BackupApproveIn(_In):

@@ -126,7 +126,7 @@ class ExpertSignInOut(_Out):
         None,
         description="real seconds the token lasts from now (RFC 6749 5.1), whatever the clocks say",
     )
-    seq: int | None = None
+    pos: dict[str, int] | None = None
 
 
 class VoteIn(_In):

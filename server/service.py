@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from schemas.events import EventRecord, NewEvent
+from schemas.events import PLATFORM, EventRecord, NewEvent
 from server.audit.chain import GENESIS, link_events
 from server.clock import Clock
 from server.domain import opening as op
@@ -151,7 +151,8 @@ class SessionService:
         return await self.execute(session_id, MACHINES[row.kind].tick())
 
     def _checkpoint(self, session_id: str, last: EventRecord, state: Any, at: datetime) -> NewEvent:
-        """A server-signed checkpoint over the last event of this state change (section 8)."""
+        """A server-signed checkpoint over the last event of this state change (section 8), kept in
+        the log and the archive; no viewer is shown it (docs/positions.md)."""
         body = {
             "session_id": session_id,
             "seq": last.seq,
@@ -161,7 +162,8 @@ class SessionService:
         return NewEvent(
             type="checkpoint",
             actor="server:server",
-            audience=op.ALL,
+            # For the record only: its seq counts every event, hidden ones too (rule 4).
+            audience=[PLATFORM],
             payload={
                 "seq": last.seq,
                 "hash": last.hash,

@@ -1,5 +1,5 @@
-"""The hall's socket.io namespace: replay by seq, reconnects without gaps, the server clock and
-events filtered by role (SQLite and PostgreSQL)."""
+"""The hall's socket.io namespace: replay by stream positions, reconnects without gaps, the
+server clock and events filtered by role (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ import pytest
 from crypto.attest import b64encode
 from crypto.bid import unwrap
 from schemas.time import parse_iso
-from tests.support.hall import ConnectionRefused, Hall, Listener, Party
+from tests.support.hall import (
+    ConnectionRefused,
+    Hall,
+    Listener,
+    Party,
+    after,
+    cursor_of,
+    members,
+)
 
 HOUR = timedelta(hours=1)
 
@@ -24,10 +32,11 @@ def P(hall: Hall, key: str) -> Party:
 
 
 async def extend(hall: Hall, sid: str, reason: str = "顺延") -> int:
+    """The host extends the deadline; the extension's number in the public stream."""
     out = await hall.request(
         "POST", f"/api/sessions/{sid}/extend", P(hall, "host"), {"minutes": 1, "reason": reason}
     )
-    return int(out["seq"])
+    return int(out["pos"]["all"])
 
 
 async def in_sign_in(hall: Hall, extensions: int = 0) -> str:
@@ -40,8 +49,23 @@ async def in_sign_in(hall: Hall, extensions: int = 0) -> str:
 
 
 def unique(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What a client keeps: events by seq, duplicates dropped, in seq order."""
-    return sorted({e["seq"]: e for e in events}.values(), key=lambda e: e["seq"])
+    """What a client keeps: events by id, duplicates dropped, in arrival order."""
+    return list({e["id"]: e for e in events}.values())
+
+
+def public(events: list[dict[str, Any]]) -> list[int]:
+    return [e["pos"]["all"] for e in events if "all" in e["audience"]]
+
+
+def contiguous(events: list[dict[str, Any]]) -> bool:
+    """Each stream's numbers run 1, 2, 3, ... in the order received, none twice."""
+    seen: dict[str, int] = {}
+    for e in events:
+        for t in members(e):
+            if e["pos"][t] != seen.get(t, 0) + 1:
+                return False
+            seen[t] = e["pos"][t]
+    return True
 
 
 async def test_replay_from_last_seq_then_live(hall: Hall) -> None:
@@ -49,28 +73,42 @@ async def test_replay_from_last_seq_then_live(hall: Hall) -> None:
     host = P(hall, "host")
     visible = await hall.events(sid, host)
     assert len(visible) >= 6
-    k = visible[2]["seq"]
     # A bidder (no presence events of its own) replays from the middle of the log.
     a = P(hall, "a")
     mine = await hall.events(sid, a)
-    listener = await hall.listen(sid, a, last_seq=k)
-    assert listener.events == [e for e in mine if e["seq"] > k]
-    assert listener.replayed == [mine[-1]["seq"]]
+    assert contiguous(mine) and public(mine) == list(range(1, len(mine) + 1))
+    k = cursor_of(mine[:3])
+    listener = await hall.listen(sid, a, last=k)
+    assert listener.events == mine[3:]
+    assert listener.replayed == [cursor_of(mine)]
+    assert await hall.events(sid, a, after=k) == mine[3:]
     live = [await extend(hall, sid, "现场顺延"), await extend(hall, sid, "再顺延")]
-    await listener.until(lambda: listener.seqs[-1:] == live[-1:])
-    assert listener.events == [e for e in await hall.events(sid, a) if e["seq"] > k]
-    assert listener.seqs == sorted(set(listener.seqs))
+    await listener.until(lambda: public(listener.events)[-1:] == live[-1:])
+    assert listener.events == (await hall.events(sid, a))[3:]
+    assert contiguous(mine[:3] + listener.events)
     # Staff replay the same way (their own presence arrives live after the replay).
-    staff = await hall.listen(sid, host, last_seq=k)
-    replayed = [e for e in staff.events if e["seq"] <= staff.replayed[0]]
+    k_staff = cursor_of(visible[:3])
+    staff = await hall.listen(sid, host, last=k_staff)
+    replayed = [e for e in staff.events if not after(e, staff.replayed[0])]
     assert replayed == [
-        e for e in await hall.events(sid, host) if k < e["seq"] <= staff.replayed[0]
+        e
+        for e in await hall.events(sid, host)
+        if after(e, k_staff) and not after(e, staff.replayed[0])
     ]
-    # last_seq 0 (or nonsense) means everything visible.
-    for bad in (0, -5, "x", None):
-        again = await hall.listen(sid, a, last_seq=bad)
-        assert again.events == await hall.events(sid, a), bad
+    assert contiguous(visible[:3] + replayed)
+    # An empty cursor (or none) means everything visible.
+    for empty in ({}, None):
+        again = await hall.listen(sid, a, last=empty)
+        assert again.events == await hall.events(sid, a), empty
         await hall.hang_up(again)
+    # A malformed cursor is refused with its code.
+    for bad in (-5, "x", {"all": -1}, {"all": "3"}, {"all": True}, [1]):
+        refused = Listener()
+        hall.listeners.append(refused)
+        with pytest.raises(ConnectionRefused) as err:
+            await refused.connect(hall.url, a.token or "", sid, bad)
+        assert err.value.code == "INVALID_INPUT", bad
+        assert err.value.data["zh"] and err.value.data["en"]
     await hall.hang_up(listener)
     await hall.hang_up(staff)
 
@@ -81,7 +119,7 @@ async def test_reconnect_gets_exactly_what_it_missed(hall: Hall, tmp_path: Path)
     first = await hall.listen(sid, a)
     await hall.upload(sid, a, hall.seal(tmp_path, a, name="a"))
     await first.until_type("bid_uploaded")
-    last_seen = first.seqs[-1]
+    last_seen = cursor_of(first.events)
     await hall.hang_up(first)
     # While a is away: b uploads (not a's business), a replaces its bid elsewhere, the host
     # extends the deadline, b signs in.
@@ -89,9 +127,10 @@ async def test_reconnect_gets_exactly_what_it_missed(hall: Hall, tmp_path: Path)
     await hall.upload(sid, a, hall.seal(tmp_path, a, name="a2", price_fen=12_700_000_000))
     await extend(hall, sid, "答疑")
     await hall.request("POST", f"/api/sessions/{sid}/sign-in", b)
-    missed = [e for e in await hall.events(sid, a) if e["seq"] > last_seen]
+    missed = [e for e in await hall.events(sid, a) if after(e, last_seen)]
     assert [e["type"] for e in missed] == ["bid_uploaded", "window_extended"]
-    second = await hall.listen(sid, a, last_seq=last_seen)
+    assert missed == await hall.events(sid, a, after=last_seen)
+    second = await hall.listen(sid, a, last=last_seen)
     assert second.events == missed
     # Nothing a missed is lost when the two connections' events are put together.
     assert unique(first.events + second.events) == await hall.events(sid, a)
@@ -99,7 +138,7 @@ async def test_reconnect_gets_exactly_what_it_missed(hall: Hall, tmp_path: Path)
 
 
 async def test_a_reconnect_during_a_burst_misses_nothing(hall: Hall) -> None:
-    """Rooms are joined before the replay: what is committed meanwhile arrives at least once."""
+    """Rooms are joined before the replay: what is committed meanwhile arrives once, in order."""
     sid = await in_sign_in(hall)
     a = P(hall, "a")
     await hall.login(a)
@@ -112,9 +151,14 @@ async def test_a_reconnect_during_a_burst_misses_nothing(hall: Hall) -> None:
     task = asyncio.create_task(burst())
     listener = await hall.listen(sid, a)
     await task
-    final = (await hall.events(sid, a))[-1]["seq"]
-    await listener.until(lambda: final in listener.seqs)
-    assert unique(listener.events) == await hall.events(sid, a)
+    final = (await hall.events(sid, a))[-1]["id"]
+    await listener.until(lambda: final in listener.ids)
+    # Live events committed during the replay were held back and sent after it, minus those
+    # the replay sent (also one whose live publish came after the replay had read it): the
+    # client receives its log once, in order.
+    rest = await hall.events(sid, a)
+    assert listener.events == rest
+    assert contiguous(listener.events)
     await hall.hang_up(listener)
 
 
@@ -160,16 +204,22 @@ async def test_refused_connections_change_nothing(hall: Hall) -> None:
 
 
 async def test_replay_on_request(hall: Hall) -> None:
-    """A client that noticed a gap asks again for everything after a seq."""
+    """A client that noticed a gap asks again for everything after its cursor; a malformed
+    cursor is answered INVALID_INPUT and replays nothing."""
     sid = await in_sign_in(hall, extensions=3)
     a = P(hall, "a")
     listener = await hall.listen(sid, a)
     mine = await hall.events(sid, a)
     assert listener.events == mine
-    k = mine[1]["seq"]
+    k = cursor_of(mine[:2])
     await listener.client.emit("replay", {"after": k}, namespace="/hall")
     await listener.until(lambda: len(listener.replayed) == 2)
-    assert listener.events[len(mine) :] == [e for e in mine if e["seq"] > k]
+    assert listener.events[len(mine) :] == mine[2:]
+    assert listener.replayed[1] == cursor_of(mine)
+    for bad in (3, {"all": 2**31}, {"all": None}, {f"s{i}": 0 for i in range(17)}):
+        ack = await listener.client.call("replay", {"after": bad}, namespace="/hall", timeout=5)
+        assert ack["code"] == "INVALID_INPUT" and ack["zh"] and ack["en"], bad
+    assert len(listener.replayed) == 2
     await hall.hang_up(listener)
 
 
@@ -203,26 +253,28 @@ async def test_live_events_are_filtered_by_role(hall: Hall, tmp_path: Path) -> N
     closes = parse_iso((await hall.view(sid, P(hall, "a")))["decrypt_closes_at"])
     await hall.at(closes)
     everything = await hall.hub.store.events_after(sid, 0)
-    sealed = next(r.seq for r in everything if r.type == "session_sealed")
-    table = next(r.seq for r in everything if r.type == "table_published")
+    sealed = next(r.hash for r in everything if r.type == "session_sealed")
+    table = next(r.hash for r in everything if r.type == "table_published")
     codes = {k: P(hall, k).code for k in "abc"}
     for name, listener in viewers.items():
         rest = await hall.events(sid, P(hall, name))
         await listener.until(
-            lambda listener=listener, rest=rest: listener.seqs[-1:] == [rest[-1]["seq"]]
+            lambda listener=listener, rest=rest: listener.ids[-1:] == [rest[-1]["id"]]
         )
         assert unique(listener.events) == rest, name
+        assert contiguous(rest), name
+        ids = [e["id"] for e in rest]
         if name in codes:
             own = f"bidder:{codes[name]}"
             for e in listener.events:
                 assert "all" in e["audience"] or own in e["audience"], (name, e["type"])
-                if e["seq"] < table:
+                if ids.index(e["id"]) < ids.index(table):
                     others = [c for k, c in codes.items() if k != name]
                     assert not any(_mentions(e, c) for c in others), (name, e["type"])
             assert any(e["type"] == "table_published" for e in listener.events)
         else:
             for e in listener.events:
-                if e["seq"] < sealed:
+                if ids.index(e["id"]) < ids.index(sealed):
                     assert e["type"] not in {
                         "bid_uploaded",
                         "bidder_signed_in",
@@ -232,7 +284,7 @@ async def test_live_events_are_filtered_by_role(hall: Hall, tmp_path: Path) -> N
     # Objections before the table reached only their author and staff.
     objection = next(r for r in everything if r.type == "objection_raised")
     receivers = {
-        n for n, lis in viewers.items() if any(e["seq"] == objection.seq for e in lis.events)
+        n for n, lis in viewers.items() if any(e["id"] == objection.hash for e in lis.events)
     }
     assert receivers == {"a", "host", "supervisor"}
     for listener in viewers.values():
@@ -242,9 +294,8 @@ async def test_live_events_are_filtered_by_role(hall: Hall, tmp_path: Path) -> N
 async def test_a_batching_client_gets_a_commits_events_in_one_message(hall: Hall) -> None:
     sid = await hall.create_session()
     await hall.at(hall.t0 + timedelta(minutes=10))
-    a, host = hall.parties["a"], hall.parties["host"]
-    plain = await hall.listen(sid, a)
-    await hall.login(a)
+    host, supervisor = hall.parties["host"], hall.parties["supervisor"]
+    await hall.login(host)
     batches: list[list[dict[str, Any]]] = []
     batching = Listener()
     hall.listeners.append(batching)
@@ -254,22 +305,27 @@ async def test_a_batching_client_gets_a_commits_events_in_one_message(hall: Hall
         batching._changed.set()
 
     batching.client.on("events", on_events, namespace="/hall")
-    await batching.connect_with(
-        hall.url, {"token": a.token, "session_id": sid, "last_seq": 0, "batch": True}
-    )
-    out = await hall.request("POST", f"/api/sessions/{sid}/suspend", host, {"reason": "网络故障"})
-    seq = int(out["seq"])
+    await batching.connect_with(hall.url, {"token": host.token, "session_id": sid, "batch": True})
+    plain = await hall.listen(sid, supervisor)
+    await batching.until(lambda: batching.events[-1]["type"] == "party_joined")
+    # A commit that shows this client one event comes as a plain ``event``.
+    await extend(hall, sid, "答疑")
+    await batching.until(lambda: batching.events[-1]["type"] == "window_extended")
+    assert batches == []
+    # At the deadline the scheduler commits the lot's end (public) and the count of bids
+    # (staff); the signed checkpoint with them is for the record only.
+    await hall.at(hall.t0 + HOUR + timedelta(minutes=2))  # the deadline, extended above
     await batching.until(lambda: bool(batches))
-    await plain.until(lambda: plain.seqs[-1:] == [seq])
-    # One message with the change and its checkpoint, in seq order; the plain client got the
-    # same events one message each.
-    assert [e["seq"] for e in batches[0]] == [seq - 1, seq]
-    assert [e["type"] for e in batches[0]] == ["session_suspended", "checkpoint"]
-    assert batches[0] == plain.events[-2:]
-    assert all(e["seq"] < seq - 1 for e in batching.events)  # the replay, one message each
-    # the next commit comes as one message too
-    out = await hall.request("POST", f"/api/sessions/{sid}/resume", host, {"reason": "恢复"})
-    await batching.until(lambda: len(batches) == 2)
-    assert [e["type"] for e in batches[1]] == ["session_resumed", "checkpoint"]
+    assert [e["type"] for e in batches[0]] == ["session_failed", "bids_counted"]
+    await plain.until(lambda: plain.ids[-2:] == [e["id"] for e in batches[0]])
+
+    # One message with the commit's events, in log order, each as this viewer is shown it:
+    # the plain client (another staff member) got the same events one message each.
+    def without(events: list[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
+        return [{**e, "pos": {t: n for t, n in e["pos"].items() if t != tag}} for e in events]
+
+    assert without(batches[0], "host") == without(plain.events[-2:], "supervisor")
+    assert contiguous(plain.events) and contiguous(batching.events + batches[0])
+    assert "checkpoint" not in [e["type"] for e in plain.events + batching.events + batches[0]]
     await hall.hang_up(batching)
     await hall.hang_up(plain)

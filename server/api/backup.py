@@ -9,7 +9,7 @@ from crypto.attest import b64decode, read_document
 from crypto.quorum import DecryptedShare, QuorumBundle
 from schemas import api as S
 from schemas.canonical import canonical_json
-from server.api.routing import Ctx, Route, load_session, post, seq_of
+from server.api.routing import Ctx, Route, load_session, pos_of, post
 from server.api.shared import STAFF, check_own_signature, in_remit, load_opening
 from server.domain import errors as E
 from server.domain import opening as op
@@ -36,7 +36,7 @@ async def request_backup(ctx: Ctx, body: S.BackupRequestIn) -> S.BackupRequestOu
         ctx.session_id,
         op.RequestBackup(actor=ctx.actor, request_id=rid, bidders=body.bidders, reason=body.reason),
     )
-    return S.BackupRequestOut(request_id=rid, seq=records[-1].seq)
+    return S.BackupRequestOut(request_id=rid, pos=pos_of(ctx, records))
 
 
 async def approve_backup(ctx: Ctx, body: S.BackupApproveIn) -> S.OkOut:
@@ -67,7 +67,7 @@ async def approve_backup(ctx: Ctx, body: S.BackupApproveIn) -> S.OkOut:
     )
     if any(r.type == "backup_quorum_reached" for r in records):
         await backup_decrypt(hub, ctx.session_id, rid, bundle)
-    return S.OkOut(seq=seq_of(records))
+    return S.OkOut(pos=pos_of(ctx, records))
 
 
 # fmt: off

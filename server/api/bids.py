@@ -20,7 +20,7 @@ from schemas.events import EventRecord
 from schemas.time import iso
 from server.api.bindings import bound_caller
 from server.api.origin import request_origin
-from server.api.routing import Ctx, Route, delete, execute, get, load_session, post, put
+from server.api.routing import Ctx, Route, delete, execute, get, load_session, pos_of, post, put
 from server.api.shared import CHUNK, stored_cert
 from server.auth import (
     PartyUnknown,
@@ -150,7 +150,7 @@ async def upload(ctx: Ctx) -> S.ReceiptOut:
             await hub.blobs.keep(blob)
         except OSError:  # recorded, so the collector places it from tmp; the bid is not lost
             log.exception("upload %s recorded but not yet placed", blob.sha256)
-    return S.ReceiptOut(receipt=receipt, signature=signature, seq=records[-1].seq)
+    return S.ReceiptOut(receipt=receipt, signature=signature, pos=pos_of(ctx, records))
 
 
 async def download_own(ctx: Ctx) -> web.StreamResponse:
@@ -182,7 +182,9 @@ async def own_receipt(ctx: Ctx) -> S.ReceiptOut:
     if last is None:
         raise E.NoBid()
     return S.ReceiptOut(
-        receipt=last.payload["receipt"], signature=last.payload["receipt_signature"], seq=last.seq
+        receipt=last.payload["receipt"],
+        signature=last.payload["receipt_signature"],
+        pos=pos_of(ctx, [last]),
     )
 
 

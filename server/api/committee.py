@@ -18,7 +18,7 @@ from schemas import api as S
 from schemas import evaluation as EV
 from schemas.canonical import canonical_json
 from schemas.experts import Expert, Ident
-from server.api.routing import Ctx, Invalid, Route, command, execute, get, post, seq_of
+from server.api.routing import Ctx, Invalid, Route, command, execute, get, pos_of, post
 from server.api.shared import (
     MEMBER_ROLES,
     SignatureInvalid,
@@ -48,7 +48,7 @@ def person_id_of(cert: x509.Certificate) -> str | None:
 
 
 def _expert_token(
-    hub: Hub, session_id: str, expert_id: str, name: str, fp: str, seq: int | None
+    hub: Hub, session_id: str, expert_id: str, name: str, fp: str, pos: dict[str, int] | None
 ) -> EV.ExpertSignInOut:
     """The member's bearer token, named for their certificate and bound to this evaluation."""
     member = Principal("expert", expert_id, name, fp, session_id)
@@ -59,7 +59,7 @@ def _expert_token(
         name=name,
         expires_at=exp,
         expires_in=token_lifetime(hub.tokens, hub.clock),
-        seq=seq,
+        pos=pos,
     )
 
 
@@ -163,7 +163,7 @@ async def expert_sign_in(ctx: Ctx, body: EV.ExpertSignInIn) -> EV.ExpertSignInOu
         signature=body.signature,
     )
     records = await hub.service.execute(ctx.session_id, cmd)
-    return _expert_token(hub, ctx.session_id, body.expert_id, name, fp, seq_of(records))
+    return _expert_token(hub, ctx.session_id, body.expert_id, name, fp, pos_of(ctx, records))
 
 
 async def no_key(ctx: Ctx) -> S.OkOut:

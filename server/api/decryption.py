@@ -7,20 +7,20 @@ from crypto.attest import b64decode
 from schemas import api as S
 from server.api.bindings import bound_caller
 from server.api.origin import request_origin
-from server.api.routing import Ctx, Route, command, load_session, post
+from server.api.routing import Ctx, Route, command, load_session, pos_of, post
 from server.domain import errors as E
 from server.domain import opening as op
 from server.realtime.coord import Busy
 from server.work.decryption import decrypt_bid
 
 
-def _decrypt_out(result: op.DecryptionResult, seq: int) -> S.DecryptOut:
+def _decrypt_out(result: op.DecryptionResult, pos: dict[str, int] | None) -> S.DecryptOut:
     if result.ok:
         return S.DecryptOut(
-            ok=True, code="OK", zh="解密成功", en="decrypted", summary=result.summary, seq=seq
+            ok=True, code="OK", zh="解密成功", en="decrypted", summary=result.summary, pos=pos
         )
     zh, _, en = result.message.partition(" / ")
-    return S.DecryptOut(ok=False, code=result.code, zh=zh, en=en or zh, seq=seq)
+    return S.DecryptOut(ok=False, code=result.code, zh=zh, en=en or zh, pos=pos)
 
 
 async def submit_key(ctx: Ctx, body: S.KeyIn) -> S.DecryptOut:
@@ -46,7 +46,7 @@ async def submit_key(ctx: Ctx, body: S.KeyIn) -> S.DecryptOut:
         raise E.AlreadyDone("a decryption of this bid is in progress / 正在解密") from None
     finally:
         hub.scheduler.wake()
-    return _decrypt_out(result, records[-1].seq)
+    return _decrypt_out(result, pos_of(ctx, records))
 
 
 # fmt: off

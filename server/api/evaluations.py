@@ -7,7 +7,16 @@ import secrets
 from schemas import api as S
 from schemas import evaluation as EV
 from schemas.experts import DrawRequest
-from server.api.routing import Ctx, Invalid, Route, after_seq, command, execute, get, post
+from server.api.routing import (
+    Ctx,
+    Invalid,
+    Route,
+    after_cursor,
+    command,
+    execute,
+    get,
+    post,
+)
 from server.api.shared import (
     STAFF,
     eval_actor,
@@ -15,6 +24,7 @@ from server.api.shared import (
     load_evaluation,
     sites_of,
     supervisors_in_remit,
+    view_positions,
     visible_events,
 )
 from server.domain import draw as D
@@ -83,7 +93,7 @@ async def create_evaluation(ctx: Ctx, body: EV.EvaluationIn) -> S.SessionOut:
     return S.SessionOut(
         session_id=state.session_id,
         view=evaluation_view(state, ctx.who.role, ctx.who.party_id),
-        seq=records[-1].seq,
+        pos=await view_positions(ctx, records[-1].seq, state.session_id),
     )
 
 
@@ -93,13 +103,13 @@ async def get_evaluation(ctx: Ctx) -> S.SessionOut:
     return S.SessionOut(
         session_id=ctx.session_id,
         view=evaluation_view(loaded.state, ctx.who.role, ctx.who.party_id),
-        seq=loaded.version,
+        pos=await view_positions(ctx, loaded.version),
     )
 
 
 async def evaluation_events(ctx: Ctx) -> S.EventsOut:
-    """The evaluation's log, filtered by role; ?after=seq to replay"""
-    after = after_seq(ctx.request)
+    """The evaluation's log, filtered by role; ?after=<stream>:<n> (repeated) to replay"""
+    after = after_cursor(ctx.request)
     await load_evaluation(ctx)
     return await visible_events(ctx, ev.viewer_tags(ctx.who.role, ctx.who.party_id), after)
 

@@ -15,10 +15,11 @@ from pydantic import BaseModel, ValidationError
 
 from crypto.errors import BidBridgeError
 from schemas.api import ErrorOut, OkOut
-from schemas.events import MAX_SEQ, EventRecord
+from schemas.events import MAX_SEQ, MAX_STREAMS, Cursor, EventRecord
 from server.auth import Principal, TokenInvalid
 from server.core import HUB_KEY, Hub
 from server.domain import errors as E
+from server.domain import evaluation_model as evm
 from server.domain import opening as op
 from server.domain.errors import Refusal
 from server.store import NotFound, StoreError
@@ -143,15 +144,42 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def after_seq(request: web.Request) -> int:
-    """``?after=seq`` of the event routes: an integer from 0 to ``MAX_SEQ`` (negative is 0)."""
-    try:
-        after = max(0, int(request.query.get("after", "0")))
-    except ValueError:
-        raise Invalid("after: must be an integer / after 须为整数") from None
-    if after > MAX_SEQ:
-        raise Invalid(f"after: at most {MAX_SEQ} / after 不得大于 {MAX_SEQ}")
-    return after
+def after_cursor(request: web.Request) -> Cursor:
+    """``?after=<stream>:<n>`` of the event routes, repeated for each stream (split at the last
+    colon; docs/positions.md): at most ``MAX_STREAMS`` streams, each ``n`` from 0 to ``MAX_SEQ``.
+    None given: from the start."""
+    bad = Invalid(
+        f"after: <stream>:<n>, n from 0 to {MAX_SEQ}, at most {MAX_STREAMS} streams / "
+        f"after 须为 <事件流>:<序号>，序号为 0 到 {MAX_SEQ} 的整数，最多 {MAX_STREAMS} 项"
+    )
+    values = request.query.getall("after", [])
+    if len(values) > MAX_STREAMS:
+        raise bad
+    cursor: Cursor = {}
+    for value in values:
+        stream, _, n = value.rpartition(":")
+        if not stream or len(stream) > 200 or not n.isascii() or not n.isdigit():
+            raise bad
+        if len(n) > 10 or int(n) > MAX_SEQ:
+            raise bad
+        cursor[stream] = int(n)
+    return cursor
+
+
+def caller_tags(who: Principal) -> frozenset[str]:
+    """The audience tags (streams) of a caller, whatever the session's kind."""
+    return op.viewer_tags(who.role, who.party_id) | evm.viewer_tags(who.role, who.party_id)
+
+
+def positions(records: Sequence[EventRecord], tags: frozenset[str]) -> dict[str, int] | None:
+    """The positions a caller with ``tags`` is shown of ``records`` (each stream's highest),
+    or None when it is shown none of them: what a command answers instead of ``seq``."""
+    out: dict[str, int] = {}
+    for r in records:
+        if r.visible_to(tags):
+            for t, n in r.shown_to(tags)["pos"].items():
+                out[t] = max(out.get(t, 0), n)
+    return out or None
 
 
 async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
@@ -298,8 +326,9 @@ async def dispatch(request: web.Request, route: Route) -> web.StreamResponse:
     )
 
 
-def seq_of(records: list[EventRecord]) -> int | None:
-    return records[-1].seq if records else None
+def pos_of(ctx: Ctx, records: Sequence[EventRecord]) -> dict[str, int] | None:
+    """The caller's positions of what its request appended (None: nothing it is shown)."""
+    return positions(records, caller_tags(ctx.who))
 
 
 async def load_session(ctx: Ctx) -> Any:
@@ -311,8 +340,8 @@ async def load_session(ctx: Ctx) -> Any:
 
 
 async def execute(ctx: Ctx, cmd: Any) -> OkOut:
-    """Run one command on the caller's session; answer the sequence number it reached."""
-    return OkOut(seq=seq_of(await ctx.hub.service.execute(ctx.session_id, cmd)))
+    """Run one command on the caller's session; answer the caller's positions it reached."""
+    return OkOut(pos=pos_of(ctx, await ctx.hub.service.execute(ctx.session_id, cmd)))
 
 
 def _verb(method: str) -> Callable[..., Route]:

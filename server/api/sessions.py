@@ -7,13 +7,14 @@ from typing import Any
 
 from crypto.quorum import QuorumBundle
 from schemas import api as S
-from server.api.routing import Ctx, Route, after_seq, command, execute, get, post
+from server.api.routing import Ctx, Route, after_cursor, command, execute, get, post
 from server.api.shared import (
     STAFF,
     in_remit,
     load_opening,
     remit_of,
     supervisors_in_remit,
+    view_positions,
     visible_events,
 )
 from server.domain import errors as E
@@ -72,7 +73,7 @@ async def create_session(ctx: Ctx, body: S.SessionIn) -> S.SessionOut:
     return S.SessionOut(
         session_id=session_id,
         view=view_for(state, ctx.who.role, ctx.who.party_id),
-        seq=records[-1].seq,
+        pos=await view_positions(ctx, records[-1].seq, session_id),
     )
 
 
@@ -104,13 +105,13 @@ async def get_session(ctx: Ctx) -> S.SessionOut:
     return S.SessionOut(
         session_id=ctx.session_id,
         view=view_for(loaded.state, ctx.who.role, ctx.who.party_id),
-        seq=loaded.version,
+        pos=await view_positions(ctx, loaded.version),
     )
 
 
 async def get_events(ctx: Ctx) -> S.EventsOut:
-    """The log, filtered by role; ?after=seq to replay"""
-    after = after_seq(ctx.request)
+    """The log, filtered by role; ?after=<stream>:<n> (repeated) to replay"""
+    after = after_cursor(ctx.request)
     await load_opening(ctx)
     return await visible_events(ctx, op.viewer_tags(ctx.who.role, ctx.who.party_id), after)
 

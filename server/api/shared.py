@@ -13,8 +13,9 @@ from crypto.attest import SignedDocument
 from crypto.keys import parse_certificate
 from crypto.trust import Purpose
 from schemas import api as S
+from schemas.events import Cursor
 from schemas.experts import Room, Site
-from server.api.routing import Ctx, Route, load_session
+from server.api.routing import Ctx, Route, caller_tags, load_session
 from server.core import Hub
 from server.domain import errors as E
 from server.domain import evaluation as ev
@@ -30,10 +31,18 @@ def stored_cert(pem: str, what: str) -> x509.Certificate:
     return parse_certificate(pem.encode("ascii", "replace"), what)
 
 
-async def visible_events(ctx: Ctx, tags: frozenset[str], after: int) -> S.EventsOut:
-    """The session's log after ``after``, as far as a viewer with ``tags`` may see it."""
-    records = await ctx.hub.store.events_after(ctx.session_id, after)
-    return S.EventsOut(events=[r.model_dump() for r in records if r.visible_to(tags)])
+async def visible_events(ctx: Ctx, tags: frozenset[str], after: Cursor) -> S.EventsOut:
+    """The session's log after the cursor ``after``, as far as a viewer with ``tags`` may see
+    it, each event as that viewer is shown it (no ``seq``: rule 4, docs/positions.md)."""
+    records = await ctx.hub.store.events_for(ctx.session_id, tags, after)
+    return S.EventsOut(events=[r.shown_to(tags) for r in records])
+
+
+async def view_positions(ctx: Ctx, version: int, session_id: str | None = None) -> dict[str, int]:
+    """The caller's stream heads as of the ``version`` a view was read at: where the view
+    stands, in numbers that count only what the caller may see (rule 4)."""
+    sid = session_id or ctx.session_id
+    return await ctx.hub.store.stream_heads(sid, caller_tags(ctx.who), upto=version)
 
 
 MEMBER_ROLES = ("expert",)

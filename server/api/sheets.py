@@ -10,7 +10,7 @@ from crypto.attest import b64decode, read_document
 from schemas import api as S
 from schemas import evaluation as EV
 from schemas.canonical import canonical_json
-from server.api.routing import Ctx, Route, command, execute, get, post, seq_of
+from server.api.routing import Ctx, Route, command, execute, get, pos_of, post
 from server.api.shared import MEMBER_ROLES, STAFF, SignatureInvalid, eval_actor, load_evaluation
 from server.core import Hub
 from server.domain import errors as E
@@ -99,7 +99,7 @@ async def summarize(ctx: Ctx) -> S.OkOut:
     """The chair computes the ranking; the server issues the report for signing"""
     records = await ctx.hub.service.execute(ctx.session_id, ev.Summarize(actor=eval_actor(ctx)))
     more = await generate_report(ctx.hub, ctx.session_id)
-    return S.OkOut(seq=seq_of(more) or seq_of(records))
+    return S.OkOut(pos=pos_of(ctx, [*records, *more]))
 
 
 async def get_report(ctx: Ctx) -> EV.ReportOut:

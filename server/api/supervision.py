@@ -3,8 +3,8 @@
 A supervisor's remit is the sessions of the projects whose supervising body (监管主体: region and
 industry, seed 002) is its own, openings and evaluations alike; a supervisor without a remit
 (centre-wide) has the projects that name none (server/domain/remit.py). The list
-gives what the wall needs to follow each one (its kind, title and status, and the ``seq`` the
-status is at); the live part comes from the hall namespace, one connection per session. The
+gives what the wall needs to follow each one (its kind, title and status, and the supervisor's
+stream positions the status is at: never the log's ``seq``, rule 4); the live part comes from the hall namespace, one connection per session. The
 archive is the one ``bidbridge export-archive`` writes (:mod:`server.audit.export`), streamed as a
 download; before an opening's deadline there is none (rule 4: it would tell who bid).
 """
@@ -21,7 +21,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.routing import Ctx, Route, get
+from server.api.routing import Ctx, Route, caller_tags, get
 from server.api.shared import check_remit, remit_of
 from server.audit.export import export_session
 from server.domain import errors as E
@@ -51,7 +51,9 @@ class SupervisedSession(_Out):
     lot_id: str | None
     status: str
     suspended_from: str | None = None
-    seq: int = Field(description="the last seq of the session's log when the status was read")
+    pos: dict[str, int] = Field(
+        description="the supervisor's stream heads when the status was read (docs/positions.md)"
+    )
     deadline: str | None = Field(default=None, description="openings: the bid deadline")
     opening_session_id: str | None = Field(default=None, description="evaluations: the opening")
     rooms: list[str] = Field(default_factory=list, description="evaluations: the drawn rooms")
@@ -65,10 +67,16 @@ async def supervised_sessions(ctx: Ctx) -> SupervisedSessions:
     """Every opening and evaluation of the supervisor's remit with its state (the supervisor wall's list)"""
     remit = await remit_of(ctx.hub, ctx.who.party_id)
     bodies = await ctx.hub.store.supervising_bodies()
+    rows = [
+        row
+        for row in await ctx.hub.store.list_sessions()
+        if supervises(remit, bodies.get(row.lot_id or ""))
+    ]
+    heads = await ctx.hub.store.stream_heads_of(
+        {row.id: row.version for row in rows}, caller_tags(ctx.who)
+    )
     out = []
-    for row in await ctx.hub.store.list_sessions():
-        if not supervises(remit, bodies.get(row.lot_id or "")):
-            continue
+    for row in rows:
         st: dict[str, Any] = row.snapshot["state"]
         entry: dict[str, Any] = {
             "session_id": row.id,
@@ -77,7 +85,7 @@ async def supervised_sessions(ctx: Ctx) -> SupervisedSessions:
             "lot_id": row.lot_id,
             "status": row.status,
             "suspended_from": st.get("suspended_from"),
-            "seq": row.version,
+            "pos": heads[row.id],
         }
         machine = MACHINES[row.kind]
         entry |= machine.supervision(machine.state.model_validate(st))

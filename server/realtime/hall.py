@@ -1,9 +1,11 @@
-"""The hall namespace (socket.io): token auth, replay by ``seq``, live events filtered by role.
+"""The hall namespace (socket.io): token auth, replay by stream positions, live events by role.
 
-A client connects with ``{"token", "session_id", "last_seq"}`` (and ``"batch": true`` if it
-takes a commit's live events as one ``events`` list; see ``Hall.publish``). It joins the rooms of
-its audience tags first and replays from the log second, so nothing committed in between is
-missed; the client drops duplicates by ``seq``. Every event carries the session's ``seq``.
+A client connects with ``{"token", "session_id", "last"}`` (``last``: its cursor, stream -> n;
+and ``"batch": true`` if it takes a commit's live events as one ``events`` list; see
+``Hall.publish``). It joins the rooms of its audience tags first and replays from the log second,
+so nothing committed in between is missed; the client drops duplicates by ``id``. Viewers never
+see the log's ``seq``: every event carries its positions in the viewer's own streams only
+(rule 4, docs/positions.md).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from engineio import packet as eio_packet
 from socketio import packet
 
 from crypto.errors import BidBridgeError
-from schemas.events import MAX_SEQ, EventRecord
+from schemas.events import ALL, MAX_SEQ, MAX_STREAMS, Cursor, EventRecord, parse_cursor
 from server.auth import Principal, Tokens
 from server.clock import Clock
 from server.domain import opening as op
@@ -47,6 +49,12 @@ def refuse(code: str, zh: str, en: str) -> socketio.exceptions.ConnectionRefused
     exc.error_args = {"message": f"{code}: {en}", "data": refusal, **refusal}
     return exc
 
+
+CURSOR_INVALID = (
+    f"位置须为对象：事件流名称到 0 至 {MAX_SEQ} 的整数，最多 {MAX_STREAMS} 项",
+    f"a cursor is an object: stream name -> integer from 0 to {MAX_SEQ}, at most {MAX_STREAMS}",
+)
+"""The refusal of a malformed cursor (``last`` on connect, ``after`` in ``replay``)."""
 
 FREEZE_AFTER_JOINS = 200
 """Connections joined since the hall last froze the heap that make it freeze again, once settled."""
@@ -89,17 +97,25 @@ class Hall(socketio.AsyncNamespace):
         self.in_remit: Any = None
         self.fanout: Any = None  # server.realtime.fanout.Fanout: live events after the replay
         self.batched: set[str] = set()  # connections that take a commit's events as one list
+        # Connections being replayed: their live events wait here (shown dicts, one list per
+        # message) and are sent after the replay, so every connection receives its events in
+        # log order (docs/positions.md).
+        self.held: dict[str, list[list[dict[str, Any]]]] = {}
+        # Connection -> the last seq its latest replay sent: an event can be read by a replay
+        # before its own live publish runs (commit, then publish); that publish skips it.
+        self.floor: dict[str, int] = {}
         self.certs: dict[str, str] = {}  # connection -> SHA-256 of its token's certificate
         self._joined = 0  # connections joined since the hall last froze the heap
         self._freeze_timer: asyncio.TimerHandle | None = None
 
     async def publish(self, session_id: str, records: list[EventRecord]) -> None:
-        """Send ``records`` (in ``seq`` order) to this process's connections in their audience.
+        """Send ``records`` (in log order) to this process's connections in their audience.
 
         A connection gets each of its events as one ``event`` message, or, if it asked for
         batches (``"batch": true`` in its connect payload) and is shown more than one of them,
-        all of them in one ``events`` message (a list in ``seq`` order): one frame for a commit
-        and its signed checkpoint instead of two.
+        all of them in one ``events`` message (a list in log order): one frame for a commit's
+        events instead of one each. Each connection is shown an event's positions in its own
+        streams only (the rooms it matched through), never another party's.
 
         Each distinct message is encoded once, and each connection is handed all of its
         messages in one go, in order, with no task per recipient and no yield in between, so
@@ -120,44 +136,63 @@ class Hall(socketio.AsyncNamespace):
                 gc.enable()
 
     async def _send(self, session_id: str, records: list[EventRecord], server: Any) -> None:
-        # eio_sid -> (sid, indices into records); dicts keep the order recipients were met in.
-        outbox: dict[str, tuple[str, list[int]]] = {}
+        # eio_sid -> (sid, {index into records: the tags it matched through}); dicts keep the
+        # order recipients and records were met in.
+        outbox: dict[str, tuple[str, dict[int, list[str]]]] = {}
+        manager = server.manager
         for i, r in enumerate(records):
-            rooms = [room(session_id, tag) for tag in r.audience]
-            for sid, eio_sid in server.manager.get_participants(NAMESPACE, rooms):
-                entry = outbox.get(eio_sid)
-                if entry is None:
-                    outbox[eio_sid] = (sid, [i])
-                else:
-                    entry[1].append(i)
+            for tag in dict.fromkeys(r.audience):
+                for sid, eio_sid in manager.get_participants(NAMESPACE, room(session_id, tag)):
+                    entry = outbox.get(eio_sid)
+                    if entry is None:
+                        outbox[eio_sid] = (sid, {i: [tag]})
+                    else:
+                        entry[1].setdefault(i, []).append(tag)
         if not outbox:
             return
-        dumped = [r.model_dump() for r in records]
-        encoded: dict[tuple[str, tuple[int, ...]], list[Any]] = {}
+        shown_cache: dict[tuple[int, tuple[str, ...]], dict[str, Any]] = {}
+        encoded: dict[tuple[str, tuple[tuple[int, tuple[str, ...]], ...]], list[Any]] = {}
 
-        def message(name: str, shown: tuple[int, ...]) -> list[Any]:
-            parts = encoded.get((name, shown))
+        def shown(key: tuple[int, tuple[str, ...]]) -> dict[str, Any]:
+            out = shown_cache.get(key)
+            if out is None:
+                out = shown_cache[key] = records[key[0]].shown_to(frozenset(key[1]))
+            return out
+
+        def message(name: str, keys: tuple[tuple[int, tuple[str, ...]], ...]) -> list[Any]:
+            parts = encoded.get((name, keys))
             if parts is None:
-                data = dumped[shown[0]] if name == "event" else [dumped[i] for i in shown]
+                data = shown(keys[0]) if name == "event" else [shown(k) for k in keys]
                 out = server.packet_class(
                     packet.EVENT, namespace=NAMESPACE, data=[name, data]
                 ).encode()
-                # One engine.io packet for every recipient, as python-socketio's own broadcast
-                # does: it caches its encoding, so the frame text is built once too.
-                parts = encoded[(name, shown)] = [
+                # One engine.io packet for every recipient shown the same, as python-socketio's
+                # own broadcast does: it caches its encoding, so the frame text is built once too.
+                parts = encoded[(name, keys)] = [
                     eio_packet.Packet(eio_packet.MESSAGE, data=part)
                     for part in (out if isinstance(out, list) else [out])
                 ]
             return parts
 
         batched = self.batched
-        for eio_sid, (sid, shown) in outbox.items():
-            if len(shown) > 1 and sid in batched:
-                queued = message("events", tuple(shown))
-            elif len(shown) == 1:
-                queued = message("event", (shown[0],))
+        held = self.held
+        floor = self.floor
+        for eio_sid, (sid, matched) in outbox.items():
+            keys = tuple((i, tuple(tags)) for i, tags in matched.items())
+            if floor and (below := floor.get(sid)) is not None:
+                keys = tuple(k for k in keys if records[k[0]].seq > below)
+                if not keys:
+                    continue
+            waiting = held.get(sid)
+            if waiting is not None:
+                waiting.append([shown(k) for k in keys])
+                continue
+            if len(keys) > 1 and sid in batched:
+                queued = message("events", keys)
+            elif len(keys) == 1:
+                queued = message("event", keys)
             else:
-                queued = [part for i in shown for part in message("event", (i,))]
+                queued = [part for k in keys for part in message("event", (k,))]
             try:
                 for part in queued:
                     await server.eio.send_packet(eio_sid, part)
@@ -181,14 +216,9 @@ class Hall(socketio.AsyncNamespace):
         row = await self.store.load_session(session_id)
         if row is None:
             raise refuse("NOT_FOUND", "会话不存在", "no such session")
-        try:
-            last_seq = max(0, int(auth.get("last_seq", 0)))
-        except (TypeError, ValueError):
-            last_seq = 0
-        if last_seq > MAX_SEQ:
-            raise refuse(
-                "INVALID_INPUT", f"last_seq 不得大于 {MAX_SEQ}", f"last_seq: at most {MAX_SEQ}"
-            )
+        last = parse_cursor(auth.get("last", {}))
+        if last is None:
+            raise refuse("INVALID_INPUT", *CURSOR_INVALID)
         machine = MACHINES[row.kind]
         tags = machine.viewer_tags(
             machine.state.model_validate(row.snapshot["state"]), p.role, p.party_id
@@ -202,17 +232,20 @@ class Hall(socketio.AsyncNamespace):
         self.certs[sid] = p.cert_sha256
         if auth.get("batch") is True:
             self.batched.add(sid)
+        self.held[sid] = []  # from the first room joined: live events wait for the replay
         try:
             for tag in ("all", *tags):
                 await self.enter_room(sid, room(session_id, tag))
             if self.fanout is not None:
                 await self.fanout.watch(session_id)
             await self.emit("time", {"now": self.clock.now().isoformat()}, to=sid)
-            await self._replay(sid, session_id, tags, last_seq)
+            await self._replay(sid, session_id, tags, last, holding=True)
             if self.on_presence is not None and p.role in PRESENCE_ROLES:
                 await self.on_presence(session_id, p, True)
         except BaseException:
             self.batched.discard(sid)  # a connection that never joined gets no disconnect
+            self.held.pop(sid, None)
+            self.floor.pop(sid, None)
             self.certs.pop(sid, None)
             raise
         self._joined_one()
@@ -239,16 +272,62 @@ class Hall(socketio.AsyncNamespace):
         self._joined = 0
         freeze_heap()
 
-    async def _replay(self, sid: str, session_id: str, tags: frozenset[str], after: int) -> None:
-        while True:
-            page = await self.store.events_after(session_id, after, limit=REPLAY_PAGE)
-            for r in page:
-                if r.visible_to(tags):
-                    await self.emit("event", r.model_dump(), to=sid)
-            if len(page) < REPLAY_PAGE:
-                break
-            after = page[-1].seq
-        await self.emit("replayed", {"seq": after if not page else page[-1].seq}, to=sid)
+    async def _replay(
+        self,
+        sid: str,
+        session_id: str,
+        tags: frozenset[str],
+        after: Cursor,
+        *,
+        holding: bool = False,
+    ) -> None:
+        """Everything the viewer has not had after its cursor, in log order, then ``replayed``
+        with the positions up to which nothing is missing now (its cursor moved past what was
+        sent). Only the viewer's own streams are looked at or named."""
+        streams = frozenset({ALL, *tags})
+        reached = {t: n for t, n in after.items() if t in streams}
+        paged = 0  # internal: the last page's last seq, never sent
+        sent: set[str] = set()
+        # ``holding``: the caller already holds live events back (a connect, from before it
+        # joined its rooms). A replay asked for while another runs leaves the release to it.
+        nested = not holding and sid in self.held
+        self.held.setdefault(sid, [])
+        try:
+            while True:
+                page = await self.store.events_for(
+                    session_id, tags, reached, after_seq=paged, limit=REPLAY_PAGE
+                )
+                for r in page:
+                    await self.emit("event", r.shown_to(tags), to=sid)
+                    sent.add(r.hash)
+                    self.floor[sid] = max(self.floor.get(sid, 0), r.seq)
+                    for t in r.audience:
+                        if t in streams:
+                            reached[t] = max(reached.get(t, 0), r.pos[t])
+                if len(page) < REPLAY_PAGE:
+                    break
+                paged = page[-1].seq
+            await self.emit("replayed", {"pos": reached}, to=sid)
+        finally:
+            if not nested:
+                await self._release(sid, sent)
+
+    async def _release(self, sid: str, sent: set[str]) -> None:
+        """Send what was held for ``sid`` during its replay, minus what the replay sent, then
+        deliver live again. The last check and the release happen with no await in between, so
+        nothing published meanwhile is left behind or overtakes what was held."""
+        waiting = self.held.get(sid)
+        while waiting:
+            shown = [e for e in waiting.pop(0) if e["id"] not in sent]
+            try:
+                if len(shown) > 1 and sid in self.batched:
+                    await self.emit("events", shown, to=sid)
+                else:
+                    for e in shown:
+                        await self.emit("event", e, to=sid)
+            except Exception as exc:  # the connection went away
+                log.debug("hall: held events not sent to %s (%s)", sid, exc)
+        self.held.pop(sid, None)
 
     async def drop_certificates(self, revoked: Callable[[str], bool], why: BidBridgeError) -> int:
         """Close this process's connections whose token names a certificate ``revoked`` says
@@ -269,6 +348,8 @@ class Hall(socketio.AsyncNamespace):
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.batched.discard(sid)
+        self.held.pop(sid, None)
+        self.floor.pop(sid, None)
         self.certs.pop(sid, None)
         try:
             data = await self.get_session(sid)
@@ -283,15 +364,12 @@ class Hall(socketio.AsyncNamespace):
         return {"now": self.clock.now().isoformat()}
 
     async def on_replay(self, sid: str, data: Any = None) -> dict[str, str] | None:
-        """Ask again for everything after a ``seq`` (a client that noticed a gap). A bad
+        """Ask again for everything after a cursor (a client that noticed a gap). A bad
         ``after`` is answered (in the acknowledgement) with INVALID_INPUT and replays nothing."""
         info = await self.get_session(sid)
-        after = data.get("after", 0) if isinstance(data, dict) else 0
-        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= MAX_SEQ:
-            return {
-                "code": "INVALID_INPUT",
-                "zh": f"after 须为 0 到 {MAX_SEQ} 的整数",
-                "en": f"after: an integer from 0 to {MAX_SEQ}",
-            }
+        after = parse_cursor(data.get("after") if isinstance(data, dict) else None)
+        if after is None:
+            zh, en = CURSOR_INVALID
+            return {"code": "INVALID_INPUT", "zh": zh, "en": en}
         await self._replay(sid, info["session_id"], info["tags"], after)
         return None

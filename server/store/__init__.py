@@ -9,7 +9,6 @@ from server.store.db import (
     LotRow,
     ProjectRow,
     RoomInfo,
-    SessionRow,
     SiteInfo,
     Store,
     account_id,
@@ -23,6 +22,7 @@ from server.store.errors import (
     StoreUnavailable,
     VersionConflict,
 )
+from server.store.log import SessionRow
 
 __all__ = [
     "AccountRow",

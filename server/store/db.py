@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -22,16 +21,14 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from schemas.events import EventRecord, NewEvent
-from server.audit.chain import GENESIS, link_events
 from server.store.blobs import BlobStore
 from server.store.errors import (
     AlreadyExists,
     NotFound,
     StoreError,
     StoreUnavailable,
-    VersionConflict,
 )
+from server.store.log import EventLog, _columns, _row
 from server.store.models import (
     Account,
     BackupShare,
@@ -41,14 +38,12 @@ from server.store.models import (
     CertBindingEvent,
     Company,
     DrawSecret,
-    Event,
     ExpertRow,
     LoginChallenge,
     Lot,
     Project,
     RoomRow,
     ServerHeartbeat,
-    SessionState,
     SiteRow,
 )
 
@@ -176,18 +171,6 @@ class LotRow:
 
 
 @dataclass(frozen=True)
-class SessionRow:
-    id: str
-    lot_id: str | None
-    kind: str
-    status: str
-    version: int
-    snapshot: dict[str, Any]
-    next_due: datetime | None
-    created_at: datetime
-
-
-@dataclass(frozen=True)
 class SiteInfo:
     id: str
     name: str
@@ -221,18 +204,6 @@ def pem_sha256(cert_pem: str) -> str | None:
 
 def lot_id(project_code: str, lot_code: str) -> str:
     return f"{project_code}/{lot_code}"
-
-
-def _columns(model: type[Base]) -> list[sa.ColumnElement[Any]]:
-    return list(model.__table__.columns)
-
-
-def _row(cls: type[Any], row: sa.Row[Any]) -> Any:
-    return cls(**row._asdict())
-
-
-def _event(row: sa.Row[Any]) -> EventRecord:
-    return EventRecord.model_validate(row._asdict())
 
 
 # --- engine ----------------------------------------------------------------------------------
@@ -296,7 +267,7 @@ IMPORT_CHUNK = 500
 """Expert rows per statement of a pool import."""
 
 
-class Store:
+class Store(EventLog):
     """Every read and write of the server's persistent state; each method is one transaction."""
 
     def __init__(self, engine: AsyncEngine, blobs: BlobStore) -> None:
@@ -590,172 +561,6 @@ class Store:
             return [_row(LotRow, r) for r in await conn.execute(query)]
 
     # --- sessions and their event logs -------------------------------------------------------
-
-    async def create_session(
-        self,
-        session_id: str,
-        *,
-        lot_id: str | None,
-        kind: str,
-        status: str,
-        snapshot: dict[str, Any],
-        next_due: datetime | None,
-        events: Sequence[NewEvent],
-        at: datetime,
-    ) -> list[EventRecord]:
-        """Insert a session with its first events, all or nothing."""
-        if lot_id is not None and await self.get_lot(lot_id) is None:
-            raise NotFound(f"lot {lot_id}")
-        records = link_events(session_id, 1, GENESIS, at, events)
-        async with self._tx() as conn:
-            values = {
-                "id": session_id,
-                "lot_id": lot_id,
-                "kind": kind,
-                "status": status,
-                "version": len(records),
-                "snapshot": snapshot,
-                "next_due": next_due,
-                "created_at": at,
-            }
-            result = await conn.execute(
-                self._insert(SessionState).values(**values).on_conflict_do_nothing()
-            )
-            if result.rowcount != 1:
-                raise AlreadyExists(f"session {session_id}")
-            if records:
-                await conn.execute(sa.insert(Event), [r.model_dump() for r in records])
-        return records
-
-    async def load_session(self, session_id: str) -> SessionRow | None:
-        async with self._tx() as conn:
-            query = sa.select(*_columns(SessionState)).where(SessionState.id == session_id)
-            row = (await conn.execute(query)).first()
-        return _row(SessionRow, row) if row else None
-
-    async def list_sessions(self, kind: str | None = None) -> list[SessionRow]:
-        query = sa.select(*_columns(SessionState)).order_by(
-            SessionState.created_at, SessionState.id
-        )
-        if kind is not None:
-            query = query.where(SessionState.kind == kind)
-        async with self._tx() as conn:
-            return [_row(SessionRow, r) for r in await conn.execute(query)]
-
-    async def append(
-        self,
-        session_id: str,
-        *,
-        expected_version: int,
-        events: Sequence[NewEvent],
-        at: datetime,
-        snapshot: dict[str, Any],
-        status: str,
-        next_due: datetime | None,
-    ) -> list[EventRecord]:
-        """Compare-and-set the session on ``expected_version`` and chain ``events`` after it.
-
-        All or nothing: VersionConflict if another append got there first. With no events only
-        the snapshot, status and deadline change (the version stays, still checked).
-        """
-        async with self._tx() as conn:
-            # The UPDATE comes first: on SQLite it takes the write lock before anything is read,
-            # on PostgreSQL it locks the row, so the second of two racing appends sees the new
-            # version and matches no row.
-            update = (
-                sa.update(SessionState)
-                .where(SessionState.id == session_id, SessionState.version == expected_version)
-                .values(
-                    version=expected_version + len(events),
-                    snapshot=snapshot,
-                    status=status,
-                    next_due=next_due,
-                )
-            )
-            if (await conn.execute(update)).rowcount != 1:
-                actual = await conn.scalar(
-                    sa.select(SessionState.version).where(SessionState.id == session_id)
-                )
-                if actual is None:
-                    raise NotFound(f"session {session_id}")
-                raise VersionConflict(session_id, expected_version, actual)
-            if not events:
-                return []
-            prev_hash: str | None = GENESIS
-            if expected_version > 0:
-                prev_hash = await conn.scalar(
-                    sa.select(Event.hash).where(
-                        Event.session_id == session_id, Event.seq == expected_version
-                    )
-                )
-            if prev_hash is None:
-                raise StoreError(f"session {session_id}: event {expected_version} is missing")
-            records = link_events(session_id, expected_version + 1, prev_hash, at, events)
-            await conn.execute(sa.insert(Event), [r.model_dump() for r in records])
-        return records
-
-    async def events_after(
-        self, session_id: str, after_seq: int, limit: int | None = None
-    ) -> list[EventRecord]:
-        query = (
-            sa.select(*_columns(Event))
-            .where(Event.session_id == session_id, Event.seq > after_seq)
-            .order_by(Event.seq)
-            .limit(limit)
-        )
-        async with self._tx() as conn:
-            return [_event(r) for r in await conn.execute(query)]
-
-    async def last_event(self, session_id: str) -> EventRecord | None:
-        query = (
-            sa.select(*_columns(Event))
-            .where(Event.session_id == session_id)
-            .order_by(Event.seq.desc())
-            .limit(1)
-        )
-        async with self._tx() as conn:
-            row = (await conn.execute(query)).first()
-        return _event(row) if row else None
-
-    async def due_sessions(self, now: datetime) -> list[str]:
-        """Sessions whose next deadline has come, earliest first."""
-        query = (
-            sa.select(SessionState.id)
-            .where(SessionState.next_due <= now)
-            .order_by(SessionState.next_due, SessionState.id)
-        )
-        async with self._tx() as conn:
-            return list((await conn.scalars(query)).all())
-
-    async def next_due_at(self) -> datetime | None:
-        """The earliest deadline of any session, for the scheduler's sleep."""
-        async with self._tx() as conn:
-            return await conn.scalar(sa.select(sa.func.min(SessionState.next_due)))
-
-    async def heads(self, session_ids: Sequence[str]) -> dict[str, int]:
-        """The last ``seq`` of each session (its version), for fan-out to catch up."""
-        if not session_ids:
-            return {}
-        query = sa.select(SessionState.id, SessionState.version).where(
-            SessionState.id.in_(list(session_ids))
-        )
-        async with self._tx() as conn:
-            return {row[0]: int(row[1]) for row in await conn.execute(query)}
-
-    async def names_blob(self, sha256: str) -> bool:
-        """Whether any event of any session names blob ``sha256`` (in its payload): the test
-        the blob collector applies to a staged upload before placing or removing it."""
-        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-            return False
-        query = (
-            sa.select(Event.seq)
-            .where(sa.cast(Event.payload, sa.Text).contains(sha256, autoescape=True))
-            .limit(1)
-        )
-        async with self._tx() as conn:
-            return (await conn.execute(query)).first() is not None
-
-    # --- login challenges --------------------------------------------------------------------
 
     async def add_challenge(self, nonce: str, expires_at: datetime) -> None:
         await self._insert_new(

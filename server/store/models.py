@@ -176,6 +176,23 @@ class Event(Base):
     payload: Mapped[dict[str, Any]]
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    pos: Mapped[dict[str, Any]]
+    """The event's positions in its audience streams (``schemas.events.stream_positions``)."""
+
+
+class EventStream(Base):
+    """An event's number in one audience stream (docs/positions.md): what viewers are shown and
+    replay by, instead of ``seq``, which counts events they may not see (rule 4)."""
+
+    __tablename__ = "event_streams"
+    __table_args__ = (Index("ix_event_streams_seq", "session_id", "seq"),)
+
+    session_id: Mapped[str] = mapped_column(
+        String(200), ForeignKey("sessions.id"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(200), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
 
 
 class LoginChallenge(Base):

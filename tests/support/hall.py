@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 import aiohttp
 import socketio
@@ -237,8 +238,12 @@ class Hall(SignsIn):
     async def view(self, sid: str, who: Party) -> dict[str, Any]:
         return dict((await self.request("GET", f"/api/sessions/{sid}", who))["view"])
 
-    async def events(self, sid: str, who: Party, after: int = 0) -> list[dict[str, Any]]:
-        out = await self.request("GET", f"/api/sessions/{sid}/events?after={after}", who)
+    async def events(
+        self, sid: str, who: Party, after: dict[str, int] | None = None
+    ) -> list[dict[str, Any]]:
+        """The viewer's log as the events route gives it, after the cursor ``after``."""
+        query = urlencode([("after", f"{t}:{n}") for t, n in (after or {}).items()])
+        out = await self.request("GET", f"/api/sessions/{sid}/events?{query}", who)
         return list(out["events"])
 
     async def upload_paused_once_stored(
@@ -334,13 +339,14 @@ class Hall(SignsIn):
             headers={"Content-Type": "application/octet-stream"},
         )
 
-    async def listen(self, sid: str, who: Party, last_seq: Any = 0) -> Listener:
-        """A socket.io client in the hall of ``sid``, logged in as ``who``, replayed."""
+    async def listen(self, sid: str, who: Party, last: Any = None) -> Listener:
+        """A socket.io client in the hall of ``sid``, logged in as ``who``, replayed after the
+        cursor ``last`` (None: from the start)."""
         if who.token is None or not self._token_valid(who.token):
             await self.login(who)
         listener = Listener()
         self.listeners.append(listener)
-        await listener.connect(self.url, who.token or "", sid, last_seq)
+        await listener.connect(self.url, who.token or "", sid, last)
         p = self.hub.tokens.check(who.token or "", self.clock.now())
         if p.role in ("host", "supervisor", "centre"):
             listener.present = (sid, p.party_id)
@@ -370,6 +376,26 @@ class Hall(SignsIn):
                 await asyncio.sleep(0.005)
 
 
+def members(event: dict[str, Any]) -> list[str]:
+    """The streams an event (as a viewer received it) is a member of (docs/positions.md)."""
+    own = [t for t in event["pos"] if t != "all"]
+    return (["all"] if "all" in event["audience"] else []) + own
+
+
+def cursor_of(events: list[dict[str, Any]]) -> dict[str, int]:
+    """The cursor a client holds after receiving ``events``: each stream's highest number."""
+    cursor: dict[str, int] = {}
+    for e in events:
+        for t in members(e):
+            cursor[t] = max(cursor.get(t, 0), e["pos"][t])
+    return cursor
+
+
+def after(event: dict[str, Any], cursor: dict[str, int]) -> bool:
+    """Whether ``event`` is past ``cursor`` in one of its streams (a client has not had it)."""
+    return any(event["pos"][t] > cursor.get(t, 0) for t in members(event))
+
+
 class ConnectionRefused(Exception):
     """The hall refused a socket connection; ``data`` is its {code, zh, en}."""
 
@@ -386,7 +412,7 @@ class Listener:
         self.client = socketio.AsyncClient(reconnection=False)
         self.events: list[dict[str, Any]] = []
         self.times: list[str] = []
-        self.replayed: list[int] = []
+        self.replayed: list[dict[str, int]] = []  # each replay's ``pos``
         self.present: tuple[str, str] | None = None  # (session, account) of a staff member
         self._changed = asyncio.Event()
         self.client.on("event", self._on_event, namespace="/hall")
@@ -407,11 +433,12 @@ class Listener:
         self._changed.set()
 
     async def _on_replayed(self, data: dict[str, Any]) -> None:
-        self.replayed.append(data["seq"])
+        self.replayed.append(data["pos"])
         self._changed.set()
 
-    async def connect(self, url: str, token: str, sid: str, last_seq: Any = 0) -> None:
-        await self.connect_with(url, {"token": token, "session_id": sid, "last_seq": last_seq})
+    async def connect(self, url: str, token: str, sid: str, last: Any = None) -> None:
+        auth = {"token": token, "session_id": sid}
+        await self.connect_with(url, auth if last is None else {**auth, "last": last})
 
     async def connect_with(self, url: str, auth: Any) -> None:
         """Connect with any ``auth`` (hostile ones too); ConnectionRefused if the hall says no."""
@@ -435,8 +462,8 @@ class Listener:
         return next(e for e in self.events if e["type"] == type_)
 
     @property
-    def seqs(self) -> list[int]:
-        return [e["seq"] for e in self.events]
+    def ids(self) -> list[str]:
+        return [e["id"] for e in self.events]
 
     async def call_time(self) -> str:
         out = await self.client.call("time", namespace="/hall", timeout=5)
