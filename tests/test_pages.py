@@ -20,7 +20,16 @@ from playwright.async_api import Page, expect
 from server.realtime.hall import NAMESPACE, room
 from tests.support.hall import Hall, P
 from tests.support.opening import cek, send_key
-from tests.support.pages import WALL, Browsing, reloaded_same, shot, status_is, tid
+from tests.support.pages import (
+    WALL,
+    Browsing,
+    followed,
+    parse_pos,
+    reloaded_same,
+    shot,
+    status_is,
+    tid,
+)
 
 MINUTE = timedelta(minutes=1)
 
@@ -45,7 +54,8 @@ async def remaining(page: Page) -> int:
 
 
 async def sees_no_other_bidder(hall: Hall, page: Page, me: str) -> None:
-    """Rule 4: before the table, a bidder's page holds nothing about another bidder."""
+    """Rule 4: before the table, a bidder's page holds nothing about another bidder, and no
+    number that counts what it may not see: its positions are in its own streams only."""
     html = await page.content()
     for key in "abc":
         other = P(hall, key)
@@ -53,6 +63,11 @@ async def sees_no_other_bidder(hall: Hall, page: Page, me: str) -> None:
             assert other.code is not None
             assert other.code not in html, f"{me}'s page shows {other.code}"
             assert other.name not in html, f"{me}'s page shows {other.name}"
+    assert "data-seq" not in html
+    heads = parse_pos(await page.locator("body").get_attribute("data-pos") or "")
+    assert set(heads) <= {"all", f"bidder:{P(hall, me).code}"}, heads
+    for line in await followed(tid(page, "log")):
+        assert set(line.pos) <= set(heads), line
 
 
 async def drop_sockets(hall: Hall, sid: str, tag: str) -> int:
@@ -62,15 +77,6 @@ async def drop_sockets(hall: Hall, sid: str, tag: str) -> int:
     for s in sids:
         await sio.disconnect(s, namespace=NAMESPACE)
     return len(sids)
-
-
-async def log_seqs(page: Page) -> list[int]:
-    seqs = (
-        await tid(page, "log")
-        .locator("li[data-seq]")
-        .evaluate_all("(items) => items.map((li) => Number(li.dataset.seq))")
-    )
-    return list(seqs)
 
 
 # --- the full opening ------------------------------------------------------------------------------
@@ -218,14 +224,18 @@ async def test_full_opening_through_the_pages(
     )
     await expect(tid(pb, "decrypt-code")).to_have_text("ENVELOPE_TAMPERED")
 
-    # A dropped connection resumes after the last seq: what happened meanwhile shows, once.
+    # A dropped connection resumes after its cursor: what happened meanwhile shows, once, in
+    # its place, with nothing missing in the bidder's streams.
+    before = await followed(tid(pb, "log"))
     assert await drop_sockets(hall, sid, f"bidder:{b.code}") == 1
     await expect(tid(pb, "conn")).to_have_attribute("data-state", "reconnecting")
     assert (await send_key(hall, sid, "b", cek(hall, "b", envs["b"])))["ok"]
     await expect(tid(pb, "conn")).to_have_attribute("data-state", "live")
     await expect(tid(pb, "decrypt-state")).to_have_attribute("data-state", "decrypted")
-    seqs = await log_seqs(pb)
-    assert len(seqs) == len(set(seqs)) and seqs == sorted(seqs, reverse=True), seqs
+    after = await followed(tid(pb, "log"))
+    assert {line.id for line in before} < {line.id for line in after}
+    assert [line.type for line in after].count("bid_decrypted") == 1, after
+    await expect(pb.locator("body")).to_have_attribute("data-events", str(len(after)))
     await expect(tid(host, f"bid-status-{b.code}")).to_have_attribute("data-status", "decrypted")
     await sees_no_other_bidder(hall, pb, "b")
 
@@ -238,11 +248,21 @@ async def test_full_opening_through_the_pages(
         table = tid(page, "opening-table")
         await expect(table.locator("tbody tr")).to_have_count(3)
         seen.add(
-            (await table.get_attribute("data-seq"), await table.get_attribute("data-table-sha256"))
+            (
+                await table.get_attribute("data-event-id"),
+                await table.get_attribute("data-table-sha256"),
+            )
         )
     assert len(seen) == 1, seen
-    (table_seq, table_sha), *_ = seen
-    assert table_seq and table_sha
+    (table_event, table_sha), *_ = seen
+    assert table_event and re.fullmatch(r"[0-9a-f]{64}", table_event) and table_sha
+    # The same event in every log: public, shown with the same public number.
+    numbers = set()
+    for page in everyone:
+        line = tid(page, "log").locator(f'li[data-id="{table_event}"]')
+        await expect(line).to_have_attribute("data-type", "table_published")
+        numbers.add(await line.locator(".seq").text_content())
+    assert len(numbers) == 1 and re.fullmatch(r"#\d+", numbers.pop() or ""), numbers
     await expect(tid(host, f"bid-status-{c.code}")).to_have_attribute("data-status", "revoked")
     await expect(tid(pa, "opening-table")).to_contain_text(b.name)
     await expect(tid(pa, "opening-table")).to_contain_text("128,000,000.00")

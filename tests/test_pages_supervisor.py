@@ -21,10 +21,10 @@ import pytest
 from playwright.async_api import Page, expect
 
 from room_client.media import RoomMedia
-from schemas.events import NewEvent
+from schemas.events import EventRecord, NewEvent
 from tests.support.evaluation import Eval, new_evaluation
 from tests.support.hall import Hall, P
-from tests.support.pages import WALL, Browsing, card, shot, status_is, tid
+from tests.support.pages import WALL, Browsing, Line, card, followed, shot, status_is, tid
 
 
 @pytest.fixture
@@ -47,23 +47,15 @@ async def live_opening(hall: Hall) -> str:
     return sid
 
 
-async def feed_types(page: Page, sid: str) -> list[str]:
-    items = card(page, sid).get_by_test_id("feed").locator("li[data-seq]")
-    return list(await items.evaluate_all("(items) => items.map((li) => li.dataset.type)"))
+async def feed(page: Page, sid: str) -> list[Line]:
+    """A card's feed, newest first, checked to hold the supervisor's events once each, in log
+    order, with nothing missing (tests.support.pages.followed)."""
+    return await followed(card(page, sid).get_by_test_id("feed"))
 
 
-async def feed_seqs(page: Page, sid: str) -> list[int]:
-    items = card(page, sid).get_by_test_id("feed").locator("li[data-seq]")
-    return list(await items.evaluate_all("(items) => items.map((li) => Number(li.dataset.seq))"))
-
-
-async def feed_items(page: Page, sid: str) -> dict[int, tuple[str, str]]:
-    """seq -> (type, text) of what a card's feed shows."""
-    items = card(page, sid).get_by_test_id("feed").locator("li[data-seq]")
-    rows = await items.evaluate_all(
-        "(items) => items.map((li) => [Number(li.dataset.seq), li.dataset.type, li.textContent])"
-    )
-    return {int(seq): (str(kind), str(text)) for seq, kind, text in rows}
+async def feed_items(page: Page, sid: str) -> dict[str, tuple[str, str]]:
+    """event id -> (type, text) of what a card's feed shows."""
+    return {line.id: (line.type, line.text) for line in await feed(page, sid)}
 
 
 async def card_markup(page: Page, sid: str, testids: list[str]) -> dict[str, str]:
@@ -98,7 +90,8 @@ async def test_supervision_routes_list_every_session_and_refuse_everyone_else(
     assert (listed[e.sid]["kind"], listed[e.sid]["status"]) == ("evaluation", "draft")
     assert listed[e.sid]["opening_session_id"] == e.opening
     assert (listed[live]["kind"], listed[live]["status"]) == ("opening", "sign_in")
-    assert listed[live]["deadline"] and listed[live]["seq"] >= 1
+    assert listed[live]["deadline"] and listed[live]["pos"]["all"] >= 1
+    assert all("seq" not in s for s in listed.values()), listed  # rule 4: no global number
     for who in ("host", "a", "centre"):
         await hall.refused(403, "NOT_PERMITTED", "GET", "/api/supervision/sessions", P(hall, who))
         await hall.refused(
@@ -185,7 +178,7 @@ async def test_wall_follows_openings_and_an_evaluation_live(
     await expect(tid(wall, "overview-row")).to_have_count(3)
 
     # The evaluation's feed grows live with the draw (newest first, readable labels).
-    before = await feed_seqs(wall, e.sid)
+    drawn_before = await feed(wall, e.sid)
     await e.post(host, "draw", "begin")
     await e.post(supervisor, "draw", "entropy", body={"value": "ab" * 32})
     await e.post(host, "draw", "entropy", body={"value": "cd" * 32})
@@ -195,9 +188,9 @@ async def test_wall_follows_openings_and_an_evaluation_live(
     await expect(
         ecard.get_by_test_id("feed").locator('li[data-type="committee_drawn"]')
     ).to_contain_text("评标委员会抽取完成")
-    after = await feed_seqs(wall, e.sid)
-    assert len(after) > len(before) and after == sorted(after, reverse=True), after
-    assert set(before) <= set(after)
+    drawn_after = await feed(wall, e.sid)
+    assert len(drawn_after) > len(drawn_before), drawn_after
+    assert {line.id for line in drawn_before} <= {line.id for line in drawn_after}
 
     # A warning raised on the wall: in its feed and list, and delivered to the host's hall.
     host_hall = await hall.listen(e.sid, host)
@@ -212,7 +205,10 @@ async def test_wall_follows_openings_and_an_evaluation_live(
     await expect(warning).to_contain_text(text)
     got = await host_hall.until_type("supervisor_warning")
     assert got["payload"]["text"] == text
-    assert str(got["seq"]) == await warning.get_attribute("data-seq")
+    # The same event (by its id); public, so the wall and the host number it alike.
+    assert got["id"] == await warning.get_attribute("data-id")
+    await expect(warning.locator(".seq")).to_have_text(f"#{got['pos']['all']}")
+    await expect(ecard.get_by_test_id("session-ok")).to_contain_text(f"#{got['pos']['all']}")
 
     # An opening's suspension with a reason: the bidder's and the host's pages show it.
     bidder = await browsing.open(hall, live, "a", "bidder")
@@ -265,7 +261,7 @@ async def test_wall_follows_openings_and_an_evaluation_live(
     for sid in sessions:
         # The same events, folded the same way; the reload itself adds only the wall's own
         # presence (left, joined again) to each session.
-        after: dict[int, tuple[str, str]] = {}
+        after: dict[str, tuple[str, str]] = {}
         for _ in range(50):
             after = await feed_items(wall, sid)
             if set(before[sid].items()) <= set(after.items()):
@@ -274,7 +270,10 @@ async def test_wall_follows_openings_and_an_evaluation_live(
         assert set(before[sid].items()) <= set(after.items()), (before[sid], after)
         added = {after[k][0] for k in set(after) - set(before[sid])}
         assert added <= {"party_joined", "party_left"}, added
-        await expect(card(wall, sid).get_by_test_id("fact-seq")).to_have_text(f"#{max(after)}")
+        latest = max(line.pos["all"] for line in await feed(wall, sid) if line.public)
+        await expect(card(wall, sid).get_by_test_id("fact-latest")).to_have_text(f"#{latest}")
+        row = wall.locator(f'[data-testid="overview-row"][data-session="{sid}"]')
+        await expect(row.get_by_test_id("overview-latest")).to_have_text(f"#{latest}")
         assert await card_markup(wall, sid, parts) == shown[sid]
     await expect(card(wall, e.sid).get_by_test_id("warning-1")).to_contain_text(text)
 
@@ -353,23 +352,44 @@ async def test_a_page_open_longer_than_a_token_lives_keeps_working(
     await expect(tid(wall, "session-banner")).to_contain_text("still here after an hour")
 
 
-async def publish_signal(hall: Hall, sid: str, payload: dict[str, Any]) -> int:
-    """A ``signal`` event in the session's supervisor channel, written and published as the
-    server writes every event (issue 6's signals will arrive this way); it changes no state."""
+async def append_signals(hall: Hall, sid: str, *payloads: dict[str, Any]) -> list[EventRecord]:
+    """``signal`` events in the session's supervisor channel, written as the server writes every
+    event (issue 6's signals will arrive this way) but not published; they change no state."""
     store = hall.hub.store
     row = await store.load_session(sid)
     assert row is not None
-    records = await store.append(
+    return await store.append(
         sid,
         expected_version=row.version,
-        events=[NewEvent(type="signal", actor="server", audience=["supervisor"], payload=payload)],
+        events=[
+            NewEvent(type="signal", actor="server", audience=["supervisor"], payload=p)
+            for p in payloads
+        ],
         at=hall.clock.now(),
         snapshot=row.snapshot,
         status=row.status,
         next_due=row.next_due,
     )
+
+
+async def publish_signal(hall: Hall, sid: str, payload: dict[str, Any]) -> str:
+    """A ``signal`` event written and published as the server does; its id (the chain hash, as
+    viewers get it)."""
+    records = await append_signals(hall, sid, payload)
     await hall.hub.hall.publish(sid, records)
-    return records[0].seq
+    return records[0].hash
+
+
+def quiet_signal(ident: str) -> dict[str, Any]:
+    return {
+        "id": ident,
+        "kind": "price_patterns",
+        "score": 0.1,
+        "subjects": [],
+        "explanation_zh": f"测试信号 {ident}",
+        "explanation_en": f"test signal {ident}",
+        "evidence": [],
+    }
 
 
 async def test_signals_are_listed_newest_first_with_their_evidence_linked_to_the_feed(
@@ -382,10 +402,8 @@ async def test_signals_are_listed_newest_first_with_their_evidence_linked_to_the
     wall = await browsing.open(hall, sid, "supervisor", "supervisor")
     bidder = await browsing.open(hall, sid, "a", "bidder")
     await expect(tid(wall, "signals-none")).to_have_text(re.compile("暂无预警信号"))
-    published = int(
-        await card(wall, sid).locator('li[data-type="session_published"]').get_attribute("data-seq")
-        or 0
-    )
+    (published,) = [line for line in await feed(wall, sid) if line.type == "session_published"]
+    assert published.public and published.shown == f"#{published.pos['all']}"
     first = await publish_signal(
         hall,
         sid,
@@ -397,7 +415,7 @@ async def test_signals_are_listed_newest_first_with_their_evidence_linked_to_the
             "explanation_zh": "投标人甲与乙的投标文件在 2 分钟内从同一网络地址 10.0.0.7 上传",
             "explanation_en": "bids of A and B were uploaded from the same address 10.0.0.7 2 minutes apart",
             "evidence": [
-                {"session_id": sid, "seq": published, "ref": f"event:{published}", "note": ""}
+                {"session_id": sid, "id": published.id, "ref": f"event:{published.id}", "note": ""}
             ],
         },
     )
@@ -411,21 +429,31 @@ async def test_signals_are_listed_newest_first_with_their_evidence_linked_to_the
             "subjects": [a.code],
             "explanation_zh": "报价呈等差排列",
             "explanation_en": "prices in an arithmetic progression",
-            "evidence": [{"session_id": sid, "seq": first, "ref": f"event:{first}", "note": "s1"}],
+            "evidence": [{"session_id": sid, "id": first, "ref": f"event:{first}", "note": "s1"}],
         },
     )
     signals = tid(wall, "signal")
     await expect(signals).to_have_count(2)
-    await expect(signals.nth(0)).to_have_attribute("data-seq", str(second))  # newest first
+    await expect(signals.nth(0)).to_have_attribute("data-id", second)  # newest first
     await expect(signals.nth(1)).to_contain_text("同一网络地址 10.0.0.7")
     await expect(signals.nth(1)).to_contain_text("可疑程度 0.82")
     await expect(signals.nth(1)).to_contain_text(a.code or "")
+    # Evidence names the event it points at by its public number and label (a private one, the
+    # first signal, by its label only).
     link = signals.nth(1).get_by_test_id("evidence-link")
-    await expect(link).to_have_attribute("data-seq", str(published))
+    await expect(link).to_have_attribute("data-id", published.id)
+    await expect(link).to_have_text(f"{published.shown} 发布开标会")
+    back = signals.nth(0).get_by_test_id("evidence-link")
+    await expect(back).to_have_attribute("data-id", first)
+    await expect(back).to_have_text("预警信号 — s1")
     await link.click()
-    target = card(wall, sid).locator(f'li[data-seq="{published}"]')
+    target = card(wall, sid).locator(f'li[data-id="{published.id}"]')
     await expect(target).to_be_focused()
-    await expect(card(wall, sid).locator(f'li[data-seq="{second}"]')).to_contain_text("预警信号")
+    await expect(card(wall, sid).locator(f'li[data-id="{second}"]')).to_contain_text("预警信号")
+    # Both signals in the feed in their place, numbered in the supervisor's own stream only.
+    lines = await feed(wall, sid)
+    assert [line.id for line in lines[:2]] == [second, first], lines[:2]
+    assert not lines[0].public and lines[0].shown == ""
     await tid(wall, "lang-switch").click()
     await expect(signals.nth(1)).to_contain_text("uploaded from the same address 10.0.0.7")
     await shot(wall, "14-supervisor-wall-signals")
@@ -433,3 +461,26 @@ async def test_signals_are_listed_newest_first_with_their_evidence_linked_to_the
     await expect(tid(bidder, "log").locator('li[data-type="signal"]')).to_have_count(0)
     await expect(tid(bidder, "own-status")).to_be_visible()
     assert "10.0.0.7" not in await bidder.content()
+
+
+async def test_a_live_event_lost_on_its_way_is_replayed_in_its_place(
+    hall: Hall, browsing: Browsing
+) -> None:
+    """The hall never sends the wall one event (lost on its way) and sends the next: the next
+    one's position in the supervisor's stream shows the gap, the wall asks for a replay after its
+    cursor and shows both, in log order, once each, then follows live again."""
+    sid = await live_opening(hall)
+    wall = await browsing.open(hall, sid, "supervisor", "supervisor")
+    before = await feed(wall, sid)
+    lost, sent = await append_signals(hall, sid, quiet_signal("lost"), quiet_signal("sent"))
+    await hall.hub.hall.publish(sid, [sent])
+    await expect(card(wall, sid).locator(f'li[data-id="{lost.hash}"]')).to_have_count(1)
+    await expect(tid(wall, "conn")).to_have_attribute("data-state", "live")
+    after = await feed(wall, sid)
+    assert [line.id for line in after[:2]] == [sent.hash, lost.hash], after[:2]
+    assert [line.id for line in after[2:]] == [line.id for line in before]
+    await expect(tid(wall, "signal")).to_have_count(2)
+    # Live again: the next event comes straight on.
+    nxt = await publish_signal(hall, sid, quiet_signal("next"))
+    await expect(card(wall, sid).locator("li[data-id]").first).to_have_attribute("data-id", nxt)
+    assert len(await feed(wall, sid)) == len(before) + 3

@@ -47,7 +47,7 @@ class Browsing:
         tab = await self.new_tab(viewport)
         await tab.goto(hall.url + link["url"])
         await tab.wait_for_url(re.compile(rf"/web/{page}\.html\?session="))
-        await expect(tab.locator("body")).to_have_attribute("data-seq", re.compile(r"^\d+$"))
+        await expect(tab.locator("body")).to_have_attribute("data-events", re.compile(r"^\d+$"))
         await expect(tid(tab, "conn")).to_have_attribute("data-state", "live")
         return tab
 
@@ -88,7 +88,7 @@ async def reloaded_same(page: Page, testids: list[str]) -> None:
     """A reload mid-session shows what the page showed before it (same events, same fold)."""
     before = await markup(page, testids)
     await page.reload()
-    await expect(page.locator("body")).to_have_attribute("data-seq", re.compile(r"^\d+$"))
+    await expect(page.locator("body")).to_have_attribute("data-events", re.compile(r"^\d+$"))
     await expect(tid(page, "conn")).to_have_attribute("data-state", "live")
     after: dict[str, str] = {}
     for _ in range(50):
@@ -98,6 +98,64 @@ async def reloaded_same(page: Page, testids: list[str]) -> None:
         await page.wait_for_timeout(100)
     diff = {t: (before[t], after[t]) for t in testids if before[t] != after[t]}
     raise AssertionError(f"the reloaded page differs: {diff}")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of a page's event log as the page shows it (docs/positions.md)."""
+
+    id: str
+    type: str
+    pos: dict[str, int]
+    public: bool
+    shown: str
+    """The number the line shows: ``#<pos.all>`` for a public event, nothing for a private one."""
+    text: str
+
+    def members(self) -> dict[str, int]:
+        """The streams the event is a member of and its numbers in them."""
+        return {t: n for t, n in self.pos.items() if t != "all" or self.public}
+
+
+def parse_pos(text: str) -> dict[str, int]:
+    """``"all:7 bidder:9111…:3"`` (a stream's name may hold colons: split at the last one)."""
+    pos = {}
+    for item in text.split():
+        stream, _, n = item.rpartition(":")
+        pos[stream] = int(n)
+    return pos
+
+
+async def log_lines(log: Any) -> list[Line]:
+    """The event lines of a log element (``ol``), top first."""
+    rows = await log.locator("li[data-id]").evaluate_all(
+        """(items) => items.map((li) => [li.dataset.id, li.dataset.type, li.dataset.pos,
+            li.hasAttribute('data-public'), li.querySelector('.seq').textContent, li.textContent])"""
+    )
+    return [Line(i, t, parse_pos(p), bool(pub), s, x) for i, t, p, pub, s, x in rows]
+
+
+async def followed(log: Any) -> list[Line]:
+    """A log shown newest first holds every event of the viewer's streams once, in log order:
+    the ids are distinct chain hashes; the lines go down by ``(pos.all, public before private)``;
+    in each stream the numbers down the log are n, n-1, ..., 1 (nothing missing, nothing twice);
+    a public event shows its public number and a private one none. No global ``seq`` anywhere."""
+    lines = await log_lines(log)
+    ids = [line.id for line in lines]
+    assert len(ids) == len(set(ids)), ids
+    assert all(re.fullmatch(r"[0-9a-f]{64}", i) for i in ids), ids
+    keys = [(line.pos["all"], 0 if line.public else 1) for line in lines]
+    assert keys == sorted(keys, reverse=True), keys
+    streams: dict[str, list[int]] = {}
+    for line in lines:
+        for stream, n in line.members().items():
+            streams.setdefault(stream, []).append(n)
+    for stream, numbers in streams.items():
+        assert numbers == list(range(len(numbers), 0, -1)), (stream, numbers)
+    for line in lines:
+        assert line.shown == (f"#{line.pos['all']}" if line.public else ""), line
+    assert await log.locator("[data-seq]").count() == 0
+    return lines
 
 
 def card(page: Page, sid: str) -> Any:

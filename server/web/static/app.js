@@ -3,11 +3,15 @@
 // - i18n: one dictionary (Chinese first, English second), a language switch kept in localStorage;
 // - the REST helper: bearer token from sessionStorage, errors shown as {code, zh, en}; the token is
 //   renewed before it runs out (POST /api/auth/refresh), so a page left open keeps working;
-// - the hall follower: socket.io namespace "/hall", replay by seq, duplicates dropped by seq,
-//   reconnect from the last seq, clock offset measured against the server's "time";
-// - the fold: the session as this role may see it = GET /api/sessions/{id} (a snapshot at seq N)
-//   plus every event after N, folded here exactly as the server folds them
-//   (server/domain/opening.py `evolve`, filtered like server/domain/views.py `view_for`).
+// - event positions (docs/positions.md): a viewer never sees the log's global numbering; each
+//   event comes with its `id` (the chain hash) and `pos`, its numbers in the viewer's own streams;
+// - the hall follower: socket.io namespace "/hall", a cursor (stream -> n) sent on every
+//   (re)connection, duplicates dropped by id and by the cursor, a gap asks for a replay after the
+//   cursor, live events held back during a replay; the clock offset measured against the server's
+//   "time";
+// - the fold: the session as this role may see it = GET /api/sessions/{id} (a view read at the
+//   viewer's heads `pos`) plus every event after that view, folded here exactly as the server
+//   folds them (server/domain/opening.py `evolve`, filtered like server/domain/views.py `view_for`).
 //   A page reloaded mid-session folds the same events and shows the same state.
 
 import { io } from "/web/vendor/socket.io.esm.min.js";
@@ -32,7 +36,7 @@ const TEXT = {
   "common.you": ["您", "You"],
   "common.copy": ["复制命令", "Copy the command"],
   "common.copied": ["已复制", "Copied"],
-  "common.seq": ["事件序号", "Event seq"],
+  "common.latest": ["最新公开事件", "Latest public event"],
   "common.close": ["关闭", "Close"],
 
   // index and enter
@@ -90,7 +94,10 @@ const TEXT = {
   "conn.connecting": ["正在连接…", "Connecting…"],
   "conn.live": ["实时连接", "Live"],
   "conn.replaying": ["正在同步事件…", "Catching up…"],
-  "conn.reconnecting": ["连接中断，正在重连（将从第 {seq} 号事件续传）", "Connection lost, reconnecting (resuming after event {seq})"],
+  "conn.reconnecting": [
+    "连接中断，正在重连（已收到的事件不再重发，从第 {n} 号公开事件之后续传）",
+    "Connection lost, reconnecting (events already here are not sent again; resuming after public event #{n})",
+  ],
   "conn.refused": ["连接被拒绝", "Connection refused"],
   "conn.offset": ["本机时钟与服务器相差 {s} 秒（倒计时以服务器时间为准）", "Your clock differs from the server's by {s} s (countdowns follow the server)"],
 
@@ -271,7 +278,7 @@ const TEXT = {
   "obj.unanswered": ["{n} 条待答复", "{n} awaiting a reply"],
 
   // log
-  "log.title": ["大厅动态（按事件序号）", "Hall log (by event seq)"],
+  "log.title": ["大厅动态（按发生顺序，#号为公开事件编号）", "Hall log (in order; # numbers the public events)"],
   "log.empty": ["暂无事件。", "No events yet."],
 
   // host page
@@ -356,7 +363,6 @@ const TEXT = {
   "ev.session_resumed": ["恢复", "Resumed"],
   "ev.window_extended": ["延长时间", "Window extended"],
   "ev.platform_outage": ["平台中断，时间已顺延", "Platform outage: window extended"],
-  "ev.checkpoint": ["平台签名检查点", "Signed checkpoint"],
 
   // evaluation events (远程异地评标)
   "ev.evaluation_created": ["创建评标会", "Evaluation created"],
@@ -415,7 +421,7 @@ const TEXT = {
   "sup.col.title": ["名称", "Title"],
   "sup.col.status": ["状态", "Status"],
   "sup.col.link": ["实时连接", "Live link"],
-  "sup.col.seq": ["最新事件", "Latest event"],
+  "sup.col.latest": ["最新公开事件", "Latest public event"],
   "sup.live_count": ["{n}/{m} 个会话实时连接", "{n} of {m} sessions live"],
   "sup.refresh_list": ["刷新会话列表", "Reload the list of sessions"],
   "sup.feed": ["实时事件（最新在上）", "Live events (newest first)"],
@@ -424,14 +430,14 @@ const TEXT = {
   "sup.warn.label": ["预警内容（所有参与方可见，记入档案）", "Warning (every participant sees it; recorded)"],
   "sup.warn.send": ["发出预警", "Raise the warning"],
   "sup.warn.empty": ["请填写预警内容。", "Write the warning first."],
-  "sup.warn.sent": ["预警已发出（事件 #{seq}）。", "Warning raised (event #{seq})."],
+  "sup.warn.sent": ["预警已发出（公开事件 #{n}）。", "Warning raised (public event #{n})."],
   "sup.warn.list": ["已发出的预警", "Warnings raised"],
   "sup.warn.none": ["暂无预警。", "No warnings."],
   "sup.reason.label": ["暂停/恢复原因（通知所有参与方，记入开标记录）", "Reason to suspend or resume (everyone is told; recorded)"],
   "sup.suspend": ["暂停开标", "Suspend the opening"],
   "sup.resume": ["恢复开标", "Resume the opening"],
   "sup.reason.empty": ["请填写原因。", "A reason is required."],
-  "sup.done": ["已完成：{what}（事件 #{seq}）", "Done: {what} (event #{seq})"],
+  "sup.done": ["已完成：{what}（公开事件 #{n}）", "Done: {what} (public event #{n})"],
   "sup.opening_note": [
     "开标中监督可暂停或恢复开标（须写明原因）；主持人和投标人会看到原因。",
     "In an opening the supervisor may suspend or resume it with a reason; the host and the bidders see the reason.",
@@ -503,6 +509,11 @@ let lang = getLang();
 
 export function currentLang() {
   return lang;
+}
+
+/** A key's text in the current language, or `fallback` when the dictionary has none. */
+export function textOr(key, fallback) {
+  return I18N[lang][key] ? t(key) : fallback;
 }
 
 export function t(key, vars = {}) {
@@ -831,6 +842,90 @@ export async function api(method, path, body) {
   return data;
 }
 
+// --- event positions (docs/positions.md) ----------------------------------------------------------
+
+/** The public stream: every viewer follows it. */
+export const ALL = "all";
+
+/** A public event: "all" is in its audience (it is then numbered in the public stream). */
+export function isPublic(e) {
+  return Array.isArray(e.audience) && e.audience.includes(ALL);
+}
+
+/** The streams an event is a member of for this viewer: the keys of its `pos` but "all", and
+ * "all" when it is public (a private event's `pos.all` only places it among the public ones). */
+export function memberStreams(e) {
+  const streams = Object.keys(e.pos || {}).filter((t) => t !== ALL);
+  if (isPublic(e)) streams.push(ALL);
+  return streams;
+}
+
+/** An event as the server sends it to a viewer: an id and positions (no global number). */
+export function isViewerEvent(e) {
+  return (
+    !!e &&
+    typeof e.id === "string" &&
+    e.id !== "" &&
+    !!e.pos &&
+    typeof e.pos === "object" &&
+    Number.isInteger(e.pos[ALL]) &&
+    Object.values(e.pos).every((n) => Number.isInteger(n) && n >= 0)
+  );
+}
+
+/** The event is after a view read at heads `heads`: some member stream is past the view's head. */
+export function isAfter(e, heads) {
+  return memberStreams(e).some((t) => e.pos[t] > ((heads && heads[t]) || 0));
+}
+
+/** Heads `a` hold everything heads `b` hold (no stream of `b` is further on): a view read at `a`
+ * is not older than one read at `b`. */
+export function covers(a, b) {
+  return Object.entries(b || {}).every(([t, n]) => ((a && a[t]) || 0) >= n);
+}
+
+/** Log order among events received out of order: (pos.all, public before private); 0 for a tie
+ * (which keeps the arrival order in a stable sort). */
+export function compareEvents(a, b) {
+  return a.pos[ALL] - b.pos[ALL] || (isPublic(a) ? 0 : 1) - (isPublic(b) ? 0 : 1);
+}
+
+/** Put `ev` in its place in `list` (kept in log order; after the events it ties with). */
+export function insertEvent(list, ev) {
+  let i = list.length;
+  while (i > 0 && compareEvents(list[i - 1], ev) > 0) i -= 1;
+  list.splice(i, 0, ev);
+}
+
+/** The heads reached: a view's heads moved on by every event's member streams (and `all`). */
+export function headsOf(viewPos, events) {
+  const heads = { ...(viewPos || {}) };
+  for (const e of events) {
+    for (const t of [...memberStreams(e), ALL]) heads[t] = Math.max(heads[t] || 0, e.pos[t] || 0);
+  }
+  return heads;
+}
+
+/** Positions as text, "all:7 bidder:911…:3" ("all" first, then by name): the `after=` form of the
+ * event routes, for data attributes and cache keys. */
+export function posText(pos) {
+  const names = Object.keys(pos || {}).sort((x, y) => (x === ALL ? -1 : y === ALL ? 1 : x.localeCompare(y)));
+  return names.map((t) => `${t}:${pos[t]}`).join(" ");
+}
+
+/** The number a page shows for an event: "#n" of a public event in the public stream, nothing for
+ * a private one (its own streams' numbers mean nothing to the reader). */
+export function shownNumber(e) {
+  return isPublic(e) ? `#${e.pos[ALL]}` : "";
+}
+
+/** The public number in a command's answer (`pos`: the caller's positions of the events it
+ * appended; one map or a list of them, the last one counts), or a dash. */
+export function answeredNumber(out) {
+  const pos = out && Array.isArray(out.pos) ? out.pos[out.pos.length - 1] : out && out.pos;
+  return pos && Number.isInteger(pos[ALL]) ? pos[ALL] : t("common.dash");
+}
+
 // --- the hall follower (socket.io) -----------------------------------------------------------------
 
 let clockOffset = 0;
@@ -840,11 +935,17 @@ export function serverNow() {
   return Date.now() + clockOffset;
 }
 
+const REPLAY_ANSWER_MS = 15000;
+
 /**
- * Follows one session's hall: replay after `cursor`, then live. Events are dropped when their seq
- * was seen before; after "replayed" the cursor is the server's replay point, and every live event
- * moves it on. A reconnect asks for what came after the cursor. The clock offset is measured from
- * the server's "time" (the only authority): serverNow() = Date.now() + offset.
+ * Follows one session's hall (docs/positions.md). The cursor (stream -> n: the highest number
+ * received with nothing missing below it) goes with every (re)connection as `last`: the server
+ * replays what came after it, says "replayed", then sends live events. An event is dropped when
+ * its id was seen or none of its streams is past the cursor; the next one moves the cursor on and
+ * goes to `onEvent`; one after a gap is held and a replay after the cursor is asked for. What
+ * arrives during a replay is held too and let through at "replayed" in log order: the replay's
+ * events first, then the live ones it did not have. The clock offset is measured from the
+ * server's "time" (the only authority): serverNow() = Date.now() + offset.
  */
 export class Follower {
   constructor({ token, sessionId, onEvent, onStatus, onReplayed }) {
@@ -853,9 +954,11 @@ export class Follower {
     this.onEvent = onEvent;
     this.onStatus = onStatus || (() => {});
     this.onReplayed = onReplayed || (() => {});
-    this.cursor = 0;
-    this.seen = new Set();
+    this.cursor = {};
+    this.seen = new Set(); // the ids let through
+    this.held = new Map(); // id -> event waiting for a replay to end or for a gap to be filled
     this.replaying = true;
+    this.asked = null; // the cursor a replay was asked after (on a gap), until it is answered
     this.offset = 0;
     this.synced = false;
     this.socket = null;
@@ -873,12 +976,14 @@ export class Follower {
       // Called before every (re)connection: the server replays after the cursor, then "replayed".
       auth: (cb) => {
         this.replaying = true;
-        cb({
+        this.asked = null;
+        const auth = {
           token: bearer || this.token,
           session_id: this.sessionId,
-          last_seq: this.cursor,
           batch: true, // a commit's live events come as one "events" list: one frame, not one each
-        });
+        };
+        if (Object.keys(this.cursor).length) auth.last = { ...this.cursor };
+        cb(auth);
       },
       transports: ["websocket", "polling"],
       reconnectionDelay: 500,
@@ -893,14 +998,14 @@ export class Follower {
       this.syncClock();
     });
     socket.on("disconnect", (reason) => {
-      this.onStatus("reconnecting", { seq: this.cursor });
+      this.onStatus("reconnecting", this.where());
       if (reason === "io server disconnect") setTimeout(() => socket.connect(), 1000);
     });
     socket.on("connect_error", (err) => {
       if (err && err.data && err.data.code) {
         this.onStatus("refused", err.data);
       } else {
-        this.onStatus("reconnecting", { seq: this.cursor });
+        this.onStatus("reconnecting", this.where());
       }
     });
     socket.on("time", (data) => this.setServerTime(data && data.now, Date.now(), Date.now()));
@@ -908,24 +1013,130 @@ export class Follower {
     socket.on("events", (list) => {
       if (Array.isArray(list)) list.forEach((ev) => this.receive(ev));
     });
-    socket.on("replayed", (data) => {
-      const seq = Number(data && data.seq) || 0;
-      this.cursor = Math.max(this.cursor, seq);
-      this.replaying = false;
-      this.onStatus("live");
-      this.onReplayed(seq);
-    });
+    socket.on("replayed", (data) => this.replayed(data && data.pos));
     this.timer = setInterval(() => this.syncClock(), this.syncPeriod);
     document.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible") this.syncClock();
     });
   }
 
-  receive(ev) {
-    if (!ev || typeof ev.seq !== "number" || this.seen.has(ev.seq)) return; // duplicate by seq
-    this.seen.add(ev.seq);
-    if (!this.replaying) this.cursor = Math.max(this.cursor, ev.seq);
-    this.onEvent(ev, !this.replaying);
+  /** Where the follower stands, for the connection indicator: the last public event received. */
+  where() {
+    return { all: this.cursor[ALL] || 0 };
+  }
+
+  /** What the cursor makes of an event: "duplicate", "gap" (something before it is missing) or "next". */
+  place(e) {
+    if (this.seen.has(e.id)) return "duplicate";
+    const at = (t) => this.cursor[t] || 0;
+    const members = memberStreams(e);
+    if (members.every((t) => e.pos[t] <= at(t))) return "duplicate";
+    if (members.some((t) => e.pos[t] > at(t) + 1)) return "gap";
+    if (!isPublic(e) && e.pos[ALL] > at(ALL)) return "gap"; // a public event before it is missing
+    return "next";
+  }
+
+  receive(e) {
+    if (!isViewerEvent(e) || this.place(e) === "duplicate") return;
+    if (this.replaying) {
+      this.hold(e);
+    } else if (this.place(e) === "gap") {
+      this.hold(e);
+      this.askReplay();
+    } else {
+      this.pass(e);
+      if (this.held.size) this.release();
+    }
+  }
+
+  /** Hold an event; a copy held before gives way (the replay's copy takes its place in the order). */
+  hold(e) {
+    this.held.delete(e.id);
+    this.held.set(e.id, e);
+  }
+
+  /** The held events in log order (a stable sort: ties stay in the order they arrived). */
+  heldInOrder() {
+    return [...this.held.values()].sort(compareEvents);
+  }
+
+  pass(e) {
+    this.seen.add(e.id);
+    for (const t of memberStreams(e)) this.cursor[t] = Math.max(this.cursor[t] || 0, e.pos[t]);
+    this.onEvent(e);
+  }
+
+  /** Let through the held events that are next now, in log order; drop those already received. */
+  release() {
+    let waiting = this.heldInOrder();
+    for (let moved = true; moved; ) {
+      moved = false;
+      const rest = [];
+      for (const e of waiting) {
+        const where = this.place(e);
+        if (where === "next") {
+          this.pass(e);
+          moved = true;
+        } else if (where === "gap") {
+          rest.push(e);
+        }
+      }
+      waiting = rest;
+    }
+    this.held = new Map(waiting.map((e) => [e.id, e]));
+  }
+
+  /** Let every held event through (a gap no replay fills: the server has nothing more to send). */
+  flush() {
+    const held = this.heldInOrder();
+    this.held = new Map();
+    for (const e of held) if (this.place(e) !== "duplicate") this.pass(e);
+  }
+
+  /** The end of a replay: its events, then the live ones held meanwhile; `pos` (nothing at or
+   * below it is missing now) moves the cursor on. A gap left asks once more. */
+  replayed(pos) {
+    this.release();
+    for (const [t, n] of Object.entries(pos && typeof pos === "object" ? pos : {})) {
+      if (Number.isInteger(n)) this.cursor[t] = Math.max(this.cursor[t] || 0, n);
+    }
+    this.release();
+    const asked = this.asked;
+    this.asked = null;
+    this.replaying = false;
+    if (this.held.size) {
+      if (asked && posText(asked) === posText(this.cursor)) this.flush(); // the replay brought nothing
+      else this.askReplay();
+    }
+    if (!this.replaying) this.onStatus("live");
+    this.onReplayed({ ...this.cursor });
+  }
+
+  /** A gap: ask for the events after the cursor; live events wait meanwhile. */
+  askReplay() {
+    const socket = this.socket;
+    if (this.replaying || !socket || !socket.connected) return; // a (re)connection replays anyway
+    this.replaying = true;
+    const asked = { ...this.cursor };
+    this.asked = asked;
+    this.onStatus("replaying");
+    socket
+      .timeout(REPLAY_ANSWER_MS)
+      .emitWithAck("replay", { after: asked })
+      .then(
+        (refusal) => {
+          if (!refusal || !refusal.code || this.asked !== asked) return;
+          // Refused (the cursor is not one the server takes): nothing comes; go on with what is here.
+          this.asked = null;
+          this.replaying = false;
+          this.flush();
+          this.onStatus("live");
+        },
+        () => {
+          // No answer: connect again, which replays after the cursor.
+          if (this.asked === asked && socket.connected) socket.disconnect().connect();
+        },
+      );
   }
 
   setServerTime(now, sent, received) {
@@ -1171,13 +1382,16 @@ function applyEvent(s, e, me) {
       }
       break;
     default:
-      break; // session_created, bids_counted for bidders, checkpoints ... change nothing here
+      break; // session_created, bids_counted for bidders ... change nothing here
   }
 }
 
 /**
- * The page's state: the snapshot's view folded with every event after its seq, plus what only
- * the events tell (project and lot, reasons, messages, others' confirmations once public).
+ * The page's state: the snapshot's view folded with every event after it (docs/positions.md: an
+ * event is after a view read at heads `pos` when one of its streams is past the view's head), plus
+ * what only the events tell (project and lot, reasons, messages, others' confirmations once
+ * public). `facts.pos` holds the heads reached (the viewer's own streams), `facts.tableEvent` the
+ * id of the event that published the table.
  */
 export function derive(snapshot, events, me) {
   const view = structuredClone(snapshot.view);
@@ -1190,18 +1404,17 @@ export function derive(snapshot, events, me) {
     rehearsal: null,
     incidents: [],
     confirmations: {},
-    tableSeq: null,
-    lastSeq: snapshot.seq,
+    tableEvent: null,
+    pos: headsOf(snapshot.pos, events),
     evidence: null,
     confirmationClosed: false,
   };
   for (const e of events) {
     const p = e.payload || {};
-    facts.lastSeq = Math.max(facts.lastSeq, e.seq);
     if (e.type === "session_created") facts.meta = p;
     else if (e.type === "session_suspended") {
       facts.suspension = { reason: p.reason, at: e.at, actor: e.actor };
-      if (e.seq <= snapshot.seq) view._suspended_at = e.at;
+      if (!isAfter(e, snapshot.pos)) view._suspended_at = e.at;
     } else if (e.type === "session_resumed") facts.suspension = null;
     else if (e.type === "window_extended") facts.extension = { window: p.window, minutes: p.minutes, reason: p.reason, at: e.at };
     else if (e.type === "session_failed") facts.failure = p;
@@ -1213,10 +1426,10 @@ export function derive(snapshot, events, me) {
       facts.confirmationClosed = true;
       for (const c of p.deemed || []) facts.confirmations[c] = "deemed";
     }
-    else if (e.type === "table_published") facts.tableSeq = e.seq;
+    else if (e.type === "table_published") facts.tableEvent = e.id;
     else if ((e.type === "bid_revoked" || e.type === "bid_withdrawn") && p.bidder === me.party_id) facts.evidence = p.evidence;
   }
-  for (const e of events) if (e.seq > snapshot.seq) applyEvent(view, e, me);
+  for (const e of events) if (isAfter(e, snapshot.pos)) applyEvent(view, e, me);
   return { view, facts, events };
 }
 
@@ -1242,17 +1455,20 @@ export function countdownOf(view, facts) {
 // --- the page model ---------------------------------------------------------------------------------
 
 /**
- * What the hall's and an evaluation's page models share: who is looking, the callbacks, the events
- * and the follower of the session's stream. `start()` fetches (the subclass's `refresh()`) and then
- * follows; the follower's end of replay calls the subclass's `replayed()`.
+ * What the hall's, an evaluation's and the supervisor wall's models share: who is looking, the
+ * callbacks, the view read from the server (`snapshot`: the view and the viewer's heads `pos` when
+ * it was read), the events in log order and the follower of the session's hall. `start()` fetches
+ * (the subclass's `refresh()`) and then follows; every event goes to the subclass's `add()`, the
+ * follower's end of replay to its `replayed()`.
  */
 export class FollowedModel {
   constructor({ sessionId, auth, onChange, onConn, onError }) {
     this.sessionId = sessionId;
     this.me = { role: auth.role, party_id: auth.party_id, name: auth.name };
-    this.onChange = onChange;
+    this.onChange = onChange || (() => {});
     this.onConn = onConn || (() => {});
     this.onError = onError || (() => {});
+    this.snapshot = null;
     this.events = [];
     this.follower = new Follower({
       token: auth.token,
@@ -1271,6 +1487,31 @@ export class FollowedModel {
   serverNow() {
     return this.follower.serverNow();
   }
+
+  /** Keep a view just read (`{view, pos}` from the server) unless the one held was read later;
+   * true when kept. */
+  keepView(out) {
+    const pos = (out && out.pos) || {};
+    if (this.snapshot && !covers(pos, this.snapshot.pos)) return false;
+    this.snapshot = { view: out.view, pos };
+    return true;
+  }
+
+  /** Put a followed event in its place; true when the view held is older than the event. */
+  place(ev) {
+    insertEvent(this.events, ev);
+    return !!this.snapshot && isAfter(ev, this.snapshot.pos);
+  }
+
+  /** The viewer's heads reached: the view's moved on by every event held. */
+  heads() {
+    return headsOf(this.snapshot ? this.snapshot.pos : {}, this.events);
+  }
+
+  /** The last public event's number (a page's "latest event"). */
+  latest() {
+    return this.heads()[ALL] || 0;
+  }
 }
 
 const REFRESH_ON = new Set(["session_sealed", "session_failed"]);
@@ -1282,7 +1523,6 @@ const REFRESH_ON = new Set(["session_sealed", "session_failed"]);
 export class HallModel extends FollowedModel {
   constructor(options) {
     super(options);
-    this.snapshot = null;
     this.state = null;
     this.pending = false;
     this.refreshing = null;
@@ -1297,8 +1537,7 @@ export class HallModel extends FollowedModel {
     if (this.refreshing) return this.refreshing;
     this.refreshing = (async () => {
       try {
-        const out = await api("GET", `/api/sessions/${encodeURIComponent(this.sessionId)}`);
-        if (!this.snapshot || out.seq >= this.snapshot.seq) this.snapshot = { view: out.view, seq: out.seq };
+        this.keepView(await api("GET", `/api/sessions/${encodeURIComponent(this.sessionId)}`));
         this.changed();
       } finally {
         this.refreshing = null;
@@ -1308,14 +1547,8 @@ export class HallModel extends FollowedModel {
   }
 
   add(ev) {
-    const last = this.events[this.events.length - 1];
-    if (!last || last.seq < ev.seq) this.events.push(ev);
-    else {
-      this.events.push(ev);
-      this.events.sort((a, b) => a.seq - b.seq);
-    }
     // Staff learn the list of bids only from the view after the deadline (rule 4): fetch again.
-    if (this.me.role !== "bidder" && REFRESH_ON.has(ev.type) && this.snapshot && ev.seq > this.snapshot.seq) {
+    if (this.place(ev) && this.me.role !== "bidder" && REFRESH_ON.has(ev.type)) {
       this.refresh().catch((err) => this.onError(err));
     }
     this.changed();
@@ -1473,7 +1706,7 @@ export function renderTable(el, view, facts, me) {
       { class: "table-wrap", tabindex: "0", role: "region", "aria-label": t("table.title") },
       h(
         "table",
-        { "data-testid": "opening-table", "data-table-sha256": view.table_sha256 || "", "data-seq": facts.tableSeq ?? "" },
+        { "data-testid": "opening-table", "data-table-sha256": view.table_sha256 || "", "data-event-id": facts.tableEvent ?? "" },
         h("caption", {}, t("table.caption", { n: table.rows.length })),
         h("thead", {}, h("tr", {}, ...head.map((k) => h("th", { scope: "col" }, t(k))), ...fields.map((f) => h("th", { scope: "col" }, f)))),
         h("tbody", {}, ...rows),
@@ -1486,14 +1719,15 @@ export function renderTable(el, view, facts, me) {
 let hallStatus = null;
 
 /**
- * What every hall page shows of a state: the body's status and seq, the header's facts (`meKey`
+ * What every hall page shows of a state: the body's status (and `data-events`, how many events the
+ * page holds, `data-pos`, the heads reached in the viewer's own streams), the header's facts (`meKey`
  * and `meText` name the user), the banner (`note` wraps the suspension's note), the status line
  * (a change of status is announced), the stages and the opening table.
  */
 export function renderHall(state, model, { meKey, meText, note }) {
   const { view, facts } = state;
   document.body.dataset.status = view.status;
-  document.body.dataset.seq = String(facts.lastSeq);
+  markBody(state.events, facts.pos);
   renderHallMeta(state, meKey, meText);
   renderHallBanner(state, note);
   const statusEl = byTestId("status");
@@ -1505,29 +1739,47 @@ export function renderHall(state, model, { meKey, meText, note }) {
   hallStatus = view.status;
 }
 
-/** One line of the hall log. `name(code)` gives a bidder's display name (staff only). */
-export function eventLine(e, name) {
-  const p = e.payload || {};
-  const bits = [];
-  if (p.bidder) bits.push(name(p.bidder));
-  if (p.reason) bits.push(typeof p.reason === "string" ? p.reason : "");
-  if (e.type === "party_joined" || e.type === "party_left") bits.push(t(`role.${p.role}`));
-  if (e.type === "window_extended") bits.push(`${t(`window.${p.window}`)} +${p.minutes}`);
-  if (e.type === "platform_outage") bits.push(`${t(`window.${p.window}`)} +${Math.ceil(p.extended_seconds)} s`);
-  if (e.type === "decryption_failed" && p.attempt) bits.push(p.attempt.code);
-  if (e.type === "objection_raised" || e.type === "objection_answered") bits.push(`#${p.id}`);
-  if (e.type === "bids_counted") bits.push(`${p.bids} / ${p.signed_in}`);
-  if (e.type === "opening_started") bits.push(String(p.bids));
-  if (e.type === "checkpoint") bits.push(`#${p.seq} ${p.status}`);
-  const label = I18N[lang][`ev.${e.type}`] ? t(`ev.${e.type}`) : e.type;
+/** How far a page is: the events it holds (a count of what this viewer may see) and its heads. */
+export function markBody(events, heads) {
+  document.body.dataset.events = String(events.length);
+  document.body.dataset.pos = posText(heads);
+}
+
+/**
+ * One line of an event log: its public number (nothing for a private event), Beijing time, the
+ * label and the `bits` of detail. The line carries the event's id, type and positions
+ * (`data-pos`, the viewer's own streams; `data-public` when it is public); `attrs` adds to them.
+ */
+export function logLine(e, label, bits, attrs = {}) {
   return h(
     "li",
-    { "data-seq": e.seq, "data-type": e.type, class: e.type === "checkpoint" ? "dim" : null },
-    h("span", { class: "seq mono" }, `#${e.seq}`),
+    { "data-id": e.id, "data-type": e.type, "data-pos": posText(e.pos), "data-public": isPublic(e), ...attrs },
+    h("span", { class: "seq mono" }, shownNumber(e)),
     h("time", { datetime: e.at }, fmtTime(e.at)),
     h("span", { class: "what" }, label),
     bits.length ? h("span", { class: "detail" }, bits.filter(Boolean).join(" · ")) : null,
   );
+}
+
+/** What a log line says of an event's payload besides its label (`name(code)` names a bidder). */
+export function eventBits(e, name) {
+  const p = e.payload || {};
+  const bits = [];
+  if (p.bidder) bits.push(name(p.bidder));
+  if (typeof p.reason === "string" && p.reason) bits.push(p.reason);
+  if (e.type === "party_joined" || e.type === "party_left") bits.push(textOr(`role.${p.role}`, p.role || ""));
+  if (e.type === "window_extended") bits.push(`${t(`window.${p.window}`)} +${p.minutes}`);
+  if (e.type === "platform_outage") bits.push(`${t(`window.${p.window}`)} +${Math.ceil(p.extended_seconds)} s`);
+  if (e.type === "decryption_failed" && p.attempt) bits.push(p.attempt.code);
+  if (e.type === "objection_raised" || e.type === "objection_answered") bits.push(`#${p.id}`);
+  if (e.type === "opening_started") bits.push(String(p.bids));
+  if (e.type === "bids_counted") bits.push(`${p.bids} / ${p.signed_in}`);
+  return bits;
+}
+
+/** One line of the hall log. `name(code)` gives a bidder's display name (staff only). */
+export function eventLine(e, name) {
+  return logLine(e, textOr(`ev.${e.type}`, e.type), eventBits(e, name));
 }
 
 export function renderLog(el, events, name) {
@@ -1544,7 +1796,7 @@ export function renderConn(el, status, data) {
   if (status === "refused" && data) {
     el.textContent = `${t("conn.refused")}: ${data.code} ${lang === "zh" ? data.zh : data.en}`;
   } else if (status === "reconnecting") {
-    el.textContent = t("conn.reconnecting", { seq: (data && data.seq) || 0 });
+    el.textContent = t("conn.reconnecting", { n: (data && data.all) || 0 });
   } else {
     el.textContent = t(`conn.${status}`);
   }

@@ -21,7 +21,9 @@ import {
   fmtFen,
   fmtSize,
   h,
+  markBody,
   pageAuth,
+  posText,
   renderLog,
   requiredValue,
   showError,
@@ -118,7 +120,7 @@ const TEXT = {
   "ex.report.deemed": ["拒签未说明理由，视为同意", "refused without a reason: deemed to agree"],
   "ex.report.signatures": ["已签署 {n}/{m}", "{n} of {m} signed"],
   "ex.report.need_reason": ["不同意或拒签须写明理由（拒签不写理由视为同意）。", "Write the reason (refusing without one counts as agreement)."],
-  "ex.log.title": ["评标动态（按事件序号）", "Evaluation events (by sequence number)"],
+  "ex.log.title": ["评标动态（按发生顺序，#号为公开事件编号）", "Evaluation events (in order; # numbers the public events)"],
   "ex.done": ["已完成：{what}", "Done: {what}"],
   "ex.ev.sheet_to_sign": ["评审表待终端签名", "Sheet waiting for the room device's signature"],
   "ex.ev.report_to_sign": ["报告意见待终端签名", "Report answer waiting for the room device's signature"],
@@ -140,20 +142,23 @@ export function evalPath(sessionId, tail = "") {
 
 /**
  * One page's model of an evaluation: the view (GET /api/evaluations/{id}, as the server's rules
- * let this role see it) at seq N, and the events after replay by seq. Whenever an event beyond the
- * view's seq arrives the view is fetched again (with `extra`, further reads of the same moment), so
- * a page reloaded mid-session shows what one that never left shows.
+ * let this role see it, read at the viewer's heads `pos`) and the events the hall replays and
+ * sends. Whenever an event after the view arrives the view is fetched again (with `extra`, further
+ * reads of the same moment), so a page reloaded mid-session shows what one that never left shows.
  */
 export class EvalModel extends FollowedModel {
   constructor(options) {
     super(options);
     this.extra = options.extra || (async () => ({}));
-    this.view = null;
-    this.seq = 0;
     this.data = {};
     this.timer = null;
     this.loading = null;
     this.again = false;
+  }
+
+  /** The evaluation as last read (null until the first read). */
+  get view() {
+    return this.snapshot ? this.snapshot.view : null;
   }
 
   replayed() {
@@ -169,11 +174,7 @@ export class EvalModel extends FollowedModel {
       try {
         const out = await api("GET", evalPath(this.sessionId));
         const data = await this.extra(out.view, this);
-        if (out.seq >= this.seq) {
-          this.view = out.view;
-          this.seq = out.seq;
-          this.data = data;
-        }
+        if (this.keepView(out)) this.data = data;
         this.onChange(this);
       } catch (err) {
         this.onError(err);
@@ -194,25 +195,23 @@ export class EvalModel extends FollowedModel {
   }
 
   add(ev) {
-    this.events.push(ev);
-    this.events.sort((a, b) => a.seq - b.seq);
-    if (ev.seq > this.seq) this.schedule();
+    if (this.place(ev) || !this.snapshot) this.schedule();
     else this.onChange(this);
   }
 
-  get lastSeq() {
-    const last = this.events.length ? this.events[this.events.length - 1].seq : 0;
-    return Math.max(last, this.seq);
+  /** Changes whenever the events or the view's heads do (for the pages' render caches). */
+  get mark() {
+    return `${this.events.length}:${posText(this.heads())}`;
   }
 }
 
 export const EVAL_FLOW = ["drawing", "convening", "chair", "@stages", "summarizing", "signing", "closed"];
 
-/** The evaluation's steps, with the review stages of this evaluation in the middle. */
-/** The evaluation's state on a page: the body's data-status and data-seq, the banner, the status line, the stepper. */
+/** The evaluation's state on a page: the body's data-status, data-events and data-pos (markBody),
+ * the banner, the status line, the stepper. */
 export function renderEvalStatus(view, model, statusEl, stagesEl) {
   document.body.dataset.status = view.status;
-  document.body.dataset.seq = String(model.lastSeq);
+  markBody(model.events, model.heads());
   renderEvalBanner(byTestId("banner"), view, model.events);
   statusEl.textContent = evalStatusText(view);
   statusEl.dataset.status = view.status;
@@ -220,6 +219,7 @@ export function renderEvalStatus(view, model, statusEl, stagesEl) {
   renderEvalStages(stagesEl, view);
 }
 
+/** The evaluation's steps, with the review stages of this evaluation in the middle. */
 export function renderEvalStages(el, view) {
   const steps = EVAL_FLOW.flatMap((s) => (s === "@stages" ? view.stages || [] : [s]));
   const status = view.status === "suspended" ? view.suspended_from : view.status;
@@ -705,7 +705,7 @@ function render(model) {
   renderSheet(view, model);
   renderOthers(view, model);
   renderReport(view, model);
-  const key = `${model.events.length}:${model.lastSeq}:${currentLang()}`;
+  const key = `${model.mark}:${currentLang()}`;
   if (key !== ui.logKey) {
     ui.logKey = key;
     renderLog(byTestId("log"), model.events, (code) => bidderName(view, code));

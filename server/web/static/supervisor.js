@@ -1,31 +1,38 @@
 // The supervisor wall (监管大屏): every session in the supervisor's remit, each followed through its
-// own hall connection (replay by seq, then live), with its state, a live event feed, the rooms'
-// video for evaluations, warnings (an evaluation's warning; an opening's suspension with a reason),
-// the bid-rigging signals of the supervisor channel, and the archive download.
+// own hall connection (the shared follower of app.js: a cursor of positions, replay, then live),
+// with its state, a live event feed, the rooms' video for evaluations, warnings (an evaluation's
+// warning; an opening's suspension with a reason), the bid-rigging signals of the supervisor
+// channel, and the archive download.
 //
-// What a card shows is the session as the supervisor may see it (GET at seq N) and the events the
-// hall delivers; a reloaded wall replays the same events and shows the same thing.
+// What a card shows is the session as the supervisor may see it (GET, read at the supervisor's
+// heads) and the events the hall delivers; a reloaded wall replays the same events and shows the
+// same thing. Numbers shown are public ones (docs/positions.md): an event's `pos.all`.
 
 import {
   ACTIVE,
-  Follower,
+  FollowedModel,
   I18N,
+  answeredNumber,
   api,
   byTestId,
   currentLang,
   currentToken,
+  eventBits,
   fmtSize,
   fmtTime,
   h,
   keepTokenFresh,
+  logLine,
   pageAuth,
   renderConn,
   requiredValue,
   serverNow,
   showError,
   showNotice,
+  shownNumber,
   statusText,
   t,
+  textOr,
 } from "/web/app.js";
 
 const LIST_EVERY_MS = 15000;
@@ -47,33 +54,20 @@ function kindPath(kind, sid, tail = "") {
   return kind === "evaluation" ? `/api/evaluations/${enc(sid)}${tail}` : `/api/sessions/${enc(sid)}${tail}`;
 }
 
-function label(key, fallback) {
-  return I18N[currentLang()][key] ? t(key) : fallback;
-}
-
 function sessionStatusText(kind, view) {
   if (kind === "opening") return statusText(view);
   if (view.status === "suspended") {
-    return `${t("evstatus.suspended")} (${label(`evstatus.${view.suspended_from}`, view.suspended_from || "")})`;
+    return `${t("evstatus.suspended")} (${textOr(`evstatus.${view.suspended_from}`, view.suspended_from || "")})`;
   }
-  return label(`evstatus.${view.status}`, view.status);
+  return textOr(`evstatus.${view.status}`, view.status);
 }
 
-/** One line of a card's feed: seq, Beijing time, a readable label and the payload's gist. */
+/** One line of a card's feed: the public number, Beijing time, a readable label and the payload's
+ * gist; its element id (`feed-<card>-<event id>`) is what evidence links point at. */
 function feedLine(box, e) {
   const p = e.payload || {};
-  const bits = [];
-  const name = box.namer();
-  if (p.bidder) bits.push(name(p.bidder));
-  if (typeof p.reason === "string" && p.reason) bits.push(p.reason);
+  const bits = eventBits(e, box.namer());
   if (e.type === "supervisor_warning" && p.text) bits.push(`#${p.id} ${p.text}`);
-  if (e.type === "party_joined" || e.type === "party_left") bits.push(label(`role.${p.role}`, p.role || ""));
-  if (e.type === "window_extended") bits.push(`${t(`window.${p.window}`)} +${p.minutes}`);
-  if (e.type === "platform_outage") bits.push(`${t(`window.${p.window}`)} +${Math.ceil(p.extended_seconds)} s`);
-  if (e.type === "decryption_failed" && p.attempt) bits.push(p.attempt.code);
-  if (e.type === "objection_raised" || e.type === "objection_answered") bits.push(`#${p.id}`);
-  if (e.type === "opening_started") bits.push(String(p.bids));
-  if (e.type === "checkpoint") bits.push(`#${p.seq} ${p.status}`);
   if (p.room_id) bits.push(p.room_id);
   if (typeof p.up === "boolean") bits.push(t(p.up ? "link.up" : "link.down"));
   const expert = p.expert_id || p.expert;
@@ -81,23 +75,18 @@ function feedLine(box, e) {
   if (typeof p.stage === "string") bits.push(p.stage);
   if (e.type === "media_segment") bits.push(`#${p.index}`);
   if (e.type === "signal") bits.push(`${signalKind(p.kind)} ${fmtScore(p.score)}`);
-  const quiet = e.type === "checkpoint" || e.type === "media_segment" || e.type === "sheet_content";
-  return h(
-    "li",
-    {
-      id: `feed-${box.index}-${e.seq}`,
-      tabindex: "-1",
-      "data-seq": e.seq,
-      "data-type": e.type,
-      class: [quiet ? "dim" : null, e.type === "supervisor_warning" || e.type === "signal" ? "alerting" : null]
-        .filter(Boolean)
-        .join(" ") || null,
-    },
-    h("span", { class: "seq mono" }, `#${e.seq}`),
-    h("time", { datetime: e.at }, fmtTime(e.at)),
-    h("span", { class: "what" }, label(`ev.${e.type}`, e.type)),
-    bits.length ? h("span", { class: "detail" }, bits.filter(Boolean).join(" · ")) : null,
-  );
+  const quiet = e.type === "media_segment" || e.type === "sheet_content";
+  return logLine(e, textOr(`ev.${e.type}`, e.type), bits, {
+    id: feedId(box, e.id),
+    tabindex: "-1",
+    class: [quiet ? "dim" : null, e.type === "supervisor_warning" || e.type === "signal" ? "alerting" : null]
+      .filter(Boolean)
+      .join(" ") || null,
+  });
+}
+
+function feedId(box, eventId) {
+  return `feed-${box.index}-${eventId}`;
 }
 
 function fmtScore(score) {
@@ -105,58 +94,47 @@ function fmtScore(score) {
 }
 
 function signalKind(kind) {
-  return label(`sup.signal.kind.${kind}`, kind || "");
+  return textOr(`sup.signal.kind.${kind}`, kind || "");
 }
 
 // --- one session ------------------------------------------------------------------------------------
 
-class SessionBox {
+class SessionBox extends FollowedModel {
   constructor(info, index) {
+    super({ sessionId: info.session_id, auth: { ...wall.auth, token: currentToken() } });
     this.info = info;
     this.sid = info.session_id;
     this.kind = info.kind;
     this.index = index;
-    this.events = [];
-    this.rendered = new Map(); // seq -> li
-    this.snapshot = null;
+    this.rendered = new Map(); // event id -> li
     this.conn = ["connecting", null];
     this.refetch = null;
     this.pending = false;
     this.video = { pc: null, room: null, state: "idle", why: "" };
     this.bySubscription = false; // the server's media server (Janus) offers watched feeds
-    this.follower = new Follower({
-      token: currentToken(),
-      sessionId: this.sid,
-      onEvent: (ev) => this.add(ev),
-      onStatus: (status, data) => {
-        this.conn = [status, data];
-        renderConn(this.connEl, status, data);
-        renderSummary();
-      },
-      onReplayed: () => this.changed(),
-    });
+    this.onConn = (status, data) => {
+      this.conn = [status, data];
+      renderConn(this.connEl, status, data);
+      renderSummary();
+    };
     this.build();
   }
 
-  async start() {
-    await this.refresh();
-    this.follower.connect();
+  replayed() {
+    this.changed();
   }
 
-  /** GET the session as the supervisor may see it: the snapshot at its seq. */
+  /** GET the session as the supervisor may see it (read at the supervisor's heads). */
   async refresh() {
-    const out = await api("GET", kindPath(this.kind, this.sid));
-    if (!this.snapshot || out.seq >= this.snapshot.seq) this.snapshot = { view: out.view, seq: out.seq };
+    this.keepView(await api("GET", kindPath(this.kind, this.sid)));
     this.changed();
   }
 
   add(ev) {
-    const last = this.events[this.events.length - 1];
-    this.events.push(ev);
-    if (last && last.seq > ev.seq) this.events.sort((a, b) => a.seq - b.seq);
+    const after = this.place(ev);
     if (ev.type === "signal") renderSignals();
     // The state shown is the server's view: fetch it again once the burst of events is in.
-    if (this.snapshot && ev.seq > this.snapshot.seq && !this.refetch) {
+    if (after && !this.refetch) {
       this.refetch = setTimeout(() => {
         this.refetch = null;
         this.refresh().catch((err) => showError(this.errorEl, err));
@@ -165,9 +143,11 @@ class SessionBox {
     this.changed();
   }
 
-  lastSeq() {
-    const e = this.events[this.events.length - 1];
-    return Math.max(e ? e.seq : 0, this.snapshot ? this.snapshot.seq : 0);
+  /** The last public event's number: the list's (GET /api/supervision/sessions, the
+   * supervisor's heads) until the card has read its own view. */
+  latest() {
+    if (!this.snapshot && this.info.pos) return this.info.pos.all || 0;
+    return super.latest();
   }
 
   namer() {
@@ -302,7 +282,7 @@ class SessionBox {
 
   render() {
     const snap = this.snapshot;
-    this.el.dataset.seq = String(this.lastSeq());
+    this.el.dataset.events = String(this.events.length);
     this.headingEl.replaceChildren(
       h("span", { class: "tag" }, t(`sup.kind.${this.kind}`)),
       " ",
@@ -357,7 +337,7 @@ class SessionBox {
       add(t("host.presence"), t("host.supervisors", { n: view.supervisors_present ?? 0 }), "fact-presence");
       if (view.opening_session_id) add(t("sup.kind.opening"), view.opening_session_id, "fact-opening");
     }
-    add(t("common.seq"), `#${this.lastSeq()}`, "fact-seq");
+    add(t("common.latest"), `#${this.latest()}`, "fact-latest");
     this.factsEl.replaceChildren(...rows);
   }
 
@@ -413,13 +393,13 @@ class SessionBox {
   }
 
   renderFeed() {
-    const fresh = this.events.filter((e) => !this.rendered.has(e.seq));
+    const fresh = this.events.filter((e) => !this.rendered.has(e.id));
     if (!fresh.length && this.rendered.size) return;
-    const top = this.rendered.size ? Math.max(...this.rendered.keys()) : 0;
-    if (fresh.every((e) => e.seq > top)) {
+    // The events are in log order: when the new ones are the last, they go on top as they are.
+    if (this.events.slice(this.events.length - fresh.length).every((e) => !this.rendered.has(e.id))) {
       for (const e of fresh) {
         const li = feedLine(this, e);
-        this.rendered.set(e.seq, li);
+        this.rendered.set(e.id, li);
         this.feedEl.prepend(li);
       }
     } else {
@@ -437,7 +417,7 @@ class SessionBox {
       .reverse()
       .map((e) => {
         const li = feedLine(this, e);
-        this.rendered.set(e.seq, li);
+        this.rendered.set(e.id, li);
         return li;
       });
     this.feedEl.replaceChildren(...(items.length ? items : [h("li", { class: "muted" }, t("log.empty"))]));
@@ -474,7 +454,7 @@ class SessionBox {
     try {
       const out = await api("POST", kindPath("evaluation", this.sid, "/warnings"), { text });
       this.warnText.value = "";
-      showNotice(this.okEl, t("sup.warn.sent", { seq: out.seq }));
+      showNotice(this.okEl, t("sup.warn.sent", { n: answeredNumber(out) }));
     } catch (err) {
       showError(this.errorEl, err);
     } finally {
@@ -492,7 +472,7 @@ class SessionBox {
     try {
       const out = await api("POST", kindPath("opening", this.sid, `/${what}`), { reason });
       this.reasonInput.value = "";
-      showNotice(this.okEl, t("sup.done", { what: t(`sup.${what}`), seq: out.seq }));
+      showNotice(this.okEl, t("sup.done", { what: t(`sup.${what}`), n: answeredNumber(out) }));
     } catch (err) {
       showError(this.errorEl, err);
     } finally {
@@ -679,7 +659,7 @@ function renderSummary() {
   if (!all.length) {
     overview.replaceChildren(h("p", { class: "muted" }, wall.listError ? "" : t("sup.none")));
   } else {
-    const head = ["sup.col.kind", "sup.col.title", "sup.col.status", "sup.col.link", "sup.col.seq"];
+    const head = ["sup.col.kind", "sup.col.title", "sup.col.status", "sup.col.link", "sup.col.latest"];
     const rows = all.map((b) => {
       const view = b.snapshot ? b.snapshot.view : null;
       return h(
@@ -689,7 +669,7 @@ function renderSummary() {
         h("th", { scope: "row" }, h("a", { href: `#card-${b.index}`, "aria-label": t("sup.jump", { title: b.title() }) }, b.title())),
         h("td", {}, view ? sessionStatusText(b.kind, view) : t("common.loading")),
         h("td", { class: "conn-cell", "data-state": b.conn[0] }, t(`conn.${b.conn[0]}`)),
-        h("td", { class: "num mono" }, `#${b.lastSeq()}`),
+        h("td", { class: "num mono", "data-testid": "overview-latest" }, `#${b.latest()}`),
       );
     });
     overview.replaceChildren(
@@ -705,16 +685,27 @@ function renderSummary() {
       ),
     );
   }
-  document.body.dataset.seq = String(all.reduce((n, b) => n + b.lastSeq(), 0));
+  document.body.dataset.events = String(all.reduce((n, b) => n + b.events.length, 0));
   document.body.dataset.sessions = String(all.length);
+}
+
+/** A signal's evidence: a link to the event it names in its card's feed (by the event's id), with
+ * the event's public number and label once the feed holds it; else what the server wrote. */
+function evidenceItem(box, ev) {
+  const target = wall.boxes.get(ev.session_id) || box;
+  const event = typeof ev.id === "string" ? target.events.find((e) => e.id === ev.id) : null;
+  const what = event ? `${shownNumber(event)} ${textOr(`ev.${event.type}`, event.type)}`.trim() : ev.ref || "";
+  const text = `${what}${ev.note ? ` — ${ev.note}` : ""}`;
+  if (typeof ev.id !== "string" || !ev.id) return h("li", {}, h("span", {}, text));
+  return h("li", {}, h("a", { href: `#${feedId(target, ev.id)}`, "data-testid": "evidence-link", "data-id": ev.id }, text));
 }
 
 /** Signals (issue 6) are events of type "signal" in the supervisor channel, newest first. */
 function renderSignals() {
   const list = byTestId("signals");
   const found = [];
-  for (const b of boxes()) for (const e of b.events) if (e.type === "signal") found.push([b, e]);
-  found.sort(([, x], [, y]) => String(y.at).localeCompare(String(x.at)) || y.seq - x.seq);
+  for (const b of boxes()) b.events.forEach((e, i) => e.type === "signal" && found.push([b, e, i]));
+  found.sort(([, x, i], [, y, j]) => String(y.at).localeCompare(String(x.at)) || j - i);
   if (!found.length) {
     list.replaceChildren(h("li", { class: "muted", "data-testid": "signals-none" }, t("sup.signals.none")));
     return;
@@ -723,18 +714,10 @@ function renderSignals() {
   list.replaceChildren(
     ...found.map(([box, e]) => {
       const p = e.payload || {};
-      const evidence = (p.evidence || []).map((ev) => {
-        const target = wall.boxes.get(ev.session_id) || box;
-        const text = `#${ev.seq ?? "—"} ${ev.ref || ""}${ev.note ? ` — ${ev.note}` : ""}`;
-        const link =
-          typeof ev.seq === "number"
-            ? h("a", { href: `#feed-${target.index}-${ev.seq}`, "data-testid": "evidence-link", "data-seq": ev.seq }, text)
-            : h("span", {}, text);
-        return h("li", {}, link);
-      });
+      const evidence = (p.evidence || []).map((ev) => evidenceItem(box, ev));
       return h(
         "li",
-        { class: "signal", "data-testid": "signal", "data-kind": p.kind || "", "data-seq": e.seq },
+        { class: "signal", "data-testid": "signal", "data-kind": p.kind || "", "data-id": e.id },
         h(
           "p",
           { class: "signal-head" },
