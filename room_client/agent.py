@@ -10,7 +10,8 @@ import ...``:
   ``AgentError`` and the documents a party signs or checks (``sign_login``, ``sign_table``,
   ``record_bytes``, ``verify_receipt`` ...).
 * ``room_client.follower``: ``HallFollower``, the session's events over socket.io (namespace
-  ``/hall``), kept by ``seq``, replayed after gaps and reconnects, with the server's clock offset.
+  ``/hall``), kept in order by their positions in the viewer's own streams (never the log's
+  ``seq``, docs/positions.md), replayed after gaps and reconnects, with the server's clock offset.
 
 This package never imports ``server`` (DESIGN.md section 2): only ``crypto`` and ``schemas``.
 """

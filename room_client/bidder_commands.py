@@ -138,7 +138,7 @@ def _done(reply: dict[str, Any], template: str) -> int:
 
 
 async def do_withdraw(client: HallClient, args: argparse.Namespace) -> int:
-    return _done(await client.retract(_sid(args)), "投标文件已撤回 bid withdrawn (seq {seq})")
+    return _done(await client.retract(_sid(args)), "投标文件已撤回 bid withdrawn")
 
 
 async def do_receipt(client: HallClient, args: argparse.Namespace) -> int:
@@ -165,7 +165,7 @@ async def do_rehearse(client: HallClient, args: argparse.Namespace) -> int:
 
 
 async def do_sign_in(client: HallClient, args: argparse.Namespace) -> int:
-    return _done(await client.sign_in(_sid(args)), "已签到 signed in (seq {seq})")
+    return _done(await client.sign_in(_sid(args)), "已签到 signed in")
 
 
 def _print_decrypt(res: dict[str, Any]) -> None:
@@ -186,7 +186,7 @@ async def do_decrypt(client: HallClient, args: argparse.Namespace) -> int:
 
 async def do_object(client: HallClient, args: argparse.Namespace) -> int:
     reply = await client.object(_sid(args), args.text)
-    return _done(reply, "异议已提交 objection raised (seq {seq})")
+    return _done(reply, "异议已提交 objection raised")
 
 
 async def do_confirm(client: HallClient, args: argparse.Namespace) -> int:
@@ -231,7 +231,10 @@ class Follow:
         if kind == "disconnected":
             self.say("连接中断，正在重连 connection lost; reconnecting ...")
         elif kind == "connected" and isinstance(data, dict) and data.get("connections", 0) > 1:
-            self.say(f"已重新连接 reconnected (从 from seq {data.get('resume_seq')})")
+            self.say(
+                f"已重新连接 reconnected（已收到 {data.get('events')} 条事件 events so far; "
+                "补发断线期间的事件 missed ones are replayed）"
+            )
         elif kind == "refused" and isinstance(data, dict) and data.get("code"):
             self.say(f"连接被拒绝 refused [{data['code']}]: {data.get('zh')} / {data.get('en')}")
         elif kind == "clock" and isinstance(data, dict):
@@ -367,8 +370,8 @@ def _ok(zh: str, en: str) -> Action:
     """An action for a simple staff command named by its HallClient method."""
 
     async def action(client: HallClient, args: argparse.Namespace) -> int:
-        res = await args.call(client, args)
-        out(f"{zh} {en} (seq {res.get('seq')})")
+        await args.call(client, args)
+        out(f"{zh} {en}")
         return 0
 
     return action
@@ -379,7 +382,7 @@ async def do_status(client: HallClient, args: argparse.Namespace) -> int:
     v = res["view"]
     tt = v.get("timetable") or {}
     out(
-        f"开标会 session {v.get('session_id')}: {v.get('title', '')} (seq {res.get('seq')})",
+        f"开标会 session {v.get('session_id')}: {v.get('title', '')}",
         f"  状态 status: {STATUS_TEXT.get(v.get('status', ''), v.get('status'))}",
         f"  签到开始 sign-in opens: {show_time(tt.get('sign_in_opens'))}",
         f"  投标截止 deadline: {show_time(tt.get('deadline'))}",
@@ -406,4 +409,4 @@ async def do_status(client: HallClient, args: argparse.Namespace) -> int:
 
 async def do_sign_record(client: HallClient, args: argparse.Namespace) -> int:
     reply = await client.sign_record(_sid(args))
-    return _done(reply, "已签名开标记录 record signed (SHA-256 {record_sha256}, seq {seq})")
+    return _done(reply, "已签名开标记录 record signed (SHA-256 {record_sha256})")

@@ -17,7 +17,7 @@ import os
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,14 @@ MAX_MESSAGE = 2000
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(bytes_sent, total)``."""
+Params = Mapping[str, str] | Sequence[tuple[str, str]]
+"""Query parameters: a mapping, or pairs (a name may repeat)."""
+
+
+def after_params(after: Mapping[str, int] | None) -> list[tuple[str, str]]:
+    """``?after=<stream>:<n>`` for each stream of a cursor (docs/positions.md): the events after
+    it. None or empty: from the start."""
+    return [("after", f"{stream}:{int(n)}") for stream, n in (after or {}).items()]
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -388,7 +396,7 @@ class HallClient:
         path: str,
         *,
         json: Any = None,
-        params: dict[str, str] | None = None,
+        params: Params | None = None,
         body: Callable[[], AsyncIterator[bytes]] | None = None,
         headers: dict[str, str] | None = None,
         auth: bool = True,
@@ -429,7 +437,7 @@ class HallClient:
         path: str,
         json: Any = None,
         *,
-        params: dict[str, str] | None = None,
+        params: Params | None = None,
         auth: bool = True,
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
@@ -482,12 +490,17 @@ class HallClient:
         return list((await self.call("GET", "/api/sessions"))["sessions"])
 
     async def session(self, session_id: str) -> dict[str, Any]:
-        """``{"session_id", "view", "seq"}``: the session as this party may see it."""
+        """``{"session_id", "view", "pos"}``: the session as this party may see it, and the
+        party's stream heads when it was read (``pos``, docs/positions.md)."""
         return await self.call("GET", self.sid_path(session_id))
 
-    async def events(self, session_id: str, after: int = 0) -> list[dict[str, Any]]:
+    async def events(
+        self, session_id: str, after: Mapping[str, int] | None = None
+    ) -> list[dict[str, Any]]:
+        """The events this party may see after the cursor ``after`` (``stream -> n``; None:
+        all of them), in log order, each with its ``id`` and ``pos``."""
         out = await self.call(
-            "GET", self.sid_path(session_id, "events"), params={"after": str(after)}
+            "GET", self.sid_path(session_id, "events"), params=after_params(after)
         )
         return list(out["events"])
 
@@ -521,7 +534,7 @@ class HallClient:
         return await self.call("DELETE", self.sid_path(session_id, "bid"))
 
     async def receipt(self, session_id: str) -> dict[str, Any]:
-        """``{"receipt", "signature", "seq"}``: the last receipt of one's own bid."""
+        """``{"receipt", "signature", "pos"}``: the last receipt of one's own bid."""
         return await self.call("GET", self.sid_path(session_id, "receipt"))
 
     async def download_own(self, session_id: str, dest: str | Path) -> str:
@@ -555,8 +568,8 @@ class HallClient:
     async def rehearse(self, session_id: str, workdir: str | Path | None = None) -> dict[str, Any]:
         """解密演练: download one's stored bid, check it against the receipt and open it locally
         with the decryption key (into a temporary folder, deleted afterwards). Only the result
-        (passed, code, message) is sent to the server. Returns that result, the server's ``seq``
-        and, on success, the summary read back (kept local)."""
+        (passed, code, message) is sent to the server. Returns that result, the caller's positions
+        of the event it recorded (``pos``) and, on success, the summary read back (kept local)."""
         key, cert = self._creds().require_decrypt()
         receipt = (await self.receipt(session_id))["receipt"]
         if workdir is not None:
@@ -598,7 +611,7 @@ class HallClient:
             "message": message,
             "envelope_sha256": sha,
             "summary": summary,
-            "seq": out.get("seq"),
+            "pos": out.get("pos"),
         }
 
     async def decrypt(self, session_id: str, envelope: str | Path | None = None) -> dict[str, Any]:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from room_client.client import AgentError, HallClient
+from room_client.client import AgentError, HallClient, after_params
 from room_client.credentials import Credentials, utc_now
 from room_client.follower import HallFollower
 from schemas import api as S
@@ -71,8 +71,11 @@ class EvalClient(HallClient):
     async def evaluation(self, session_id: str) -> dict[str, Any]:
         return await self.call("GET", eval_path(session_id))
 
-    async def evaluation_events(self, session_id: str, after: int = 0) -> list[dict[str, Any]]:
-        out = await self.call("GET", eval_path(session_id, "events"), params={"after": str(after)})
+    async def evaluation_events(
+        self, session_id: str, after: Mapping[str, int] | None = None
+    ) -> list[dict[str, Any]]:
+        """The events this party may see after the cursor ``after`` (None: all of them)."""
+        out = await self.call("GET", eval_path(session_id, "events"), params=after_params(after))
         return list(out["events"])
 
     async def begin_draw(self, session_id: str) -> dict[str, Any]:
@@ -356,7 +359,7 @@ class ExpertDesk:
             self.notice(f"提交被拒绝 refused: {exc}")
             return None
         self.signed.append(draft)
-        self.notice(f"已签名并提交 signed and submitted: request {request} (seq {out.get('seq')})")
+        self.notice(f"已签名并提交 signed and submitted: request {request}")
         return out
 
     async def check(self) -> dict[str, Any] | None:

@@ -207,7 +207,7 @@ def describe(record: dict[str, Any], me: str | None = None) -> str:
     who = p.get("bidder") or ""
     own = me is not None and who == me
     name = "本单位 us" if own else str(who)
-    prefix = f"[{record.get('seq')}] {show_time(record.get('at'))} "
+    prefix = f"[{str(record.get('id') or '')[:8]}] {show_time(record.get('at'))} "
     reason = f"（原因 reason: {p.get('reason')}）" if p.get("reason") else ""
     template = _TEMPLATES.get(t)
     if template is None:

@@ -53,7 +53,8 @@ async def _run(args: argparse.Namespace) -> int:
 
         def show(event: dict[str, Any]) -> None:
             out(
-                f"  #{event['seq']} {event['type']} {json.dumps(event['payload'], ensure_ascii=False)[:160]}"
+                f"  [{str(event.get('id') or '')[:8]}] {event['type']} "
+                f"{json.dumps(event['payload'], ensure_ascii=False)[:160]}"
             )
 
         follower = HallFollower(client, sid, on_event=show)

@@ -36,6 +36,7 @@ from room_client.agent import (
     verify_receipt,
 )
 from schemas.canonical import canonical_json
+from tests.support.hall import Hall
 from tests.support.pki import CODE_A, Pki, write_pair
 
 SID = "JS-2026-0101/01/ab12cd34"
@@ -201,74 +202,138 @@ def test_progress_bar_without_a_terminal() -> None:
 # --- the follower's bookkeeping -------------------------------------------------------------------
 
 
-def rec(seq: int, type_: str = "x", **payload: Any) -> dict[str, Any]:
-    h = f"{seq:064x}"
-    prev = f"{seq - 1:064x}"
+B = f"bidder:{CODE_A}"
+
+
+def ev(
+    pos: dict[str, int], type_: str = "x", audience: tuple[str, ...] = ("all",), **payload: Any
+) -> dict[str, Any]:
+    """An event as the hall shows it to a viewer: an ``id`` (its chain hash) and ``pos``."""
+    digest = hashlib.sha256(json.dumps([pos, audience, type_], sort_keys=True).encode())
     return {
         "session_id": SID,
-        "seq": seq,
+        "id": digest.hexdigest(),
         "at": "2026-03-01T01:30:00.000000Z",
         "type": type_,
         "actor": "server:server",
-        "audience": ["all"],
+        "audience": list(audience),
         "payload": payload,
-        "prev_hash": prev,
-        "hash": h,
+        "pos": pos,
     }
 
 
-def follower(last_seq: int = 0) -> HallFollower:
-    return HallFollower(HallClient("http://127.0.0.1:9", None), SID, last_seq=last_seq)
+def rec(n: int, type_: str = "x", **payload: Any) -> dict[str, Any]:
+    """The ``n``-th public event."""
+    return ev({"all": n}, type_, **payload)
 
 
-async def test_follower_drops_duplicates_and_tracks_seq() -> None:
+def own(n: int, after_public: int, type_: str = "x", **payload: Any) -> dict[str, Any]:
+    """The bidder's own ``n``-th event (audience: the bidder alone), after ``after_public``
+    public ones."""
+    return ev({"all": after_public, B: n}, type_, (B,), **payload)
+
+
+def follower(last: dict[str, int] | None = None) -> HallFollower:
+    return HallFollower(HallClient("http://127.0.0.1:9", None), SID, last=last)
+
+
+def ids(records: list[dict[str, Any]]) -> list[str]:
+    return [r["id"] for r in records]
+
+
+def queued(f: HallFollower) -> list[dict[str, Any]]:
+    return [f.queue.get_nowait() for _ in range(f.queue.qsize())]
+
+
+async def test_follower_drops_duplicates_by_id_and_by_position() -> None:
     f = follower()
-    assert f.feed(rec(1)) and f.feed(rec(2))
-    assert not f.feed(rec(2))
-    assert f.duplicates == 1
-    assert (f.last_seq, f.resume_seq, f.gap) == (2, 2, False)
-    assert [f.queue.get_nowait()["seq"] for _ in range(f.queue.qsize())] == [1, 2]
+    assert f.feed(rec(1)) == [rec(1)] and f.feed(rec(2))
+    assert not f.feed(rec(2))  # the same id again
+    assert not f.feed({**rec(2), "id": "e" * 64})  # another id, but no position moves
+    assert f.duplicates == 2
+    assert (f.cursor, f.gap, f.held) == ({"all": 2}, False, [])
+    assert ids(queued(f)) == ids([rec(1), rec(2)])
+    assert set(f.by_id) == set(ids([rec(1), rec(2)]))
+    assert not f.feed({"seq": 3, "type": "x"})  # the old wire form is not an event
+    assert not f.feed({**rec(3), "pos": {"all": "3"}}) and f.cursor == {"all": 2}
 
 
 async def test_follower_gap_detection_and_replay_cover() -> None:
     f = follower()
     f.feed(rec(1))
     f.feed(rec(2))
-    assert f.feed(rec(5))
-    assert f.gap and f.missing() == [3, 4]
-    assert (f.last_seq, f.resume_seq) == (5, 2)
-    f.feed(rec(3))  # a late arrival fills part of the gap
-    assert f.missing() == [4] and f.resume_seq == 3
-    f.mark_replayed(5)  # the server replayed everything visible up to 5: 4 is not for us
-    assert not f.gap and f.resume_seq == 5
-    assert not f.feed(rec(4))  # below the covered point: nothing new
-    assert f.feed(rec(6)) and f.resume_seq == 6
+    assert not f.feed(rec(5))  # held behind the gap
+    assert f.gap and f.missing() == {"all": [3, 4]}
+    assert f.cursor == {"all": 2} and ids(f.held) == ids([rec(5)])
+    assert f.feed(rec(3)) == [rec(3)]  # a late arrival fills part of the gap
+    assert f.missing() == {"all": [4]} and f.cursor == {"all": 3}
+    # The server replayed everything up to 5 for this viewer: 4 is not missing after all.
+    assert f.mark_replayed({"all": 5}) == [rec(5)]
+    assert not f.gap and f.cursor == {"all": 5} and not f.held
+    assert not f.feed(rec(4))  # at or below the cursor: nothing new
+    assert f.feed(rec(6)) and f.cursor == {"all": 6}
+    assert ids(f.ordered()) == ids([rec(1), rec(2), rec(3), rec(5), rec(6)])
 
 
 async def test_follower_out_of_order_and_starting_point() -> None:
-    f = follower(last_seq=10)
+    f = follower(last={"all": 10})
     assert not f.feed(rec(9))
-    assert f.feed(rec(12)) and f.gap and f.missing() == [11]
-    assert f.feed(rec(11)) and not f.gap and f.resume_seq == 12
-    assert [r["seq"] for r in f.ordered()] == [11, 12]
+    assert not f.feed(rec(12)) and f.gap and f.missing() == {"all": [11]}
+    assert ids(f.feed(rec(11))) == ids([rec(11), rec(12)])  # 11, then the held 12
+    assert not f.gap and f.cursor == {"all": 12}
+    assert ids(f.ordered()) == ids([rec(11), rec(12)])
 
 
-async def test_follower_notices_a_broken_chain() -> None:
+async def test_follower_follows_its_own_stream_and_places_it_among_the_public_one() -> None:
     f = follower()
     f.feed(rec(1))
-    bad = {**rec(2), "prev_hash": "f" * 64}
-    f.feed(bad)
-    assert f.chain_breaks == [2]
-    f.feed(rec(4))
-    f.feed(rec(3))  # fits both neighbours
-    assert f.chain_breaks == [2]
+    assert f.feed(own(1, 1, "bid_uploaded"))
+    assert f.cursor == {"all": 1, B: 1}
+    # Its own second event skips one of its own: a gap in its stream.
+    assert not f.feed(own(3, 1)) and f.missing() == {B: [2]}
+    assert ids(f.feed(own(2, 1))) == ids([own(2, 1), own(3, 1)])
+    # An own event after three public ones when only one was received: two public are missing.
+    assert not f.feed(own(4, 3)) and f.missing() == {"all": [2, 3]}
+    assert not f.feed(rec(3)) and f.missing() == {"all": [2]}
+    assert ids(f.feed(rec(2))) == ids([rec(2), rec(3), own(4, 3)])
+    assert f.cursor == {"all": 3, B: 4} and not f.held
+    order = [rec(1), own(1, 1, "bid_uploaded"), own(2, 1), own(3, 1), rec(2), rec(3), own(4, 3)]
+    assert ids(f.ordered()) == ids(order)
+
+
+async def test_follower_keeps_the_log_order_when_a_hidden_stream_comes_late() -> None:
+    # A staff member's host-only event after public 1 arrives after public 2: nothing told of
+    # it (its stream's next number is simply next), it is taken, and placed before public 2.
+    host_only = ev({"all": 1, "host": 1}, "party_joined", ("host",))
+    f = follower()
+    f.feed(rec(1))
+    f.feed(rec(2))
+    assert f.feed(host_only) == [host_only]
+    assert ids(f.ordered()) == ids([rec(1), host_only, rec(2)])
+    assert ids(queued(f)) == ids([rec(1), rec(2), host_only])  # the order they were taken
+
+
+async def test_follower_merges_live_events_after_the_replay() -> None:
+    # Reconnecting after own event 1 and public event 2: while the server replays, a live
+    # event (own 4) and a live copy of a replayed one (own 3) come before the replay's own.
+    f = follower(last={"all": 2, B: 1})
+    f.client.token = "t"
+    f.client.token_expires_at = datetime.now(UTC) + timedelta(minutes=10)
+    assert (await f._auth())["last"] == {"all": 2, B: 1} and f._replay_pending
+    for record in (own(4, 3), own(3, 3), own(2, 2), rec(3), own(3, 3), rec(4)):
+        assert not f.feed(record)  # nothing is taken before the replay is done
+    assert f.duplicates == 1
+    merged = f.mark_replayed({"all": 3, B: 3})
+    assert ids(merged) == ids([own(2, 2), rec(3), own(3, 3), own(4, 3), rec(4)])
+    assert ids(queued(f)) == ids(merged) == ids(f.ordered())
+    assert f.cursor == {"all": 4, B: 4} and not f.held and f.duplicates == 1
 
 
 async def test_follower_wait_for() -> None:
     f = follower()
     f.feed(rec(1, "session_sealed"))
     got = await f.wait_for(lambda r: r["type"] == "session_sealed", timeout=1)
-    assert got["seq"] == 1
+    assert got["pos"] == {"all": 1}
     import asyncio
 
     waiting = asyncio.ensure_future(f.wait_for(lambda r: r["type"] == "opening_started", 5))
@@ -276,19 +341,25 @@ async def test_follower_wait_for() -> None:
     f.feed(rec(2, "bids_counted"))
     assert not waiting.done()
     f.feed(rec(3, "opening_started"))
-    assert (await waiting)["seq"] == 3
+    assert (await waiting)["pos"] == {"all": 3}
     with pytest.raises(AgentError) as info:
         await f.wait_for(lambda r: r["type"] == "never", timeout=0.01)
     assert info.value.code == "WAIT_TIMEOUT"
 
 
-async def test_follower_auth_resumes_from_the_contiguous_seq() -> None:
+async def test_follower_auth_resumes_from_the_cursor() -> None:
     f = follower()
     f.client.token = "t"
     f.client.token_expires_at = datetime.now(UTC) + timedelta(minutes=10)
     f.feed(rec(1))
-    f.feed(rec(4))
-    assert await f._auth() == {"token": "t", "session_id": SID, "last_seq": 1, "batch": True}
+    f.feed(own(1, 1))
+    f.feed(rec(4))  # held: 2 and 3 are missing
+    assert await f._auth() == {
+        "token": "t",
+        "session_id": SID,
+        "last": {"all": 1, B: 1},
+        "batch": True,
+    }
 
 
 async def test_follower_replay_may_finish_before_the_connect_handler() -> None:
@@ -300,10 +371,109 @@ async def test_follower_replay_may_finish_before_the_connect_handler() -> None:
     await f._auth()
     assert f._replay_pending
     await f._on_event(rec(1))
-    await f._on_replayed({"seq": 3})
+    await f._on_replayed({"pos": {"all": 3}})
     await f._on_connect()
-    assert not f._replay_pending and f.resume_seq == 3 and f.connections == 1
+    assert not f._replay_pending and f.cursor == {"all": 3} and f.connections == 1
+    assert ids(f.ordered()) == ids([rec(1)])
     await f.close()
+
+
+async def test_follower_asks_for_one_replay_after_its_cursor() -> None:
+    import asyncio
+
+    f = follower()
+    asked: list[Any] = []
+
+    async def emit(name: str, data: Any, namespace: str, callback: Any = None) -> None:
+        asked.append((name, data, namespace))
+
+    f.sio.emit = emit  # type: ignore[method-assign]
+    f.sio.connected = True
+    taken: list[str] = []
+    f.on_event = lambda r: taken.append(r["id"])
+    await f._on_events([rec(1), own(1, 1)])
+    await f._on_event(own(3, 1))  # own 2 is missing
+    await asyncio.sleep(0)
+    assert asked == [("replay", {"after": {"all": 1, B: 1}}, "/hall")]
+    await f._on_event(rec(2))  # arrives during the replay: held until it is done
+    await asyncio.sleep(0)
+    assert len(asked) == 1 and taken == ids([rec(1), own(1, 1)])
+    await f._on_event(own(2, 1))  # the replay's
+    await f._on_replayed({"pos": {"all": 1, B: 3}})
+    assert taken == ids([rec(1), own(1, 1), own(2, 1), own(3, 1), rec(2)])
+    assert f.cursor == {"all": 2, B: 3} and not f.gap
+    # A replay that leaves a gap as it was is not asked for again until something comes.
+    await f._on_event(rec(4))
+    await asyncio.sleep(0)
+    assert len(asked) == 2 and asked[-1][1] == {"after": {"all": 2, B: 3}}
+    await f._on_replayed({"pos": {"all": 2, B: 3}})
+    await asyncio.sleep(0)
+    assert len(asked) == 2 and f.gap
+    await f._on_event(rec(5))
+    await asyncio.sleep(0)
+    assert len(asked) == 3
+    f.sio.connected = False
+    await f.close()
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+async def test_a_bidders_positions_do_not_move_when_another_bidder_uploads(
+    hall: Hall, tmp_path: Path
+) -> None:
+    """Rule 4 through the agent, against a real hall (in process): before the deadline another
+    bidder's uploads leave every number bidder a is shown where it was (the follower's cursor,
+    the session view's ``pos``, the next public event's number), and the host's as well; a's
+    own upload moves a's own stream by one. The follower ends with exactly what the REST route
+    lists for a, in the same order, and never a ``seq``."""
+    sid = await hall.create_session()
+    await hall.at(hall.t0 + timedelta(minutes=10))  # sign-in is open, the deadline an hour off
+    a, b, host = hall.parties["a"], hall.parties["b"], hall.parties["host"]
+    mine = f"bidder:{a.code}"
+    await hall.login(a)
+    client = HallClient(hall.url, None)
+    client.token = a.token
+    client.token_expires_at = datetime.now(UTC) + timedelta(hours=1)
+    follower = HallFollower(client, sid, reconnection=False)
+
+    def heads(pos: dict[str, int]) -> dict[str, int]:
+        return {t: n for t, n in pos.items() if n}
+
+    async def host_heads() -> dict[str, int]:
+        return heads((await hall.request("GET", f"/api/sessions/{sid}", host))["pos"])
+
+    try:
+        await follower.connect(timeout=10)
+        before = dict(follower.cursor)
+        assert before["all"] >= 1 and set(before) <= {"all", mine}, before
+        view = heads((await client.session(sid))["pos"])
+        assert view == before
+        staff = await host_heads()
+        for i in range(3):
+            await hall.upload(sid, b, hall.seal(tmp_path, b, name=f"b{i}"))
+        assert heads((await client.session(sid))["pos"]) == view
+        assert await host_heads() == staff, "the host could count bids"
+        assert await client.events(sid, follower.cursor) == []
+        assert follower.cursor == before
+
+        await hall.request(
+            "POST", f"/api/sessions/{sid}/extend", host, {"minutes": 1, "reason": "顺延"}
+        )
+        extended = await follower.wait_for(lambda e: e["type"] == "window_extended", 5)
+        assert extended["pos"] == {"all": before["all"] + 1}
+        await hall.upload(sid, a, hall.seal(tmp_path, a, name="a"))
+        uploaded = await follower.wait_for(lambda e: e["type"] == "bid_uploaded", 5)
+        assert uploaded["pos"] == {"all": before["all"] + 1, mine: before.get(mine, 0) + 1}
+        assert follower.cursor == {"all": before["all"] + 1, mine: before.get(mine, 0) + 1}
+        assert heads((await client.session(sid))["pos"]) == follower.cursor
+        assert await host_heads() == {**staff, "all": staff["all"] + 1}
+
+        seen = follower.ordered()
+        assert seen == await client.events(sid)
+        assert not [e for e in seen if b.code in json.dumps(e["payload"])]
+        assert not [e for e in seen if {"seq", "prev_hash", "hash"} & set(e)]
+    finally:
+        await follower.close()
+        await client.close()
 
 
 async def test_follower_countdown_uses_the_offset() -> None:
@@ -333,6 +503,7 @@ class Stub:
         self.upload_length: int | None = None
         self.stored = b"sealed bid bytes" * 1000
         self.lie_about_digest = False
+        self.after: list[list[str]] = []
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * CHUNK)
@@ -340,6 +511,7 @@ class Stub:
         r.add_post("/api/auth/challenge", self.challenge)
         r.add_post("/api/auth/login", self.login)
         r.add_get("/api/sessions/{sid}", self.session)
+        r.add_get("/api/sessions/{sid}/events", self.events)
         r.add_post("/api/sessions/{sid}/sign-in", self.refuse)
         r.add_put("/api/sessions/{sid}/bid", self.upload)
         r.add_get("/api/sessions/{sid}/bid", self.download)
@@ -388,7 +560,15 @@ class Stub:
         if (refused := self._authorised(request)) is not None:
             return refused
         sid = request.match_info["sid"]
-        return web.json_response({"session_id": sid, "view": {"status": "sign_in"}, "seq": 3})
+        return web.json_response(
+            {"session_id": sid, "view": {"status": "sign_in"}, "pos": {"all": 3}}
+        )
+
+    async def events(self, request: web.Request) -> web.Response:
+        if (refused := self._authorised(request)) is not None:
+            return refused
+        self.after.append(request.query.getall("after", []))
+        return web.json_response({"events": [rec(1)]})
 
     async def refuse(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -402,7 +582,7 @@ class Stub:
         self.upload_length = request.content_length
         self.uploaded = await request.read()
         return web.json_response(
-            {"receipt": {"size": len(self.uploaded)}, "signature": "", "seq": 4}
+            {"receipt": {"size": len(self.uploaded)}, "signature": "", "pos": {"all": 3, B: 1}}
         )
 
     async def download(self, request: web.Request) -> web.Response:
@@ -427,8 +607,15 @@ async def test_client_logs_in_and_again_on_401(stub_client: Any) -> None:
     assert out["session_id"] == SID  # the encoded slashes arrive decoded
     assert (stub.logins, client.role, client.party_id) == (1, "bidder", CODE_A)
     stub.expire_next = True
-    assert (await client.session(SID))["seq"] == 3
+    assert (await client.session(SID))["pos"] == {"all": 3}
     assert stub.logins == 2 and client.token == "tok2"
+
+
+async def test_client_asks_for_events_after_a_cursor(stub_client: Any) -> None:
+    stub, client = stub_client
+    assert await client.events(SID) == [rec(1)]
+    assert await client.events(SID, {"all": 3, B: 2}) == [rec(1)]
+    assert stub.after == [[], ["all:3", f"{B}:2"]]
 
 
 async def test_client_raises_the_servers_error(stub_client: Any) -> None:
@@ -559,8 +746,10 @@ def test_describe_and_formatting() -> None:
             }
         ],
     }
-    text = bidder_cli.describe(rec(7, "table_published", table=table), CODE_A)
+    published = rec(7, "table_published", table=table)
+    text = bidder_cli.describe(published, CODE_A)
     assert "开标记录表已公布" in text and "128,000,000.00 元" in text
+    assert text.startswith(f"[{published['id'][:8]}] 2026-03-01 09:30:00 ")  # no count shown
     assert "本单位" in bidder_cli.describe(rec(8, "bid_decrypted", bidder=CODE_A), CODE_A)
     assert bidder_cli.show_time("2026-03-01T01:30:00.000000Z") == "2026-03-01 09:30:00 北京时间"
     assert bidder_cli.show_span(timedelta(days=1, seconds=3723)) == "1天 days 01:02:03"

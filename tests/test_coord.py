@@ -464,7 +464,7 @@ class Watcher:
             client.url,
             namespaces=["/hall"],
             transports=["websocket"],
-            auth={"token": p.token, "session_id": sid, "last_seq": 0},
+            auth={"token": p.token, "session_id": sid},  # no cursor: everything it may see
             wait_timeout=5,
         )
         await asyncio.wait_for(replayed.wait(), 5)

@@ -1,7 +1,8 @@
 """Crash recovery (DESIGN.md sections 4 and 5).
 
 Kill the server process (SIGKILL) while decrypting, restart it: every event, receipt and
-decrypted bid is still there, no ``seq`` gap, and the window closes at its instant extended by
+decrypted bid is still there, no gap in the log (nor in any party's numbering of what it may
+see, docs/positions.md), and the window closes at its instant extended by
 the outage, which is recorded as the platform's (rule 8, downtime fairness): a bid not decrypted
 is withdrawn (撤回), never revoked.
 
@@ -37,12 +38,16 @@ from tests.support.hall import ApiError
 from tests.support.pki import CODE_A, CODE_B, Pki
 from tests.support.servers import (
     Client,
+    Seen,
     ServerProcess,
-    check_chain,
+    as_stored,
+    check_log,
+    check_shown,
     free_port,
     prepare_site,
     register,
     seal,
+    union,
     until,
 )
 
@@ -134,8 +139,8 @@ async def test_sigkill_while_decrypting_loses_nothing(site: Site) -> None:
 
     await until(lambda: status_is("sealed"), "the deadline to seal the lot", seconds=30)
 
-    supervisor_got: dict[int, dict[str, Any]] = {}
-    await client.hall_socket(sid, "supervisor", 0, supervisor_got)
+    supervisor_got = Seen()
+    await client.hall_socket(sid, "supervisor", None, supervisor_got)
 
     async def supervisor_present() -> bool:
         return bool((await client.view(sid, "host"))["view"]["supervisors_present"])
@@ -150,9 +155,7 @@ async def test_sigkill_while_decrypting_loses_nothing(site: Site) -> None:
     out = await client.submit_key(sid, "a", envelopes["a"])
     assert out["ok"] is True, out
 
-    before = await client.full_log(sid)
-    host_before = await client.events(sid, "host")
-    check_chain(before)
+    before = await client.views(sid)  # each party's list checked: numbered without a hole
 
     clock_before, real_before = await client.now(), time.monotonic()
 
@@ -182,11 +185,10 @@ async def test_sigkill_while_decrypting_loses_nothing(site: Site) -> None:
     assert abs(drift) < CLOCK_SLACK, f"the server clock jumped by {drift} across the restart"
 
     # --- after the restart: nothing lost, nothing changed, no gap -------------------------
-    after_restart = await client.full_log(sid)
-    check_chain(after_restart)
-    assert after_restart[: len(before)] == before, "an event changed or vanished"
-    host_now = await client.events(sid, "host")
-    assert host_now[: len(host_before)] == host_before
+    views_after_restart = await client.views(sid)
+    for who, seen in before.items():
+        assert views_after_restart[who][: len(seen)] == seen, f"{who}: an event changed or vanished"
+    after_restart = union(views_after_restart)
 
     for k, r in receipts.items():
         signed = verify_document(b64decode(r["signature"]), canonical_json(r["receipt"]))
@@ -196,10 +198,10 @@ async def test_sigkill_while_decrypting_loses_nothing(site: Site) -> None:
         )
         assert r["receipt"]["bidder"] == p[k].code
         stored = await client.request("GET", f"/api/sessions/{sid}/receipt", p[k])
-        assert (stored["receipt"], stored["signature"], stored["seq"]) == (
+        assert (stored["receipt"], stored["signature"], stored["pos"]) == (
             r["receipt"],
             r["signature"],
-            r["seq"],
+            r["pos"],
         )
 
     statuses = {b["bidder"]: b["status"] for b in (await client.view(sid, "host"))["view"]["bids"]}
@@ -227,8 +229,7 @@ async def test_sigkill_while_decrypting_loses_nothing(site: Site) -> None:
         f"client saw {type(answer).__name__}; restart took {restart_seconds:.2f} s"
     )
 
-    supervisor_seen = max(supervisor_got)
-    await client.hall_socket(sid, "supervisor", supervisor_seen, supervisor_got)
+    await client.hall_socket(sid, "supervisor", dict(supervisor_got.cursor), supervisor_got)
 
     # --- rule 8, downtime fairness: the outage is the platform's and extends the window ------
     killed_clock = clock_before + timedelta(seconds=(killed_at - real_before) * FACTOR)
@@ -268,9 +269,10 @@ async def test_sigkill_while_decrypting_loses_nothing(site: Site) -> None:
 
     await until(lambda: status_is("announcing"), "the scheduler to close the window", seconds=3)
 
-    log = await client.full_log(sid)
-    check_chain(log)
-    assert log[: len(after_restart)] == after_restart
+    views = await client.views(sid)
+    for who, seen in views_after_restart.items():
+        assert views[who][: len(seen)] == seen, f"{who}: an event changed or vanished"
+    log = union(views)
     closed = [e for e in log if e["type"] == "decryption_closed"]
     tables = [e for e in log if e["type"] == "table_published"]
     assert len(closed) == 1 and len(tables) == 1, "the window closed or the table published twice"
@@ -283,7 +285,8 @@ async def test_sigkill_while_decrypting_loses_nothing(site: Site) -> None:
     assert not [e for e in log if e["type"] == "bid_revoked"]
 
     view_out = await client.view(sid, "host")
-    assert view_out["seq"] == len(log), "the session's version is not the log's head"
+    host_heads = {t: n for t, n in view_out["pos"].items() if n}
+    assert host_heads == Seen.of(views["host"]).cursor, "the view is not at the log's head"
     statuses = {b["bidder"]: b["status"] for b in view_out["view"]["bids"]}
     assert statuses == {
         p["a"].code: "decrypted",
@@ -301,10 +304,13 @@ async def test_sigkill_while_decrypting_loses_nothing(site: Site) -> None:
     supervisor_log = await client.events(sid, "supervisor")
 
     async def socket_caught_up() -> bool:
-        return max(supervisor_got) >= supervisor_log[-1]["seq"]
+        return supervisor_log[-1]["id"] in supervisor_got.by_id
 
     await until(socket_caught_up, "the supervisor's socket to catch up", seconds=3)
-    got = [supervisor_got[s] for s in sorted(supervisor_got)]
+    supervisor_got.check("the supervisor's socket")
+    # Each connection sends its events once, and the second resumed after the first's cursor.
+    assert supervisor_got.duplicates == 0, "the supervisor's socket got an event twice"
+    got = supervisor_got.events
     assert got[: len(supervisor_log)] == supervisor_log
     assert all(e["type"] == "signal" for e in got[len(supervisor_log) :])  # the server's own, later
 
@@ -313,14 +319,17 @@ async def test_sigkill_while_decrypting_loses_nothing(site: Site) -> None:
     server.kill()
     store = await open_store(site.database_url, site.data)
     try:
-        stored = [e.model_dump() for e in await store.events_after(sid, 0)]
+        stored = [as_stored(e) for e in await store.events_after(sid, 0)]
         row = await store.load_session(sid)
     finally:
         await store.close()
+    check_log(stored)  # no seq gap, every link hashes, every stream numbered without a hole
     # The server's own work after the table (supervisor-only warnings, RaiseSignals) may commit
-    # after the test read the log; nothing else may follow it.
-    assert stored[: len(log)] == log
-    assert all(
-        e["type"] == "signal" and e["actor"].startswith("server:") for e in stored[len(log) :]
+    # after the test read the lists; nothing else may follow them.
+    check_shown(
+        stored,
+        client.parties,
+        views,
+        later=lambda e: e["type"] == "signal" and e["actor"].startswith("server:"),
     )
     assert row is not None and row.version == len(stored) and row.status == "announcing"

@@ -19,11 +19,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -33,8 +34,11 @@ from cryptography.hazmat.primitives import serialization
 from crypto import ca
 from crypto.attest import b64encode
 from crypto.bid import unwrap
+from schemas.events import EventRecord
 from schemas.time import iso, parse_iso
 from server.audit.chain import GENESIS, event_hash
+from server.domain.opening_model import viewer_tags
+from server.store import open_store
 from tests.support.hall import (
     ApiError,
     Party,
@@ -122,7 +126,128 @@ class ServerProcess:
         return self.log.read_text("utf-8", "replace")[-4000:] if self.log.exists() else ""
 
 
+# --- what a viewer is shown (docs/positions.md) ----------------------------------------------
+
+
+ALL = "all"
+WIRE_FIELDS = {"session_id", "id", "at", "type", "actor", "audience", "payload", "pos"}
+"""The fields of an event as a viewer receives it: never ``seq``, ``prev_hash`` or ``hash``."""
+
+
+def tags_of(parties: dict[str, Party], who: str) -> frozenset[str]:
+    """The audience tags (streams, besides ``all``) of one of the standard parties."""
+    if who in ("host", "supervisor", "centre"):
+        return viewer_tags(who, "")
+    code = parties[who].code
+    assert code is not None, who
+    return viewer_tags("bidder", code)
+
+
+def visible(record: dict[str, Any], tags: frozenset[str]) -> bool:
+    return ALL in record["audience"] or not tags.isdisjoint(record["audience"])
+
+
+def shown(record: dict[str, Any], tags: frozenset[str]) -> dict[str, Any]:
+    """A stored record as a viewer with ``tags`` is shown it (docs/positions.md): its hash as
+    ``id``, its positions in the viewer's own streams and ``all``, no ``seq``."""
+    return {
+        "session_id": record["session_id"],
+        "id": record["hash"],
+        "at": record["at"],
+        "type": record["type"],
+        "actor": record["actor"],
+        "audience": record["audience"],
+        "payload": record["payload"],
+        "pos": {t: n for t, n in record["pos"].items() if t == ALL or t in tags},
+    }
+
+
+def _members(e: dict[str, Any]) -> list[str]:
+    return [t for t in e["pos"] if t != ALL] + ([ALL] if ALL in e["audience"] else [])
+
+
+@dataclass
+class Seen:
+    """What one viewer was sent over the hall (over any number of connections), taken in
+    arrival order and checked by the cursor rule of docs/positions.md. A repeat of an ``id``
+    must be identical and is dropped, counted in ``duplicates`` (a connection sends each event
+    once; one may come again after a reconnect from an older cursor); an event that skips
+    ahead of the cursor (``gaps``: something before it was not sent first) or that takes
+    numbers already used by another event (``reused``) is a fault of the server, as is one
+    with other fields than ``WIRE_FIELDS`` or an ``id`` repeated with other content
+    (``wrong``). Faults are noted, not raised (a socket.io handler would swallow the
+    exception): ``check`` raises them."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cursor: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    reused: list[dict[str, Any]] = field(default_factory=list)
+    wrong: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, events: list[dict[str, Any]]) -> Seen:
+        seen = cls()
+        for e in events:
+            seen.take(e)
+        return seen
+
+    def take(self, e: dict[str, Any]) -> None:
+        if not isinstance(e, dict) or set(e) != WIRE_FIELDS:
+            self.wrong.append(e)
+            return
+        old = self.by_id.get(e["id"])
+        if old is not None:
+            if old != e:
+                self.wrong.append(e)
+            self.duplicates += 1
+            return
+        pos, members = e["pos"], _members(e)
+        if members and all(pos[t] <= self.cursor.get(t, 0) for t in members):
+            self.reused.append(e)
+        elif any(pos[t] > self.cursor.get(t, 0) + 1 for t in members) or (
+            ALL not in e["audience"] and pos.get(ALL, 0) > self.cursor.get(ALL, 0)
+        ):
+            self.gaps.append(e)
+        for t in members:
+            self.cursor[t] = max(self.cursor.get(t, 0), pos[t])
+        self.events.append(e)
+        self.by_id[e["id"]] = e
+
+    def check(self, who: str) -> None:
+        assert not self.wrong, f"{who} was sent malformed or changed events: {self.wrong}"
+        assert not self.gaps, f"{who} was sent events before what precedes them: {self.gaps}"
+        assert not self.reused, f"{who} was sent events with numbers already used: {self.reused}"
+
+    @property
+    def ids(self) -> list[str]:
+        return [e["id"] for e in self.events]
+
+
+def checked(events: list[dict[str, Any]], who: str) -> list[dict[str, Any]]:
+    """A viewer's list of events (a REST answer): each once, in order, every stream it follows
+    numbered 1, 2, 3, ... without a hole (nothing it may see is left out)."""
+    seen = Seen.of(events)
+    seen.check(who)
+    assert seen.duplicates == 0, f"{who}'s events list one twice"
+    return events
+
+
+def union(views: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every event some viewer is shown, once (by ``id``): for looking events up by type. No
+    order across viewers: that would need the log's ``seq``, which no viewer gets."""
+    out: dict[str, dict[str, Any]] = {}
+    for events in views.values():
+        for e in events:
+            out.setdefault(e["id"], e)
+    return list(out.values())
+
+
 # --- a client of the real API ----------------------------------------------------------------
+
+
+VIEWERS = ("host", "supervisor", "a", "b", "c")
 
 
 @dataclass
@@ -147,20 +272,19 @@ class Client(SignsIn):
     async def view(self, sid: str, who: str) -> dict[str, Any]:
         return dict(await self.request("GET", f"/api/sessions/{sid}", self.parties[who]))
 
-    async def events(self, sid: str, who: str) -> list[dict[str, Any]]:
-        out = await self.request("GET", f"/api/sessions/{sid}/events", self.parties[who])
-        return list(out["events"])
+    async def events(
+        self, sid: str, who: str, after: Mapping[str, int] | None = None
+    ) -> list[dict[str, Any]]:
+        """What ``who`` may see (after the cursor ``after``), checked: from the start, each
+        stream it follows is numbered without a hole."""
+        query = "&".join(f"after={quote(t, safe='')}:{n}" for t, n in (after or {}).items())
+        path = f"/api/sessions/{sid}/events" + (f"?{query}" if query else "")
+        out = list((await self.request("GET", path, self.parties[who]))["events"])
+        return checked(out, who) if not after else out
 
-    async def full_log(self, sid: str) -> list[dict[str, Any]]:
-        """Every event, as the union of what all audiences see (no one party sees them all)."""
-        by_seq: dict[int, dict[str, Any]] = {}
-        for who in ("host", "supervisor", "a", "b", "c"):
-            seen = await self.events(sid, who)
-            seqs = [e["seq"] for e in seen]
-            assert seqs == sorted(set(seqs)), f"{who}'s events are out of order or repeated"
-            for e in seen:
-                assert by_seq.setdefault(e["seq"], e) == e, f"seq {e['seq']} differs by viewer"
-        return [by_seq[s] for s in sorted(by_seq)]
+    async def views(self, sid: str) -> dict[str, list[dict[str, Any]]]:
+        """What each of the standard parties may see of the session, each list checked."""
+        return {who: await self.events(sid, who) for who in VIEWERS}
 
     async def submit_key(self, sid: str, who: str, envelope: Path) -> dict[str, Any]:
         p = self.parties[who]
@@ -171,26 +295,36 @@ class Client(SignsIn):
         )
 
     async def hall_socket(
-        self, sid: str, who: str, last_seq: int, got: dict[int, dict[str, Any]]
+        self,
+        sid: str,
+        who: str,
+        last: Mapping[str, int] | int | None,
+        got: Seen | dict[str, dict[str, Any]],
     ) -> socketio.AsyncClient:
-        """A socket.io client in the hall that keeps each event in ``got`` by seq; waits until the
-        server says the replay is done."""
+        """A socket.io client in the hall that keeps each event in ``got``: a ``Seen`` (checked
+        by the cursor rule) or a dict by ``id`` (a repeat must be identical); waits until the
+        server says the replay is done. ``last``: the cursor to resume from (0 or None: from
+        the start)."""
 
         async def on_event(data: dict[str, Any]) -> None:
-            old = got.setdefault(data["seq"], data)
-            assert old == data, f"seq {data['seq']} arrived twice with different content"
+            if isinstance(got, Seen):
+                got.take(data)
+                return
+            old = got.setdefault(data["id"], data)
+            assert old == data, f"event {data['id']} arrived twice with different content"
 
-        return await self.follow(sid, who, last_seq, on_event)
+        assert isinstance(last, Mapping) or not last, "a cursor is stream -> n"
+        return await self.follow(sid, who, last or None, on_event)
 
     async def follow(
         self,
         sid: str,
         who: str,
-        last_seq: int,
+        last: Mapping[str, int] | None,
         on_event: Callable[[dict[str, Any]], Awaitable[None]],
     ) -> socketio.AsyncClient:
         """A socket.io client in the hall that hands each event to ``on_event``; waits until the
-        server says the replay is done."""
+        server says the replay is done. ``last``: the cursor to resume from (None: all)."""
         p = self.parties[who]
         if p.token is None:
             await self.login(p)
@@ -202,11 +336,14 @@ class Client(SignsIn):
 
         sio.on("event", on_event, namespace="/hall")
         sio.on("replayed", on_replayed, namespace="/hall")
+        auth: dict[str, Any] = {"token": p.token, "session_id": sid}
+        if last is not None:
+            auth["last"] = dict(last)
         await sio.connect(
             self.url,
             namespaces=["/hall"],
             transports=["websocket"],
-            auth={"token": p.token, "session_id": sid, "last_seq": last_seq},
+            auth=auth,
             wait_timeout=5,
         )
         await asyncio.wait_for(replayed.wait(), 5)
@@ -246,6 +383,13 @@ class SiteData:
     env: dict[str, str]
     db_args: list[str]
     server_cert_pem: bytes
+
+    @property
+    def database_url(self) -> str | None:
+        return self.db_args[1] if self.db_args else None
+
+    async def stored_log(self, sid: str) -> list[dict[str, Any]]:
+        return await stored_log(self.database_url, self.data, sid)
 
     def serve_argv(self, port: int, *extra: str) -> list[str]:
         return [
@@ -312,6 +456,54 @@ def seal(tmp: Path, bidder: Party, name: str, document_bytes: int, price_fen: in
     )
 
 
+async def stored_log(database_url: str | None, data: Path, sid: str) -> list[dict[str, Any]]:
+    """The session's log as the store holds it (``seq``, hashes, every stream's numbers), read
+    directly: what no viewer is shown whole."""
+    store = await open_store(database_url, data)
+    try:
+        return [as_stored(r) for r in await store.events_after(sid, 0)]
+    finally:
+        await store.close()
+
+
+def as_stored(record: EventRecord) -> dict[str, Any]:
+    """A record of the store as a dict: its hashed fields, hashes and positions."""
+    return {**record.model_dump(mode="json"), "pos": dict(record.pos)}
+
+
+def check_log(log: list[dict[str, Any]]) -> None:
+    """The stored log: a chain without a gap (``check_chain``), and each event numbered in the
+    stream of every tag of its audience, 1, 2, 3, ... in log order, and under ``all`` with its
+    number among the public events (or, not public, how many came before it)."""
+    check_chain(log)
+    heads: dict[str, int] = {}
+    for e in log:
+        expected: dict[str, int] = {}
+        for tag in dict.fromkeys(e["audience"]):
+            heads[tag] = heads.get(tag, 0) + 1
+            expected[tag] = heads[tag]
+        expected.setdefault(ALL, heads.get(ALL, 0))
+        assert e["pos"] == expected, f"seq {e['seq']} is numbered {e['pos']}, not {expected}"
+
+
+def check_shown(
+    log: list[dict[str, Any]],
+    parties: dict[str, Party],
+    views: dict[str, list[dict[str, Any]]],
+    *,
+    later: Callable[[dict[str, Any]], bool] = lambda e: False,
+) -> None:
+    """Each viewer's list (``views``) is the stored ``log``'s events it may see, as it is to be
+    shown them, in log order: all of them, but for ones committed after the list was read,
+    which ``later`` must allow."""
+    for who, seen in views.items():
+        tags = tags_of(parties, who)
+        expected = [shown(e, tags) for e in log if visible(e, tags)]
+        assert seen == expected[: len(seen)], f"{who} was not shown the log as stored"
+        rest = expected[len(seen) :]
+        assert all(later(e) for e in rest), f"{who} was not shown {rest}"
+
+
 def check_chain(log: list[dict[str, Any]]) -> None:
     """seq 1..n, no gap, no duplicate, every link hashes to the next (from GENESIS)."""
     assert [e["seq"] for e in log] == list(range(1, len(log) + 1)), "a seq gap or duplicate"
@@ -360,7 +552,7 @@ async def to_opening(
         return (await client.view(sid, "host"))["view"]["status"] == "sealed"
 
     await until(sealed, "the deadline to seal the lot", seconds=deadline_s / factor + 8)
-    await client.hall_socket(sid, "supervisor", 0, {})
+    await client.hall_socket(sid, "supervisor", None, {})
 
     async def supervisor_present() -> bool:
         return bool((await client.view(sid, "host"))["view"]["supervisors_present"])
