@@ -5,13 +5,15 @@ Two ``bidbridge serve`` processes share a fresh PostgreSQL database (on the mach
 127.0.0.1:5432, dropped afterwards) and a Redis of our own (``redis-server`` on a free port). N
 simulated bidders connect to the hall, half to each process, from two client processes
 (``scripts/bench_hall_clients.py``, one per server, websocket transport). The host suspends and
-resumes the opening in turn through process one's REST API; each command commits two events
-audienced ``all`` (the change and the server's signed checkpoint). Process one emits them to its
-own clients directly; process two hears the Redis doorbell and reads them from the database.
+resumes the session (open for sign-in) in turn through process one's REST API; each command
+commits one event audienced ``all`` (the change) and the server's signed checkpoint, which is
+for the record only (no viewer is sent it). Process one emits the change to its own clients
+directly; process two hears the Redis doorbell and reads it from the database.
 
 The simulated bidders are, by default, ``LeanListener``s: each speaks Engine.IO 4 / Socket.IO 5
 over its own websocket, answers pings, parses every message's JSON and checks that its events
-come in ``seq`` order, each once; like the browser page they ask for a commit's events as one
+come in order by their positions (each stream it follows numbered 1, 2, 3, ... after where it
+started, docs/positions.md), each once; like the browser page they ask for a commit's events as one
 ``events`` message (``--no-batch``: one message per event). ``--client socketio`` uses
 python-socketio's ``AsyncClient`` instead, which costs its process about four times as much CPU
 per message; thousands of them in one process share the two cores with the servers.
@@ -44,6 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +79,8 @@ async def run(args: argparse.Namespace) -> bool:
         ServerProcess,
         free_port,
         prepare_site,
-        to_opening,
+        published_session,
+        register,
     )
 
     pki = make_pki()
@@ -102,9 +106,13 @@ async def run(args: argparse.Namespace) -> bool:
                     await s.start(http)
                     servers.append(s)
                 one = Client(http, servers[0].url, site.parties)
-                sid, _ = await to_opening(one, tmp, factor=FACTOR)
+                await register(one)
+                # Open for sign-in, the deadline far off: until it, the hall admits any company
+                # (after it, only a bidder with a bid or signed in, which the simulated ones
+                # are not). Suspending and resuming cost the same in any status.
+                sid = await published_session(one, timedelta(days=7))
                 tokens = Tokens((site.data / "token.secret").read_bytes())
-                print(f"session {sid} is opening; 2 server processes, Redis {redis.url}")
+                print(f"session {sid} is open for sign-in; 2 server processes, Redis {redis.url}")
                 print(
                     f"clients: {args.client}, {'batched' if args.batch else 'one message per event'}"
                 )
@@ -170,7 +178,8 @@ async def fan_out(
     halves = [list(range(0, n, 2)), list(range(1, n, 2))]
     children: list[Child] = []
     results: list[Path] = []
-    last_seq = (await one.view(sid, "host"))["seq"]
+    # The simulated bidders follow the public stream only: they start at its head (no replay).
+    start = json.dumps({"all": (await one.view(sid, "host"))["pos"]["all"]})
     for k, idx in enumerate(halves):
         toks = [
             tokens.issue(Principal("bidder", f"B{n:05d}{i:06d}", f"投标人{i}", "0" * 64), now)[0]
@@ -180,7 +189,7 @@ async def fan_out(
         tok_file.write_text(json.dumps(toks))
         results.append(tmp / f"arrivals-{n}-{k}.json")
         child = await Child.start(
-            "hall", "--url", servers[k].url, "--session", sid, "--last-seq", str(last_seq),
+            "hall", "--url", servers[k].url, "--session", sid, "--last", start,
             "--tokens", str(tok_file), "--results", str(results[-1]), "--client", client,
             "--batch" if batch else "--no-batch",
         )  # fmt: skip
@@ -190,7 +199,7 @@ async def fan_out(
     if settle:
         await asyncio.sleep(settle)
 
-    sent: dict[int, float] = {}
+    sent: dict[str, float] = {}
     cpu0 = sum(cpu_seconds(s.proc.pid) for s in servers)
     ccpu0 = sum(cpu_seconds(c.proc.pid) for c in children)
     spies = []
@@ -219,13 +228,13 @@ async def fan_out(
         out = await one.request(
             "POST", f"/api/sessions/{sid}/{path}", host, {"reason": f"bench {k}: 压测 / load"}
         )
-        seq = int(out["seq"])
-        # The command's events end at ``seq``: the change and the signed checkpoint.
-        first = seq - 1
-        await asyncio.gather(*(c.wait_all([first, seq]) for c in children))
+        # What the command appended that the host is shown: the change, the public event
+        # numbered ``pos.all`` (the checkpoint after it is shown to no one).
+        change = f"all:{out['pos']['all']}"
+        await asyncio.gather(*(c.wait_all([change]) for c in children))
         if k >= warmup:
-            sent[first] = t
-            delivered_events += 2
+            sent[change] = t
+            delivered_events += 1
         await asyncio.sleep(0.05)
     cpu = sum(cpu_seconds(s.proc.pid) for s in servers) - cpu0
     ccpu = sum(cpu_seconds(c.proc.pid) for c in children) - ccpu0
@@ -243,23 +252,23 @@ async def fan_out(
         await c.proc.wait()
     lat: list[list[float]] = []
     lost = 0
-    per_command: dict[int, list[str]] = {seq: [] for seq in sent}
+    per_command: dict[str, list[str]] = {key: [] for key in sent}
     for path in results:
-        arrivals = {int(k): v for k, v in json.loads(path.read_text()).items()}
+        arrivals: dict[str, list[float]] = json.loads(path.read_text())
         side = []
-        for seq, t0 in sent.items():
-            got = [(t - t0) * 1000 for t in arrivals.get(seq, [])]
+        for key, t0 in sent.items():
+            got = [(t - t0) * 1000 for t in arrivals.get(key, [])]
             side.extend(got)
             if got:
-                per_command[seq].append(
+                per_command[key].append(
                     f"{min(got):6.0f} {statistics.median(got):6.0f} {max(got):6.0f}"
                 )
         lat.append(side)
     if detail:
-        print("  seq  sent (s)  process one: min p50 max ms | process two: min p50 max ms")
+        print("  event    sent (s)  process one: min p50 max ms | process two: min p50 max ms")
         t_first = min(sent.values())
-        for seq, t0 in sent.items():
-            print(f"  {seq:>4} {t0 - t_first:>8.2f}  " + " | ".join(per_command[seq]))
+        for key, t0 in sent.items():
+            print(f"  {key:>8} {t0 - t_first:>8.2f}  " + " | ".join(per_command[key]))
     for k, idx in enumerate(halves):
         lost += len(sent) * len(idx) - len(lat[k])
     every = lat[0] + lat[1]

@@ -7,9 +7,11 @@ Two modes, each driven over stdin/stdout by the parent (one line per message):
 ``hall``: connect N socket.io clients (websocket transport, all in one asyncio loop) to the
 ``/hall`` namespace: python-socketio's ``AsyncClient`` (``--client socketio``, the default) or
 ``LeanListener`` (``--client lean``, the same protocol at a quarter of the CPU); print ``ready``
-once all are in; print ``all <seq>`` when every client has received the event with that
-``seq``; on ``quit`` (stdin), write the arrival instants (``time.time()``) per ``seq`` to the
-results file and print ``done <out of order> <messages> <events>``.
+once all are in; print ``all <key>`` when every client has received the event with that key
+(``<stream>:<n>``: a public event's number, ``all:<n>``, or the reference broadcasts',
+``plain:<n>``; see ``event_key``); on ``quit`` (stdin), write the arrival instants
+(``time.time()``) per key to the results file and print ``done <out of order> <messages>
+<events>``.
 
 ``login``: run CA logins (challenge -> sign -> login) against the server with some concurrency;
 print one JSON line with the timings.
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
-from bench_hall import PLAIN_SEQ, raise_fd_limit
+from bench_hall import raise_fd_limit
 
 CLIENTS = ("socketio", "lean")
 
@@ -54,44 +56,74 @@ def say(line: str) -> None:
 # --- hall: many listeners -----------------------------------------------------------------------
 
 
-class Arrivals:
-    """What the listeners of this process received: arrival instants per ``seq``, and checks.
+def event_key(record: dict[str, Any]) -> str:
+    """``<stream>:<n>``: an event's number in the first stream it is a member of (``all`` for a
+    public one), the same for every listener; the parent names the events it waits for so."""
+    pos = record["pos"]
+    if "all" in record["audience"]:
+        return f"all:{pos['all']}"
+    stream = next(t for t in pos if t != "all")
+    return f"{stream}:{pos[stream]}"
 
-    Each listener must see the events in ``seq`` order, each once: an event at or below the last
-    ``seq`` that listener saw counts as out of order (or repeated) and is not taken. The plain
-    broadcasts of ``bench_hall.py`` carry ``seq`` numbers from ``PLAIN_SEQ`` up, a stream of their
-    own, interleaved with the log's. Completeness is checked by the parent from the arrivals
-    (every listener, every measured ``seq``).
+
+class Arrivals:
+    """What the listeners of this process received: arrival instants per event, and checks.
+
+    Each listener keeps a cursor (stream -> n, docs/positions.md) and must be sent, in each of
+    its streams, the events numbered 1, 2, 3, ... after where it started, each once. An event
+    that does not take exactly the next number of each stream it is a member of (or, not
+    public, comes after more public ones than the listener has had) counts as out of order; one
+    whose numbers the listener has all passed (repeated, or overtaken) is not taken either. The plain broadcasts of ``bench_hall.py`` have a stream of
+    their own (``bench_hall.PLAIN``), interleaved with the log's. Completeness is checked by
+    the parent from the arrivals (every listener, every measured event).
     """
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.by_seq: dict[int, list[float]] = defaultdict(list)
+        self.by_key: dict[str, list[float]] = defaultdict(list)
         self.disorder = 0
         self.messages = 0  # socket.io messages that carried events (one event, or a list)
         self.cpu_mark = 0.0
 
-    def take(self, listener: list[int], record: dict[str, Any], t: float) -> None:
-        """``listener``: the last ``seq`` seen by one listener, of the log and of the plain."""
-        seq = record["seq"]
-        if not isinstance(seq, int):
+    def take(self, cursor: dict[str, int], record: dict[str, Any], t: float) -> None:
+        """``cursor``: one listener's, moved on by each event it takes."""
+        try:
+            pos: dict[str, int] = record["pos"]
+            public = "all" in record["audience"]
+            members = [s for s in pos if s != "all"]
+            if public:
+                members.append("all")
+            key = event_key(record)
+            behind = all(pos[s] <= cursor.get(s, 0) for s in members)
+        except (KeyError, TypeError, AttributeError, StopIteration):
+            self.disorder += 1  # not an event of the hall
+            return
+        if behind:  # repeated, or after a later one: not taken
             self.disorder += 1
             return
-        stream = 1 if seq >= PLAIN_SEQ else 0
-        if seq <= listener[stream]:
-            self.disorder += 1
-            return
-        listener[stream] = seq
-        got = self.by_seq[seq]
+        if any(pos[s] != cursor.get(s, 0) + 1 for s in members) or (
+            not public and pos.get("all", 0) > cursor.get("all", 0)
+        ):
+            self.disorder += 1  # something before it has not come (yet): taken all the same
+        for s in members:
+            cursor[s] = pos[s]
+        got = self.by_key[key]
         got.append(t)
         if len(got) == self.n:
             cpu = time.process_time()
-            say(f"all {seq} {cpu - self.cpu_mark:.6f}")  # CPU since the previous "all"
+            say(f"all {key} {cpu - self.cpu_mark:.6f}")  # CPU since the previous "all"
             self.cpu_mark = cpu
 
 
+def start_cursor(args: argparse.Namespace) -> dict[str, int]:
+    cursor = json.loads(args.last)
+    if not isinstance(cursor, dict):
+        raise SystemExit("--last: a JSON object, stream -> n")
+    return {str(s): int(n) for s, n in cursor.items()}
+
+
 def auth_payload(args: argparse.Namespace, token: str) -> dict[str, Any]:
-    auth: dict[str, Any] = {"token": token, "session_id": args.session, "last_seq": args.last_seq}
+    auth: dict[str, Any] = {"token": token, "session_id": args.session, "last": start_cursor(args)}
     if args.batch:
         auth["batch"] = True  # as the browser page does (server/web/static/app.js)
     return auth
@@ -102,7 +134,7 @@ async def connect_socketio(args: argparse.Namespace, token: str, arrivals: Arriv
     import socketio
 
     clock = time.time
-    listener = [args.last_seq, 0]
+    listener = start_cursor(args)
 
     def on_event(data: dict[str, Any]) -> None:
         arrivals.messages += 1
@@ -133,14 +165,14 @@ class LeanListener:
     What a browser tab does with the socket.io JavaScript client, without python-socketio's
     per-message machinery (a ``wait_for`` and a task per message): one task per connection
     reads each frame, answers the server's pings, parses every event's JSON and checks its
-    ``seq``. One Python process simulating thousands of browsers can afford little per message.
+    positions. One Python process simulating thousands of browsers can afford little per message.
     """
 
     def __init__(self, args: argparse.Namespace, token: str, arrivals: Arrivals) -> None:
         self.args = args
         self.token = token
         self.arrivals = arrivals
-        self.listener = [args.last_seq, 0]
+        self.listener = start_cursor(args)
         self.ws: Any = None
         self.task: asyncio.Task[None] | None = None
 
@@ -249,7 +281,7 @@ async def hall_mode(args: argparse.Namespace) -> None:
         line = (await reader.readline()).decode().strip()
         if not line or line == "quit":
             break
-    Path(args.results).write_text(json.dumps({str(k): v for k, v in arrivals.by_seq.items()}))
+    Path(args.results).write_text(json.dumps(arrivals.by_key))
     gate = asyncio.Semaphore(200)
 
     async def close(c: Any) -> None:
@@ -260,7 +292,7 @@ async def hall_mode(args: argparse.Namespace) -> None:
     await asyncio.gather(*(close(c) for c in clients))
     if http is not None:
         await http.close()
-    events = sum(len(v) for v in arrivals.by_seq.values())
+    events = sum(len(v) for v in arrivals.by_key.values())
     say(f"done {arrivals.disorder} {arrivals.messages} {events}")
 
 
@@ -337,7 +369,11 @@ def main() -> None:
     h = sub.add_parser("hall")
     h.add_argument("--url", required=True)
     h.add_argument("--session", required=True)
-    h.add_argument("--last-seq", type=int, default=0, help="replay the log after this seq")
+    h.add_argument(
+        "--last",
+        default="{}",
+        help="the cursor to replay the log after, JSON stream -> n (e.g. '{\"all\": 12}')",
+    )
     h.add_argument("--tokens", required=True, help="JSON file: a list of bearer tokens")
     h.add_argument("--results", required=True, help="where to write the arrivals (JSON)")
     h.add_argument("--connect-concurrency", type=int, default=50)
