@@ -142,7 +142,7 @@ async def test_same_address_and_machine_warn_the_supervisor_alone(
         assert not [e for e in sock.events if e["type"] == "signal"], viewer
         await hall.hang_up(sock)
     sup = await hall.listen(sid, P(hall, "supervisor"))
-    assert {e["seq"] for e in sup.events if e["type"] == "signal"} == {e["seq"] for e in signals}
+    assert {e["id"] for e in sup.events if e["type"] == "signal"} == {e["id"] for e in signals}
 
     # No warning changes the state or the outcome: the log folded without them is the state.
     loaded = await hall.hub.service.load(sid)
