@@ -23,6 +23,7 @@ import {
   fmtTime,
   h,
   loadAuth,
+  posText,
   pageAuth,
   renderHall,
   renderLog,
@@ -321,7 +322,7 @@ function render(state, model) {
   renderBids(view);
   renderObjections(view, model);
   renderRecord(view, model);
-  const key = `${state.events.length}:${facts.lastSeq}:${currentLang()}:${(view.bids || []).length}:${view.table ? 1 : 0}`;
+  const key = `${state.events.length}:${posText(facts.pos)}:${currentLang()}:${(view.bids || []).length}:${view.table ? 1 : 0}`;
   if (key !== ui.logKey) {
     ui.logKey = key;
     renderLog(byTestId("log"), state.events, namer(view));
@@ -559,7 +560,7 @@ function renderEvaluation(model) {
   renderEvCommittee(view);
   renderEvRooms(view);
   renderEvProgress(view);
-  const key = `${model.events.length}:${model.lastSeq}:${currentLang()}`;
+  const key = `${model.mark}:${currentLang()}`;
   if (key !== ev.logKey) {
     ev.logKey = key;
     renderLog(byTestId("ev-log"), model.events, (code) => bidderOf(view, code));
