@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -12,13 +13,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from crypto import ca
-from schemas.events import EventRecord, NewEvent
+from schemas.events import EventRecord, NewEvent, stream_positions
 from schemas.time import iso
 from server.audit.chain import GENESIS, event_hash
 from server.store import (
@@ -33,7 +36,7 @@ from server.store import (
     account_id,
     open_store,
 )
-from server.store.db import database_url
+from server.store.db import MIGRATIONS, database_url
 from server.store.models import Base, Event
 from tests.support.servers import Postgres
 
@@ -491,3 +494,45 @@ async def test_blob_id_is_checked_before_touching_disk(store: Store) -> None:
             store.blobs.has(bad)
     with pytest.raises(NotFound):
         store.blobs.path("0" * 64)
+
+
+async def test_rule_04_existing_logs_are_numbered_in_their_streams_by_the_migration(
+    tmp_path: Path,
+) -> None:
+    """Migration 0006 numbers a log recorded before it exactly as new events are numbered."""
+    path = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    audiences = [["all"], ["bidder:A"], ["staff"], ["all"], ["bidder:A", "staff"], ["platform"]]
+    with engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.set_main_option("path_separator", "os")
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0005")
+        conn.execute(
+            sa.text(
+                "INSERT INTO sessions (id, lot_id, kind, status, version, snapshot, next_due,"
+                " created_at) VALUES ('s1', NULL, 'opening', 'draft', :v, '{}', NULL,"
+                " '2026-01-01 00:00:00')"
+            ),
+            {"v": len(audiences)},
+        )
+        for seq, audience in enumerate(audiences, start=1):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO events (session_id, seq, at, type, actor, audience, payload,"
+                    " prev_hash, hash) VALUES ('s1', :seq, 'x', 't', 'a', :aud, '{}', :h, :h)"
+                ),
+                {"seq": seq, "aud": json.dumps(audience), "h": "0" * 64},
+            )
+    engine.dispose()
+    store = await open_store(f"sqlite+aiosqlite:///{path}", tmp_path)
+    try:
+        expected, _ = stream_positions({}, audiences)
+        assert [r.pos for r in await store.events_after("s1", 0)] == expected
+        heads = await store.stream_heads("s1", {"staff", "bidder:A"})
+        assert heads == {"all": 2, "bidder:A": 2, "staff": 2}
+        shown = await store.events_for("s1", {"bidder:A"}, {"all": 1, "bidder:A": 1})
+        assert [r.seq for r in shown] == [4, 5]
+    finally:
+        await store.close()
