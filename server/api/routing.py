@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from crypto.errors import BidBridgeError
 from schemas.api import ErrorOut, OkOut
-from schemas.events import MAX_SEQ, MAX_STREAMS, Cursor, EventRecord
+from schemas.events import MAX_SEQ, MAX_STREAMS, Cursor, EventRecord, parse_cursor
 from server.auth import Principal, TokenInvalid
 from server.core import HUB_KEY, Hub
 from server.domain import errors as E
@@ -155,14 +155,15 @@ def after_cursor(request: web.Request) -> Cursor:
     values = request.query.getall("after", [])
     if len(values) > MAX_STREAMS:
         raise bad
-    cursor: Cursor = {}
+    given: dict[str, int] = {}
     for value in values:
-        stream, _, n = value.rpartition(":")
-        if not stream or len(stream) > 200 or not n.isascii() or not n.isdigit():
+        stream, sep, n = value.rpartition(":")
+        if not sep or not n.isascii() or not n.isdigit() or len(n) > 10:
             raise bad
-        if len(n) > 10 or int(n) > MAX_SEQ:
-            raise bad
-        cursor[stream] = int(n)
+        given[stream] = int(n)
+    cursor = parse_cursor(given)  # the socket's rule: names, ranges, how many
+    if cursor is None:
+        raise bad
     return cursor
 
 

@@ -102,7 +102,8 @@ class Hall(socketio.AsyncNamespace):
         # log order (docs/positions.md).
         self.held: dict[str, list[list[dict[str, Any]]]] = {}
         # Connection -> the last seq its latest replay sent: an event can be read by a replay
-        # before its own live publish runs (commit, then publish); that publish skips it.
+        # before its own live publish runs (commit, then publish); that publish skips it. Kept
+        # until the first live event past it (publishes come in seq order).
         self.floor: dict[str, int] = {}
         self.certs: dict[str, str] = {}  # connection -> SHA-256 of its token's certificate
         self._joined = 0  # connections joined since the hall last froze the heap
@@ -183,6 +184,8 @@ class Hall(socketio.AsyncNamespace):
                 keys = tuple(k for k in keys if records[k[0]].seq > below)
                 if not keys:
                     continue
+                # A session publishes in seq order: nothing at or below the floor comes later.
+                del floor[sid]
             waiting = held.get(sid)
             if waiting is not None:
                 waiting.append([shown(k) for k in keys])
